@@ -1,0 +1,3 @@
+from mnv2.cli import main
+
+raise SystemExit(main())

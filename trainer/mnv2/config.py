@@ -1,0 +1,178 @@
+"""The training configuration: one pydantic model, the platform presets, and loading from files and flags.
+
+This module imports neither MindSpore nor kopf. The operator generates the CRD's `spec.training`
+schema from `TrainingConfig` (camelCase aliases), so the trainer and the resource never drift.
+Fields whose default depends on the platform (REFERENCE §1) are filled from `PRESETS` before
+validation; the CRD leaves them unset so the trainer's preset applies.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from mnv2.exitcodes import ConfigError
+
+
+class Platform(StrEnum):
+    ASCEND = "Ascend"
+    GPU = "GPU"
+    CPU = "CPU"
+
+
+class FreezeLayer(StrEnum):
+    NONE = "none"
+    BACKBONE = "backbone"
+
+
+class AmpLevel(StrEnum):
+    O0 = "O0"  # fp32
+    O2 = "O2"  # fp16 except BatchNorm and loss
+    O3 = "O3"  # everything fp16, BatchNorm too (the zoo's Ascend setting)
+
+
+# The seed's recipe per platform (REFERENCE §1). Keys are TrainingConfig field names.
+PRESETS: dict[Platform, dict[str, Any]] = {
+    Platform.ASCEND: dict(
+        batch_size=256, epochs=200, warmup_epochs=4, lr_init=0.0, lr_max=0.4, lr_end=0.0,
+        amp_level=AmpLevel.O3, loss_scale=1024.0, dynamic_loss_scale=False, keep_checkpoint_max=200,
+    ),
+    Platform.GPU: dict(
+        batch_size=150, epochs=200, warmup_epochs=0, lr_init=0.0, lr_max=0.8, lr_end=0.0,
+        amp_level=AmpLevel.O2, loss_scale=65536.0, dynamic_loss_scale=True, keep_checkpoint_max=200,
+    ),
+    Platform.CPU: dict(
+        batch_size=150, epochs=15, warmup_epochs=0, lr_init=0.03, lr_max=0.03, lr_end=0.03,
+        amp_level=AmpLevel.O0, loss_scale=1.0, dynamic_loss_scale=False, keep_checkpoint_max=20,
+    ),
+}
+PRESET_FIELDS: frozenset[str] = frozenset(PRESETS[Platform.CPU])
+
+
+class TrainingConfig(BaseModel):
+    """Every setting of one training, fine-tuning or evaluation run."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, use_enum_values=False
+    )
+
+    platform: Platform = Field(Platform.CPU, description="Device target: Ascend, GPU or CPU.")
+    dataset_path: str = Field("", description="Training data: a folder with one sub-folder per class.")
+    eval_dataset_path: str = Field("", description="Evaluation data (same layout); empty skips evaluation.")
+    pretrain_ckpt: str = Field("", description="Checkpoint to start from (fine-tuning, evaluation).")
+    freeze_layer: FreezeLayer = Field(
+        FreezeLayer.NONE, description="none: train the whole network; backbone: train only the head."
+    )
+    num_classes: int = Field(1000, ge=2, le=100_000, description="Number of classes of the head.")
+    image_size: int = Field(224, ge=32, le=1024, description="Square input resolution in pixels.")
+    width_mult: float = Field(1.0, gt=0.0, le=4.0, description="MobileNetV2 width multiplier.")
+    batch_size: int = Field(None, ge=1, le=65_536, description="Batch size per device (preset).")
+    epochs: int = Field(None, ge=1, le=100_000, description="Number of epochs (preset).")
+    warmup_epochs: int = Field(None, ge=0, le=100_000, description="Linear warmup epochs (preset).")
+    lr_init: float = Field(None, ge=0.0, le=100.0, description="Learning rate at step 0 (preset).")
+    lr_max: float = Field(None, ge=0.0, le=100.0, description="Peak learning rate after warmup (preset).")
+    lr_end: float = Field(None, ge=0.0, le=100.0, description="Learning rate at the last step (preset).")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="Momentum of the optimizer.")
+    weight_decay: float = Field(4e-5, ge=0.0, le=1.0, description="Weight decay (not on BatchNorm or biases).")
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0, description="Label smoothing factor.")
+    amp_level: AmpLevel = Field(None, description="Mixed precision level: O0, O2 or O3 (preset).")
+    loss_scale: float = Field(None, ge=1.0, le=2.0**24, description="Loss scale (initial one when dynamic).")
+    dynamic_loss_scale: bool = Field(None, description="Adjust the loss scale on overflow (preset).")
+    save_checkpoint: bool = Field(True, description="Write checkpoints (rank 0 only).")
+    save_checkpoint_epochs: int = Field(1, ge=1, le=100_000, description="Write a checkpoint every N epochs.")
+    keep_checkpoint_max: int = Field(None, ge=1, le=100_000, description="Checkpoints to keep (preset).")
+    output_dir: str = Field("./output", description="Where checkpoints, logs and exports go.")
+    resume: bool = Field(False, description="Continue from the latest checkpoint in output_dir.")
+    seed: int = Field(1, ge=0, le=2**31 - 1, description="Random seed.")
+    num_workers: int = Field(2, ge=1, le=64, description="Parallel workers of the data pipeline.")
+    on_corrupt_image: Literal["error", "skip"] = Field(
+        "error", description="error: stop naming the file; skip: leave it out and count it."
+    )
+    fast_depthwise: bool = Field(True, description="Use the project's CPU depthwise-convolution kernel.")
+    metrics_port: int = Field(0, ge=0, le=65_535, description="Prometheus port of rank 0; 0 disables.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_platform_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        raw = data.get("platform", Platform.CPU)
+        try:
+            platform = Platform(raw)
+        except ValueError:
+            return data  # the field validator reports the bad platform
+        filled = dict(data)
+        for key, value in PRESETS[platform].items():
+            if filled.get(key) is None and filled.get(to_camel(key)) is None:
+                filled.pop(to_camel(key), None)
+                filled[key] = value
+        return filled
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> TrainingConfig:
+        if self.platform == Platform.CPU:
+            if self.amp_level != AmpLevel.O0:
+                raise ValueError("amp_level: fp16 mixed precision is not supported on CPU; use O0")
+            if self.loss_scale != 1.0 or self.dynamic_loss_scale:
+                raise ValueError("loss_scale: loss scaling is not supported on CPU; use 1 and no dynamic scale")
+        if self.freeze_layer == FreezeLayer.BACKBONE and not self.pretrain_ckpt:
+            raise ValueError("pretrain_ckpt: freeze_layer=backbone needs a pretrained checkpoint")
+        if self.warmup_epochs > self.epochs:
+            raise ValueError("warmup_epochs: must not exceed epochs")
+        if not self.lr_end <= self.lr_max:
+            raise ValueError("lr_end: must not exceed lr_max")
+        return self
+
+
+def format_validation_error(error: ValidationError, source: str = "configuration") -> str:
+    """One line per problem, each naming its field."""
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(root)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {field}: {message}")
+    return "\n".join(lines)
+
+
+def build_config(*layers: dict[str, Any], source: str = "configuration") -> TrainingConfig:
+    """Merge layers (later wins, None means unset) and validate; raises ConfigError naming each field."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if value is not None:
+                merged[key] = value
+    try:
+        return TrainingConfig.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source)) from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON mapping; errors name the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read configuration: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the configuration must be a mapping of settings")
+    return data
+
+
+def save_config(config: TrainingConfig, path: str | Path) -> None:
+    """Write the effective configuration (snake_case YAML) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
+    tmp.replace(path)
