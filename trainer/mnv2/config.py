@@ -134,9 +134,9 @@ def format_validation_error(error: ValidationError, source: str = "configuration
     """One line per problem, each naming its field."""
     lines = []
     for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"]) or "(root)"
+        field = ".".join(str(part) for part in item["loc"])
         message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{source}: {field}: {message}")
+        lines.append(f"{source}: {field}: {message}" if field else f"{source}: {message}")
     return "\n".join(lines)
 
 
