@@ -1,0 +1,175 @@
+"""Prometheus metrics of the operator: job lifecycle counts, job states, latencies, reconcile errors.
+
+Handlers call the module-level `METRICS`; `mnv2 operator` calls `METRICS.serve(port)`. Counters are
+named like Kubeflow's training operator (`*_jobs_*_total{job_namespace,platform}`) so dashboards
+built for it read the same way. No kopf import: the class is driven directly in tests.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    start_http_server,
+)
+
+# The `*_created` timestamp series double the series count and nothing reads them; this is a
+# per-process switch, which suits both the trainer and the operator process.
+disable_created_metrics()
+
+PREFIX = "mnv2_operator_"
+JOB_LABELS = ("job_namespace", "platform")
+
+# From seconds (pods already pulled on a warm node) to an hour (a queue waiting for accelerators).
+WAIT_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
+# Rendering a rank table is pure Python over a handful of pods: sub-millisecond to a few ms.
+RENDER_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+# Every metric this module exports (full exposition names of the families), for drift checks.
+METRIC_NAMES: tuple[str, ...] = tuple(
+    PREFIX + n
+    for n in (
+        "jobs_created_total",
+        "jobs_successful_total",
+        "jobs_failed_total",
+        "jobs_restarted_total",
+        "jobs_deleted_total",
+        "jobs",
+        "time_to_running_seconds",
+        "pod_pending_seconds",
+        "rank_table_render_seconds",
+        "reconcile_errors_total",
+    )
+)
+
+
+class OperatorMetrics:
+    """All operator metrics in one registry of their own (so tests can make fresh instances)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+
+        def jobs_counter(event: str, doc: str) -> Counter:
+            return Counter(f"{PREFIX}jobs_{event}", doc, JOB_LABELS, registry=r)
+
+        self.created = jobs_counter("created", "MobileNetV2TrainJobs the operator has started handling.")
+        self.successful = jobs_counter("successful", "Jobs that finished with phase Succeeded.")
+        self.failed = jobs_counter("failed", "Jobs that finished with phase Failed.")
+        self.restarted = jobs_counter("restarted", "Times a job's pods were recreated after a failure.")
+        self.deleted = jobs_counter("deleted", "Jobs deleted by users or by TTL after finishing.")
+        self.jobs = Gauge(
+            PREFIX + "jobs",
+            "Jobs per state, as last counted by the operator.",
+            (*JOB_LABELS, "state"),
+            registry=r,
+        )
+        self.time_to_running = Histogram(
+            PREFIX + "time_to_running_seconds",
+            "Time from a job's creation until all its pods were running.",
+            JOB_LABELS,
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.pod_pending = Histogram(
+            PREFIX + "pod_pending_seconds",
+            "Time a job's pod spent in phase Pending before it started (or the job gave up).",
+            JOB_LABELS,
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.rank_table_render = Histogram(
+            PREFIX + "rank_table_render_seconds",
+            "Time to render an Ascend rank table from the observed pods.",
+            buckets=RENDER_BUCKETS,
+            registry=r,
+        )
+        self.reconcile_errors = Counter(
+            PREFIX + "reconcile_errors",
+            "Handler runs that raised an error, by handler.",
+            ("handler",),
+            registry=r,
+        )
+        self._lock = threading.Lock()
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    # ---- job lifecycle -----------------------------------------------------------------------
+    def job_created(self, namespace: str, platform: str) -> None:
+        self.created.labels(namespace, platform).inc()
+
+    def job_succeeded(self, namespace: str, platform: str) -> None:
+        self.successful.labels(namespace, platform).inc()
+
+    def job_failed(self, namespace: str, platform: str) -> None:
+        self.failed.labels(namespace, platform).inc()
+
+    def job_restarted(self, namespace: str, platform: str) -> None:
+        self.restarted.labels(namespace, platform).inc()
+
+    def job_deleted(self, namespace: str, platform: str) -> None:
+        self.deleted.labels(namespace, platform).inc()
+
+    def set_jobs_by_state(self, counts: dict[tuple[str, str, str], int]) -> None:
+        """Replace the whole jobs-by-state gauge with a fresh count keyed (namespace, platform, state).
+
+        Replaced rather than updated so a state no job is in any more drops to absent, not stale.
+        """
+        with self._lock:
+            self.jobs.clear()
+            for (namespace, platform, state), n in counts.items():
+                self.jobs.labels(namespace, platform, state).set(n)
+
+    # ---- latencies and errors ----------------------------------------------------------------
+    def observe_time_to_running(self, namespace: str, platform: str, seconds: float) -> None:
+        self.time_to_running.labels(namespace, platform).observe(max(seconds, 0.0))
+
+    def observe_pending(self, namespace: str, platform: str, seconds: float) -> None:
+        self.pod_pending.labels(namespace, platform).observe(max(seconds, 0.0))
+
+    def observe_rank_table_render(self, seconds: float) -> None:
+        self.rank_table_render.observe(max(seconds, 0.0))
+
+    def reconcile_error(self, handler: str) -> None:
+        self.reconcile_errors.labels(handler).inc()
+
+    # ---- serving -----------------------------------------------------------------------------
+    def exposition(self) -> str:
+        """The text Prometheus would scrape (tests, debugging)."""
+        return generate_latest(self.registry).decode()
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        """Serve /metrics on `port` (0 or negative: do nothing); a second call is a no-op."""
+        if port <= 0 or self._server is not None:
+            return
+        try:
+            self._server, self._thread = start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot serve operator metrics on {addr}:{port}: {exc}") from exc
+
+    @property
+    def url(self) -> str | None:
+        """The scrape URL on loopback, or None when not serving."""
+        if self._server is None:
+            return None
+        return f"http://127.0.0.1:{self._server.server_port}/metrics"
+
+    def close(self) -> None:
+        """Stop serving (idempotent)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+METRICS = OperatorMetrics()
