@@ -49,7 +49,11 @@ class Upstream:
             body = await request.json()
             return web.json_response({"echo": body, "method": request.method}, status=201)
         return web.json_response(
-            {"path": request.path, "query": dict(request.query), "auth": request.headers.get("Authorization")},
+            {
+                "path": request.path,
+                "query": dict(request.query),
+                "auth": request.headers.get("Authorization"),
+            },
             headers={"X-Upstream": "yes"},
         )
 
@@ -196,7 +200,7 @@ def test_watch_stream_ends_cleanly_early() -> None:
 
 def test_watch_stream_breaks_mid_way() -> None:
     async def body(proxy: FaultProxy, upstream: Upstream, session: aiohttp.ClientSession) -> None:
-        events, how = await _read_watch(session, proxy.url)
+        _events, how = await _read_watch(session, proxy.url)
         assert how == "error"
         assert proxy.counts[WATCH_ABORT] == 1 and proxy.counts[WATCH_END] == 0
 
