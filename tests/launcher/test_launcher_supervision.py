@@ -1,0 +1,107 @@
+"""`mnv2 launch` supervising real processes (a substitute child, no MindSpore): output prefixes,
+exit codes, stopping the other ranks when one fails, SIGTERM forwarding and the SIGKILL fallback."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from launch_helpers import child_argv, launch_env
+from mnv2 import launchenv as le
+from mnv2 import launcher
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _dynamic(replicas: int = 1, devices: int = 2, index: int = 0) -> dict[str, str]:
+    return launch_env(
+        **{le.REPLICAS: replicas, le.DEVICES_PER_REPLICA: devices, le.REPLICA_INDEX: index},
+        **{le.PLATFORM: "CPU"},
+    )
+
+
+def test_children_get_their_env_and_prefixed_output(tmp_path: Path) -> None:
+    specs = launcher.plan_processes(_dynamic(devices=2), None, argv=child_argv("env", str(tmp_path)))
+    out = io.StringIO()
+    code = launcher.Supervisor(specs, grace=5, out=out).run(install_signal_handlers=False)
+    assert code == 0
+    text = out.getvalue().splitlines()
+    for name in ("scheduler", "rank 0", "rank 1"):
+        assert f"[{name}] hello from {name.replace(' ', '')}" in text
+        assert f"[{name}] second line" in text
+    seen = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
+    assert set(seen) == {"scheduler", "rank0", "rank1"}
+    assert seen["rank1"]["MS_NODE_ID"] == "1" and seen["rank1"]["MS_ROLE"] == "MS_WORKER"
+    assert seen["scheduler"]["MS_ROLE"] == "MS_SCHED"
+
+
+def test_one_failing_rank_stops_the_others_and_sets_the_exit_code() -> None:
+    argv = child_argv("exit", "rank1=67,default=wait")
+    specs = launcher.plan_processes(_dynamic(devices=3), None, argv=argv)
+    out = io.StringIO()
+    supervisor = launcher.Supervisor(specs, grace=20, out=out)
+    started = time.monotonic()
+    code = supervisor.run(install_signal_handlers=False)
+    assert code == 67  # Diverged, the failing rank's code, not the 143 of the ranks it stopped
+    assert time.monotonic() - started < 15, "the others were not stopped by SIGTERM"
+    text = out.getvalue()
+    assert "[launcher] rank 1 exited 67 (Diverged" in text
+    for name in ("scheduler", "rank0", "rank2"):
+        assert f"terminated {name}" in text
+    assert supervisor.first_failure == ("rank 1", 67)
+
+
+def test_a_rank_that_ignores_sigterm_is_killed_after_the_grace_period() -> None:
+    specs = launcher.plan_processes(_dynamic(devices=1), None, argv=child_argv("stubborn"))
+    specs[0] = launcher.ProcessSpec("scheduler", child_argv("exit", "default=76"), specs[0].env)
+    out = io.StringIO()
+    started = time.monotonic()
+    code = launcher.Supervisor(specs, grace=1.0, out=out).run(install_signal_handlers=False)
+    assert code == 76
+    assert 1.0 <= time.monotonic() - started < 20
+    assert "rank 0 still running after 1s; killing it" in out.getvalue()
+
+
+def test_a_child_that_cannot_start_fails_the_launch() -> None:
+    specs = launcher.plan_processes(_dynamic(devices=1), None, argv=["/nonexistent/trainer"])
+    out = io.StringIO()
+    assert launcher.Supervisor(specs, grace=1, out=out).run(install_signal_handlers=False) == 1
+    assert "could not start a process" in out.getvalue()
+
+
+def test_sigterm_to_the_launcher_reaches_every_child(launch_process) -> None:
+    proc, output = launch_process(_dynamic(devices=2), "--", *child_argv("serve"))
+    output.wait_for(lambda lines: sum("] ready " in line for line in lines) == 3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    text = output.text()
+    for name, label in (("scheduler", "scheduler"), ("rank0", "rank 0"), ("rank1", "rank 1")):
+        assert f"[{label}] terminated {name}" in text
+    assert "[launcher] exiting 143" in text
+
+
+def test_sigint_is_forwarded_too_and_children_are_gone_afterwards(launch_process, tmp_path) -> None:
+    proc, output = launch_process(_dynamic(devices=2), "--", *child_argv("serve"))
+    output.wait_for(lambda lines: sum("] ready " in line for line in lines) == 3)
+    pids = [int(line.split("(pid ")[1].split(")")[0]) for line in output.lines if "started " in line]
+    assert len(pids) == 3
+    proc.send_signal(signal.SIGINT)
+    # SIGINT is forwarded as SIGINT; the stand-in does not handle it, so Python stops it with 130.
+    assert proc.wait(timeout=30) == 130
+    assert not any(_pid_alive(pid) for pid in pids)
+
+
+def test_failing_child_code_is_the_launch_exit_code_end_to_end(launch_process) -> None:
+    proc, output = launch_process(_dynamic(devices=2), "--", *child_argv("exit", "rank0=65,default=wait"))
+    assert proc.wait(timeout=30) == 65
+    assert "[launcher] rank 0 exited 65 (InvalidInput" in output.text()

@@ -1,0 +1,504 @@
+"""The in-pod launcher: plan one trainer process per local device, then supervise them.
+
+Every pod runs `mnv2 launch`. Planning is a pure function of the launch environment (and, in
+rank-table mode, the parsed rank table): it returns each process's argv and complete environment,
+so tests and `mnv2 launch --dry-run` can see exactly what would run. Supervision is the one place
+with side effects: it starts the processes, prefixes their output with their rank, forwards
+SIGTERM/SIGINT, and turns the first failure into the pod's exit code (mnv2.exitcodes), stopping the
+other ranks so a broken collective never hangs the pod. No MindSpore import here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from mnv2 import launchenv as le
+from mnv2.exitcodes import ConfigError, ExitCode, TrainerError, describe
+
+if TYPE_CHECKING:
+    from mnv2.ranktable import RankTable
+
+# Launcher knobs that only the launcher reads (not part of the pod contract in launchenv).
+STOP_GRACE = "MNV2_STOP_GRACE_SECONDS"  # SIGTERM -> SIGKILL delay for children
+SCHEDULER_DNS_TIMEOUT = "MNV2_SCHEDULER_DNS_TIMEOUT_SECONDS"  # pre-wait for the scheduler's name
+DEFAULT_STOP_GRACE_SECONDS = 25.0  # below Kubernetes' default terminationGracePeriodSeconds (30)
+DEFAULT_SCHEDULER_DNS_TIMEOUT_SECONDS = 300.0
+DEFAULT_HCCL_CONNECT_TIMEOUT = "600"
+COMMANDS = ("train", "eval")
+
+# Variables a child must never inherit from the pod: the launcher sets the right ones per process.
+_PER_PROCESS = (
+    le.MS_SCHED_HOST, le.MS_SCHED_PORT, le.MS_WORKER_NUM, le.MS_ROLE, le.MS_NODE_ID,
+    le.RANK_TABLE_FILE, le.RANK_ID, le.DEVICE_ID, le.RANK_SIZE, le.RANK, le.WORLD_SIZE, le.LOCAL_RANK,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process the launcher starts: its label for log prefixes, argv, and complete environment."""
+
+    name: str  # "scheduler" or "rank N" (global rank)
+    argv: list[str]
+    env: dict[str, str]
+    rank: int | None = None  # global rank; None for the scheduler
+    local_rank: int | None = None
+
+    @property
+    def is_scheduler(self) -> bool:
+        return self.rank is None
+
+
+# ----------------------------------------------------------------------------- reading the env
+
+
+def _int_var(env: Mapping[str, str], name: str, default: int | None = None, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise ConfigError(f"launch environment: {name} is not set")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"launch environment: {name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"launch environment: {name}={value} must be >= {minimum}")
+    return value
+
+
+def _float_var(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"launch environment: {name}={raw!r} is not a number") from None
+    if value < 0:
+        raise ConfigError(f"launch environment: {name}={value} must be >= 0")
+    return value
+
+
+def launch_mode(env: Mapping[str, str]) -> le.LaunchMode:
+    raw = env.get(le.LAUNCH_MODE) or le.LaunchMode.DYNAMIC.value
+    try:
+        return le.LaunchMode(raw)
+    except ValueError:
+        allowed = ", ".join(m.value for m in le.LaunchMode)
+        raise ConfigError(f"launch environment: {le.LAUNCH_MODE}={raw!r} is not one of {allowed}") from None
+
+
+def rank_table_path(env: Mapping[str, str]) -> Path:
+    return Path(env.get(le.RANK_TABLE_PATH) or le.DEFAULT_RANK_TABLE_PATH)
+
+
+def rank_table_timeout(env: Mapping[str, str]) -> float:
+    return _float_var(env, le.RANK_TABLE_TIMEOUT, float(le.DEFAULT_RANK_TABLE_TIMEOUT_SECONDS))
+
+
+def stop_grace(env: Mapping[str, str]) -> float:
+    return _float_var(env, STOP_GRACE, DEFAULT_STOP_GRACE_SECONDS)
+
+
+def scheduler_dns_timeout(env: Mapping[str, str]) -> float:
+    return _float_var(env, SCHEDULER_DNS_TIMEOUT, DEFAULT_SCHEDULER_DNS_TIMEOUT_SECONDS)
+
+
+def child_command(env: Mapping[str, str]) -> list[str]:
+    """`python -m mnv2 train|eval`: the trainer reads its configuration from MNV2_TRAINING_CONFIG."""
+    command = env.get(le.COMMAND) or "train"
+    if command not in COMMANDS:
+        raise ConfigError(f"launch environment: {le.COMMAND}={command!r} is not one of {', '.join(COMMANDS)}")
+    return [sys.executable, "-m", "mnv2", command]
+
+
+# ----------------------------------------------------------------------------- planning (pure)
+
+
+def plan_processes(
+    env: Mapping[str, str], rank_table: RankTable | None, argv: Sequence[str] | None = None
+) -> list[ProcessSpec]:
+    """Every process this pod runs, with its argv and full environment (the pod's env plus rank vars).
+
+    `argv` replaces the child command (`mnv2 launch -- CMD...`); by default it is the trainer.
+    Raises ConfigError naming the variable or the rank-table file when the inputs do not fit.
+    """
+    command = list(argv) if argv else child_command(env)
+    mode = launch_mode(env)
+    replicas = _int_var(env, le.REPLICAS, 1, minimum=1)
+    index = _int_var(env, le.REPLICA_INDEX, 0)
+    devices = _int_var(env, le.DEVICES_PER_REPLICA, 1, minimum=1)
+    if index >= replicas:
+        raise ConfigError(
+            f"launch environment: {le.REPLICA_INDEX}={index} is not below {le.REPLICAS}={replicas}"
+        )
+    base = {k: v for k, v in env.items() if k not in _PER_PROCESS}
+    if mode is le.LaunchMode.RANK_TABLE:
+        if rank_table is None:
+            raise ConfigError(f"rank table {rank_table_path(env)} is not completed; cannot plan ranks")
+        return _plan_rank_table(env, base, command, rank_table, replicas, devices)
+    return _plan_dynamic(env, base, command, replicas, index, devices)
+
+
+def _plan_dynamic(
+    env: Mapping[str, str], base: dict[str, str], command: list[str], replicas: int, index: int, devices: int
+) -> list[ProcessSpec]:
+    world = replicas * devices
+    cluster = {
+        le.MS_SCHED_HOST: env.get(le.SCHEDULER_HOST) or "127.0.0.1",
+        le.MS_SCHED_PORT: str(_int_var(env, le.SCHEDULER_PORT, le.DEFAULT_SCHEDULER_PORT, minimum=1)),
+        le.MS_WORKER_NUM: str(world),
+        le.WORLD_SIZE: str(world),
+    }
+    specs: list[ProcessSpec] = []
+    if index == 0:
+        specs.append(ProcessSpec("scheduler", command, {**base, **cluster, le.MS_ROLE: "MS_SCHED"}))
+    uses_device_ids = (env.get(le.PLATFORM) or "CPU").upper() != "CPU"
+    for local in range(devices):
+        rank = index * devices + local
+        proc_env = {
+            **base,
+            **cluster,
+            le.MS_ROLE: "MS_WORKER",
+            le.MS_NODE_ID: str(rank),
+            le.RANK: str(rank),
+            le.LOCAL_RANK: str(local),
+        }
+        if uses_device_ids:
+            proc_env[le.DEVICE_ID] = str(local)
+        specs.append(ProcessSpec(f"rank {rank}", command, proc_env, rank=rank, local_rank=local))
+    return specs
+
+
+def _plan_rank_table(
+    env: Mapping[str, str],
+    base: dict[str, str],
+    command: list[str],
+    table: RankTable,
+    replicas: int,
+    devices: int,
+) -> list[ProcessSpec]:
+    path = rank_table_path(env)
+    pod_ip, pod_name = env.get(le.POD_IP) or None, env.get(le.POD_NAME) or None
+    server = _find_server(table, path, pod_ip=pod_ip, pod_name=pod_name)
+    size = table.rank_size()
+    if size != replicas * devices:
+        raise ConfigError(
+            f"rank table {path} lists {size} devices but {le.REPLICAS}={replicas} x "
+            f"{le.DEVICES_PER_REPLICA}={devices} = {replicas * devices}"
+        )
+    if len(server.device) != devices:
+        raise ConfigError(
+            f"rank table {path}: server {server.server_id} has {len(server.device)} devices, "
+            f"{le.DEVICES_PER_REPLICA}={devices}"
+        )
+    specs = []
+    for local, device in enumerate(server.device):
+        try:
+            rank = int(device.rank_id)
+        except ValueError:
+            raise ConfigError(
+                f"rank table {path}: server {server.server_id} device {device.device_id} has "
+                f"rank_id {device.rank_id!r}, not an integer"
+            ) from None
+        proc_env = {
+            **base,
+            le.RANK_TABLE_FILE: str(path),
+            le.RANK_ID: str(rank),
+            le.DEVICE_ID: str(device.device_id),
+            le.RANK_SIZE: str(size),
+            le.HCCL_CONNECT_TIMEOUT: env.get(le.HCCL_CONNECT_TIMEOUT) or DEFAULT_HCCL_CONNECT_TIMEOUT,
+            le.RANK: str(rank),
+            le.WORLD_SIZE: str(size),
+            le.LOCAL_RANK: str(local),
+        }
+        specs.append(ProcessSpec(f"rank {rank}", command, proc_env, rank=rank, local_rank=local))
+    return specs
+
+
+def _find_server(table: RankTable, path: Path, *, pod_ip: str | None, pod_name: str | None):
+    """This pod's entry: by pod IP (container_ip) first, then by server_id = pod name."""
+    for server in table.server_list:
+        if pod_ip and server.container_ip == pod_ip:
+            return server
+    for server in table.server_list:
+        if pod_name and server.server_id == pod_name:
+            return server
+    known = ", ".join(f"{s.server_id}@{s.container_ip}" for s in table.server_list)
+    raise ConfigError(
+        f"rank table {path} has no server for this pod ({le.POD_IP}={pod_ip!r}, "
+        f"{le.POD_NAME}={pod_name!r}); servers: {known}"
+    )
+
+
+# ----------------------------------------------------------------------------- waiting
+
+
+def read_rank_table_status(path: Path) -> tuple[RankTable | None, str]:
+    """(table if completed, a short status for messages). Never raises for transient states."""
+    from mnv2.ranktable import load_rank_table
+
+    try:
+        raw = path.read_text()
+    except FileNotFoundError:
+        return None, "file missing"
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror or exc})"
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError:
+        return None, "not valid JSON (being rewritten?)"
+    status = doc.get("status") if isinstance(doc, dict) else None
+    table = load_rank_table(path)
+    if table is None:
+        return None, f"status {status!r}"
+    return table, f"status {status!r}"
+
+
+def wait_for_rank_table(
+    path: Path,
+    timeout: float,
+    *,
+    interval: float = 1.0,
+    log: Callable[[str], None] = lambda message: None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RankTable:
+    """Poll the mounted rank table until its status is "completed", at most `timeout` seconds.
+
+    The ConfigMap is mounted from the start with {"status": "initializing"} and rewritten by the
+    operator once every pod has its devices and IP; kubelet then updates the file (up to a minute
+    later). A table that is completed but malformed is an error at once (RankTableError, a
+    ConfigError here); on timeout the error names the file and its last status (exit 75).
+    """
+    from mnv2.ranktable import RankTableError
+
+    deadline = clock() + timeout
+    last = ""
+    while True:
+        try:
+            table, status = read_rank_table_status(path)
+        except RankTableError as exc:
+            raise ConfigError(f"rank table {path}: {exc}") from exc
+        if table is not None:
+            return table
+        if status != last:
+            log(f"waiting for rank table {path}: {status}")
+            last = status
+        remaining = deadline - clock()
+        if remaining <= 0:
+            raise TrainerError(
+                f"rank table {path} did not reach status 'completed' within {timeout:g}s "
+                f"(last seen: {status}); are all pods scheduled with their Ascend devices annotated?",
+                ExitCode.RANK_TABLE_TIMEOUT,
+            )
+        sleep(min(interval, remaining))
+
+
+def wait_for_host(
+    host: str,
+    timeout: float,
+    *,
+    interval: float = 1.0,
+    resolve: Callable[[str], object] = socket.gethostbyname,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Wait until `host` resolves (headless-Service DNS lags pod creation). True if it did in time.
+
+    MindSpore retries the scheduler connection itself; waiting here first turns a name that never
+    appears into one clear log line instead of a stream of connection errors.
+    """
+    deadline = clock() + timeout
+    while True:
+        try:
+            resolve(host)
+            return True
+        except OSError:
+            pass
+        remaining = deadline - clock()
+        if remaining <= 0:
+            return False
+        sleep(min(interval, remaining))
+
+
+# ----------------------------------------------------------------------------- supervision
+
+
+def exit_code_of(returncode: int) -> int:
+    """A child's return code as a shell would report it: killed by signal N -> 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+@dataclass
+class _Child:
+    spec: ProcessSpec
+    proc: subprocess.Popen
+    reader: threading.Thread
+    code: int | None = None
+
+
+@dataclass
+class Supervisor:
+    """Starts the planned processes and watches them until all have ended.
+
+    Rules: output lines are prefixed with `[rank N]` / `[scheduler]`; a SIGTERM or SIGINT to the
+    launcher is forwarded to every child, which then get `grace` seconds before SIGKILL; the first
+    child to fail (non-zero exit) stops the others the same way, and its code (mapped through
+    mnv2.exitcodes) is the launcher's exit code. A scheduler that ends with 0 is not a stop signal.
+    """
+
+    specs: list[ProcessSpec]
+    grace: float = DEFAULT_STOP_GRACE_SECONDS
+    out: IO[str] = field(default_factory=lambda: sys.stdout)
+    poll_interval: float = 0.05
+    popen_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._children: list[_Child] = []
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stop_reason: str | None = None
+        self._stop_deadline: float | None = None
+        self._killed = False
+        self._announced = False
+        self.first_failure: tuple[str, int] | None = None
+        self.signal_received: int | None = None
+
+    # output
+    def say(self, message: str) -> None:
+        with self._lock:
+            self.out.write(f"[launcher] {message}\n")
+            self.out.flush()
+
+    def _pump(self, name: str, stream: IO[bytes]) -> None:
+        prefix = f"[{name}] "
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            with self._lock:
+                self.out.write(prefix + line + "\n")
+                self.out.flush()
+        stream.close()
+
+    # control
+    def start(self) -> None:
+        for spec in self.specs:
+            proc = subprocess.Popen(
+                spec.argv,
+                env=spec.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                **self.popen_kwargs,
+            )
+            reader = threading.Thread(target=self._pump, args=(spec.name, proc.stdout), daemon=True)
+            reader.start()
+            self._children.append(_Child(spec, proc, reader))
+            self.say(f"started {spec.name} (pid {proc.pid}): {' '.join(spec.argv)}")
+
+    @property
+    def pids(self) -> list[int]:
+        return [child.proc.pid for child in self._children]
+
+    def handle_signal(self, signum: int, frame=None) -> None:
+        """Signal handler: forward to every child once, then let the grace period run."""
+        if self.signal_received is None:
+            self.signal_received = signum
+        self._request_stop(f"received {signal.Signals(signum).name}", signum)
+
+    def _request_stop(self, reason: str, signum: int = signal.SIGTERM) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            self._stop_deadline = time.monotonic() + self.grace
+        for child in self._children:
+            if child.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.send_signal(signum)
+        self._wake.set()
+
+    def wait(self) -> int:
+        """Supervise until every child has ended; return the pod's exit code."""
+        while True:
+            running = 0
+            for child in self._children:
+                if child.code is not None:
+                    continue
+                rc = child.proc.poll()
+                if rc is None:
+                    running += 1
+                    continue
+                child.code = exit_code_of(rc)
+                self._on_exit(child)
+            if running == 0:
+                break
+            if self._stop_reason is not None and not self._announced:
+                self._announced = True
+                self.say(f"{self._stop_reason}: stopping every process (SIGKILL after {self.grace:g}s)")
+            if (
+                self._stop_deadline is not None
+                and not self._killed
+                and time.monotonic() >= self._stop_deadline
+            ):
+                self._killed = True
+                for child in self._children:
+                    if child.proc.poll() is None:
+                        self.say(f"{child.spec.name} still running after {self.grace:g}s; killing it")
+                        with contextlib.suppress(ProcessLookupError):
+                            child.proc.kill()
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+        for child in self._children:
+            child.reader.join(timeout=5)
+        return self._result()
+
+    def _on_exit(self, child: _Child) -> None:
+        code = child.code
+        assert code is not None
+        if code == 0:
+            self.say(f"{child.spec.name} finished")
+            return
+        info = describe(code)
+        self.say(f"{child.spec.name} exited {code} ({info.reason}: {info.meaning})")
+        if self._stop_reason is None and self.first_failure is None:
+            self.first_failure = (child.spec.name, code)
+            self._request_stop(f"{child.spec.name} failed")
+
+    def _result(self) -> int:
+        if self.first_failure is not None:
+            return self.first_failure[1]
+        codes = [child.code or 0 for child in self._children]
+        if self.signal_received is not None:
+            # Stopped from outside: the trainers' own code (143 after a checkpoint) if they set one.
+            nonzero = [c for c in codes if c != 0]
+            return nonzero[0] if nonzero else 128 + self.signal_received
+        return next((c for c in codes if c != 0), 0)
+
+    def run(self, install_signal_handlers: bool = True) -> int:
+        """start() + wait(), with SIGTERM/SIGINT forwarded while the children run."""
+        previous: dict[int, object] = {}
+        if install_signal_handlers:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, self.handle_signal)
+        try:
+            try:
+                self.start()
+            except OSError as exc:
+                self.say(f"could not start a process: {exc}")
+                self._request_stop("start failed")
+                self.wait()
+                return int(ExitCode.FAILURE)
+            return self.wait()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)  # type: ignore[arg-type]
