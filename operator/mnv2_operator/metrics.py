@@ -103,7 +103,14 @@ class OperatorMetrics:
 
     # ---- job lifecycle -----------------------------------------------------------------------
     def job_created(self, namespace: str, platform: str) -> None:
+        """Count the job and make its (namespace, platform) outcome counters exist at 0.
+
+        A counter series born at its first increment hides that increment from `increase()`, so
+        the MNV2JobFailed alert would miss the first failure of a new namespace or platform.
+        """
         self.created.labels(namespace, platform).inc()
+        for counter in (self.successful, self.failed, self.restarted, self.deleted):
+            counter.labels(namespace, platform)
 
     def job_succeeded(self, namespace: str, platform: str) -> None:
         self.successful.labels(namespace, platform).inc()
