@@ -1,0 +1,127 @@
+"""The custom depthwise kernels agree with MindSpore's nn.Conv2d(group=c) in value and gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+ms = pytest.importorskip("mindspore")
+from mindspore import Tensor, nn, ops  # noqa: E402
+from mnv2.ops.depthwise import DepthwiseConv2d, depthwise_conv2d, reference_depthwise  # noqa: E402
+
+ATOL = 1e-4
+
+# (batch, channels, height, width, stride, padding): odd and even sizes, non-square, tiny planes.
+SHAPES = [
+    (1, 1, 1, 1, 1, 1),
+    (1, 3, 2, 2, 2, 1),
+    (2, 5, 7, 9, 1, 1),
+    (3, 4, 8, 11, 2, 1),
+    (4, 3, 9, 9, 2, 1),
+    (1, 3, 9, 10, 2, 0),
+    (2, 2, 6, 5, 1, 0),
+    (4, 8, 16, 16, 2, 1),
+    (2, 16, 15, 17, 1, 1),
+]
+
+
+def _random_shapes(count: int, seed: int) -> list[tuple[int, int, int, int, int, int]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        stride, padding = int(rng.integers(1, 3)), int(rng.integers(0, 2))
+        low = 3 - 2 * padding  # the kernel must fit in the padded input
+        out.append((int(rng.integers(1, 5)), int(rng.integers(1, 9)), int(rng.integers(low, 20)),
+                    int(rng.integers(low, 20)), stride, padding))
+    return out
+
+
+class _Loss(nn.Cell):
+    """sum(conv(x) * g): its gradients are the convolution's backward applied to g."""
+
+    def __init__(self, conv: nn.Cell) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def construct(self, x, g):
+        return ops.reduce_sum(ops.mul(self.conv(x), g))
+
+
+def _run(conv: nn.Cell, x: Tensor, g: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Forward output, input gradient and weight gradient for upstream gradient g."""
+    y = conv(x).asnumpy()
+    loss = _Loss(conv)
+    grad = ops.GradOperation(get_all=True, get_by_list=True)(loss, conv.trainable_params())
+    (dx, _), (dw,) = grad(x, g)
+    return y, dx.asnumpy(), dw.asnumpy()
+
+
+def _compare(shape: tuple[int, int, int, int, int, int], seed: int) -> None:
+    n, c, h, w, stride, padding = shape
+    rng = np.random.default_rng(seed)
+    fast = DepthwiseConv2d(c, 3, stride, padding)
+    ref = reference_depthwise(c, stride, padding)
+    weight = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+    fast.weight.set_data(Tensor(weight))
+    ref.weight.set_data(Tensor(weight))
+    x = Tensor(rng.standard_normal((n, c, h, w)).astype(np.float32))
+    oh, ow = (h + 2 * padding - 3) // stride + 1, (w + 2 * padding - 3) // stride + 1
+    g = Tensor(rng.standard_normal((n, c, oh, ow)).astype(np.float32))
+    y_fast, dx_fast, dw_fast = _run(fast, x, g)
+    y_ref, dx_ref, dw_ref = _run(ref, x, g)
+    assert y_fast.shape == y_ref.shape == (n, c, oh, ow)
+    np.testing.assert_allclose(y_fast, y_ref, atol=ATOL, err_msg=f"forward {shape}")
+    np.testing.assert_allclose(dx_fast, dx_ref, atol=ATOL, err_msg=f"input gradient {shape}")
+    # The weight gradient sums n*oh*ow products: scale the tolerance with that count.
+    np.testing.assert_allclose(dw_fast, dw_ref, atol=ATOL * max(1.0, n * oh * ow / 64), rtol=1e-5,
+                               err_msg=f"weight gradient {shape}")
+    assert np.abs(dx_ref).max() > 0 and np.abs(dw_ref).max() > 0  # the comparison is not vacuous
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_matches_nn_conv2d(shape, graph_mode):
+    _compare(shape, seed=sum(shape))
+
+
+@pytest.mark.parametrize("shape", _random_shapes(6, seed=8), ids=lambda s: "x".join(map(str, s)))
+def test_matches_nn_conv2d_random_shapes(shape, graph_mode):
+    _compare(shape, seed=1)
+
+
+@pytest.mark.parametrize(
+    "shape", [(2, 5, 7, 9, 1, 1), (3, 4, 8, 11, 2, 1)], ids=lambda s: "x".join(map(str, s))
+)
+def test_matches_in_both_modes(shape, ms_mode):
+    _compare(shape, seed=3)
+
+
+def test_parameters_match_nn_conv2d_for_checkpoints():
+    """Same parameter name, shape and initial scale as the zoo's nn.Conv2d, so checkpoints load."""
+    fast, ref = DepthwiseConv2d(96, stride=2), reference_depthwise(96, 2)
+    [pf], [pr] = fast.get_parameters(), ref.get_parameters()
+    assert pf.name == pr.name == "weight"
+    assert pf.shape == pr.shape == (96, 1, 3, 3)
+    assert pf.dtype == pr.dtype
+    expected = np.sqrt(2.0 / (9 * 96))
+    assert abs(pf.asnumpy().std() - expected) < 0.15 * expected
+
+
+def test_factory_chooses_kernel():
+    assert isinstance(depthwise_conv2d(8, 1, fast=True), DepthwiseConv2d)
+    slow = depthwise_conv2d(8, 2, fast=False)
+    assert isinstance(slow, nn.Conv2d)
+    assert slow.group == 8 and slow.stride == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"channels": 4, "kernel_size": 5}, "kernel_size"),
+        ({"channels": 4, "stride": 3}, "stride"),
+        ({"channels": 4, "padding": 2}, "padding"),
+        ({"channels": 0}, "channels"),
+    ],
+)
+def test_rejects_unsupported_geometry(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DepthwiseConv2d(**kwargs)
