@@ -86,9 +86,10 @@ def parse_progress(metrics_text: str, rank: str | None = None) -> Progress:
     """Progress from a trainer exposition (rank 0's, or the lowest rank in the text).
 
     percent = global_step / total_steps; eta = remaining steps x images per step / images per
-    second, where images per step is this process's images_total / steps it observed (so a resumed
-    run, whose counters start at 0 while global_step does not, still gets a right ETA). A NaN loss
-    becomes None: Kubernetes status is JSON, and the MNV2LossNaN alert reports it instead.
+    second, rounded up (a job never looks closer to done than it is). Images per step is this
+    process's images_total / steps it observed, so a resumed run, whose counters restart at 0
+    while global_step does not, still gets a right ETA. A NaN loss becomes None: Kubernetes
+    status is JSON, and the MNV2LossNaN alert reports it instead.
     """
     s = _samples(metrics_text)
     if not s:
@@ -115,9 +116,9 @@ def parse_progress(metrics_text: str, rank: str | None = None) -> Progress:
         if remaining == 0:
             eta = 0
         elif ips and ips > 0 and images and steps_seen:
-            eta = round(remaining * (images / steps_seen) / ips)
+            eta = math.ceil(remaining * (images / steps_seen) / ips)
         elif steps_seen and step_time_sum is not None:
-            eta = round(remaining * step_time_sum / steps_seen)  # no throughput yet: mean step time
+            eta = math.ceil(remaining * step_time_sum / steps_seen)  # no throughput yet: mean step time
 
     return Progress(
         epoch=None if epoch is None else int(epoch),
