@@ -363,3 +363,34 @@ def test_monitoring_toggles_render_their_objects():
     assert len(dashboards) == 1
     defaults = {o["kind"] for o in render_objects({})}
     assert not defaults & {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"commonLabels": {"app.kubernetes.io/name": "x"}},
+        {"podLabels": {"helm.sh/chart": "x"}},
+        {"commonLabels": {"team": "has space"}},
+        {"podAnnotations": {"checksum/config": "0"}},
+        {"resources": {"limits": {"memory": "1 Gi"}}},
+        {"tolerations": [{"operator": "Bogus"}]},
+        {"podDisruptionBudget": {"minAvailable": "x"}},
+        {"fullnameOverride": "Upper_Case"},
+    ],
+    ids=lambda v: yaml.safe_dump(v, default_flow_style=True).strip(),
+)
+def test_schema_rejects_values_that_would_render_invalid_objects(values):
+    with pytest.raises(helm.HelmError):
+        render(values)
+
+
+@pytest.mark.parametrize("release", ["0", "a.b", "x" * 53])
+def test_odd_release_names_still_render_valid_names(release):
+    objects = render_objects({}, name=release)
+    (service,) = by_kind(objects, "Service")
+    name = service["metadata"]["name"]
+    assert re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name), name
+    for obj in objects:
+        assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == release
+        if obj["apiVersion"] not in {"kopf.dev/v1", "monitoring.coreos.com/v1"}:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)

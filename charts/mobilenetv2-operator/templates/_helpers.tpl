@@ -29,8 +29,8 @@ includes user-supplied labels: a selector must not change when a user edits comm
 
 {{/* The immutable subset of labels that selectors match on. */}}
 {{- define "mnv2.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "mnv2.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: {{ include "mnv2.name" . | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
 {{- end }}
 
 {{/* Every label on every object: the standard app.kubernetes.io set, then the user's commonLabels. */}}
@@ -71,4 +71,14 @@ app.kubernetes.io/part-of: mnv2
 {{/* The namespace the operator watches in single-namespace mode. */}}
 {{- define "mnv2.watchNamespace" -}}
 {{- first .Values.watchNamespaces }}
+{{- end }}
+
+{{/* The metrics Service name: a DNS-1035 label (63 characters, starts with a letter, no dots). */}}
+{{- define "mnv2.metricsServiceName" -}}
+{{- $name := printf "%s-metrics" (include "mnv2.fullname" . | trunc 55 | trimSuffix "-") | replace "." "-" }}
+{{- if regexMatch "^[a-z]" $name }}
+{{- $name }}
+{{- else }}
+{{- printf "mnv2-%s" $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
 {{- end }}
