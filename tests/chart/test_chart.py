@@ -359,7 +359,8 @@ def test_monitoring_toggles_render_their_objects():
     objects = render_objects(load_values(CHART / "ci" / "monitoring-values.yaml"))
     kinds = {o["kind"] for o in objects}
     assert {"ServiceMonitor", "PodMonitor", "PrometheusRule"} <= kinds
-    dashboards = [o for o in by_kind(objects, "ConfigMap") if o["metadata"]["labels"].get("grafana_dashboard")]
+    configmaps = by_kind(objects, "ConfigMap")
+    dashboards = [o for o in configmaps if o["metadata"]["labels"].get("grafana_dashboard")]
     assert len(dashboards) == 1
     defaults = {o["kind"] for o in render_objects({})}
     assert not defaults & {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
