@@ -1,0 +1,445 @@
+"""The MobileNetV2TrainJob resource: pydantic models of spec and status, and `parse_job`.
+
+This is the one definition of the resource. The CRD schema (`crd.py`) is generated from these
+models, `spec.training` is generated from the trainer's `TrainingConfig` (so the two never drift),
+and every renderer starts from `parse_job`, which reports every problem at once with its field path
+(`validation.py` holds the cross-field rules). No kopf, no Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from mnv2 import launchenv
+from mnv2.config import PRESET_FIELDS, FreezeLayer, Platform, TrainingConfig
+from mnv2.exitcodes import ConfigError
+from mnv2.progress import Progress
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, create_model
+from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
+
+GROUP = "training.mindspore.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "MobileNetV2TrainJob"
+PLURAL = "mobilenetv2trainjobs"
+SINGULAR = "mobilenetv2trainjob"
+SHORT_NAMES = ["mnv2job", "mnv2"]
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "SHORT_NAMES",
+    "SINGULAR",
+    "VERSION",
+    "FreezeLayer",
+    "Job",
+    "JobSpec",
+    "JobStatus",
+    "Mode",
+    "Platform",
+    "SpecError",
+    "effective_training_config",
+    "load_job_file",
+    "parse_job",
+]
+
+
+class SpecError(ConfigError, ValueError):
+    """A job manifest that cannot be run; `problems` lists (field path, message), all of them at once."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "job"):
+        self.problems = list(problems)
+        self.source = source
+        lines = "\n".join(f"  {path}: {message}" for path, message in self.problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s):\n{lines}")
+
+
+class _Model(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields rejected (like kubectl's strict mode)."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, use_enum_values=False
+    )
+
+
+class Mode(StrEnum):
+    TRAIN = "train"  # from scratch
+    FINETUNE = "finetune"  # from pretrainedCheckpoint; freezeLayer picks whole network or head only
+    EVAL = "eval"  # evaluate pretrainedCheckpoint on dataset.evalPath
+
+
+class CleanPodPolicy(StrEnum):
+    ALL = "All"
+    RUNNING = "Running"
+    NONE = "None"
+
+
+class RestartPolicy(StrEnum):
+    NEVER = "Never"
+    ON_FAILURE = "OnFailure"
+    EXIT_CODE = "ExitCode"  # retry only exit codes mnv2.exitcodes calls retryable
+
+
+class GangScheduler(StrEnum):
+    VOLCANO = "volcano"
+    KUEUE = "kueue"
+
+
+class JobState(StrEnum):
+    CREATED = "Created"
+    PENDING = "Pending"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+# --- Kubernetes shapes used by the spec (the common subset, passed through unchanged) ---
+
+_QUANTITY = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?\d+)?$")
+
+
+def _check_quantity(value: Any) -> int | str:
+    """A Kubernetes quantity: an integer or a string like "500m", "8Gi" (a float is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("a quantity is an integer or a string such as '500m' or '8Gi'")
+    if isinstance(value, str) and not _QUANTITY.match(value):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. '500m', '2', '8Gi')")
+    return value
+
+
+Quantity = Annotated[
+    Any,
+    AfterValidator(_check_quantity),
+    WithJsonSchema({"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}),
+]
+
+
+class PersistentVolumeClaimSource(_Model):
+    claim_name: str = Field(..., min_length=1, description="Name of a PVC in the job's namespace.")
+    read_only: bool | None = None
+
+
+class HostPathSource(_Model):
+    path: str = Field(..., min_length=1, description="Absolute path on the node.")
+    type: str | None = Field(None, description="Kubernetes hostPath type, e.g. Directory, DirectoryOrCreate.")
+
+
+class NFSSource(_Model):
+    server: str = Field(..., min_length=1)
+    path: str = Field(..., min_length=1)
+    read_only: bool | None = None
+
+
+class EmptyDirSource(_Model):
+    medium: Literal["", "Memory"] | None = None
+    size_limit: Quantity | None = None
+
+
+class VolumeSource(_Model):
+    """Exactly one Kubernetes volume source; copied unchanged into the pod."""
+
+    persistent_volume_claim: PersistentVolumeClaimSource | None = None
+    host_path: HostPathSource | None = None
+    nfs: NFSSource | None = None
+    empty_dir: EmptyDirSource | None = None
+
+    def kind(self) -> str | None:
+        set_fields = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        return set_fields[0] if len(set_fields) == 1 else None
+
+    def to_k8s(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+VOLUME_SOURCE_FIELDS = ("persistentVolumeClaim", "hostPath", "nfs", "emptyDir")
+
+
+class Toleration(_Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class ResourceRequirements(_Model):
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class EnvVar(_Model):
+    """A container environment variable; `valueFrom` is passed through unchanged."""
+
+    name: str = Field(..., min_length=1)
+    value: str | None = None
+    value_from: dict[str, Any] | None = Field(
+        None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+
+
+class Volume(BaseModel):
+    """A full Kubernetes volume (any source), passed through unchanged."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(..., min_length=1, max_length=63)
+
+
+class VolumeMount(_Model):
+    name: str = Field(..., min_length=1)
+    mount_path: str = Field(..., min_length=1)
+    read_only: bool | None = None
+    sub_path: str | None = None
+
+
+# --- the spec ---
+
+
+class DatasetSpec(_Model):
+    volume: VolumeSource = Field(..., description="Volume holding the image folders (mounted read-only).")
+    mount_path: str = Field("/data", description="Where the dataset volume is mounted in the pod.")
+    train_path: str = Field("/data/train", description="Training image folder (inside mountPath).")
+    eval_path: str = Field(
+        "/data/val", description="Evaluation image folder (inside mountPath); empty: none."
+    )
+
+
+class OutputSpec(_Model):
+    volume: VolumeSource = Field(..., description="Volume for checkpoints, logs and the saved configuration.")
+    path: str = Field("/output", description="Mount path of the output volume; the trainer's output_dir.")
+
+
+class RunPolicy(_Model):
+    backoff_limit: int = Field(3, ge=0, le=1000, description="Whole-job restarts before the job fails.")
+    active_deadline_seconds: int | None = Field(None, ge=1, description="Fail the job after this long.")
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, description="Delete the finished job after this long."
+    )
+    clean_pod_policy: CleanPodPolicy = Field(
+        CleanPodPolicy.RUNNING, description="Pods to delete when the job finishes: All, Running or None."
+    )
+    suspend: bool = Field(False, description="Delete the pods and hold the job (Kueue-style queueing).")
+    restart_policy: RestartPolicy = Field(
+        RestartPolicy.EXIT_CODE,
+        description="Never, OnFailure, or ExitCode (restart only on retryable trainer exit codes).",
+    )
+    pending_timeout_seconds: int | None = Field(
+        None, ge=1, description="Fail the job when a pod stays Pending this long."
+    )
+
+
+class SchedulingSpec(_Model):
+    scheduler_name: str = Field(
+        "", description="Pod schedulerName; empty: default (volcano when gang uses it)."
+    )
+    queue: str = Field("", description="Volcano queue or Kueue LocalQueue name.")
+    priority_class_name: str = Field("", description="Pod priorityClassName.")
+    gang: bool = Field(True, description="Schedule all replicas together or none.")
+    gang_scheduler: GangScheduler | None = Field(
+        None, description="volcano (PodGroup) or kueue (pod-group labels); empty: the operator's default."
+    )
+
+
+class TemplateSpec(_Model):
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    env: list[EnvVar] = Field(default_factory=list)
+    volumes: list[Volume] = Field(default_factory=list)
+    volume_mounts: list[VolumeMount] = Field(default_factory=list)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class MetricsSpec(_Model):
+    port: int = Field(
+        launchenv.DEFAULT_METRICS_PORT,
+        ge=1024,
+        le=65535,
+        description="Prometheus port of local rank 0; local rank r serves on port + r.",
+    )
+
+
+# Trainer settings the operator derives from other spec fields (never set in spec.training).
+OPERATOR_SET_TRAINING_FIELDS = frozenset(
+    {
+        "platform",
+        "dataset_path",
+        "eval_dataset_path",
+        "pretrain_ckpt",
+        "freeze_layer",
+        "output_dir",
+        "metrics_port",
+        "resume",
+    }
+)
+# Where each operator-set trainer field comes from, for error messages.
+TRAINING_FIELD_SOURCES = {
+    "platform": "spec.platform",
+    "dataset_path": "spec.dataset.trainPath",
+    "eval_dataset_path": "spec.dataset.evalPath",
+    "pretrain_ckpt": "spec.pretrainedCheckpoint",
+    "freeze_layer": "spec.freezeLayer",
+    "output_dir": "spec.output.path",
+    "metrics_port": "spec.metrics.port",
+    "resume": "spec.mode",
+}
+
+
+def _training_spec_model() -> type[BaseModel]:
+    """spec.training: TrainingConfig's fields minus those the operator sets, all optional.
+
+    Unset fields take the trainer's default or the platform preset, so the schema carries no
+    defaults of its own; the description says which applies.
+    """
+    fields: dict[str, Any] = {}
+    for name, info in TrainingConfig.model_fields.items():
+        if name in OPERATOR_SET_TRAINING_FIELDS:
+            continue
+        default_note = "platform preset" if name in PRESET_FIELDS else f"default {info.default!r}"
+        description = (info.description or "").rstrip(".")
+        if "(preset)" in description:
+            description = description.replace(" (preset)", "")
+        merged = FieldInfo.merge_field_infos(
+            info, default=None, description=f"{description} ({default_note})."
+        )
+        fields[name] = (info.annotation | None, merged)
+    return create_model(
+        "TrainingSpec",
+        __config__=ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True),
+        __doc__="The trainer's configuration (mnv2.config.TrainingConfig), camelCase keys.",
+        **fields,
+    )
+
+
+TrainingSpec = _training_spec_model()
+
+
+class JobSpec(_Model):
+    platform: Platform = Field(..., description="Device target: Ascend, GPU or CPU.")
+    replicas: int = Field(1, ge=1, le=1024, description="Number of pods.")
+    devices_per_replica: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Trainer processes (devices) per pod. Empty: the platform profile's default.",
+    )
+    image: str = Field("", description="Trainer image; empty: the platform profile's image.")
+    mode: Mode = Field(Mode.TRAIN, description="train, finetune or eval.")
+    freeze_layer: FreezeLayer = Field(
+        FreezeLayer.NONE, description="none: whole network; backbone: head only (mode finetune)."
+    )
+    pretrained_checkpoint: str = Field(
+        "", description="Checkpoint path inside a mounted volume (finetune and eval need one)."
+    )
+    training: TrainingSpec = Field(default_factory=TrainingSpec)  # type: ignore[valid-type]
+    dataset: DatasetSpec
+    output: OutputSpec
+    run_policy: RunPolicy = Field(default_factory=RunPolicy)
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
+    template: TemplateSpec = Field(default_factory=TemplateSpec)
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+
+
+# --- the status (written by the operator; the model is the schema's source) ---
+
+
+class Condition(_Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    last_update_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+
+
+class ReplicaCounts(_Model):
+    pending: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+
+class JobStatus(_Model):
+    state: JobState | None = None
+    reason: str | None = None
+    message: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    replicas: ReplicaCounts | None = None
+    start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    completion_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    restart_count: int | None = Field(None, ge=0)
+    progress: Progress | None = None
+    observed_generation: int | None = None
+
+
+class ObjectMeta(BaseModel):
+    """The parts of metadata the operator reads; everything else passes through."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(..., min_length=1)
+    namespace: str = "default"
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class Job(_Model):
+    api_version: Literal["training.mindspore.io/v1alpha1"]
+    kind: Literal["MobileNetV2TrainJob"]
+    metadata: ObjectMeta
+    spec: JobSpec
+    status: dict[str, Any] | None = None  # the operator's business; never a reason to reject a job
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+
+def parse_job(obj: dict[str, Any], source: str = "job") -> Job:
+    """Whole CR dict -> validated `Job`; raises SpecError listing every problem with its field path."""
+    from mnv2_operator.validation import validate_job  # the rules need the models above
+
+    return validate_job(obj, source=source)
+
+
+def load_job_file(path: str | Path) -> dict[str, Any]:
+    """Read one YAML manifest; errors name the file (exit code 64 through ConfigError)."""
+    path = Path(path)
+    try:
+        docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the job manifest: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    jobs = [doc for doc in docs if isinstance(doc, dict) and doc.get("kind") == KIND]
+    if len(docs) == 1 and isinstance(docs[0], dict):
+        return docs[0]
+    if len(jobs) != 1:
+        raise ConfigError(
+            f"{path}: expected one {KIND} manifest, found {len(jobs)} among {len(docs)} documents"
+        )
+    return jobs[0]
+
+
+def effective_training_config(job: Job | dict[str, Any]) -> TrainingConfig:
+    """The TrainingConfig every trainer process of this job runs with: spec.training plus the
+    fields derived from the rest of the spec (paths inside the pod, platform, mode)."""
+    from mnv2_operator.validation import training_layer
+
+    if isinstance(job, dict):
+        job = parse_job(job)
+    return TrainingConfig.model_validate(training_layer(job.spec))
