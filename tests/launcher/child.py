@@ -1,7 +1,10 @@
 """A stand-in for the trainer, started by the launcher in tests (no MindSpore, no accelerator).
 
     child.py env OUT_DIR          write this process's environment to OUT_DIR/<rank or scheduler>.json
-    child.py exit CODE_SPEC       exit at once; CODE_SPEC "rank1=67,default=wait" (wait: like serve)
+    child.py exit CODE_SPEC [BARRIER_DIR COUNT]
+                                  CODE_SPEC "rank1=67,default=wait" (wait: like serve); with a
+                                  barrier, exit only once COUNT processes are up (signal handlers
+                                  installed), so the stop that follows reaches handled processes
     child.py serve                print "ready", then wait for SIGTERM: print "terminated", exit 143
     child.py stubborn             print "ready", ignore SIGTERM (the launcher must SIGKILL it)
 """
@@ -13,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 
@@ -20,9 +24,23 @@ def _name() -> str:
     return "scheduler" if os.environ.get("MS_ROLE") == "MS_SCHED" else f"rank{os.environ.get('MNV2_RANK')}"
 
 
-def _serve() -> int:
+def _arrive(barrier: Path | None) -> None:
+    if barrier is not None:
+        (barrier / _name()).touch()
+
+
+def _await_all(barrier: Path | None, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while barrier is not None and len(list(barrier.iterdir())) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit("barrier: the other processes never came up")
+        time.sleep(0.01)
+
+
+def _serve(barrier: Path | None = None) -> int:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
+    _arrive(barrier)
     print(f"ready {_name()}", flush=True)
     done.wait(120)
     print(f"terminated {_name()}", flush=True)
@@ -38,8 +56,11 @@ def main(argv: list[str]) -> int:
     if mode == "exit":
         spec = dict(item.split("=") for item in argv[1].split(","))
         action = spec.get(_name(), spec.get("default", "0"))
+        barrier, count = (Path(argv[2]), int(argv[3])) if len(argv) > 3 else (None, 0)
         if action == "wait":
-            return _serve()
+            return _serve(barrier)
+        _arrive(barrier)
+        _await_all(barrier, count)
         print(f"exiting {action}", flush=True)
         return int(action)
     if mode == "serve":

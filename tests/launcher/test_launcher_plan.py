@@ -64,11 +64,19 @@ def test_cpu_workers_get_no_device_id_and_stale_rank_vars_are_dropped() -> None:
 
 
 def test_eval_command_and_defaults() -> None:
-    specs = launcher.plan_processes(launch_env(**{le.COMMAND: "eval"}), None)
-    assert [s.name for s in specs] == ["scheduler", "rank 0"]
+    specs = launcher.plan_processes(launch_env(**{le.COMMAND: "eval", le.DEVICES_PER_REPLICA: 2}), None)
+    assert [s.name for s in specs] == ["scheduler", "rank 0", "rank 1"]
     assert specs[1].argv[-1] == "eval"
     assert specs[1].env[le.MS_SCHED_HOST] == "127.0.0.1"
     assert specs[1].env[le.MS_SCHED_PORT] == str(le.DEFAULT_SCHEDULER_PORT)
+
+
+def test_a_single_process_job_runs_without_scheduler_or_collectives() -> None:
+    specs = launcher.plan_processes(launch_env(**{le.MS_ROLE: "MS_WORKER", le.PLATFORM: "CPU"}), None)
+    assert len(specs) == 1
+    assert specs[0].argv == [sys.executable, "-m", "mnv2", "train"]
+    assert not any(k.startswith("MS_") for k in specs[0].env)
+    assert [specs[0].env[k] for k in (le.RANK, le.WORLD_SIZE, le.LOCAL_RANK)] == ["0", "1", "0"]
 
 
 @pytest.mark.parametrize(
@@ -80,7 +88,7 @@ def test_eval_command_and_defaults() -> None:
         ({le.REPLICAS: 2, le.REPLICA_INDEX: 2}, le.REPLICA_INDEX),
         ({le.DEVICES_PER_REPLICA: -1}, le.DEVICES_PER_REPLICA),
         ({le.LAUNCH_MODE: "mpirun"}, le.LAUNCH_MODE),
-        ({le.SCHEDULER_PORT: "http"}, le.SCHEDULER_PORT),
+        ({le.REPLICAS: 2, le.SCHEDULER_PORT: "http"}, le.SCHEDULER_PORT),
     ],
 )
 def test_bad_launch_environment_names_the_variable(values: dict, named: str) -> None:

@@ -45,8 +45,8 @@ def test_children_get_their_env_and_prefixed_output(tmp_path: Path) -> None:
     assert seen["scheduler"]["MS_ROLE"] == "MS_SCHED"
 
 
-def test_one_failing_rank_stops_the_others_and_sets_the_exit_code() -> None:
-    argv = child_argv("exit", "rank1=67,default=wait")
+def test_one_failing_rank_stops_the_others_and_sets_the_exit_code(tmp_path: Path) -> None:
+    argv = child_argv("exit", "rank1=67,default=wait", str(tmp_path), "4")
     specs = launcher.plan_processes(_dynamic(devices=3), None, argv=argv)
     out = io.StringIO()
     supervisor = launcher.Supervisor(specs, grace=20, out=out)
@@ -61,19 +61,31 @@ def test_one_failing_rank_stops_the_others_and_sets_the_exit_code() -> None:
     assert supervisor.first_failure == ("rank 1", 67)
 
 
+def _wait_for_text(out: io.StringIO, predicate, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate(out.getvalue()):
+        assert time.monotonic() < deadline, f"timed out; output:\n{out.getvalue()}"
+        time.sleep(0.02)
+
+
 def test_a_rank_that_ignores_sigterm_is_killed_after_the_grace_period() -> None:
-    specs = launcher.plan_processes(_dynamic(devices=1), None, argv=child_argv("stubborn"))
-    specs[0] = launcher.ProcessSpec("scheduler", child_argv("exit", "default=76"), specs[0].env)
+    specs = launcher.plan_processes(_dynamic(devices=2), None, argv=child_argv("stubborn"))
     out = io.StringIO()
+    supervisor = launcher.Supervisor(specs, grace=1.0, out=out)
+    supervisor.start()
+    _wait_for_text(out, lambda text: text.count("] ready ") == 3)
     started = time.monotonic()
-    code = launcher.Supervisor(specs, grace=1.0, out=out).run(install_signal_handlers=False)
-    assert code == 76
+    supervisor.stop("test")
+    code = supervisor.wait()
+    assert code == 137  # SIGKILL: the stand-in never saved anything
     assert 1.0 <= time.monotonic() - started < 20
-    assert "rank 0 still running after 1s; killing it" in out.getvalue()
+    for name in ("scheduler", "rank 0", "rank 1"):
+        assert f"{name} still running after 1s; killing it" in out.getvalue()
+    assert not any(_pid_alive(pid) for pid in supervisor.pids)
 
 
 def test_a_child_that_cannot_start_fails_the_launch() -> None:
-    specs = launcher.plan_processes(_dynamic(devices=1), None, argv=["/nonexistent/trainer"])
+    specs = launcher.plan_processes(_dynamic(devices=2), None, argv=["/nonexistent/trainer"])
     out = io.StringIO()
     assert launcher.Supervisor(specs, grace=1, out=out).run(install_signal_handlers=False) == 1
     assert "could not start a process" in out.getvalue()
@@ -101,7 +113,8 @@ def test_sigint_is_forwarded_too_and_children_are_gone_afterwards(launch_process
     assert not any(_pid_alive(pid) for pid in pids)
 
 
-def test_failing_child_code_is_the_launch_exit_code_end_to_end(launch_process) -> None:
-    proc, output = launch_process(_dynamic(devices=2), "--", *child_argv("exit", "rank0=65,default=wait"))
+def test_failing_child_code_is_the_launch_exit_code_end_to_end(launch_process, tmp_path) -> None:
+    argv = child_argv("exit", "rank0=65,default=wait", str(tmp_path), "3")
+    proc, output = launch_process(_dynamic(devices=2), "--", *argv)
     assert proc.wait(timeout=30) == 65
     assert "[launcher] rank 0 exited 65 (InvalidInput" in output.text()

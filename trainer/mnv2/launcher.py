@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -155,6 +156,13 @@ def _plan_dynamic(
     env: Mapping[str, str], base: dict[str, str], command: list[str], replicas: int, index: int, devices: int
 ) -> list[ProcessSpec]:
     world = replicas * devices
+    if world == 1:
+        # One process in all: no scheduler and no collectives to set up (MindSpore's init() costs
+        # seconds and a port), the trainer runs as a plain single process.
+        proc_env = {**base, le.RANK: "0", le.WORLD_SIZE: "1", le.LOCAL_RANK: "0"}
+        if (env.get(le.PLATFORM) or "CPU").upper() != "CPU":
+            proc_env[le.DEVICE_ID] = "0"
+        return [ProcessSpec("rank 0", command, proc_env, rank=0, local_rank=0)]
     cluster = {
         le.MS_SCHED_HOST: env.get(le.SCHEDULER_HOST) or "127.0.0.1",
         le.MS_SCHED_PORT: str(_int_var(env, le.SCHEDULER_PORT, le.DEFAULT_SCHEDULER_PORT, minimum=1)),
@@ -363,7 +371,14 @@ class Supervisor:
     grace: float = DEFAULT_STOP_GRACE_SECONDS
     out: IO[str] = field(default_factory=lambda: sys.stdout)
     poll_interval: float = 0.05
-    popen_kwargs: dict = field(default_factory=dict)
+    # Each child in its own session (process group): `mnv2 run` runs whole launchers this way, and
+    # SIGKILL then goes to the group so no grandchild outlives its launcher.
+    own_process_group: bool = False
+    # The signal sent to children on stop; None forwards the signal received (SIGTERM on failures).
+    stop_signal: int | None = None
+    # How a child's output line is written; returns None to drop it. Default: "[name] line".
+    format_line: Callable[[ProcessSpec, str], str | None] | None = None
+    label: str = "launcher"
 
     def __post_init__(self) -> None:
         self._children: list[_Child] = []
@@ -379,15 +394,17 @@ class Supervisor:
     # output
     def say(self, message: str) -> None:
         with self._lock:
-            self.out.write(f"[launcher] {message}\n")
+            self.out.write(f"[{self.label}] {message}\n")
             self.out.flush()
 
-    def _pump(self, name: str, stream: IO[bytes]) -> None:
-        prefix = f"[{name}] "
+    def _pump(self, spec: ProcessSpec, stream: IO[bytes]) -> None:
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            text = self.format_line(spec, line) if self.format_line else f"[{spec.name}] {line}"
+            if text is None:
+                continue
             with self._lock:
-                self.out.write(prefix + line + "\n")
+                self.out.write(text + "\n")
                 self.out.flush()
         stream.close()
 
@@ -400,9 +417,9 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                **self.popen_kwargs,
+                start_new_session=self.own_process_group,
             )
-            reader = threading.Thread(target=self._pump, args=(spec.name, proc.stdout), daemon=True)
+            reader = threading.Thread(target=self._pump, args=(spec, proc.stdout), daemon=True)
             reader.start()
             self._children.append(_Child(spec, proc, reader))
             self.say(f"started {spec.name} (pid {proc.pid}): {' '.join(spec.argv)}")
@@ -412,20 +429,35 @@ class Supervisor:
         return [child.proc.pid for child in self._children]
 
     def handle_signal(self, signum: int, frame=None) -> None:
-        """Signal handler: forward to every child once, then let the grace period run."""
+        """Signal handler: forward to every child, then let the grace period run; a second Ctrl-C kills."""
         if self.signal_received is None:
             self.signal_received = signum
-        self._request_stop(f"received {signal.Signals(signum).name}", signum)
+        elif signum == signal.SIGINT:
+            self._killed = True
+            self.kill_all()
+            return
+        self.stop(f"received {signal.Signals(signum).name}", signum)
 
-    def _request_stop(self, reason: str, signum: int = signal.SIGTERM) -> None:
+    def stop(self, reason: str, signum: int = signal.SIGTERM) -> None:
+        """Ask every running child to stop (idempotent); the grace period starts at the first call."""
         if self._stop_reason is None:
             self._stop_reason = reason
             self._stop_deadline = time.monotonic() + self.grace
+        signum = self.stop_signal if self.stop_signal is not None else signum
         for child in self._children:
             if child.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     child.proc.send_signal(signum)
         self._wake.set()
+
+    def kill_all(self) -> None:
+        """SIGKILL every child (its whole process group when it has one); safe to call at any time."""
+        for child in self._children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if self.own_process_group:
+                    os.killpg(child.proc.pid, signal.SIGKILL)
+                elif child.proc.poll() is None:
+                    child.proc.kill()
 
     def wait(self) -> int:
         """Supervise until every child has ended; return the pod's exit code."""
@@ -454,10 +486,11 @@ class Supervisor:
                 for child in self._children:
                     if child.proc.poll() is None:
                         self.say(f"{child.spec.name} still running after {self.grace:g}s; killing it")
-                        with contextlib.suppress(ProcessLookupError):
-                            child.proc.kill()
+                self.kill_all()
             self._wake.wait(self.poll_interval)
             self._wake.clear()
+        if self.own_process_group:
+            self.kill_all()  # grandchildren left behind by a child that died abruptly
         for child in self._children:
             child.reader.join(timeout=5)
         return self._result()
@@ -472,7 +505,7 @@ class Supervisor:
         self.say(f"{child.spec.name} exited {code} ({info.reason}: {info.meaning})")
         if self._stop_reason is None and self.first_failure is None:
             self.first_failure = (child.spec.name, code)
-            self._request_stop(f"{child.spec.name} failed")
+            self.stop(f"{child.spec.name} failed")
 
     def _result(self) -> int:
         if self.first_failure is not None:
@@ -495,7 +528,7 @@ class Supervisor:
                 self.start()
             except OSError as exc:
                 self.say(f"could not start a process: {exc}")
-                self._request_stop("start failed")
+                self.stop("start failed")
                 self.wait()
                 return int(ExitCode.FAILURE)
             return self.wait()
