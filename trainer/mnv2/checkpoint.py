@@ -1,0 +1,193 @@
+"""Checkpoints: atomic writes, rotation, resume state, and loading pretrained weights.
+
+A checkpoint holds the network, the optimizer's state (moments, global step, the learning-rate
+array) and the loss scale, plus where the run stood (epoch, step in epoch, global step, steps per
+epoch), so `--resume` continues at the exact step on the same schedule. It is written to a hidden
+temporary file in the same folder, fsynced, then renamed over the final name: readers never see a
+partial file, and a failed write leaves the previous checkpoints as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnv2.exitcodes import CheckpointError, ExitCode, TrainerError
+from mnv2.logs import notice
+
+PREFIX = "mobilenetv2"
+NAME_RE = re.compile(rf"^{PREFIX}-(\d+)_(\d+)\.ckpt$")
+HEAD_PARAMS = ("head.dense.weight", "head.dense.bias")
+META_KEYS = ("epoch", "step_in_epoch", "global_step", "steps_per_epoch")
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    path: Path
+    epoch: int  # the epoch to continue (0-based)
+    step_in_epoch: int  # batches of that epoch already trained
+    global_step: int
+    steps_per_epoch: int
+
+
+def checkpoint_name(epoch: int, step_in_epoch: int) -> str:
+    """The zoo's naming: `mobilenetv2-<epoch, 1-based>_<step in that epoch>.ckpt`."""
+    return f"{PREFIX}-{epoch + 1}_{step_in_epoch}.ckpt"
+
+
+def list_checkpoints(folder: str | Path) -> list[Path]:
+    """Our checkpoints in `folder`, oldest first (by epoch, then step)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in folder.iterdir():
+        match = NAME_RE.match(entry.name)
+        if match:
+            found.append(((int(match.group(1)), int(match.group(2))), entry))
+    return [path for _, path in sorted(found)]
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write(save_obj: list[dict[str, Any]], path: Path, meta: dict[str, Any]) -> None:
+    """The MindSpore write, separate so tests can make it fail half-way like a full disk."""
+    import mindspore as ms
+
+    ms.save_checkpoint(save_obj, str(path), append_dict=meta)
+
+
+def save_atomic(save_obj: list[dict[str, Any]], path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write a checkpoint so that it appears complete or not at all; disk errors exit IO_ERROR."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.ckpt")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write(save_obj, tmp, meta)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except (OSError, RuntimeError, ValueError) as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise TrainerError(f"checkpoint: cannot write {path}: {error}", ExitCode.IO_ERROR) from None
+    return path
+
+
+def rotate(folder: str | Path, keep: int) -> list[Path]:
+    """Delete the oldest checkpoints beyond `keep`; returns what was deleted."""
+    existing = list_checkpoints(folder)
+    doomed = existing[: max(0, len(existing) - keep)]
+    for path in doomed:
+        try:
+            path.unlink()
+        except OSError as error:
+            notice(f"could not delete old checkpoint {path}: {error}")
+    return doomed
+
+
+def collect_parameters(*cells: Any) -> list[dict[str, Any]]:
+    """Every parameter of the given cells, each name once (network first, then optimizer state)."""
+    seen: dict[str, Any] = {}
+    for cell in cells:
+        for param in cell.get_parameters():
+            seen.setdefault(param.name, param)
+    return [{"name": name, "data": param} for name, param in seen.items()]
+
+
+def _load(path: Path, what: str) -> dict[str, Any]:
+    import mindspore as ms
+
+    if not path.is_file():
+        raise CheckpointError(f"{what}: {path}: no such checkpoint file")
+    try:
+        return ms.load_checkpoint(str(path))
+    except Exception as error:  # MindSpore raises ValueError/RuntimeError for bad files
+        raise CheckpointError(f"{what}: {path}: not a readable MindSpore checkpoint: {error}") from None
+
+
+def latest_resume_state(folder: str | Path) -> ResumeState | None:
+    """The newest checkpoint's position, or None when there is none to resume from."""
+    for path in reversed(list_checkpoints(folder)):
+        params = _load(path, "resume")
+        try:
+            values = {key: int(params[key].asnumpy()) for key in META_KEYS}
+        except KeyError as error:
+            raise CheckpointError(f"resume: {path}: lacks the run position ({error.args[0]})") from None
+        return ResumeState(path=path, **values)
+    return None
+
+
+def restore(path: Path, *cells: Any) -> None:
+    """Load a resume checkpoint into the network and optimizer (all names must be present)."""
+    import mindspore as ms
+
+    params = {k: v for k, v in _load(path, "resume").items() if k not in META_KEYS}
+    wanted = {p["name"] for p in collect_parameters(*cells)}
+    missing = sorted(wanted - set(params))
+    if missing:
+        raise CheckpointError(f"resume: {path}: parameter {missing[0]} is missing ({len(missing)} in all)")
+    for cell in cells:
+        _check_shapes(cell, params, path, "resume")
+        ms.load_param_into_net(cell, params, strict_load=False)
+
+
+def _check_shapes(network: Any, params: dict[str, Any], path: Path, what: str) -> None:
+    for param in network.get_parameters():
+        if param.name in params:
+            have, want = tuple(params[param.name].shape), tuple(param.shape)
+            if have != want:
+                raise CheckpointError(
+                    f"{what}: {path}: parameter {param.name} has shape {have}, the network needs {want}"
+                )
+
+
+def load_pretrained(network: Any, path: str | Path, num_classes: int) -> dict[str, Any]:
+    """Load pretrained weights into `network` (zoo names).
+
+    A head for a different number of classes is dropped with a notice (fine-tuning to a new
+    task); any other shape mismatch, or a checkpoint without the backbone, is a CheckpointError.
+    Returns the parameters that were loaded.
+    """
+    import mindspore as ms
+
+    path = Path(path)
+    params = _load(path, "pretrain_ckpt")
+    names = {p.name for p in network.get_parameters()}
+    params = {k: v for k, v in params.items() if k in names}
+    head = params.get("head.dense.weight")
+    head_classes = int(head.shape[0]) if head is not None else num_classes
+    if head_classes != num_classes:
+        notice(
+            f"pretrain_ckpt: {path}: head has {head_classes} classes, this run {num_classes}: "
+            "dropping the checkpoint's head (head.dense.*)"
+        )
+        for key in HEAD_PARAMS:
+            params.pop(key, None)
+    backbone = [n for n in names if n.startswith("backbone.")]
+    missing = sorted(n for n in backbone if n not in params)
+    if len(missing) == len(backbone):
+        raise CheckpointError(f"pretrain_ckpt: {path}: holds no MobileNetV2 backbone parameters (backbone.*)")
+    if missing:
+        raise CheckpointError(
+            f"pretrain_ckpt: {path}: parameter {missing[0]} is missing ({len(missing)} in all)"
+        )
+    _check_shapes(network, params, path, "pretrain_ckpt")
+    ms.load_param_into_net(network, params, strict_load=False)
+    return params
