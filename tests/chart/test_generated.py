@@ -1,0 +1,118 @@
+"""The chart's generated parts equal the code they come from: CRD, RBAC rules, operator-config schema.
+
+One list, checked both ways: the chart grants exactly `mnv2_operator.rbac.RULES` in every value set,
+and `RULES` needs nothing the chart does not grant. Regenerate with
+`.venv/bin/python charts/mobilenetv2-operator/hack/generate.py`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import yaml
+from conftest import CHART, CI_VALUES, by_kind, load_values, render_objects
+
+REGENERATE = "run .venv/bin/python charts/mobilenetv2-operator/hack/generate.py"
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("chart_generate", CHART / "hack" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _grants(rules: list[dict]) -> set[tuple[str, str, str]]:
+    """Rules flattened to (apiGroup, resource, verb) triples: equal sets mean equal permissions."""
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_crd_equals_the_generated_one():
+    crd_module = pytest.importorskip("mnv2_operator.crd", reason="mnv2_operator.crd not written yet")
+    committed = yaml.safe_load((CHART / "crds" / "mobilenetv2trainjobs.yaml").read_text())
+    assert committed == crd_module.generate_crd(), f"crds/mobilenetv2trainjobs.yaml is stale: {REGENERATE}"
+    assert (CHART / "crds" / "mobilenetv2trainjobs.yaml").read_text() == _generator().crd_text()
+
+
+def test_crd_is_a_valid_custom_resource_definition():
+    pytest.importorskip("mnv2_operator.crd", reason="mnv2_operator.crd (API helper) not written yet")
+    import kubernetes_validate
+
+    for path in sorted((CHART / "crds").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            kubernetes_validate.validate(doc, "1.37", strict=True)
+
+
+def test_rules_file_equals_rbac_rules():
+    from mnv2_operator.rbac import RULES
+
+    committed = yaml.safe_load((CHART / "rbac-rules.yaml").read_text())
+    assert committed == RULES, f"rbac-rules.yaml is stale: {REGENERATE}"
+
+
+@pytest.mark.parametrize("path", CI_VALUES, ids=lambda p: p.name)
+def test_rendered_role_grants_exactly_rbac_rules(path):
+    from mnv2_operator.rbac import RULES
+
+    (role,) = [o for o in render_objects(load_values(path)) if o["kind"] in {"Role", "ClusterRole"}]
+    granted, needed = _grants(role["rules"]), _grants(RULES)
+    assert granted - needed == set(), f"the chart grants more than the operator uses: {granted - needed}"
+    assert needed - granted == set(), f"the operator needs what the chart does not grant: {needed - granted}"
+
+
+def test_grant_comparison_sees_a_missing_or_extra_verb():
+    """The both-ways check above would notice one verb more or less."""
+    from mnv2_operator.rbac import RULES
+
+    fewer = [dict(rule, verbs=rule["verbs"][1:]) if i == 0 else rule for i, rule in enumerate(RULES)]
+    more = [*RULES, {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    assert _grants(fewer) < _grants(RULES) < _grants(more)
+
+
+def test_rules_have_no_wildcards():
+    from mnv2_operator.rbac import RULES
+
+    for group, resource, verb in _grants(RULES):
+        assert "*" not in group + resource + verb
+
+
+def test_operator_config_schema_is_generated_from_the_model():
+    generated_config, generated_defs = _generator().operator_config_schema()
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    stale = f"values.schema.json is stale: {REGENERATE}"
+    assert schema["properties"]["operatorConfig"] == generated_config, stale
+    for name, definition in generated_defs.items():
+        assert schema["definitions"].get(name) == definition, f"{name}: {stale}"
+
+
+@pytest.mark.parametrize("path", CI_VALUES, ids=lambda p: p.name)
+def test_rendered_config_map_loads_as_the_operator_config(path, tmp_path):
+    from mnv2_operator.profiles import load_operator_config
+
+    values = load_values(path)
+    objects = render_objects(values)
+    (config_map,) = [o for o in by_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-config")]
+    config_file = tmp_path / "operator.yaml"
+    config_file.write_text(config_map["data"]["operator.yaml"])
+    config = load_operator_config(config_file)
+    assert config.namespaces == values.get("watchNamespaces", [])
+    chart_profiles = load_values(CHART / "values.yaml")["operatorConfig"]["profiles"]
+    for platform, profile in chart_profiles.items():
+        assert config.profile(platform).image == profile["image"]
+        assert config.profile(platform).device_resource == profile.get("deviceResource")
+
+
+def test_deployment_mounts_the_config_where_the_operator_reads_it():
+    objects = render_objects({})
+    (deployment,) = by_kind(objects, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
+    assert f"--config={mount['mountPath']}/operator.yaml" in container["args"]
