@@ -116,3 +116,25 @@ def test_deployment_mounts_the_config_where_the_operator_reads_it():
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
     assert f"--config={mount['mountPath']}/operator.yaml" in container["args"]
+
+
+@pytest.mark.parametrize("path", CI_VALUES, ids=lambda p: p.name)
+def test_deployment_args_parse_with_the_operators_own_command_line(path):
+    """The flags the chart passes are the ones `mnv2 operator` defines, with the meaning intended."""
+    import argparse
+
+    from mnv2_operator.commands import operator as command
+
+    values = load_values(path)
+    (deployment,) = by_kind(render_objects(values), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    command.add_arguments(parser)
+    settings = command.settings_from_args(parser.parse_args(container["args"]))
+    watched = values.get("watchNamespaces", [])
+    assert settings.namespaces == watched and settings.clusterwide == (not watched)
+    assert settings.peering == "mnv2-operator"
+    assert settings.config_path == "/etc/mnv2/operator.yaml"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert settings.liveness_url == f"http://0.0.0.0:{ports['health']}/healthz"
+    assert settings.metrics_port == ports["metrics"]
