@@ -254,8 +254,12 @@ def _find_server(table: RankTable, path: Path, *, pod_ip: str | None, pod_name: 
 
 
 def read_rank_table_status(path: Path) -> tuple[RankTable | None, str]:
-    """(table if completed, a short status for messages). Never raises for transient states."""
-    from mnv2.ranktable import load_rank_table
+    """(table if completed, a short status for messages).
+
+    Missing, empty or half-written files and "initializing" are transient (keep polling); a table
+    that claims a status other than initializing/completed or is malformed raises RankTableError.
+    """
+    from mnv2.ranktable import parse_rank_table
 
     try:
         raw = path.read_text()
@@ -263,15 +267,14 @@ def read_rank_table_status(path: Path) -> tuple[RankTable | None, str]:
         return None, "file missing"
     except OSError as exc:
         return None, f"unreadable ({exc.strerror or exc})"
+    if not raw.strip():
+        return None, "empty"
     try:
         doc = json.loads(raw)
     except json.JSONDecodeError:
         return None, "not valid JSON (being rewritten?)"
     status = doc.get("status") if isinstance(doc, dict) else None
-    table = load_rank_table(path)
-    if table is None:
-        return None, f"status {status!r}"
-    return table, f"status {status!r}"
+    return parse_rank_table(doc, source=str(path)), f"status {status!r}"
 
 
 def wait_for_rank_table(
@@ -379,10 +382,12 @@ class Supervisor:
     # How a child's output line is written; returns None to drop it. Default: "[name] line".
     format_line: Callable[[ProcessSpec, str], str | None] | None = None
     label: str = "launcher"
+    # Shared with other writers of `out` (mnv2 run's progress lines) so lines never interleave.
+    lock: threading.RLock | None = None
 
     def __post_init__(self) -> None:
         self._children: list[_Child] = []
-        self._lock = threading.RLock()
+        self._lock = self.lock or threading.RLock()
         self._wake = threading.Event()
         self._stop_reason: str | None = None
         self._stop_deadline: float | None = None
@@ -423,6 +428,11 @@ class Supervisor:
             reader.start()
             self._children.append(_Child(spec, proc, reader))
             self.say(f"started {spec.name} (pid {proc.pid}): {' '.join(spec.argv)}")
+
+    @property
+    def codes(self) -> dict[str, int]:
+        """Exit code of every child that has ended, by name."""
+        return {c.spec.name: c.code for c in self._children if c.code is not None}
 
     @property
     def pids(self) -> list[int]:

@@ -1,0 +1,565 @@
+"""`mnv2 run job.yaml`: the operator's job, executed on this machine (the embedded default).
+
+The same renderer the operator uses produces the pods; each pod becomes one local process group
+running the pod's own command (`mnv2 launch`) with the pod's own environment. Only what cannot be
+the same locally is translated, in pure functions below: pod DNS becomes 127.0.0.1, the downward
+API is filled in, ports are picked free (pods share one network here), and volumes become local
+folders (hostPath: its path; anything else: ./.mnv2-run/<job>/<volume>) with every path in the
+environment and the training configuration moved accordingly. The job's status is computed by the
+operator's own `compute_status` from what the local "pods" did, so `mnv2 run` ends with the
+status `kubectl get mnv2job -o yaml` would show, and follows the same restart policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from mnv2 import launchenv as le
+from mnv2.exitcodes import ConfigError, ExitCode
+from mnv2.launcher import ProcessSpec, Supervisor
+
+DEFAULT_RUN_DIR = ".mnv2-run"
+LOCAL_HOST = "127.0.0.1"
+TRAINER_CONTAINER = "trainer"
+INDEX_LABEL = "training.mindspore.io/replica-index"
+ATTEMPT_LABEL = "training.mindspore.io/restart-count"
+_NUMBER = r"([-+0-9.eE]+|nan)"
+RESULT_LINE = re.compile(rf"^\[rank 0\] result: \{{'acc': {_NUMBER}(?:, 'top_5_accuracy': {_NUMBER})?")
+_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+# ----------------------------------------------------------------------------- ports
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (bind to port 0 and let the kernel choose)."""
+    with socket.socket() as sock:
+        sock.bind((LOCAL_HOST, 0))
+        return sock.getsockname()[1]
+
+
+def free_port_block(count: int, avoid: set[int] | None = None, tries: int = 50) -> int:
+    """A base port such that base .. base+count-1 are all free (local rank r serves on base + r)."""
+    avoid = avoid or set()
+    for _ in range(tries):
+        base = free_port()
+        ports = range(base, base + count)
+        if base + count > 65535 or avoid.intersection(ports):
+            continue
+        sockets: list[socket.socket] = []
+        try:
+            for port in ports:
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind((LOCAL_HOST, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise ConfigError(f"no block of {count} free local ports found for the metrics servers")
+
+
+# ----------------------------------------------------------------------------- pure translation
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A pod mount path and the local folder that stands in for it (None: leave paths alone)."""
+
+    mount_path: str
+    local: Path | None
+
+
+@dataclass(frozen=True)
+class LocalPod:
+    """One replica as a local process: the launcher's argv and env, and where rank 0 serves metrics."""
+
+    name: str
+    index: int
+    spec: ProcessSpec
+    metrics_port: int | None
+    mounts: tuple[Mount, ...]
+
+
+def pod_index(pod: Mapping[str, Any]) -> int:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return int(labels.get(INDEX_LABEL, "0"))
+
+
+def trainer_container(pod: Mapping[str, Any]) -> dict[str, Any]:
+    containers = (pod.get("spec") or {}).get("containers") or []
+    for container in containers:
+        if container.get("name") == TRAINER_CONTAINER:
+            return container
+    if len(containers) == 1:
+        return containers[0]
+    raise ConfigError(f"pod {pod['metadata']['name']}: no container named {TRAINER_CONTAINER!r}")
+
+
+def local_volume_dirs(
+    pod: Mapping[str, Any], *, job_name: str, run_dir: Path, base_dir: Path
+) -> dict[str, Path | None]:
+    """Where each of the pod's volumes lives here.
+
+    hostPath: its own path (a relative one, meaningless on a node, is taken relative to the
+    manifest, which makes repository examples runnable); emptyDir on /dev/shm: nothing (the local
+    /dev/shm serves); everything else (PVC, NFS, emptyDir, configMap, ...): <run_dir>/<job>/<volume>.
+    """
+    dirs: dict[str, Path | None] = {}
+    container = trainer_container(pod)
+    shm = {m["name"] for m in container.get("volumeMounts") or [] if m.get("mountPath") == "/dev/shm"}
+    for volume in (pod.get("spec") or {}).get("volumes") or []:
+        name = volume["name"]
+        if "hostPath" in volume:
+            path = Path(volume["hostPath"]["path"])
+            dirs[name] = path if path.is_absolute() else (base_dir / path).resolve()
+        elif "emptyDir" in volume and name in shm:
+            dirs[name] = None
+        else:
+            dirs[name] = (run_dir / job_name / name).resolve()
+    return dirs
+
+
+def mounts_of(container: Mapping[str, Any], volume_dirs: Mapping[str, Path | None]) -> tuple[Mount, ...]:
+    """The container's mounts as local folders, longest mount path first (for prefix matching)."""
+    mounts = []
+    for mount in container.get("volumeMounts") or []:
+        if mount["name"] not in volume_dirs:
+            raise ConfigError(
+                f"volumeMount {mount['mountPath']}: no volume named {mount['name']!r} in the pod"
+            )
+        local = volume_dirs[mount["name"]]
+        if local is not None and mount.get("subPath"):
+            local = local / mount["subPath"]
+        mounts.append(Mount(mount["mountPath"].rstrip("/") or "/", local))
+    return tuple(sorted(mounts, key=lambda m: len(m.mount_path), reverse=True))
+
+
+def translate_path(value: str, mounts: tuple[Mount, ...]) -> str:
+    """A path inside the pod -> the same file here; values not under a mapped mount are unchanged."""
+    if not value.startswith("/"):
+        return value
+    for mount in mounts:
+        if value == mount.mount_path or value.startswith(mount.mount_path.rstrip("/") + "/"):
+            if mount.local is None:
+                return value
+            rest = value[len(mount.mount_path) :].lstrip("/")
+            return str(mount.local / rest) if rest else str(mount.local)
+    return value
+
+
+def _translate_tree(value: Any, mounts: tuple[Mount, ...]) -> Any:
+    if isinstance(value, str):
+        return translate_path(value, mounts)
+    if isinstance(value, list):
+        return [_translate_tree(v, mounts) for v in value]
+    if isinstance(value, dict):
+        return {k: _translate_tree(v, mounts) for k, v in value.items()}
+    return value
+
+
+def _field_ref(pod: Mapping[str, Any], path: str, var: str) -> str:
+    meta = pod.get("metadata") or {}
+    if path == "metadata.name":
+        return meta["name"]
+    if path == "metadata.namespace":
+        return meta.get("namespace") or "default"
+    if path == "metadata.uid":
+        return meta.get("uid") or ""
+    if path in ("status.podIP", "status.hostIP"):
+        return LOCAL_HOST
+    if path == "spec.nodeName":
+        return socket.gethostname()
+    if path == "spec.serviceAccountName":
+        return (pod.get("spec") or {}).get("serviceAccountName") or "default"
+    match = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
+    if match:
+        return (meta.get(match.group(1)) or {}).get(match.group(2), "")
+    raise ConfigError(f"env {var}: fieldRef {path!r} has no local equivalent")
+
+
+def resolve_env(pod: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str, str]:
+    """The container's env as kubelet would set it: values, $(VAR) references, downward API."""
+    env: dict[str, str] = {}
+    for item in container.get("env") or []:
+        name = item["name"]
+        if "valueFrom" in item:
+            source = item["valueFrom"]
+            if "fieldRef" in source:
+                env[name] = _field_ref(pod, source["fieldRef"]["fieldPath"], name)
+            elif "resourceFieldRef" in source:
+                continue  # limits have no meaning for a local process
+            else:
+                kind = next(iter(source), "?")
+                raise ConfigError(f"env {name}: valueFrom.{kind} cannot be resolved by `mnv2 run`")
+        else:
+            value = item.get("value") or ""
+            env[name] = _VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), value)
+    return env
+
+
+def local_argv(container: Mapping[str, Any]) -> list[str]:
+    """The container's command + args; `mnv2` runs from this interpreter, as in the image."""
+    argv = list(container.get("command") or []) + list(container.get("args") or [])
+    if not argv:
+        raise ConfigError("the trainer container has no command")
+    if argv[0] == "mnv2":
+        return [sys.executable, "-m", "mnv2", *argv[1:]]
+    return argv
+
+
+def local_pod(
+    pod: Mapping[str, Any],
+    *,
+    job_name: str,
+    run_dir: Path,
+    base_dir: Path,
+    scheduler_port: int,
+    metrics_port: int | None,
+    base_env: Mapping[str, str],
+) -> LocalPod:
+    """One rendered Pod -> the local process that plays it (pure apart from hostname lookups)."""
+    name = pod["metadata"]["name"]
+    container = trainer_container(pod)
+    volume_dirs = local_volume_dirs(pod, job_name=job_name, run_dir=run_dir, base_dir=base_dir)
+    mounts = mounts_of(container, volume_dirs)
+    pod_env = resolve_env(pod, container)
+    if pod_env.get(le.LAUNCH_MODE) == le.LaunchMode.RANK_TABLE:
+        raise ConfigError(
+            f"pod {name}: rank-table mode (Ascend) needs the device plugin's annotations on real pods; "
+            "`mnv2 run` cannot run it. Run the job on a cluster."
+        )
+    env = {k: translate_path(v, mounts) for k, v in pod_env.items() if k != le.TRAINING_CONFIG}
+    env[le.SCHEDULER_HOST] = LOCAL_HOST
+    env[le.SCHEDULER_PORT] = str(scheduler_port)
+    if metrics_port is not None:
+        env[le.METRICS_PORT] = str(metrics_port)
+    if le.TRAINING_CONFIG in pod_env:
+        try:
+            config = json.loads(pod_env[le.TRAINING_CONFIG])
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"pod {name}: {le.TRAINING_CONFIG} is not JSON: {error}") from None
+        config = _translate_tree(config, mounts)
+        if metrics_port is not None and "metrics_port" in config:
+            config["metrics_port"] = metrics_port
+        env[le.TRAINING_CONFIG] = json.dumps(config)
+    inherited = {k: v for k, v in base_env.items() if not k.startswith(("MNV2_", "MS_", "RANK_"))}
+    spec = ProcessSpec(name=name, argv=local_argv(container), env={**inherited, **env})
+    return LocalPod(name=name, index=pod_index(pod), spec=spec, metrics_port=metrics_port, mounts=mounts)
+
+
+def observed_pod(
+    pod: Mapping[str, Any], *, phase: str, exit_code: int | None, attempt: int
+) -> dict[str, Any]:
+    """What the API server would show for a local replica: phase and the trainer's exit code."""
+    observed = copy.deepcopy(dict(pod))
+    labels = observed.setdefault("metadata", {}).setdefault("labels", {})
+    labels[ATTEMPT_LABEL] = str(attempt)
+    status: dict[str, Any] = {"phase": phase}
+    if exit_code is not None:
+        status["containerStatuses"] = [
+            {"name": TRAINER_CONTAINER, "state": {"terminated": {"exitCode": exit_code}}}
+        ]
+    observed["status"] = status
+    return observed
+
+
+def parse_result_line(line: str) -> tuple[float, float | None] | None:
+    """(top-1, top-5) from rank 0's `result: {'acc': ...}` line as the launcher prefixes it."""
+    match = RESULT_LINE.match(line)
+    if not match:
+        return None
+    top5 = float(match.group(2)) if match.group(2) else None
+    return float(match.group(1)), top5
+
+
+def progress_line(progress: Any) -> str:
+    """One human line from a mnv2.progress.Progress."""
+    parts = []
+    if progress.epoch is not None:
+        parts.append(f"epoch {progress.epoch}")
+    if progress.step is not None:
+        total = f"/{progress.total_steps}" if progress.total_steps else ""
+        parts.append(f"step {progress.step}{total}")
+    if progress.percent is not None:
+        parts.append(f"{progress.percent:.1f}%")
+    if progress.loss is not None:
+        parts.append(f"loss {progress.loss:.4f}")
+    if progress.images_per_second is not None:
+        parts.append(f"{progress.images_per_second:.1f} img/s")
+    if progress.eta_seconds is not None:
+        parts.append(f"eta {progress.eta_seconds}s")
+    if progress.top1 is not None:
+        parts.append(f"top-1 {progress.top1:.4f}")
+    return ", ".join(parts) or "started"
+
+
+# ----------------------------------------------------------------------------- running
+
+
+@dataclass
+class RunOptions:
+    run_dir: Path = Path(DEFAULT_RUN_DIR)
+    operator_config: str | None = None
+    progress_interval: float = 10.0
+    grace: float = 30.0
+    out: IO[str] | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _render(job: dict[str, Any], operator_config: str | None) -> list[dict[str, Any]]:
+    from mnv2_operator.profiles import load_operator_config
+    from mnv2_operator.render import render_job
+
+    return render_job(job, load_operator_config(operator_config))
+
+
+class _Progress:
+    """Polls rank 0's /metrics every `interval` seconds and prints a line when training moved."""
+
+    def __init__(self, port: int | None, interval: float, say: Callable[[str], None]):
+        self.port, self.interval, self.say = port, interval, say
+        self.last: Any = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> _Progress:
+        if self.port is not None and self.interval > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        from mnv2.progress import ProgressError, fetch_progress, progress_url
+
+        url = progress_url(LOCAL_HOST, self.port)
+        shown = None
+        while not self._stop.wait(self.interval):
+            try:
+                progress = fetch_progress(url, timeout=2.0)
+            except (ProgressError, OSError):
+                continue  # not serving yet (compiling) or already gone
+            self.last = progress
+            key = (progress.step, progress.epoch, progress.top1)
+            if key != shown:
+                shown = key
+                self.say(progress_line(progress))
+
+
+def _prepare(manifest: Path, options: RunOptions) -> tuple[Any, dict[str, Any], list[dict], list[dict]]:
+    """Parse and render the job: (job, raw manifest with local metadata, all objects, pods by index)."""
+    from mnv2_operator.api import load_job_file, parse_job
+
+    raw = load_job_file(manifest)
+    job = parse_job(raw, source=str(manifest))
+    raw = copy.deepcopy(raw)
+    meta = raw.setdefault("metadata", {})
+    meta.setdefault("namespace", "default")
+    meta.setdefault("uid", f"local-{uuid.uuid4()}")
+    objects = _render(raw, options.operator_config)
+    pods = sorted((o for o in objects if o.get("kind") == "Pod"), key=pod_index)
+    if not pods:
+        raise ConfigError(f"{manifest}: rendering produced no pods")
+    return job, raw, objects, pods
+
+
+def plan_local_pods(
+    pods: list[dict[str, Any]], *, job_name: str, run_dir: Path, base_dir: Path, base_env: Mapping[str, str]
+) -> list[LocalPod]:
+    """Every replica as a local process, with fresh free ports (one scheduler port, a metrics block each)."""
+    scheduler_port = free_port()
+    used = {scheduler_port}
+    local_pods = []
+    for pod in pods:
+        devices = int(resolve_env(pod, trainer_container(pod)).get(le.DEVICES_PER_REPLICA) or 1)
+        metrics = free_port_block(devices, avoid=used)
+        used.update(range(metrics, metrics + devices))
+        local_pods.append(local_pod(
+            pod, job_name=job_name, run_dir=run_dir, base_dir=base_dir,
+            scheduler_port=scheduler_port, metrics_port=metrics, base_env=base_env,
+        ))  # fmt: skip
+    return local_pods
+
+
+def dry_run(manifest: Path, options: RunOptions) -> int:
+    """Print what each replica would run: argv and the pod's environment after local translation."""
+    import yaml
+
+    job, _, _, pods = _prepare(manifest, options)
+    local_pods = plan_local_pods(
+        pods, job_name=job.name, run_dir=options.run_dir.resolve(),
+        base_dir=manifest.resolve().parent, base_env={},
+    )
+    plan = [
+        {"pod": lp.name, "argv": lp.spec.argv, "env": dict(sorted(lp.spec.env.items()))} for lp in local_pods
+    ]
+    out = options.out or sys.stdout
+    out.write(yaml.safe_dump(plan, sort_keys=False))
+    return 0
+
+
+def run_job(manifest: Path, options: RunOptions) -> int:
+    """Run every replica of the job locally until the job ends; print its final status as YAML."""
+    import yaml
+    from mnv2_operator.status import compute_status
+
+    out = options.out or sys.stdout
+    lock = threading.RLock()
+
+    def say(message: str) -> None:
+        with lock:
+            out.write(f"[mnv2 run] {message}\n")
+            out.flush()
+
+    job, raw, objects, pods = _prepare(manifest, options)
+    base_dir = manifest.resolve().parent
+    run_dir = options.run_dir.resolve()
+    _write_config_maps(objects, pods, job_name=job.name, run_dir=run_dir, base_dir=base_dir)
+
+    status: dict[str, Any] = {}
+    attempt = 0
+    while True:
+        local_pods = plan_local_pods(
+            pods, job_name=job.name, run_dir=run_dir, base_dir=base_dir, base_env=os.environ
+        )
+        for lp in local_pods:
+            for mount in lp.mounts:
+                if mount.local is not None and mount.local.is_relative_to(run_dir):
+                    mount.local.mkdir(parents=True, exist_ok=True)
+        say(f"job {job.name}: {len(local_pods)} replica(s), attempt {attempt}, "
+            f"volumes under {run_dir / job.name}")
+        results = _run_attempt(local_pods, options, out, lock, say)
+        status = _status_after(raw, status, pods, results, attempt, compute_status)
+        if status.get("state") == "Restarting" and not results.interrupted:
+            attempt = int(status.get("restartCount") or attempt + 1)
+            say(f"restarting the job: {status.get('message')}")
+            continue
+        break
+
+    if results.interrupted:
+        status["reason"] = "Interrupted"
+        status["message"] = f"stopped by {results.interrupted}"
+        for condition in status.get("conditions") or []:
+            if condition["type"] == "Failed" and condition["status"] == "True":
+                condition.update(reason="Interrupted", message=status["message"])
+    progress = results.progress.to_status() if results.progress is not None else {}
+    if results.top1 is not None:
+        progress["top1"] = results.top1
+    if progress:
+        status["progress"] = progress
+    with lock:
+        out.write(yaml.safe_dump({"status": status}, sort_keys=False))
+        out.flush()
+    if status.get("state") == "Succeeded":
+        return int(ExitCode.SUCCESS)
+    return results.exit_code or int(ExitCode.FAILURE)
+
+
+@dataclass
+class _AttemptResult:
+    codes: dict[str, int]
+    exit_code: int
+    interrupted: str | None
+    progress: Any
+    top1: float | None
+
+
+def _run_attempt(
+    local_pods: list[LocalPod], options: RunOptions, out: IO[str], lock: threading.RLock,
+    say: Callable[[str], None],
+) -> _AttemptResult:
+    """Start every replica's launcher in its own process group and supervise them together."""
+    found: dict[str, float | None] = {"top1": None}
+
+    def format_line(spec: ProcessSpec, line: str) -> str | None:
+        result = parse_result_line(line)
+        if result is not None:
+            found["top1"] = result[0]
+        if line.startswith("[launcher] "):
+            return f"[launcher {spec.name}] {line[len('[launcher] '):]}"
+        if line.startswith("["):
+            return line  # already "[rank N] ..." or "[scheduler] ..."
+        return f"[{spec.name}] {line}"
+
+    supervisor = Supervisor(
+        [lp.spec for lp in local_pods],
+        grace=options.grace,
+        out=out,
+        own_process_group=True,
+        stop_signal=signal.SIGTERM,  # the launchers forward it; trainers checkpoint and exit 143
+        format_line=format_line,
+        label="mnv2 run",
+        lock=lock,
+    )
+    rank0 = min(local_pods, key=lambda lp: lp.index)
+    with _Progress(rank0.metrics_port, options.progress_interval, say) as progress:
+        code = supervisor.run()
+    interrupted = None
+    if supervisor.signal_received is not None:
+        interrupted = "Ctrl-C" if supervisor.signal_received == signal.SIGINT else "SIGTERM"
+    return _AttemptResult(
+        codes=supervisor.codes, exit_code=code, interrupted=interrupted,
+        progress=progress.last, top1=found["top1"],
+    )
+
+
+def _status_after(
+    raw: dict[str, Any], status: dict[str, Any], pods: list[dict[str, Any]], results: _AttemptResult,
+    attempt: int, compute_status: Callable[..., dict[str, Any]],
+) -> dict[str, Any]:
+    """The operator's status for the local pods: first as running, then as they ended."""
+    job = copy.deepcopy(raw)
+    if results.interrupted:
+        job["spec"].setdefault("runPolicy", {})["restartPolicy"] = "Never"  # no restart after Ctrl-C
+    running = [observed_pod(p, phase="Running", exit_code=None, attempt=attempt) for p in pods]
+    job["status"] = status
+    status = compute_status(job, running, _now())
+    ended = []
+    for pod in pods:
+        code = results.codes.get(pod["metadata"]["name"])
+        phase = "Succeeded" if code == 0 else "Failed"
+        ended.append(observed_pod(pod, phase=phase, exit_code=code, attempt=attempt))
+    job["status"] = status
+    return compute_status(job, ended, _now())
+
+
+def _write_config_maps(
+    objects: list[dict[str, Any]], pods: list[dict[str, Any]], *, job_name: str, run_dir: Path, base_dir: Path
+) -> None:
+    """configMap volumes: the rendered ConfigMap's keys as files in the volume's local folder."""
+    maps = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "ConfigMap"}
+    for pod in pods:
+        dirs = local_volume_dirs(pod, job_name=job_name, run_dir=run_dir, base_dir=base_dir)
+        for volume in (pod.get("spec") or {}).get("volumes") or []:
+            source = volume.get("configMap")
+            if source is None or source.get("name") not in maps:
+                continue
+            folder = dirs[volume["name"]]
+            assert folder is not None
+            folder.mkdir(parents=True, exist_ok=True)
+            for key, value in (maps[source["name"]].get("data") or {}).items():
+                with contextlib.suppress(OSError):
+                    (folder / key).write_text(value)
