@@ -8,6 +8,7 @@ and every renderer starts from `parse_job`, which reports every problem at once 
 
 from __future__ import annotations
 
+import json
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -102,6 +103,20 @@ class JobState(StrEnum):
     FAILED = "Failed"
 
 
+# An absolute POSIX path without '.'/'..' segments, empty segments or a trailing '/'.
+ABS_PATH_PATTERN = r"^(/([^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+))+$"
+PATH_MAX = 4096
+AbsPath = Annotated[str, Field(pattern=ABS_PATH_PATTERN, max_length=PATH_MAX)]
+OptionalAbsPath = Annotated[str, Field(pattern=f"^$|{ABS_PATH_PATTERN}", max_length=PATH_MAX)]
+Name = Annotated[str, Field(min_length=1, max_length=253)]
+ShortString = Annotated[str, Field(max_length=1024)]
+LabelMap = Annotated[
+    dict[Annotated[str, Field(max_length=317)], Annotated[str, Field(max_length=63)]], Field(max_length=64)
+]
+AnnotationMap = Annotated[
+    dict[Annotated[str, Field(max_length=317)], Annotated[str, Field(max_length=65536)]], Field(max_length=64)
+]
+
 # --- Kubernetes shapes used by the spec (the common subset, passed through unchanged) ---
 
 _QUANTITY = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?\d+)?$")
@@ -124,18 +139,30 @@ Quantity = Annotated[
 
 
 class PersistentVolumeClaimSource(_Model):
-    claim_name: str = Field(..., min_length=1, description="Name of a PVC in the job's namespace.")
+    claim_name: Name = Field(..., description="Name of a PVC in the job's namespace.")
     read_only: bool | None = None
 
 
 class HostPathSource(_Model):
-    path: str = Field(..., min_length=1, description="Absolute path on the node.")
-    type: str | None = Field(None, description="Kubernetes hostPath type, e.g. Directory, DirectoryOrCreate.")
+    path: AbsPath = Field(..., description="Absolute path on the node.")
+    type: (
+        Literal[
+            "",
+            "DirectoryOrCreate",
+            "Directory",
+            "FileOrCreate",
+            "File",
+            "Socket",
+            "CharDevice",
+            "BlockDevice",
+        ]
+        | None
+    ) = Field(None, description="Kubernetes hostPath type.")
 
 
 class NFSSource(_Model):
-    server: str = Field(..., min_length=1)
-    path: str = Field(..., min_length=1)
+    server: Name
+    path: AbsPath
     read_only: bool | None = None
 
 
@@ -164,23 +191,26 @@ VOLUME_SOURCE_FIELDS = ("persistentVolumeClaim", "hostPath", "nfs", "emptyDir")
 
 
 class Toleration(_Model):
-    key: str | None = None
+    key: Annotated[str, Field(max_length=317)] | None = None
     operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
+    value: Annotated[str, Field(max_length=63)] | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: int | None = None
 
 
+ResourceMap = Annotated[dict[Annotated[str, Field(max_length=317)], Quantity], Field(max_length=32)]
+
+
 class ResourceRequirements(_Model):
-    limits: dict[str, Quantity] = Field(default_factory=dict)
-    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: ResourceMap = Field(default_factory=dict)
+    requests: ResourceMap = Field(default_factory=dict)
 
 
 class EnvVar(_Model):
     """A container environment variable; `valueFrom` is passed through unchanged."""
 
-    name: str = Field(..., min_length=1)
-    value: str | None = None
+    name: str = Field(..., min_length=1, max_length=1024)
+    value: Annotated[str, Field(max_length=65536)] | None = None
     value_from: dict[str, Any] | None = Field(
         None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
     )
@@ -194,10 +224,10 @@ class Volume(BaseModel):
 
 
 class VolumeMount(_Model):
-    name: str = Field(..., min_length=1)
-    mount_path: str = Field(..., min_length=1)
+    name: str = Field(..., min_length=1, max_length=63)
+    mount_path: AbsPath
     read_only: bool | None = None
-    sub_path: str | None = None
+    sub_path: Annotated[str, Field(max_length=PATH_MAX)] | None = None
 
 
 # --- the spec ---
@@ -205,16 +235,16 @@ class VolumeMount(_Model):
 
 class DatasetSpec(_Model):
     volume: VolumeSource = Field(..., description="Volume holding the image folders (mounted read-only).")
-    mount_path: str = Field("/data", description="Where the dataset volume is mounted in the pod.")
-    train_path: str = Field("/data/train", description="Training image folder (inside mountPath).")
-    eval_path: str = Field(
+    mount_path: AbsPath = Field("/data", description="Where the dataset volume is mounted in the pod.")
+    train_path: AbsPath = Field("/data/train", description="Training image folder (inside mountPath).")
+    eval_path: OptionalAbsPath = Field(
         "/data/val", description="Evaluation image folder (inside mountPath); empty: none."
     )
 
 
 class OutputSpec(_Model):
     volume: VolumeSource = Field(..., description="Volume for checkpoints, logs and the saved configuration.")
-    path: str = Field("/output", description="Mount path of the output volume; the trainer's output_dir.")
+    path: AbsPath = Field("/output", description="Mount path of the output volume; the trainer's output_dir.")
 
 
 class RunPolicy(_Model):
@@ -238,10 +268,10 @@ class RunPolicy(_Model):
 
 class SchedulingSpec(_Model):
     scheduler_name: str = Field(
-        "", description="Pod schedulerName; empty: default (volcano when gang uses it)."
+        "", max_length=253, description="Pod schedulerName; empty: default (volcano when gang uses it)."
     )
-    queue: str = Field("", description="Volcano queue or Kueue LocalQueue name.")
-    priority_class_name: str = Field("", description="Pod priorityClassName.")
+    queue: str = Field("", max_length=253, description="Volcano queue or Kueue LocalQueue name.")
+    priority_class_name: str = Field("", max_length=253, description="Pod priorityClassName.")
     gang: bool = Field(True, description="Schedule all replicas together or none.")
     gang_scheduler: GangScheduler | None = Field(
         None, description="volcano (PodGroup) or kueue (pod-group labels); empty: the operator's default."
@@ -249,14 +279,16 @@ class SchedulingSpec(_Model):
 
 
 class TemplateSpec(_Model):
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
+    """Additions to every pod; user labels never enter a selector."""
+
+    node_selector: LabelMap = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
-    env: list[EnvVar] = Field(default_factory=list)
-    volumes: list[Volume] = Field(default_factory=list)
-    volume_mounts: list[VolumeMount] = Field(default_factory=list)
-    annotations: dict[str, str] = Field(default_factory=dict)
-    labels: dict[str, str] = Field(default_factory=dict)
+    env: list[EnvVar] = Field(default_factory=list, max_length=256)
+    volumes: list[Volume] = Field(default_factory=list, max_length=64)
+    volume_mounts: list[VolumeMount] = Field(default_factory=list, max_length=64)
+    annotations: AnnotationMap = Field(default_factory=dict)
+    labels: LabelMap = Field(default_factory=dict)
 
 
 class MetricsSpec(_Model):
@@ -304,7 +336,7 @@ def _training_spec_model() -> type[BaseModel]:
     for name, info in TrainingConfig.model_fields.items():
         if name in OPERATOR_SET_TRAINING_FIELDS:
             continue
-        default_note = "platform preset" if name in PRESET_FIELDS else f"default {info.default!r}"
+        default_note = "platform preset" if name in PRESET_FIELDS else f"default {json.dumps(info.default)}"
         description = (info.description or "").rstrip(".")
         if "(preset)" in description:
             description = description.replace(" (preset)", "")
@@ -332,12 +364,12 @@ class JobSpec(_Model):
         le=64,
         description="Trainer processes (devices) per pod. Empty: the platform profile's default.",
     )
-    image: str = Field("", description="Trainer image; empty: the platform profile's image.")
+    image: str = Field("", max_length=1024, description="Trainer image; empty: the platform profile's image.")
     mode: Mode = Field(Mode.TRAIN, description="train, finetune or eval.")
     freeze_layer: FreezeLayer = Field(
         FreezeLayer.NONE, description="none: whole network; backbone: head only (mode finetune)."
     )
-    pretrained_checkpoint: str = Field(
+    pretrained_checkpoint: OptionalAbsPath = Field(
         "", description="Checkpoint path inside a mounted volume (finetune and eval need one)."
     )
     training: TrainingSpec = Field(default_factory=TrainingSpec)  # type: ignore[valid-type]

@@ -9,6 +9,7 @@ The CRD carries the same rules as CEL (`crd.py`), so the API server rejects what
 
 from __future__ import annotations
 
+import json
 import posixpath
 from typing import Any
 
@@ -444,7 +445,8 @@ def validate_job(obj: Any, source: str = "job") -> Job:
     problems: Problems = []
     job: Job | None = None
     try:
-        job = Job.model_validate(obj)
+        # Strict JSON validation behaves like the API server: "2" is not an integer, 0.5 not a quantity.
+        job = Job.model_validate_json(json.dumps(obj, default=str), strict=True)
     except ValidationError as error:
         problems += _pydantic_problems(error)
     problems += cross_field_problems(obj)

@@ -1,0 +1,381 @@
+"""The CustomResourceDefinition, generated from the pydantic models so schema and code never drift.
+
+Pydantic's JSON Schema is turned into a Kubernetes *structural* schema: `$ref`s inlined, optional
+fields as plain (non-nullable) properties so a null is pruned like an absent field, int-or-string
+quantities marked, `additionalProperties: true` as `x-kubernetes-preserve-unknown-fields`, and the
+cross-field rules of `validation.py` as CEL (`x-kubernetes-validations`), immutability included.
+`mnv2 crd` prints it; the chart's `crds/` file is this output, checked for drift by a test.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from mnv2_operator import names
+from mnv2_operator.api import (
+    GROUP,
+    KIND,
+    PLURAL,
+    SHORT_NAMES,
+    SINGULAR,
+    VERSION,
+    JobSpec,
+    JobStatus,
+)
+from mnv2_operator.validation import DEVICE_CHOICES, MUTABLE_RUN_POLICY_FIELDS
+
+# Objects whose absence means "all defaults": defaulted to {} so the API server fills their fields.
+DEFAULT_EMPTY_OBJECTS = ("training", "runPolicy", "scheduling", "template", "metrics")
+# JSON Schema keywords with no place in a structural schema; propertyNames (map key bounds) is
+# checked by validation.py instead.
+_DROP_KEYS = {"title", "discriminator", "examples", "propertyNames"}
+_KEPT_KEYS = {
+    "type",
+    "description",
+    "default",
+    "enum",
+    "format",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "multipleOf",
+    "minProperties",
+    "maxProperties",
+    "required",
+}
+_KEY_ORDER = ("type", "description")
+
+
+class SchemaError(ValueError):
+    """The models produced a JSON Schema construct that has no structural equivalent."""
+
+
+def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """Inline a `$ref` (and a one-element allOf), keeping sibling keys such as description."""
+    while True:
+        if "$ref" in node:
+            target = defs[node["$ref"].rsplit("/", 1)[-1]]
+            siblings = {k: v for k, v in node.items() if k != "$ref"}
+            node = {**copy.deepcopy(target), **siblings}
+        elif "allOf" in node and len(node["allOf"]) == 1:
+            siblings = {k: v for k, v in node.items() if k != "allOf"}
+            node = {**node["allOf"][0], **siblings}
+        else:
+            return node
+
+
+def _enum_type(values: list[Any]) -> str:
+    if all(isinstance(v, bool) for v in values):
+        return "boolean"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "integer"
+    if all(isinstance(v, str) for v in values):
+        return "string"
+    raise SchemaError(f"enum with mixed types: {values}")
+
+
+def structural(node: dict[str, Any], defs: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """One pydantic JSON Schema node -> a structural OpenAPI v3 node (recursively)."""
+    node = _resolve(node, defs)
+    if node.get("x-kubernetes-int-or-string"):
+        out = {"x-kubernetes-int-or-string": True}
+        if "description" in node:
+            out["description"] = node["description"]
+        return out
+    if "anyOf" in node:
+        options = [_resolve(o, defs) for o in node["anyOf"] if o.get("type") != "null"]
+        outer = {k: v for k, v in node.items() if k != "anyOf"}
+        if len(options) == 1:
+            return structural({**options[0], **outer}, defs, where)
+        types = {o.get("type") for o in options}
+        if types == {"integer", "string"} or any(o.get("x-kubernetes-int-or-string") for o in options):
+            return structural({"x-kubernetes-int-or-string": True, **outer}, defs, where)
+        raise SchemaError(f"{where or '<root>'}: anyOf {options} has no structural form")
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP_KEYS or key.startswith("$"):
+            continue
+        if key == "default" and value is None:
+            continue
+        if key == "const":
+            out["enum"] = [value]
+        elif key == "exclusiveMinimum":
+            out["minimum"], out["exclusiveMinimum"] = value, True
+        elif key == "exclusiveMaximum":
+            out["maximum"], out["exclusiveMaximum"] = value, True
+        elif key == "properties":
+            out["properties"] = {
+                name: structural(sub, defs, f"{where}.{name}" if where else name)
+                for name, sub in value.items()
+            }
+        elif key == "items":
+            out["items"] = structural(value, defs, f"{where}[]")
+        elif key == "additionalProperties":
+            if value is True or value == {}:
+                out["x-kubernetes-preserve-unknown-fields"] = True
+            elif isinstance(value, dict):
+                out["additionalProperties"] = structural(value, defs, f"{where}{{}}")
+            # False: pruning of unknown fields is the API server's default
+        elif key in _KEPT_KEYS or key.startswith("x-kubernetes-"):
+            out[key] = copy.deepcopy(value)
+        else:
+            raise SchemaError(f"{where or '<root>'}: JSON Schema keyword {key!r} has no structural form")
+    if "enum" in out and "type" not in out:
+        out["type"] = _enum_type(out["enum"])
+    if out.get("x-kubernetes-preserve-unknown-fields") and "type" not in out:
+        out["type"] = "object"
+    if "type" not in out:
+        raise SchemaError(f"{where or '<root>'}: no type in {node}")
+    if out["type"] == "object" and "properties" in out and "additionalProperties" in out:
+        raise SchemaError(f"{where}: properties and additionalProperties together are not structural")
+    return {
+        **{k: out[k] for k in _KEY_ORDER if k in out},
+        **{k: v for k, v in out.items() if k not in _KEY_ORDER},
+    }
+
+
+def _model_schema(model: Any) -> dict[str, Any]:
+    schema = model.model_json_schema(by_alias=True, mode="validation", ref_template="#/$defs/{model}")
+    return structural(schema, schema.get("$defs", {}))
+
+
+def _rule(
+    rule: str, message: str, field_path: str | None = None, reason: str | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    if reason:
+        out["reason"] = reason
+    return out
+
+
+def _spec_rules() -> list[dict[str, Any]]:
+    """Cross-field rules of `validation.py`, as CEL on spec (defaults are applied before these run)."""
+    rules = []
+    for platform, choices in DEVICE_CHOICES.items():
+        if platform == "CPU":
+            continue  # the schema's bounds (1-64) are CPU's range
+        allowed = ", ".join(map(str, choices)) if len(choices) <= 4 else f"{choices[0]}-{choices[-1]}"
+        rules.append(
+            _rule(
+                f"self.platform != '{platform}' || !has(self.devicesPerReplica) || "
+                f"self.devicesPerReplica in [{', '.join(map(str, choices))}]",
+                f"{platform} takes {allowed} devices per replica",
+                ".devicesPerReplica",
+            )
+        )
+    has_ckpt = "(has(self.pretrainedCheckpoint) && self.pretrainedCheckpoint != '')"
+    rules += [
+        _rule(
+            f"self.mode == 'train' || {has_ckpt}",
+            "mode finetune and eval need a pretrained checkpoint",
+            ".pretrainedCheckpoint",
+        ),
+        _rule(
+            f"self.mode != 'train' || !{has_ckpt}",
+            "mode train starts from scratch; use mode finetune to start from a checkpoint",
+            ".pretrainedCheckpoint",
+        ),
+        _rule(
+            "self.freezeLayer == 'none' || self.mode == 'finetune'",
+            "freezeLayer backbone (head-only training) needs mode finetune",
+            ".freezeLayer",
+        ),
+        _rule(
+            "self.mode != 'eval' || self.dataset.evalPath != ''",
+            "mode eval needs an evaluation dataset",
+            ".dataset.evalPath",
+        ),
+        _rule(
+            "self.platform != 'CPU' || !has(self.training.ampLevel) || self.training.ampLevel == 'O0'",
+            "fp16 mixed precision is not supported on CPU; use O0",
+            ".training.ampLevel",
+        ),
+        _rule(
+            "self.platform != 'CPU' || !has(self.training.lossScale) || self.training.lossScale == 1.0",
+            "loss scaling is not supported on CPU; use 1",
+            ".training.lossScale",
+        ),
+        _rule(
+            "self.platform != 'CPU' || !has(self.training.dynamicLossScale) || !self.training.dynamicLossScale",
+            "loss scaling is not supported on CPU",
+            ".training.dynamicLossScale",
+        ),
+        _rule(
+            "!self.scheduling.gang || !has(self.scheduling.gangScheduler) || "
+            "self.scheduling.gangScheduler != 'kueue' || self.scheduling.queue != ''",
+            "gangScheduler kueue needs a LocalQueue name",
+            ".scheduling.queue",
+        ),
+        _rule(
+            "self.dataset.trainPath.startsWith(self.dataset.mountPath + '/')",
+            "must be inside spec.dataset.mountPath",
+            ".dataset.trainPath",
+        ),
+        _rule(
+            "self.dataset.evalPath == '' || self.dataset.evalPath.startsWith(self.dataset.mountPath + '/')",
+            "must be inside spec.dataset.mountPath",
+            ".dataset.evalPath",
+        ),
+        _rule(
+            "!has(self.devicesPerReplica) || self.metrics.port + self.devicesPerReplica - 1 <= 65535",
+            "local ranks serve on metrics.port + local rank; the last port must be <= 65535",
+            ".metrics.port",
+        ),
+    ]
+    return rules
+
+
+def _volume_rule() -> dict[str, Any]:
+    present = ", ".join(
+        f"has(self.{field})" for field in ("persistentVolumeClaim", "hostPath", "nfs", "emptyDir")
+    )
+    return _rule(
+        f"[{present}].filter(x, x).size() == 1",
+        "set exactly one of persistentVolumeClaim, hostPath, nfs, emptyDir",
+    )
+
+
+def _immutable(spec_schema: dict[str, Any]) -> None:
+    """`self == oldSelf` on every spec field except runPolicy's mutable ones, plus presence rules
+    (a transition rule does not run when the field is added or removed)."""
+    properties = spec_schema["properties"]
+    presence = []
+    for name, prop in properties.items():
+        if name == "runPolicy":
+            for sub_name, sub in prop["properties"].items():
+                if sub_name not in MUTABLE_RUN_POLICY_FIELDS:
+                    sub.setdefault("x-kubernetes-validations", []).append(
+                        _rule(
+                            "self == oldSelf",
+                            f"spec.runPolicy.{sub_name} is immutable",
+                            reason="FieldValueForbidden",
+                        )
+                    )
+            continue
+        prop.setdefault("x-kubernetes-validations", []).append(
+            _rule("self == oldSelf", f"spec.{name} is immutable", reason="FieldValueForbidden")
+        )
+        if name not in spec_schema.get("required", []):
+            presence.append(
+                _rule(
+                    f"has(self.{name}) == has(oldSelf.{name})",
+                    f"spec.{name} is immutable",
+                    f".{name}",
+                    "FieldValueForbidden",
+                )
+            )
+    spec_schema.setdefault("x-kubernetes-validations", []).extend(presence)
+
+
+def spec_schema() -> dict[str, Any]:
+    schema = _model_schema(JobSpec)
+    schema["description"] = "What to train and how to run it."
+    for name in DEFAULT_EMPTY_OBJECTS:
+        schema["properties"][name].setdefault("default", {})
+    for field in ("dataset", "output"):
+        schema["properties"][field]["properties"]["volume"]["x-kubernetes-validations"] = [_volume_rule()]
+    schema["x-kubernetes-validations"] = _spec_rules()
+    _immutable(schema)
+    return schema
+
+
+def status_schema() -> dict[str, Any]:
+    schema = _model_schema(JobStatus)
+    schema["description"] = "Observed state, written by the operator."
+    conditions = schema["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    return schema
+
+
+def openapi_schema() -> dict[str, Any]:
+    max_name = names.DNS_LABEL_MAX - len(names.RANK_TABLE_SUFFIX)
+    return {
+        "type": "object",
+        "description": "A MobileNetV2 training, fine-tuning or evaluation job on MindSpore.",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec_schema(),
+            "status": status_schema(),
+        },
+        "x-kubernetes-validations": [
+            _rule(
+                f"self.metadata.name.size() <= {max_name}",
+                f"metadata.name: at most {max_name} characters, so that every derived name "
+                f"(<name>{names.RANK_TABLE_SUFFIX}, <name>-<replica>) stays a DNS label",
+                ".metadata.name",
+            ),
+            _rule(
+                "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+                "metadata.name: must be a DNS-1035 label (lowercase letters, digits, '-'; starts with a letter)",
+                ".metadata.name",
+            ),
+        ],
+    }
+
+
+PRINTER_COLUMNS = [
+    {"name": "Platform", "type": "string", "jsonPath": ".spec.platform"},
+    {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+    {"name": "State", "type": "string", "jsonPath": ".status.state"},
+    {
+        "name": "Progress",
+        "type": "number",
+        "format": "float",
+        "jsonPath": ".status.progress.percent",
+        "description": "Percent of all training steps done",
+    },
+    {
+        "name": "Top-1",
+        "type": "number",
+        "format": "float",
+        "jsonPath": ".status.progress.top1",
+        "description": "Latest top-1 accuracy (0-1)",
+    },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def generate_crd() -> dict[str, Any]:
+    """The apiextensions.k8s.io/v1 CustomResourceDefinition of MobileNetV2TrainJob."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{PLURAL}.{GROUP}",
+            "labels": {names.LABEL_NAME: "mobilenetv2-operator", "app.kubernetes.io/part-of": "mnv2"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": list(SHORT_NAMES),
+                "categories": ["all", "mindspore"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": openapi_schema()},
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": copy.deepcopy(PRINTER_COLUMNS),
+                }
+            ],
+        },
+    }
