@@ -172,6 +172,7 @@ def _spec_rules() -> list[dict[str, Any]]:
             )
         )
     has_ckpt = "(has(self.pretrainedCheckpoint) && self.pretrainedCheckpoint != '')"
+    training = "has(self.training)"
     rules += [
         _rule(
             f"self.mode == 'train' || {has_ckpt}",
@@ -194,22 +195,25 @@ def _spec_rules() -> list[dict[str, Any]]:
             ".dataset.evalPath",
         ),
         _rule(
-            "self.platform != 'CPU' || !has(self.training.ampLevel) || self.training.ampLevel == 'O0'",
+            f"self.platform != 'CPU' || !{training} || !has(self.training.ampLevel) || "
+            "self.training.ampLevel == 'O0'",
             "fp16 mixed precision is not supported on CPU; use O0",
             ".training.ampLevel",
         ),
         _rule(
-            "self.platform != 'CPU' || !has(self.training.lossScale) || self.training.lossScale == 1.0",
+            f"self.platform != 'CPU' || !{training} || !has(self.training.lossScale) || "
+            "self.training.lossScale == 1.0",
             "loss scaling is not supported on CPU; use 1",
             ".training.lossScale",
         ),
         _rule(
-            "self.platform != 'CPU' || !has(self.training.dynamicLossScale) || !self.training.dynamicLossScale",
+            f"self.platform != 'CPU' || !{training} || !has(self.training.dynamicLossScale) || "
+            "!self.training.dynamicLossScale",
             "loss scaling is not supported on CPU",
             ".training.dynamicLossScale",
         ),
         _rule(
-            "!self.scheduling.gang || !has(self.scheduling.gangScheduler) || "
+            "!has(self.scheduling) || !self.scheduling.gang || !has(self.scheduling.gangScheduler) || "
             "self.scheduling.gangScheduler != 'kueue' || self.scheduling.queue != ''",
             "gangScheduler kueue needs a LocalQueue name",
             ".scheduling.queue",
@@ -225,7 +229,8 @@ def _spec_rules() -> list[dict[str, Any]]:
             ".dataset.evalPath",
         ),
         _rule(
-            "!has(self.devicesPerReplica) || self.metrics.port + self.devicesPerReplica - 1 <= 65535",
+            "!has(self.devicesPerReplica) || !has(self.metrics) || "
+            "self.metrics.port + self.devicesPerReplica - 1 <= 65535",
             "local ranks serve on metrics.port + local rank; the last port must be <= 65535",
             ".metrics.port",
         ),
@@ -314,12 +319,11 @@ def openapi_schema() -> dict[str, Any]:
                 f"self.metadata.name.size() <= {max_name}",
                 f"metadata.name: at most {max_name} characters, so that every derived name "
                 f"(<name>{names.RANK_TABLE_SUFFIX}, <name>-<replica>) stays a DNS label",
-                ".metadata.name",
             ),
             _rule(
                 "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
-                "metadata.name: must be a DNS-1035 label (lowercase letters, digits, '-'; starts with a letter)",
-                ".metadata.name",
+                "metadata.name: must be a DNS-1035 label (lowercase letters, digits, '-', "
+                "starting with a letter)",
             ),
         ],
     }
