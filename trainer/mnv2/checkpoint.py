@@ -191,3 +191,34 @@ def load_pretrained(network: Any, path: str | Path, num_classes: int) -> dict[st
     _check_shapes(network, params, path, "pretrain_ckpt")
     ms.load_param_into_net(network, params, strict_load=False)
     return params
+
+
+def resolve_checkpoint(path: str | Path, what: str = "pretrain_ckpt") -> Path:
+    """A checkpoint file, or the newest of ours in a folder (or its `checkpoint/` sub-folder)."""
+    path = Path(path)
+    if path.is_dir():
+        for folder in (path, path / "checkpoint"):
+            found = list_checkpoints(folder)
+            if found:
+                return found[-1]
+        raise CheckpointError(f"{what}: {path}: folder holds no {PREFIX}-*.ckpt checkpoint")
+    if not path.is_file():
+        raise CheckpointError(f"{what}: {path}: no such checkpoint file")
+    return path
+
+
+def load_for_inference(network: Any, path: str | Path, what: str = "pretrain_ckpt") -> None:
+    """Load every network parameter (evaluation, export): nothing may be missing or mis-shaped."""
+    import mindspore as ms
+
+    path = Path(path)
+    params = _load(path, what)
+    names = [p.name for p in network.get_parameters()]
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise CheckpointError(
+            f"{what}: {path}: parameter {missing[0]} is missing ({len(missing)} in all); "
+            "check width_mult and num_classes"
+        )
+    _check_shapes(network, params, path, what)
+    ms.load_param_into_net(network, {k: v for k, v in params.items() if k in set(names)}, strict_load=False)
