@@ -1,0 +1,102 @@
+"""The kopf handlers: `kopf run -m mnv2_operator.handlers` (or `mnv2 operator`) loads this module.
+
+One daemon per MobileNetV2TrainJob runs the reconciliation loop (`reconcile.Reconciler`) for that
+job only, so two passes over one job never overlap, and it restarts for every existing job when the
+operator starts (nothing is lost by a restart: the loop reads everything from the cluster). Events on
+the job or on its pods only wake the daemon; deadlines (activeDeadlineSeconds, pendingTimeoutSeconds,
+ttlSecondsAfterFinished) wake it when they come due, and a resync every `resync_seconds` catches
+anything missed. With several operator replicas, kopf peering keeps all but one paused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from mnv2_operator import api, k8s, names
+from mnv2_operator import settings as operator_settings
+from mnv2_operator.metrics import METRICS
+from mnv2_operator.reconcile import Reconciler
+
+log = logging.getLogger(__name__)
+
+# (namespace, job) -> the event its daemon sleeps on; created in the daemon's own loop.
+_WAKE: dict[tuple[str, str], asyncio.Event] = {}
+ERROR_BACKOFF_SECONDS = 2.0
+
+
+def _poke(namespace: str | None, job: str | None) -> None:
+    if namespace and job and (namespace, job) in _WAKE:
+        _WAKE[(namespace, job)].set()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Apply our settings to kopf, open the client, load the platform profiles, serve metrics."""
+    from mnv2_operator.profiles import load_operator_config
+
+    ours = operator_settings.current()
+    ours.apply(settings)
+    _WAKE.clear()
+    memo.reconciler = Reconciler(k8s.shared(), load_operator_config(ours.config_path))
+    memo.resync_seconds = ours.resync_seconds
+    if ours.metrics_port:
+        try:
+            METRICS.serve(ours.metrics_port)
+        except OSError as error:  # already served by an earlier start in this process
+            log.warning("metrics port %s: %s", ours.metrics_port, error)
+
+
+@kopf.on.probe(id="jobs")
+def jobs_probe(**_: Any) -> int:
+    """Readiness/liveness: the operator's loop answers (kopf serves it at the --liveness URL)."""
+    return len(_WAKE)
+
+
+@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, id="reconcile", cancellation_timeout=10.0)
+async def job_daemon(name: str, namespace: str, memo: kopf.Memo, stopped: Any, logger: logging.Logger,
+                     **_: Any) -> None:
+    """The job's reconciliation loop (see the module docstring)."""
+    key = (namespace, name)
+    wake = _WAKE[key] = asyncio.Event()
+    try:
+        while not stopped:
+            wake.clear()
+            try:
+                outcome = await asyncio.to_thread(memo.reconciler.reconcile, namespace, name)
+            except Exception as error:
+                METRICS.reconcile_error("reconcile")
+                logger.warning(f"reconciliation failed, retrying in {ERROR_BACKOFF_SECONDS}s: {error!r}")
+                timeout = ERROR_BACKOFF_SECONDS
+            else:
+                if outcome.created or outcome.deleted:
+                    logger.info(f"state {outcome.state}; created {outcome.created}; deleted {outcome.deleted}")
+                if outcome.state is None:
+                    return  # the job is gone or being deleted
+                timeout = memo.resync_seconds
+                if outcome.wake_in is not None:
+                    timeout = min(timeout, outcome.wake_in)
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=timeout)
+            except TimeoutError:
+                pass
+    finally:
+        if _WAKE.get(key) is wake:
+            del _WAKE[key]
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
+async def job_event(type: str, name: str, namespace: str, body: kopf.Body, **_: Any) -> None:
+    """Any change of the job (spec, suspend, deletion) wakes its loop."""
+    if type == "DELETED":
+        METRICS.job_deleted(namespace, str(body.get("spec", {}).get("platform", "")))
+    _poke(namespace, name)
+
+
+@kopf.on.event("", "v1", "pods", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
+async def pod_event(labels: kopf.Labels, namespace: str, **_: Any) -> None:
+    """A pod of a job changed phase, IP, annotations, or went away: wake the job's loop."""
+    _poke(namespace, labels.get(names.LABEL_JOB_NAME))

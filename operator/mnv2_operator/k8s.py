@@ -1,0 +1,215 @@
+"""The one seam to the Kubernetes API: every call the operator makes goes through `Kube`.
+
+Objects travel as plain dicts (what the renderers produce and `compute_status` reads), so the
+`kubernetes` client is used only for its configuration and transport (`ApiClient.call_api`), never
+for its models. API errors become three exception types by status code (like kopf's own mapping):
+`NotFound` (404), `Conflict` (409: already exists, or a stale resourceVersion) and `ApiError`.
+`rbac.RULES` lists exactly the (resource, verb) pairs the methods below are called with; a test
+checks the two against each other.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from mnv2_operator import api
+
+
+class ApiError(Exception):
+    """A Kubernetes API call failed; `status` is the HTTP status (0 when no response came)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Conflict(ApiError):
+    pass
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace is not None:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name is not None:
+            base += f"/{name}"
+        if subresource is not None:
+            base += f"/{subresource}"
+        return base
+
+
+JOBS = Resource(api.GROUP, api.VERSION, api.PLURAL)
+PODS = Resource("", "v1", "pods")
+SERVICES = Resource("", "v1", "services")
+CONFIGMAPS = Resource("", "v1", "configmaps")
+EVENTS = Resource("", "v1", "events")
+PODGROUPS = Resource("scheduling.volcano.sh", "v1beta1", "podgroups")
+
+_BY_KIND = {
+    ("v1", "Pod"): PODS,
+    ("v1", "Service"): SERVICES,
+    ("v1", "ConfigMap"): CONFIGMAPS,
+    ("v1", "Event"): EVENTS,
+    ("scheduling.volcano.sh/v1beta1", "PodGroup"): PODGROUPS,
+    (api.API_VERSION, api.KIND): JOBS,
+}
+
+
+def resource_of(obj: dict[str, Any]) -> Resource:
+    """The resource of a rendered object (only kinds the operator creates)."""
+    key = (obj.get("apiVersion"), obj.get("kind"))
+    if key not in _BY_KIND:
+        raise ApiError(0, f"the operator does not manage objects of kind {key[1]} ({key[0]})")
+    return _BY_KIND[key]
+
+
+class Kube:
+    """Thin dict-in, dict-out client; thread-safe (one urllib3 pool, per-call requests)."""
+
+    def __init__(self, api_client: Any):
+        self._client = api_client
+
+    @classmethod
+    def from_environment(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
+        """In-cluster service account first, then a kubeconfig (KUBECONFIG or ~/.kube/config)."""
+        import kubernetes
+
+        configuration = kubernetes.client.Configuration()
+        try:
+            if kubeconfig is not None:
+                raise kubernetes.config.ConfigException("a kubeconfig was given")
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config(
+                config_file=kubeconfig, context=context, client_configuration=configuration
+            )
+        return cls(kubernetes.client.ApiClient(configuration))
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(
+        self, method: str, path: str, *, body: Any = None, query: dict[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            request = self._client.param_serialize(
+                method, path,
+                query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
+                header_params=headers, body=body, auth_settings=["BearerToken"],
+            )
+            response = self._client.call_api(*request, _request_timeout=(5, 30))
+            response.read()
+        except ApiException as error:
+            raise ApiError(error.status or 0, f"{method} {path}: {error.reason}") from None
+        except HTTPError as error:
+            raise ApiError(0, f"{method} {path}: {error}") from None
+        data = response.data
+        if not 200 <= response.status <= 299:
+            raise _mapped(response.status, data.decode(errors="replace") if data else "")
+        return json.loads(data) if data else {}
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            return self._call("GET", resource.path(namespace, name))
+        except NotFound:
+            return None
+
+    def list(self, resource: Resource, namespace: str | None, labels: dict[str, str] | None = None) -> list[dict]:
+        selector = ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items())) or None
+        body = self._call("GET", resource.path(namespace), query={"labelSelector": selector})
+        return list(body.get("items") or [])
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create; raises Conflict when an object of that name already exists."""
+        resource = resource_of(obj)
+        namespace = obj.get("metadata", {}).get("namespace")
+        return self._call("POST", resource.path(namespace), body=obj)
+
+    def patch(
+        self, resource: Resource, namespace: str | None, name: str, patch: dict[str, Any],
+        *, subresource: str | None = None,
+    ) -> dict[str, Any]:
+        """JSON merge patch (RFC 7386); put metadata.resourceVersion in it for an optimistic-lock write."""
+        return self._call(
+            "PATCH", resource.path(namespace, name, subresource), body=patch,
+            content_type="application/merge-patch+json",
+        )
+
+    def delete(self, resource: Resource, namespace: str | None, name: str, *, uid: str | None = None) -> bool:
+        """Delete in the background (dependents by the garbage collector); False when already gone.
+
+        With `uid`, only that incarnation is deleted (a precondition): a pod recreated meanwhile
+        under the same name survives.
+        """
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        if uid is not None:
+            body["preconditions"] = {"uid": uid}
+        try:
+            self._call("DELETE", resource.path(namespace, name), body=body)
+            return True
+        except NotFound:
+            return False
+
+
+def _mapped(status: int, body: str) -> ApiError:
+    message = body
+    try:
+        message = json.loads(body).get("message") or body
+    except (ValueError, AttributeError):
+        pass
+    if status == 404:
+        return NotFound(status, message)
+    if status == 409:
+        return Conflict(status, message)
+    return ApiError(status, message)
+
+
+_shared: Kube | None = None
+_shared_lock = threading.Lock()
+
+
+def shared(kubeconfig: str | None = None) -> Kube:
+    """The process's client, created on first use (handlers run in threads and share it)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = Kube.from_environment(kubeconfig)
+        return _shared
+
+
+def reset_shared() -> None:
+    """Forget the process's client (tests point the operator at a new API server)."""
+    global _shared
+    with _shared_lock:
+        if _shared is not None:
+            _shared.close()
+        _shared = None

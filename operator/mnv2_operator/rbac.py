@@ -1,0 +1,40 @@
+"""The operator's RBAC rules: exactly the API calls its code makes, and nothing more.
+
+The chart's Role/ClusterRole is generated from `RULES` (charts/.../rbac-rules.yaml) and a test checks
+both ways that every call in `k8s.py`/kopf's machinery is covered and that nothing extra is granted.
+Kopf itself needs: list/watch of the job resource (plus patch for its own finalizer and progress
+annotations), list/watch of pods for the pod-event handler, the CRD and namespace discovery it does
+when watching the cluster, events for its own posts, and kopf.dev peerings when running with peers.
+"""
+
+from __future__ import annotations
+
+from mnv2_operator import api
+
+RULES: list[dict[str, list[str]]] = [
+    # The jobs: read and watched by kopf; patched for kopf's finalizer, our accepted-spec annotation
+    # and the status subresource; deleted when ttlSecondsAfterFinished expires.
+    {"apiGroups": [api.GROUP], "resources": [api.PLURAL], "verbs": ["get", "list", "watch", "patch", "delete"]},
+    {"apiGroups": [api.GROUP], "resources": [f"{api.PLURAL}/status"], "verbs": ["get", "patch"]},
+    # Children: pods (watched for wake-ups), the headless Service, the rank-table ConfigMap.
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "create", "delete"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "patch", "delete"]},
+    # Gang scheduling with Volcano.
+    {"apiGroups": ["scheduling.volcano.sh"], "resources": ["podgroups"], "verbs": ["get", "list", "create", "delete"]},
+    # Events for every transition (ours) and kopf's own.
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    # Kopf's discovery when it serves all namespaces (namespaces) and watches for CRD changes.
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
+    # Kopf peering, so that of several operator replicas only one acts on a job.
+    {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings", "clusterkopfpeerings"],
+     "verbs": ["get", "list", "watch", "patch"]},
+]
+
+
+def allows(group: str, resource: str, verb: str) -> bool:
+    """Whether RULES grant `verb` on `group/resource` (subresources as "pods/status")."""
+    return any(
+        group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"] for rule in RULES
+    )

@@ -1,0 +1,305 @@
+"""One reconciliation of one job: observe -> compute status (pure) -> write it if changed -> act.
+
+Called by the job's kopf daemon whenever the job or one of its pods changes, when a time-based rule
+comes due, and every `resync_seconds` otherwise. Every effect is idempotent, so running it twice, or
+after the operator was killed at any point, creates nothing twice:
+- children are created only when absent, and 409 AlreadyExists counts as "exists";
+- the status is the record of decisions and is written before acting on them (a raised restartCount
+  means "delete this attempt's pods" until they are gone; then the next attempt is created);
+- pods are deleted with a uid precondition, so a pod recreated under the same name survives.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from mnv2 import launchenv
+from mnv2_operator import events, k8s, names
+from mnv2_operator.api import GROUP, SpecError, parse_job
+from mnv2_operator.metrics import METRICS
+from mnv2_operator.status import (
+    ATTEMPT_LABEL,
+    SPEC_REJECTED,
+    TERMINAL_STATES,
+    compute_status,
+    condition,
+    is_true,
+    next_deadline,
+    parse_time,
+    pod_attempt,
+    pod_phase,
+    terminating,
+    with_rejected_changes,
+)
+
+ACCEPTED_SPEC_ANNOTATION = f"{GROUP}/accepted-spec"
+WARNING_STATES = ("Failed", "Restarting")
+log = logging.getLogger(__name__)
+
+# (namespace, name) -> (platform, state): the jobs this process has seen, for the jobs-by-state gauge.
+_STATES: dict[tuple[str, str], tuple[str, str]] = {}
+
+
+@dataclass
+class Outcome:
+    """What a reconciliation did and when the job needs looking at again (None: on events only)."""
+
+    state: str | None
+    wake_in: float | None
+    created: list[str]
+    deleted: list[str]
+
+
+def _owner_reference(job: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": job["apiVersion"], "kind": job["kind"], "name": job["metadata"]["name"],
+        "uid": job["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True,
+    }
+
+
+def adopt(obj: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """The rendered child with the job as its controlling owner, in the job's namespace."""
+    obj = copy.deepcopy(obj)
+    meta = obj.setdefault("metadata", {})
+    meta["namespace"] = job["metadata"]["namespace"]
+    refs = [r for r in meta.get("ownerReferences") or [] if r.get("uid") not in (None, "", job["metadata"]["uid"])]
+    refs = [r for r in refs if not r.get("controller")]
+    meta["ownerReferences"] = [*refs, _owner_reference(job)]
+    return obj
+
+
+def for_attempt(pod: dict[str, Any], attempt: int, resume: bool) -> dict[str, Any]:
+    """Mark the pod with its attempt; on a restart or after a suspension the trainer resumes."""
+    pod = copy.deepcopy(pod)
+    pod["metadata"].setdefault("labels", {})[ATTEMPT_LABEL] = str(attempt)
+    if resume:
+        for container in pod["spec"].get("containers", []):
+            for env in container.get("env") or []:
+                if env.get("name") == launchenv.TRAINING_CONFIG and env.get("value"):
+                    config = json.loads(env["value"])
+                    config["resume"] = True
+                    env["value"] = json.dumps(config, sort_keys=True)
+    return pod
+
+
+def effective_job(job: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The job as the operator runs it: the accepted spec plus the fields that may change later.
+
+    Returns it and the refused changes (field paths). Without an accepted spec (a new job) the
+    current spec is the accepted one.
+    """
+    from mnv2_operator.validation import MUTABLE_RUN_POLICY_FIELDS, immutable_changes
+
+    raw = ((job.get("metadata") or {}).get("annotations") or {}).get(ACCEPTED_SPEC_ANNOTATION)
+    if not raw:
+        return job, []
+    accepted = json.loads(raw)
+    changes = immutable_changes(accepted, job.get("spec") or {})
+    if not changes:
+        return job, []
+    spec = copy.deepcopy(accepted)
+    current_policy = (job.get("spec") or {}).get("runPolicy") or {}
+    policy = spec.setdefault("runPolicy", {})
+    for field in MUTABLE_RUN_POLICY_FIELDS:
+        if field in current_policy:
+            policy[field] = current_policy[field]
+        else:
+            policy.pop(field, None)
+    return {**job, "spec": spec}, changes
+
+
+class Reconciler:
+    """Holds the client and the operator configuration; `reconcile` is the whole loop body."""
+
+    def __init__(self, kube: k8s.Kube, config: Any):
+        self.kube = kube
+        self.config = config
+
+    # -- the loop body ---------------------------------------------------------------------------
+
+    def reconcile(self, namespace: str, name: str, now: datetime | None = None) -> Outcome:
+        now = now or datetime.now(tz=UTC)
+        job = self.kube.get(k8s.JOBS, namespace, name)
+        if job is None or job["metadata"].get("deletionTimestamp"):
+            _STATES.pop((namespace, name), None)
+            self._publish_states()
+            return Outcome(None, None, [], [])
+        job = self._accept_spec(job)
+        running_job, refused = effective_job(job)
+        pods = self.kube.list(k8s.PODS, namespace, {names.LABEL_JOB_NAME: name})
+        old = job.get("status") or {}
+        new = compute_status(running_job, pods, now)
+        new = with_rejected_changes(new, [(path, "immutable while the job exists") for path in refused],
+                                    job["metadata"].get("generation"), now)
+        if new != old:
+            self.kube.patch(k8s.JOBS, namespace, name, {"status": new}, subresource="status")
+            self._announce(job, old, new, pods, now)
+        created, deleted = self._act(running_job, new, pods, now)
+        platform = str((job.get("spec") or {}).get("platform", ""))
+        _STATES[(namespace, name)] = (platform, new.get("state") or "Created")
+        self._publish_states()
+        if deleted == ["job"]:
+            return Outcome(new.get("state"), None, created, deleted)
+        due = next_deadline(running_job, new, pods)
+        wake_in = max(0.0, (due - now).total_seconds()) + 0.05 if due is not None else None
+        return Outcome(new.get("state"), wake_in, created, deleted)
+
+    def _accept_spec(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Record the first valid spec the job ran with: later immutable changes are compared to it."""
+        annotations = job["metadata"].get("annotations") or {}
+        if ACCEPTED_SPEC_ANNOTATION in annotations:
+            return job
+        try:
+            parse_job(job)
+        except SpecError:
+            return job  # nothing runs; the status names the problems
+        value = json.dumps(job.get("spec") or {}, sort_keys=True, separators=(",", ":"))
+        patch = {"metadata": {"annotations": {ACCEPTED_SPEC_ANNOTATION: value},
+                              "resourceVersion": job["metadata"].get("resourceVersion")}}
+        try:
+            return self.kube.patch(k8s.JOBS, job["metadata"]["namespace"], job["metadata"]["name"], patch)
+        except k8s.Conflict:
+            # Changed meanwhile: the next pass (the change wakes us) accepts the newer spec.
+            raise
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def _announce(
+        self, job: dict[str, Any], old: dict[str, Any], new: dict[str, Any], pods: list[dict], now: datetime
+    ) -> None:
+        """Events and metrics for each transition the new status records."""
+        ns = job["metadata"]["namespace"]
+        platform = str((job.get("spec") or {}).get("platform", ""))
+        if condition(new, "Created") and not condition(old, "Created"):
+            METRICS.job_created(ns, platform)
+        if int(new.get("restartCount") or 0) > int(old.get("restartCount") or 0):
+            METRICS.job_restarted(ns, platform)
+        state = new.get("state")
+        if state != old.get("state") or (state == "Restarting" and new.get("message") != old.get("message")):
+            kind = "Warning" if state in WARNING_STATES or state == "Pending" and new.get("reason") == "Unschedulable" \
+                else "Normal"
+            events.post(self.kube, job, kind, new.get("reason") or str(state), new.get("message") or "", now)
+            if state == "Succeeded":
+                METRICS.job_succeeded(ns, platform)
+            elif state == "Failed":
+                METRICS.job_failed(ns, platform)
+            elif state == "Running" and not condition(old, "Running"):
+                created = parse_time(job["metadata"].get("creationTimestamp"))
+                if created is not None:
+                    METRICS.observe_time_to_running(ns, platform, max(0.0, (now - created).total_seconds()))
+                for pod in pods:
+                    pod_created = parse_time(pod["metadata"].get("creationTimestamp"))
+                    started = parse_time((pod.get("status") or {}).get("startTime"))
+                    if pod_created is not None and started is not None:
+                        METRICS.observe_pending(ns, platform, max(0.0, (started - pod_created).total_seconds()))
+        if is_true(new, SPEC_REJECTED) and condition(new, SPEC_REJECTED) != condition(old, SPEC_REJECTED):
+            found = condition(new, SPEC_REJECTED)
+            events.post(self.kube, job, "Warning", found["reason"], found["message"], now)
+
+    @staticmethod
+    def _publish_states() -> None:
+        counts: dict[tuple[str, str, str], int] = {}
+        for (namespace, _), (platform, state) in _STATES.items():
+            counts[(namespace, platform, state)] = counts.get((namespace, platform, state), 0) + 1
+        METRICS.set_jobs_by_state(counts)
+
+    # -- acting ----------------------------------------------------------------------------------
+
+    def _delete_pods(self, pods: list[dict[str, Any]]) -> list[str]:
+        deleted = []
+        for pod in pods:
+            if terminating(pod):
+                continue
+            meta = pod["metadata"]
+            try:
+                if self.kube.delete(k8s.PODS, meta["namespace"], meta["name"], uid=meta.get("uid")):
+                    deleted.append(meta["name"])
+            except k8s.Conflict:
+                pass  # a newer pod of that name exists: not ours to delete
+        return deleted
+
+    def _act(
+        self, job: dict[str, Any], status: dict[str, Any], pods: list[dict[str, Any]], now: datetime
+    ) -> tuple[list[str], list[str]]:
+        state = status.get("state")
+        if state in TERMINAL_STATES:
+            return [], self._finish(job, status, pods, now)
+        if state == "Suspended":
+            return [], self._delete_pods(pods)
+        attempt = int(status.get("restartCount") or 0)
+        stale = [p for p in pods if pod_attempt(p) != attempt]
+        if stale:
+            # Old attempt first: the new one starts only when every old rank is gone.
+            return [], self._delete_pods(stale)
+        resume = attempt > 0 or condition(status, "Suspended") is not None
+        created = self._create_missing(job, pods, attempt, resume)
+        self._sync_rank_table(job, [p for p in pods if not terminating(p)])
+        return created, []
+
+    def _create_missing(self, job: dict[str, Any], pods: list[dict], attempt: int, resume: bool) -> list[str]:
+        from mnv2_operator.render import render_job
+
+        existing_pods = {p["metadata"]["name"] for p in pods}
+        created = []
+        for obj in render_job(job, self.config):
+            obj = adopt(obj, job)
+            kind, obj_name = obj["kind"], obj["metadata"]["name"]
+            if kind == "Pod":
+                if obj_name in existing_pods:
+                    continue
+                obj = for_attempt(obj, attempt, resume)
+            elif self.kube.get(k8s.resource_of(obj), obj["metadata"]["namespace"], obj_name) is not None:
+                continue
+            try:
+                self.kube.create(obj)
+                created.append(f"{kind}/{obj_name}")
+            except k8s.Conflict:
+                pass  # created by an earlier pass (e.g. before an operator restart): exists is fine
+        return created
+
+    def _sync_rank_table(self, job: dict[str, Any], pods: list[dict[str, Any]]) -> None:
+        """Ascend rank-table mode: rewrite hccl.json whenever the pods' IPs or devices change."""
+        from mnv2_operator.render import render_rank_table_configmap
+
+        if str((job.get("spec") or {}).get("platform")) != "Ascend":
+            return
+        ns, name = job["metadata"]["namespace"], names.rank_table_configmap_name(job["metadata"]["name"])
+        current = self.kube.get(k8s.CONFIGMAPS, ns, name)
+        if current is None:
+            return  # created by _create_missing on this pass when the mode needs one
+        started = time.perf_counter()
+        desired = render_rank_table_configmap(job, pods)
+        METRICS.observe_rank_table_render(time.perf_counter() - started)
+        if (current.get("data") or {}) != (desired.get("data") or {}):
+            self.kube.patch(k8s.CONFIGMAPS, ns, name, {"data": desired.get("data") or {}})
+
+    def _finish(
+        self, job: dict[str, Any], status: dict[str, Any], pods: list[dict[str, Any]], now: datetime
+    ) -> list[str]:
+        """cleanPodPolicy, then ttlSecondsAfterFinished (from completionTime, so restarts don't reset it)."""
+        spec = job.get("spec") or {}
+        policy = (spec.get("runPolicy") or {})
+        clean = policy.get("cleanPodPolicy", "Running")
+        if clean == "All":
+            doomed = pods
+        elif clean == "Running":
+            doomed = [p for p in pods if pod_phase(p) in ("Running", "Pending")]
+        else:
+            doomed = []
+        deleted = self._delete_pods(doomed)
+        ttl = policy.get("ttlSecondsAfterFinished")
+        done = parse_time(status.get("completionTime"))
+        if ttl is not None and done is not None and (now - done).total_seconds() >= ttl:
+            meta = job["metadata"]
+            events.post(self.kube, job, "Normal", "TTLExpired",
+                        f"deleting the job {ttl}s after it finished (ttlSecondsAfterFinished)", now)
+            if self.kube.delete(k8s.JOBS, meta["namespace"], meta["name"], uid=meta.get("uid")):
+                METRICS.job_deleted(meta["namespace"], str(spec.get("platform", "")))
+            return ["job"]
+        return deleted

@@ -1,0 +1,324 @@
+"""The job's status, computed in one pure function from what is observed: the job and its pods.
+
+`compute_status(job, pods, now)` is the one place that decides state, conditions and transitions
+(Kubernetes API conventions: type, status, reason, message, lastTransitionTime kept unless the status
+flips, observedGeneration). The reconciler writes the result only when it differs and derives its
+actions from it (a raised restartCount means "delete this attempt's pods"; a terminal state means
+"clean up"). Nothing here talks to the cluster, so every rule is unit-tested with plain dicts.
+
+Attempts: all pods of one run of the job carry `ATTEMPT_LABEL = <restartCount>`. A failed rank ends
+the whole attempt (collective training cannot go on with a rank missing); pods of older attempts
+that still exist are only waited for, never counted.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from mnv2.exitcodes import describe, is_retryable
+
+ATTEMPT_LABEL = "training.mindspore.io/restart-count"
+INDEX_LABEL = "training.mindspore.io/replica-index"
+TRAINER_CONTAINER = "trainer"
+
+CONDITION_TYPES = ("Created", "Running", "Restarting", "Succeeded", "Failed", "Suspended")
+TERMINAL_STATES = ("Succeeded", "Failed")
+SPEC_REJECTED = "SpecChangeRejected"
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# --- observations of pods ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PodFailure:
+    """Why one pod of the current attempt failed, and whether a restart could help."""
+
+    pod: str
+    index: int
+    exit_code: int | None  # None: the pod never reported one (evicted, node lost, deleted)
+    reason: str
+    retryable: bool
+
+    def describe(self) -> str:
+        if self.exit_code is None:
+            return f"pod {self.pod} (replica {self.index}) {self.reason}"
+        info = describe(self.exit_code)
+        return (
+            f"pod {self.pod} (replica {self.index}) exited with code {self.exit_code} "
+            f"({info.reason}: {info.meaning})"
+        )
+
+
+def pod_index(pod: dict[str, Any]) -> int:
+    return int(((pod.get("metadata") or {}).get("labels") or {}).get(INDEX_LABEL, "0"))
+
+
+def pod_attempt(pod: dict[str, Any]) -> int:
+    return int(((pod.get("metadata") or {}).get("labels") or {}).get(ATTEMPT_LABEL, "0"))
+
+
+def pod_phase(pod: dict[str, Any]) -> str:
+    return (pod.get("status") or {}).get("phase") or "Pending"
+
+
+def terminating(pod: dict[str, Any]) -> bool:
+    return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def exit_code(pod: dict[str, Any]) -> int | None:
+    """The trainer container's exit code (the first terminated container when it has another name)."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    statuses = sorted(statuses, key=lambda s: s.get("name") != TRAINER_CONTAINER)
+    for container in statuses:
+        for state in ((container.get("state") or {}), (container.get("lastState") or {})):
+            terminated = state.get("terminated")
+            if terminated is not None and terminated.get("exitCode") is not None:
+                return int(terminated["exitCode"])
+    return None
+
+
+def classify_failure(pod: dict[str, Any], restart_policy: str) -> PodFailure:
+    """Permanent or retryable, by the job's restartPolicy and the trainer's exit-code table."""
+    name = pod["metadata"]["name"]
+    code = exit_code(pod)
+    status = pod.get("status") or {}
+    if code is None:
+        reason = status.get("reason") or "failed without an exit code"
+        reason = f"was {reason.lower()}" if reason == "Evicted" else reason
+        message = status.get("message")
+        reason = f"{reason} ({message})" if message else reason
+    else:
+        reason = describe(code).reason
+    if restart_policy == "Never":
+        retryable = False
+    elif restart_policy == "OnFailure":
+        retryable = True
+    else:  # ExitCode: the table decides; a pod that never exited (eviction, lost node) is worth a retry
+        retryable = True if code is None else is_retryable(code)
+    return PodFailure(name, pod_index(pod), code, reason, retryable)
+
+
+def unschedulable_message(pod: dict[str, Any]) -> str:
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return condition.get("message") or condition.get("reason") or ""
+    return ""
+
+
+# --- conditions ------------------------------------------------------------------------------------
+
+
+def set_condition(
+    conditions: list[dict[str, Any]], type_: str, status: bool, reason: str, message: str,
+    now: datetime, generation: int | None,
+) -> None:
+    """Upsert one condition; lastTransitionTime changes only when the status flips."""
+    value = "True" if status else "False"
+    for condition in conditions:
+        if condition["type"] == type_:
+            if condition.get("status") != value:
+                condition["lastTransitionTime"] = format_time(now)
+            condition.update(status=value, reason=reason, message=message)
+            if generation is not None:
+                condition["observedGeneration"] = generation
+            return
+    new = {"type": type_, "status": value, "reason": reason, "message": message,
+           "lastTransitionTime": format_time(now)}
+    if generation is not None:
+        new["observedGeneration"] = generation
+    conditions.append(new)
+
+
+def clear_condition(
+    conditions: list[dict[str, Any]], type_: str, reason: str, message: str, now: datetime, generation: int | None
+) -> None:
+    """Set a condition False only when it was ever set (conditions appear when first relevant)."""
+    if any(c["type"] == type_ for c in conditions):
+        set_condition(conditions, type_, False, reason, message, now, generation)
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), None)
+
+
+def is_true(status: dict[str, Any], type_: str) -> bool:
+    found = condition(status, type_)
+    return bool(found and found.get("status") == "True")
+
+
+# --- the pure function --------------------------------------------------------------------------
+
+
+def _spec(job: dict[str, Any]) -> tuple[Any | None, str]:
+    """The parsed spec, or None and the message listing every problem with its field path."""
+    from mnv2_operator.api import SpecError, parse_job
+
+    try:
+        return parse_job(job, source=f"{job.get('kind', 'job')} {job.get('metadata', {}).get('name', '')}"), ""
+    except SpecError as error:
+        return None, "; ".join(f"{path}: {message}" for path, message in error.problems)
+
+
+def compute_status(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+    """The job's next status from its current status, its spec and its pods (see module docstring)."""
+    old = job.get("status") or {}
+    status: dict[str, Any] = copy.deepcopy(old)
+    conditions: list[dict[str, Any]] = status.setdefault("conditions", [])
+    generation = (job.get("metadata") or {}).get("generation")
+    if generation is not None:
+        status["observedGeneration"] = generation
+    restart_count = int(old.get("restartCount") or 0)
+    status["restartCount"] = restart_count
+
+    def transition(state: str, reason: str, message: str) -> dict[str, Any]:
+        status.update(state=state, reason=reason, message=message)
+        return status
+
+    def finish(state: str, reason: str, message: str) -> dict[str, Any]:
+        set_condition(conditions, state, True, reason, message, now, generation)
+        clear_condition(conditions, "Running", reason, "the job has finished", now, generation)
+        clear_condition(conditions, "Restarting", reason, "the job has finished", now, generation)
+        status.setdefault("completionTime", format_time(now))
+        return transition(state, reason, message)
+
+    parsed, problems = _spec(job)
+    current = [p for p in pods if pod_attempt(p) == restart_count]
+    counts = {"pending": 0, "running": 0, "succeeded": 0, "failed": 0}
+    for pod in current:
+        counts[pod_phase(pod).lower() if pod_phase(pod) in ("Running", "Succeeded", "Failed") else "pending"] += 1
+    status["replicas"] = counts
+
+    if old.get("state") in TERMINAL_STATES:
+        return status  # a finished job stays finished; only the counts above follow the pods
+    if parsed is None:
+        return finish("Failed", "InvalidSpec", f"the job's spec is invalid: {problems}")
+
+    spec = parsed.spec
+    policy = spec.run_policy
+    replicas = spec.replicas
+    status.setdefault("startTime", format_time(now))
+    set_condition(conditions, "Created", True, "JobCreated", f"{replicas} pod(s) requested", now, generation)
+
+    if policy.suspend:
+        set_condition(conditions, "Suspended", True, "JobSuspended", "the job is suspended; its pods are deleted",
+                      now, generation)
+        clear_condition(conditions, "Running", "JobSuspended", "the job is suspended", now, generation)
+        clear_condition(conditions, "Restarting", "JobSuspended", "the job is suspended", now, generation)
+        return transition("Suspended", "JobSuspended", "the job is suspended; its pods are deleted")
+    if is_true(old, "Suspended"):
+        set_condition(conditions, "Suspended", False, "JobResumed", "the job is resumed", now, generation)
+
+    # Deadline over the whole job, restarts included (Kubeflow's activeDeadlineSeconds).
+    started = parse_time(status.get("startTime"))
+    if policy.active_deadline_seconds is not None and started is not None:
+        elapsed = (now - started).total_seconds()
+        if elapsed >= policy.active_deadline_seconds:
+            return finish("Failed", "DeadlineExceeded",
+                          f"the job ran {elapsed:.0f}s, longer than activeDeadlineSeconds "
+                          f"({policy.active_deadline_seconds}s)")
+
+    live = [p for p in current if not terminating(p)]
+    failures = [classify_failure(p, policy.restart_policy.value) for p in live if pod_phase(p) == "Failed"]
+    if not failures and old.get("state") == "Running" and len(live) < replicas:
+        present = {pod_index(p) for p in live}
+        failures = [
+            PodFailure(f"replica {i}", i, None, "was deleted while the job ran (node lost or pod deleted)",
+                       policy.restart_policy.value != "Never")
+            for i in range(replicas) if i not in present
+        ]
+    if failures:
+        permanent = [f for f in failures if not f.retryable]
+        details = "; ".join(f.describe() for f in (permanent or failures))
+        if permanent:
+            reason = "PodFailed" if policy.restart_policy.value != "Never" else "RestartPolicyNever"
+            return finish("Failed", reason, f"{details}: not retryable (restartPolicy {policy.restart_policy.value})")
+        if restart_count >= policy.backoff_limit:
+            return finish("Failed", "BackoffLimitExceeded",
+                          f"{details}; the job was already restarted {restart_count} time(s), "
+                          f"backoffLimit is {policy.backoff_limit}")
+        status["restartCount"] = restart_count + 1
+        message = f"{details}; restarting every pod ({restart_count + 1}/{policy.backoff_limit}) from the latest checkpoint"
+        set_condition(conditions, "Restarting", True, "RetryableFailure", message, now, generation)
+        clear_condition(conditions, "Running", "RetryableFailure", "a rank failed", now, generation)
+        status["replicas"] = {"pending": 0, "running": 0, "succeeded": 0, "failed": 0}
+        return transition("Restarting", "RetryableFailure", message)
+
+    if policy.pending_timeout_seconds is not None:
+        for pod in live:
+            created = parse_time(pod["metadata"].get("creationTimestamp"))
+            if pod_phase(pod) == "Pending" and created is not None:
+                waited = (now - created).total_seconds()
+                if waited >= policy.pending_timeout_seconds:
+                    why = unschedulable_message(pod) or "no scheduling message"
+                    return finish("Failed", "PendingTimeout",
+                                  f"pod {pod['metadata']['name']} was Pending for {waited:.0f}s "
+                                  f"(pendingTimeoutSeconds {policy.pending_timeout_seconds}): {why}")
+
+    if len(live) >= replicas and counts["succeeded"] >= replicas:
+        return finish("Succeeded", "JobSucceeded", f"all {replicas} pod(s) succeeded")
+    if len(live) >= replicas and counts["running"] + counts["succeeded"] >= replicas and counts["running"]:
+        set_condition(conditions, "Running", True, "JobRunning", f"all {replicas} pod(s) are running", now, generation)
+        clear_condition(conditions, "Restarting", "JobRunning", "every pod is running again", now, generation)
+        return transition("Running", "JobRunning", f"all {replicas} pod(s) are running")
+    if is_true(status, "Restarting"):
+        return transition("Restarting", "RetryableFailure", condition(status, "Restarting")["message"])
+    waiting = [p for p in live if unschedulable_message(p)]
+    if waiting:
+        return transition("Pending", "Unschedulable",
+                          f"pod {waiting[0]['metadata']['name']} cannot be scheduled: {unschedulable_message(waiting[0])}")
+    if live:
+        return transition("Pending", "PodsStarting", f"{counts['running']}/{replicas} pod(s) running")
+    return transition("Created", "JobCreated", f"{replicas} pod(s) requested")
+
+
+def with_rejected_changes(
+    status: dict[str, Any], changes: list[tuple[str, str]], generation: int | None, now: datetime
+) -> dict[str, Any]:
+    """Record (or clear) refused changes of immutable fields; the job keeps running its accepted spec."""
+    status = copy.deepcopy(status)
+    conditions = status.setdefault("conditions", [])
+    if changes:
+        message = "; ".join(f"{path}: {why}" for path, why in changes)
+        set_condition(conditions, SPEC_REJECTED, True, "ImmutableFieldChanged",
+                      f"change refused, the job keeps its accepted spec: {message}", now, generation)
+    else:
+        clear_condition(conditions, SPEC_REJECTED, "SpecAccepted", "the spec matches the accepted spec", now, generation)
+    return status
+
+
+def next_deadline(job: dict[str, Any], status: dict[str, Any], pods: list[dict[str, Any]]) -> datetime | None:
+    """The earliest moment a time-based rule could change the status (deadline, pending, TTL)."""
+    parsed, _ = _spec(job)
+    if parsed is None:
+        return None
+    policy = parsed.spec.run_policy
+    moments: list[datetime] = []
+    from datetime import timedelta
+
+    if status.get("state") in TERMINAL_STATES:
+        done = parse_time(status.get("completionTime"))
+        if done is not None and policy.ttl_seconds_after_finished is not None:
+            moments.append(done + timedelta(seconds=policy.ttl_seconds_after_finished))
+        return min(moments) if moments else None
+    started = parse_time(status.get("startTime"))
+    if started is not None and policy.active_deadline_seconds is not None:
+        moments.append(started + timedelta(seconds=policy.active_deadline_seconds))
+    if policy.pending_timeout_seconds is not None:
+        for pod in pods:
+            created = parse_time(pod["metadata"].get("creationTimestamp"))
+            if created is not None and pod_phase(pod) == "Pending":
+                moments.append(created + timedelta(seconds=policy.pending_timeout_seconds))
+    return min(moments) if moments else None

@@ -1,0 +1,230 @@
+"""A kubelet, scheduler and Ascend device plugin, simulated against the API-server double.
+
+It reacts to pod events from the double (no polling, no sleeps): a new pod is scheduled (or left
+Pending with `PodScheduled=False, reason=Unschedulable` and the scheduler's message), gets a node,
+an IP and, when it requests Ascend cards, the device plugin's annotation; then it runs. What happens
+next is the scenario's choice, per job and per attempt (an attempt is one generation of pods: the
+operator deletes and recreates all pods on a restart): stay running, or end every rank with an exit
+code (0 = Succeeded). Tests can also act on single pods: fail a rank with a code, evict, delete.
+All writes go through the double's own write path, so resourceVersions, watches and events are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kmock
+from apiserver_double import POD_RES, ApiServerDouble, now_iso
+
+from mnv2_operator import api
+
+JOB_RES = kmock.resource(api.GROUP, api.VERSION, api.PLURAL)
+JOB_LABEL = "training.mindspore.io/job-name"
+INDEX_LABEL = "training.mindspore.io/replica-index"
+ASCEND_ANNOTATION = "ascend.kubectl.kubernetes.io/ascend-910-configuration"
+ASCEND_RESOURCES = ("huawei.com/Ascend910", "huawei.com/npu")
+DEFAULT_UNSCHEDULABLE = "0/3 nodes are available: 3 Insufficient huawei.com/Ascend910. preemption: 0/3 nodes are available"
+
+
+@dataclass
+class JobPlan:
+    """What the simulated cluster does with one job's pods.
+
+    `outcomes[attempt]` maps replica index -> exit code, applied once every pod of that attempt
+    runs; indexes left out keep running. An attempt beyond the list keeps running (None).
+    """
+
+    schedulable: bool = True
+    unschedulable_message: str = DEFAULT_UNSCHEDULABLE
+    outcomes: list[dict[int, int] | None] = field(default_factory=lambda: [None])
+    annotate_devices: bool = True
+
+
+def _container_devices(pod: dict[str, Any]) -> int:
+    total = 0
+    for container in pod.get("spec", {}).get("containers", []):
+        limits = (container.get("resources") or {}).get("limits") or {}
+        for name in ASCEND_RESOURCES:
+            if name in limits:
+                total += int(limits[name])
+    return total
+
+
+class Kubelet:
+    """The simulator; `start()` in the double's loop, then drive it with plans and actions."""
+
+    def __init__(self, double: ApiServerDouble):
+        self.double = double
+        self.plans: dict[tuple[str, str], JobPlan] = {}
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+        self._ips = 0
+        self.errors: list[BaseException] = []
+        self.skipped: list[BaseException] = []
+        double.listeners.append(self._listen)
+
+    def plan(self, namespace: str, job: str) -> JobPlan:
+        return self.plans.setdefault((namespace, job), JobPlan())
+
+    def _listen(self, kind: str, resource: kmock.resource, obj: dict[str, Any]) -> None:
+        if resource == POD_RES and kind in ("ADDED", "MODIFIED"):
+            self._queue.put_nowait((kind, obj))
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            kind, pod = await self._queue.get()
+            try:
+                await self._step(kind, pod)
+            except kmock.KubernetesError as error:
+                self.skipped.append(error)  # the pod went away meanwhile: nothing to simulate
+            except Exception as error:  # kept for the test to report; the simulator goes on
+                self.errors.append(error)
+
+    async def _step(self, kind: str, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        if meta.get("deletionTimestamp"):
+            return
+        job = (meta.get("labels") or {}).get(JOB_LABEL)
+        if job is None:
+            return
+        plan = self.plan(meta["namespace"], job)
+        status = pod.get("status") or {}
+        if kind == "ADDED":
+            await self._schedule(pod, plan)
+        elif status.get("phase") == "Running":
+            await self._maybe_finish(meta["namespace"], job, plan)
+
+    async def _schedule(self, pod: dict[str, Any], plan: JobPlan) -> None:
+        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        if not plan.schedulable:
+            await self._set_status(ns, name, {
+                "phase": "Pending",
+                "conditions": [{
+                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                    "message": plan.unschedulable_message, "lastTransitionTime": now_iso(),
+                }],
+            })
+            return
+        self._ips += 1
+        ip = f"10.{(self._ips // 250) + 1}.{self._ips % 250}.{7}"
+        index = int((pod["metadata"].get("labels") or {}).get(INDEX_LABEL, "0"))
+        devices = _container_devices(pod)
+
+        def bind(obj: dict[str, Any]) -> dict[str, Any]:
+            obj["spec"]["nodeName"] = f"node-{index}"
+            if devices and plan.annotate_devices:
+                annotations = obj["metadata"].setdefault("annotations", {})
+                annotations[ASCEND_ANNOTATION] = json.dumps({
+                    "pod_name": str(index),
+                    "server_id": f"192.168.0.{index + 10}",
+                    "devices": [
+                        {"device_id": str(d), "device_ip": f"192.168.{100 + index}.{d}"} for d in range(devices)
+                    ],
+                })
+                annotations["huawei.com/Ascend910"] = ",".join(f"Ascend910-{d}" for d in range(devices))
+            return obj
+
+        await self.double.update(POD_RES, ns, name, bind)
+        containers = [c["name"] for c in pod["spec"].get("containers", [])]
+        await self._set_status(ns, name, {
+            "phase": "Running",
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "hostIP": f"192.168.0.{index + 10}",
+            "startTime": now_iso(),
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now_iso()},
+                {"type": "Ready", "status": "True", "lastTransitionTime": now_iso()},
+            ],
+            "containerStatuses": [
+                {"name": c, "ready": True, "restartCount": 0, "state": {"running": {"startedAt": now_iso()}},
+                 "image": "simulated", "imageID": "simulated"}
+                for c in containers
+            ],
+        })
+
+    def _attempt(self, namespace: str, job: str) -> int:
+        return max(0, self.double.creations(POD_RES, namespace, f"{job}-0") - 1)
+
+    async def _maybe_finish(self, namespace: str, job: str, plan: JobPlan) -> None:
+        attempt = self._attempt(namespace, job)
+        outcome = plan.outcomes[attempt] if attempt < len(plan.outcomes) else None
+        if outcome is None:
+            return
+        pods = self._job_pods(namespace, job)
+        owner = self.double.get_object(JOB_RES, namespace, job) or {}
+        replicas = int((owner.get("spec") or {}).get("replicas", 1))
+        if len(pods) < replicas or any((p.get("status") or {}).get("phase") != "Running" for p in pods):
+            return
+        # Every rank of this attempt runs: end the ones the scenario names (failures first).
+        for pod in sorted(pods, key=lambda p: outcome.get(self._index(p), 0) == 0):
+            index = self._index(pod)
+            if index in outcome:
+                await self.terminate(namespace, pod["metadata"]["name"], outcome[index])
+
+    def _job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        return [
+            p for p in self.double.live_objects(POD_RES, namespace)
+            if (p["metadata"].get("labels") or {}).get(JOB_LABEL) == job and not p["metadata"].get("deletionTimestamp")
+        ]
+
+    @staticmethod
+    def _index(pod: dict[str, Any]) -> int:
+        return int((pod["metadata"].get("labels") or {}).get(INDEX_LABEL, "0"))
+
+    async def _set_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self.double.update(POD_RES, namespace, name, lambda obj: {**obj, "status": status}, subresource="status")
+
+    # -- actions a scenario can take ---------------------------------------------------------------
+
+    async def terminate(self, namespace: str, name: str, exit_code: int) -> None:
+        """End the pod's containers with `exit_code`: 0 -> Succeeded, anything else -> Failed."""
+
+        def change(obj: dict[str, Any]) -> dict[str, Any]:
+            status = obj.setdefault("status", {})
+            status["phase"] = "Succeeded" if exit_code == 0 else "Failed"
+            reason = "Completed" if exit_code == 0 else ("OOMKilled" if exit_code == 137 else "Error")
+            status["containerStatuses"] = [
+                {**cs, "ready": False, "state": {"terminated": {
+                    "exitCode": exit_code, "reason": reason, "startedAt": now_iso(), "finishedAt": now_iso(),
+                }}}
+                for cs in status.get("containerStatuses", [])
+            ]
+            return obj
+
+        await self.double.update(POD_RES, namespace, name, change, subresource="status")
+
+    async def evict(self, namespace: str, name: str) -> None:
+        """What the kubelet does under node pressure: phase Failed, reason Evicted, no exit code."""
+
+        def change(obj: dict[str, Any]) -> dict[str, Any]:
+            status = obj.setdefault("status", {})
+            status.update(phase="Failed", reason="Evicted", message="The node was low on resource: memory.")
+            status["containerStatuses"] = [
+                {**cs, "ready": False, "state": {"waiting": {"reason": "ContainerCreating"}}}
+                for cs in status.get("containerStatuses", [])
+            ]
+            return obj
+
+        await self.double.update(POD_RES, namespace, name, change, subresource="status")
+
+    async def delete(self, namespace: str, name: str) -> None:
+        """A pod vanishes (node deleted, someone ran kubectl delete)."""
+        await self.double.delete(POD_RES, namespace, name)
+
+    def when(self, predicate: Callable[[], bool]) -> bool:
+        return predicate()
