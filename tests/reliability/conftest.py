@@ -23,3 +23,11 @@ def soak(request: pytest.FixtureRequest) -> bool:
         or os.environ.get("MNV2_SOAK") == "1"
         or ("soak" in markexpr and "not soak" not in markexpr)
     )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the measured figures (runs, faults injected, violations, examples) after the run."""
+    from figures import lines
+
+    for line in lines():
+        terminalreporter.write_line(line)
