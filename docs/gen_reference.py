@@ -53,7 +53,8 @@ class _Renderer:
             options = _non_null(node["anyOf"])
             if len(options) == 1:
                 return self.type_of(options[0], path)
-            if node.get("x-kubernetes-int-or-string") or {o.get("type") for o in options} == {"integer", "string"}:
+            kinds = {o.get("type") for o in options}
+            if node.get("x-kubernetes-int-or-string") or kinds == {"integer", "string"}:
                 return "integer or string (quantity)"
             return " or ".join(self.type_of(o, path) for o in options)
         target, name = self._resolve(node)
@@ -90,7 +91,8 @@ class _Renderer:
     def constraints(node: dict[str, Any]) -> str:
         if "anyOf" in node:
             options = _non_null(node["anyOf"])
-            node = {**options[0], **{k: v for k, v in node.items() if k != "anyOf"}} if len(options) == 1 else node
+            if len(options) == 1:
+                node = {**options[0], **{k: v for k, v in node.items() if k != "anyOf"}}
         parts = []
         for key, text in (("minimum", "≥ {}"), ("exclusiveMinimum", "> {}"), ("maximum", "≤ {}"),
                           ("exclusiveMaximum", "< {}"), ("minLength", "length ≥ {}"),
@@ -127,13 +129,13 @@ class _Renderer:
         out += self.table(self.root_path, self.root)
         index = 0
         while index < len(self.sections):
-            path, model, schema = self.sections[index]
+            path, _model, schema = self.sections[index]
             index += 1
             out += ["", f"### `{path}`", ""]
             if schema.get("description"):
                 out += [schema["description"].strip(), ""]
             out += self.table(path, schema)
-        return out + [""]
+        return [*out, ""]
 
 
 def _printer_columns() -> list[str]:
@@ -151,7 +153,8 @@ def _presets() -> list[str]:
     from pydantic.alias_generators import to_camel
 
     platforms = [Platform.ASCEND, Platform.GPU, Platform.CPU]
-    lines = ["| Field | " + " | ".join(p.value for p in platforms) + " |", "|---" * (len(platforms) + 1) + "|"]
+    header = "| Field | " + " | ".join(p.value for p in platforms) + " |"
+    lines = [header, "|---" * (len(platforms) + 1) + "|"]
     for key in PRESETS[Platform.CPU]:
         values = [PRESETS[p][key] for p in platforms]
         cells = [str(getattr(v, "value", v)) for v in values]

@@ -21,7 +21,8 @@ def _generator():
 
 def test_reference_is_up_to_date():
     committed = (ROOT / "docs" / "reference.md").read_text()
-    assert committed == _generator().generate(), "docs/reference.md is stale: run python docs/gen_reference.py"
+    stale = "docs/reference.md is stale: run python docs/gen_reference.py"
+    assert committed == _generator().generate(), stale
 
 
 def test_reference_covers_every_spec_field():
