@@ -116,11 +116,6 @@ def _server(pod: dict[str, Any], rank_index: int, devices_per_pod: int) -> RankT
     devices = annotation.get("devices")
     if not isinstance(devices, list) or not devices:
         raise RankTableError(f"pod {name}: annotation {key}: 'devices' must be a non-empty list")
-    if len(devices) != devices_per_pod:
-        raise RankTableError(
-            f"pod {name}: annotation {key} lists {len(devices)} devices, "
-            f"the job runs {devices_per_pod} per pod"
-        )
     entries = []
     for local, device in enumerate(devices):
         if not isinstance(device, dict):
@@ -136,6 +131,11 @@ def _server(pod: dict[str, Any], rank_index: int, devices_per_pod: int) -> RankT
                 device_ip=str(device_ip),
                 rank_id=str(rank_index * devices_per_pod + local),
             )
+        )
+    if len(devices) != devices_per_pod:
+        raise RankTableError(
+            f"pod {name}: annotation {key} lists {len(devices)} devices, "
+            f"the job runs {devices_per_pod} per pod"
         )
     server_id = annotation.get("server_id") or name
     return RankTableServer(server_id=str(server_id), container_ip=str(ip), device=entries)
