@@ -260,6 +260,9 @@ def local_pod(
             config["metrics_port"] = metrics_port
         env[le.TRAINING_CONFIG] = json.dumps(config)
     inherited = {k: v for k, v in base_env.items() if not k.startswith(("MNV2_", "MS_", "RANK_"))}
+    # MindSpore's C++ warnings (connection retries while the cluster forms) drown the training
+    # lines on a terminal; errors still show. An explicit GLOG_v from the user or the pod wins.
+    inherited.setdefault("GLOG_v", "3")
     spec = ProcessSpec(name=name, argv=local_argv(container), env={**inherited, **env})
     return LocalPod(name=name, index=pod_index(pod), spec=spec, metrics_port=metrics_port, mounts=mounts)
 
@@ -307,7 +310,7 @@ def progress_line(progress: Any) -> str:
         parts.append(f"eta {progress.eta_seconds}s")
     if progress.top1 is not None:
         parts.append(f"top-1 {progress.top1:.4f}")
-    return ", ".join(parts) or "started"
+    return ", ".join(parts)
 
 
 # ----------------------------------------------------------------------------- running
@@ -364,7 +367,7 @@ class _Progress:
                 continue  # not serving yet (compiling) or already gone
             self.last = progress
             key = (progress.step, progress.epoch, progress.top1)
-            if key != shown:
+            if key != shown and progress_line(progress):
                 shown = key
                 self.say(progress_line(progress))
 
@@ -451,8 +454,9 @@ def run_job(manifest: Path, options: RunOptions) -> int:
                     mount.local.mkdir(parents=True, exist_ok=True)
         say(f"job {job.name}: {len(local_pods)} replica(s), attempt {attempt}, "
             f"volumes under {run_dir / job.name}")
+        status = _observe(raw, status, pods, attempt, None, compute_status)  # all replicas running
         results = _run_attempt(local_pods, options, out, lock, say)
-        status = _status_after(raw, status, pods, results, attempt, compute_status)
+        status = _observe(raw, status, pods, attempt, results, compute_status)
         if status.get("state") == "Restarting" and not results.interrupted:
             attempt = int(status.get("restartCount") or attempt + 1)
             say(f"restarting the job: {status.get('message')}")
@@ -526,24 +530,24 @@ def _run_attempt(
     )
 
 
-def _status_after(
-    raw: dict[str, Any], status: dict[str, Any], pods: list[dict[str, Any]], results: _AttemptResult,
-    attempt: int, compute_status: Callable[..., dict[str, Any]],
+def _observe(
+    raw: dict[str, Any], status: dict[str, Any], pods: list[dict[str, Any]], attempt: int,
+    results: _AttemptResult | None, compute_status: Callable[..., dict[str, Any]],
 ) -> dict[str, Any]:
-    """The operator's status for the local pods: first as running, then as they ended."""
+    """The operator's status for the local replicas: all running (results None), or as they ended."""
     job = copy.deepcopy(raw)
+    job["status"] = status
+    if results is None:
+        observed = [observed_pod(p, phase="Running", exit_code=None, attempt=attempt) for p in pods]
+        return compute_status(job, observed, _now())
     if results.interrupted:
         job["spec"].setdefault("runPolicy", {})["restartPolicy"] = "Never"  # no restart after Ctrl-C
-    running = [observed_pod(p, phase="Running", exit_code=None, attempt=attempt) for p in pods]
-    job["status"] = status
-    status = compute_status(job, running, _now())
-    ended = []
+    observed = []
     for pod in pods:
         code = results.codes.get(pod["metadata"]["name"])
         phase = "Succeeded" if code == 0 else "Failed"
-        ended.append(observed_pod(pod, phase=phase, exit_code=code, attempt=attempt))
-    job["status"] = status
-    return compute_status(job, ended, _now())
+        observed.append(observed_pod(pod, phase=phase, exit_code=code, attempt=attempt))
+    return compute_status(job, observed, _now())
 
 
 def _write_config_maps(
