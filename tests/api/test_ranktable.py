@@ -99,9 +99,7 @@ def test_a_terminating_pod_gives_initializing():
 def test_a_malformed_annotation_is_an_error_naming_the_pod(annotation, fragment):
     pods = [ascend_pod("demo", 0), ascend_pod("demo", 1)]
     pods[1]["metadata"]["annotations"]["ascend.kubectl.kubernetes.io/ascend-910-configuration"] = annotation
-    with pytest.raises(
-        RankTableError, match=r"pod demo-1: .*" + re.escape(fragment)
-    ):
+    with pytest.raises(RankTableError, match=r"pod demo-1: .*" + re.escape(fragment)):
         render_rank_table(pods, 8)
 
 
