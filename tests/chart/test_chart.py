@@ -72,7 +72,10 @@ def test_objects_without_upstream_schema_are_well_formed(rendered):
             assert all(e.get("port") for e in obj["spec"]["endpoints"])
         elif obj["kind"] == "PodMonitor":
             assert obj["spec"]["selector"]["matchLabels"]
-            assert all(e.get("port") or e.get("targetPort") for e in obj["spec"]["podMetricsEndpoints"])
+            for endpoint in obj["spec"]["podMetricsEndpoints"]:
+                # a named port, a port number, or a relabeling that keeps the wanted ports
+                keeps = any(r.get("action") == "keep" for r in endpoint.get("relabelings", []))
+                assert endpoint.get("port") or endpoint.get("portNumber") or keeps, endpoint
         elif obj["kind"] == "PrometheusRule":
             for group in obj["spec"]["groups"]:
                 assert group["name"] and group["rules"]
