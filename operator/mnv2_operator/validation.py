@@ -438,10 +438,20 @@ def training_problems(obj: dict[str, Any]) -> Problems:
     return []
 
 
+def _without_nulls(node: Any) -> Any:
+    """Drop null-valued keys, as the API server prunes nulls of non-nullable fields (the CRD has none)."""
+    if isinstance(node, dict):
+        return {k: _without_nulls(v) for k, v in node.items() if v is not None}
+    if isinstance(node, list):
+        return [_without_nulls(v) for v in node]
+    return node
+
+
 def validate_job(obj: Any, source: str = "job") -> Job:
     """Validate a whole manifest; SpecError lists every problem (deduplicated by field path)."""
     if not isinstance(obj, dict):
         raise SpecError([("", "a job manifest must be a mapping")], source)
+    obj = _without_nulls(obj)
     problems: Problems = []
     job: Job | None = None
     try:
