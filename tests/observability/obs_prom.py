@@ -3,6 +3,7 @@ and storage in a temporary folder, queried over its HTTP API."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import subprocess
@@ -10,7 +11,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,23 @@ class PrometheusServer:
     def alerts(self) -> list[dict[str, Any]]:
         return self.api("alerts")["alerts"]
 
+    def wait_for_alert(self, name: str, timeout: float = 45.0, **labels: str) -> dict[str, Any]:
+        """Poll the alerts API until `name` fires with `labels`; on timeout show every alert."""
+        deadline = time.monotonic() + timeout
+        alerts: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            alerts = self.alerts()
+            for a in alerts:
+                if (
+                    a["labels"].get("alertname") == name
+                    and a["state"] == "firing"
+                    and all(a["labels"].get(k) == v for k, v in labels.items())
+                ):
+                    return a
+            time.sleep(0.5)
+        rules = self.api("rules")
+        raise AssertionError(f"{name}{labels} not firing in {timeout}s; alerts {alerts}; rules {rules}")
+
     def targets_health(self) -> dict[str, str]:
         return {t["scrapeUrl"]: t["health"] for t in self.api("targets")["activeTargets"]}
 
@@ -126,3 +144,20 @@ def values(result: Vector) -> list[float]:
 
 def finite(result: Vector) -> bool:
     return bool(result) and all(math.isfinite(v) for v in values(result))
+
+
+@contextlib.contextmanager
+def running_prometheus(
+    workdir: Path, scrape_jobs: dict[str, dict[str, Any]], rule_files: list[Path] = ()
+) -> Iterator[PrometheusServer]:
+    """A started Prometheus that is stopped on exit, also when starting it failed.
+
+    A context manager rather than a shared fixture: this folder has no conftest.py, so it cannot
+    shadow another folder's `conftest` module that tests there import by name.
+    """
+    server = PrometheusServer(workdir, scrape_jobs, list(rule_files))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
