@@ -84,9 +84,10 @@ def structural(node: dict[str, Any], defs: dict[str, Any], where: str = "") -> d
     """One pydantic JSON Schema node -> a structural OpenAPI v3 node (recursively)."""
     node = _resolve(node, defs)
     if node.get("x-kubernetes-int-or-string"):
-        out = {"x-kubernetes-int-or-string": True}
-        if "description" in node:
-            out["description"] = node["description"]
+        # The one anyOf a structural schema allows: integer or string, as controller-gen writes it.
+        out: dict[str, Any] = {k: node[k] for k in ("description", "pattern") if k in node}
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        out["x-kubernetes-int-or-string"] = True
         return out
     if "anyOf" in node:
         options = [_resolve(o, defs) for o in node["anyOf"] if o.get("type") != "null"]
@@ -97,7 +98,7 @@ def structural(node: dict[str, Any], defs: dict[str, Any], where: str = "") -> d
         if types == {"integer", "string"} or any(o.get("x-kubernetes-int-or-string") for o in options):
             return structural({"x-kubernetes-int-or-string": True, **outer}, defs, where)
         raise SchemaError(f"{where or '<root>'}: anyOf {options} has no structural form")
-    out: dict[str, Any] = {}
+    out = {}
     for key, value in node.items():
         if key in _DROP_KEYS or key.startswith("$"):
             continue
