@@ -125,3 +125,32 @@ def test_factory_chooses_kernel():
 def test_rejects_unsupported_geometry(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DepthwiseConv2d(**kwargs)
+
+
+class _Block(nn.Cell):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seq = nn.SequentialCell([reference_depthwise(4, 2), nn.ReLU6()])
+        self.dw = reference_depthwise(4, 1)
+        self.grouped = nn.Conv2d(4, 8, 3, group=4, pad_mode="pad", padding=1, has_bias=False)  # not depthwise
+        self.dilated = nn.Conv2d(4, 4, 3, group=4, pad_mode="pad", padding=1, dilation=2, has_bias=False)
+
+    def construct(self, x):
+        return self.grouped(self.dw(self.seq(x))) + self.dilated(self.seq(x))[:, :1].sum()
+
+
+def test_replace_depthwise_keeps_parameters_and_output(graph_mode):
+    from mnv2.ops.depthwise import replace_depthwise
+
+    block = _Block()
+    x = Tensor(np.random.default_rng(0).standard_normal((2, 4, 12, 12)).astype(np.float32))
+    expected = block(x).asnumpy()
+    before = {name: p.asnumpy().copy() for name, p in block.parameters_dict().items()}
+    assert replace_depthwise(block) == 2
+    assert isinstance(block.seq[0], DepthwiseConv2d) and isinstance(block.dw, DepthwiseConv2d)
+    assert isinstance(block.grouped, nn.Conv2d) and isinstance(block.dilated, nn.Conv2d)
+    after = {name: p.asnumpy() for name, p in block.parameters_dict().items()}
+    assert after.keys() == before.keys()
+    assert all(np.array_equal(after[k], before[k]) for k in before)
+    fresh = nn.SequentialCell([block])  # a new top-level cell, so graph mode compiles the new kernels
+    np.testing.assert_allclose(fresh(x).asnumpy(), expected, atol=ATOL)

@@ -88,6 +88,9 @@ class DepthwiseConv2d(nn.Cell):
         if channels < 1:
             raise ValueError(f"DepthwiseConv2d: channels must be positive, got {channels}")
         self.channels = channels
+        # nn.Conv2d's attribute names, so code that inspects convolutions (initialisers) keeps working.
+        self.in_channels = self.out_channels = self.group = channels
+        self.kernel_size = (KERNEL, KERNEL)
         self.stride = stride
         self.padding = padding
         # The model zoo's conv init: N(0, sqrt(2 / (k * k * out_channels))).
@@ -128,3 +131,50 @@ def depthwise_conv2d(channels: int, stride: int, fast: bool = True, padding: int
     if fast and ms.get_context("device_target") == "CPU":
         return DepthwiseConv2d(channels, KERNEL, stride, padding)
     return reference_depthwise(channels, stride, padding)
+
+
+def is_replaceable_depthwise(cell: nn.Cell) -> bool:
+    """True for an nn.Conv2d that DepthwiseConv2d computes exactly (3x3, group = channels, no bias)."""
+    if not isinstance(cell, nn.Conv2d):
+        return False
+    stride = cell.stride[-1] if isinstance(cell.stride, tuple) else cell.stride
+    padding = cell.padding if isinstance(cell.padding, int) else None
+    if isinstance(cell.padding, tuple) and len(set(cell.padding)) == 1:
+        padding = cell.padding[0]
+    square_stride = not isinstance(cell.stride, tuple) or len(set(cell.stride[-2:])) == 1
+    dilation = cell.dilation if isinstance(cell.dilation, tuple) else (cell.dilation,)
+    return (
+        cell.group == cell.in_channels == cell.out_channels
+        and tuple(cell.kernel_size) == (KERNEL, KERNEL)
+        and cell.pad_mode == "pad"
+        and padding in _SUPPORTED_PADDING
+        and square_stride
+        and stride in _SUPPORTED_STRIDES
+        and set(dilation) == {1}
+        and not cell.has_bias
+        and cell.data_format == "NCHW"
+    )
+
+
+def replace_depthwise(network: nn.Cell) -> int:
+    """Swap every replaceable depthwise nn.Conv2d in ``network`` for DepthwiseConv2d, in place.
+
+    The existing ``weight`` Parameter object moves into the new cell, so parameter names (and
+    checkpoint keys), values and optimizer bindings are unchanged. Call it before building the
+    optimizer or compiling. Returns the number of cells replaced.
+    """
+    replaced = 0
+    for _, parent in list(network.cells_and_names()):
+        for child_name, child in list(parent.name_cells().items()):
+            if not is_replaceable_depthwise(child):
+                continue
+            stride = child.stride[-1] if isinstance(child.stride, tuple) else child.stride
+            padding = child.padding if isinstance(child.padding, int) else child.padding[0]
+            fast = DepthwiseConv2d(child.in_channels, KERNEL, stride, padding)
+            fast.weight = child.weight
+            if isinstance(parent, nn.SequentialCell):
+                parent[int(child_name)] = fast
+            else:
+                setattr(parent, child_name, fast)
+            replaced += 1
+    return replaced

@@ -1,0 +1,176 @@
+"""One benchmark peer in its own process: `python -m bench.peer PEER MODE --batch N --steps S`.
+
+Run in a fresh process per peer so its peak resident memory is its own. Prints one JSON line:
+per-step seconds, images/s from the median step, peak RSS (ru_maxrss of this process), and
+for the MindSpore peers which model definition was used.
+
+Peers: `ms-fast` (MindSpore, custom depthwise kernel), `ms-ref` (MindSpore, nn.Conv2d group=c),
+`torch` (PyTorch eager, NCHW), `torch-cl` (PyTorch channels_last, for reference only).
+Modes: `train` (forward, backward, momentum SGD update) and `forward` (eval-mode inference, the
+head-only fine-tuning path's feature extraction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import time
+
+import numpy as np
+
+NUM_CLASSES = 1000
+LR, MOMENTUM, WEIGHT_DECAY, SMOOTHING = 0.03, 0.9, 4e-5, 0.1
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def _timed(step, steps: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run_mindspore(fast: bool, mode: str, batch: int, image: int, steps: int, warmup: int,
+                  data_root: str | None = None) -> dict:
+    import mindspore as ms
+    from mindspore import Tensor, nn
+
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    from mnv2.loss import LabelSmoothingCrossEntropy
+    from mnv2.model import MobileNetV2
+
+    ms.set_seed(0)
+    net = MobileNetV2(num_classes=NUM_CLASSES, width_mult=1.0, seed=0)
+    if fast:
+        # Swap the kernels in the trainer's own model (same parameters, same init), independent of
+        # how the model wires its `fast_depthwise` flag.
+        from mnv2.ops.depthwise import replace_depthwise
+
+        replaced = replace_depthwise(net)
+        if replaced != 17:  # MobileNetV2 has 17 of them: never bench the slow kernel by mistake
+            raise RuntimeError(f"expected 17 depthwise convolutions to replace, replaced {replaced}")
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((batch, 3, image, image)).astype(np.float32))
+    y = Tensor(rng.integers(0, NUM_CLASSES, batch).astype(np.int32))
+    if mode == "train":
+        loss = LabelSmoothingCrossEntropy(NUM_CLASSES, SMOOTHING)
+        opt = nn.Momentum(net.trainable_params(), LR, MOMENTUM, weight_decay=WEIGHT_DECAY)
+        cell = nn.TrainOneStepCell(nn.WithLossCell(net, loss), opt)
+        cell.set_train(True)
+
+        def step() -> None:
+            cell(x, y).asnumpy()
+
+        if data_root is not None:
+            return _train_from_data(cell, data_root, batch, image, steps, warmup)
+    else:
+        net.set_train(False)
+
+        def step() -> None:
+            net(x).asnumpy()
+
+    start = time.perf_counter()
+    step()  # graph compilation happens here
+    compile_s = time.perf_counter() - start
+    times = _timed(step, steps, max(0, warmup - 1))
+    return {"model": "mnv2.model.MobileNetV2", "compile_s": compile_s, "times": times}
+
+
+def _train_from_data(cell, root: str, batch: int, image: int, steps: int, warmup: int) -> dict:
+    """Train from the trainer's real input pipeline and time how long each step waits for its batch."""
+    from mnv2.data import create_train_dataset, scan_image_folder
+
+    index = scan_image_folder(root, verify=False)
+    data = create_train_dataset(index, image_size=image, batch_size=batch, epoch=0, seed=0, workers=2)
+    batches = data.repeat().create_tuple_iterator(num_epochs=1)
+    start = time.perf_counter()
+    x, y = next(batches)
+    cell(x, y).asnumpy()
+    compile_s = time.perf_counter() - start
+    waits, times = [], []
+    for i in range(max(0, warmup - 1) + steps):
+        t0 = time.perf_counter()
+        x, y = next(batches)
+        t1 = time.perf_counter()
+        cell(x, y).asnumpy()
+        if i >= max(0, warmup - 1):
+            waits.append(t1 - t0)
+            times.append(time.perf_counter() - t0)
+    return {
+        "model": "mnv2.model.MobileNetV2", "compile_s": compile_s, "times": times, "data_wait_s": waits,
+        "data_wait_fraction": sum(waits) / sum(times), "input": "mnv2.data.create_train_dataset(workers=2)",
+    }
+
+
+def run_torch(channels_last: bool, mode: str, batch: int, image: int, steps: int, warmup: int) -> dict:
+    import torch
+
+    from bench.torch_mobilenetv2 import MobileNetV2
+
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    net = MobileNetV2(NUM_CLASSES)
+    x = torch.randn(batch, 3, image, image)
+    y = torch.randint(0, NUM_CLASSES, (batch,))
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    if mode == "train":
+        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=SMOOTHING)
+        opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+        net.train()
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            loss_fn(net(x), y).backward()
+            opt.step()
+    else:
+        net.eval()
+
+        def step() -> None:
+            with torch.inference_mode():
+                net(x)
+
+    times = _timed(step, steps, warmup)
+    return {"model": "bench.torch_mobilenetv2.MobileNetV2", "threads": torch.get_num_threads(),
+            "times": times}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("peer", choices=["ms-fast", "ms-ref", "torch", "torch-cl"])
+    parser.add_argument("mode", choices=["train", "forward"])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--image", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--data", help="image-folder root: train MindSpore from the real input pipeline")
+    args = parser.parse_args(argv)
+    shape = (args.mode, args.batch, args.image, args.steps, args.warmup)
+    if args.peer.startswith("ms-"):
+        result = run_mindspore(args.peer == "ms-fast", *shape, data_root=args.data)
+    else:
+        if args.data:
+            parser.error("--data is for the MindSpore peers")
+        result = run_torch(args.peer == "torch-cl", *shape)
+    median = statistics.median(result["times"])
+    result.update(
+        peer=args.peer, mode=args.mode, batch=args.batch, image=args.image, median_s=median,
+        images_per_s=args.batch / median, peak_rss_mb=_peak_rss_mb(),
+    )
+    print("BENCH-RESULT " + json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
