@@ -75,6 +75,7 @@ RULE_TESTS = [
             series('mnv2_trainer_total_steps{job="done",rank="0"}', "100x50"),
             # Trainer "slow": 10 img/s for an hour, then 100 img/min (1.7 img/s); "steady" never slows.
             series('mnv2_trainer_images_total{job="slow",rank="0"}', "0+600x60 36100+100x40"),
+            series('mnv2_trainer_images_total{job="slow",rank="1"}', "0+600x60 36100+100x40"),
             series('mnv2_trainer_images_total{job="steady",rank="0"}', "0+600x100"),
         ],
         "alert_rule_test": [

@@ -55,3 +55,14 @@ def test_layout_has_no_overlaps_and_fits_the_grid() -> None:
             overlap_x = ga["x"] < gb["x"] + gb["w"] and gb["x"] < ga["x"] + ga["w"]
             overlap_y = ga["y"] < gb["y"] + gb["h"] and gb["y"] < ga["y"] + ga["h"]
             assert not (overlap_x and overlap_y), (a, b)
+
+
+def test_job_level_counters_are_not_summed_over_ranks() -> None:
+    """Every rank reports the whole job's images, so summing ranks would multiply the throughput."""
+    from obs_promql import alert_exprs
+
+    for where, expr in {**dashboard_exprs(), **alert_exprs()}.items():
+        for name in ("mnv2_trainer_images_total", "mnv2_trainer_images_per_second"):
+            if name in expr:
+                assert f"sum by (namespace, job) (rate({name}" not in expr, where
+                assert f"sum by (namespace, job) ({name}" not in expr, where

@@ -101,10 +101,12 @@ class TrainerMetrics:
 
         self.loss = gauge("loss", "Training loss of the last step.")
         self.learning_rate = gauge("learning_rate", "Learning rate used by the last step.")
-        self.epoch = gauge("epoch", "Current epoch (as reported by the training loop, 1-based).")
+        self.epoch = gauge("epoch", "Current epoch, 0-based like the training log lines.")
         self.global_step = gauge("global_step", "Optimizer steps completed since the start of training.")
         self.total_steps = gauge("total_steps", "Optimizer steps the whole training run will take.")
-        self.images = counter("images_total", "Training images processed by this rank since it started.")
+        self.images = counter(
+            "images_total", "Training images the whole job processed (all ranks), counted by this process."
+        )
         self.step_duration = Histogram(
             PREFIX + "step_duration_seconds",
             "Wall time of one training step, data wait included.",
@@ -115,8 +117,8 @@ class TrainerMetrics:
         self.data_wait = counter("data_wait_seconds_total", "Time this rank spent waiting for input data.")
         self.images_per_second = gauge(
             "images_per_second",
-            "Training throughput of this rank: running estimate over recent steps, "
-            "replaced by the whole-epoch figure at each epoch end.",
+            "Training throughput of the whole job (all ranks): running estimate over recent "
+            "steps, replaced by the whole-epoch figure at each epoch end.",
         )
         self.loss_scale = gauge("loss_scale", "Current dynamic loss scale (mixed precision only).")
         self.overflow = counter("overflow_total", "Steps skipped because gradients overflowed.")
@@ -164,7 +166,9 @@ class TrainerMetrics:
         """Record one finished step.
 
         `global_step` counts the steps completed including this one (so it equals `total_steps` at
-        the end); `step` is the step within the epoch; `images` are this rank's images in the step.
+        the end); `epoch` and `step` are 0-based positions like the log lines; `images` is what
+        the step consumed across all ranks (batch_size x world_size), so every rank reports the
+        job's throughput and dashboards take `max`, not `sum`, over ranks.
         A NaN loss is recorded as NaN on purpose: the MNV2LossNaN alert looks for it.
         """
         lab = self._labels
