@@ -187,13 +187,14 @@ def _check_mode(spec: dict[str, Any]) -> Problems:
 
 def _mounts(spec: dict[str, Any]) -> list[tuple[str, str]]:
     """(mount path, field path) of every volume mounted into the trainer container."""
-    out = [
+    # The operator's own mounts first, so an overlap is reported on the user's field.
+    out = [(SHM_PATH, "the shared-memory volume")]
+    if spec.get("platform") == "Ascend":
+        out.append((RANK_TABLE_DIR, "the rank-table volume"))
+    out += [
         (_get(spec, "dataset", "mountPath", default="/data"), "spec.dataset.mountPath"),
         (_get(spec, "output", "path", default="/output"), "spec.output.path"),
-        (SHM_PATH, "(shared memory)"),
     ]
-    if spec.get("platform") == "Ascend":
-        out.append((RANK_TABLE_DIR, "(rank table)"))
     for i, mount in enumerate(_get(spec, "template", "volumeMounts", default=[]) or []):
         if isinstance(mount, dict) and isinstance(mount.get("mountPath"), str):
             out.append((mount["mountPath"], f"spec.template.volumeMounts[{i}].mountPath"))
@@ -212,7 +213,7 @@ def _check_paths(spec: dict[str, Any]) -> Problems:
             continue
         for other, other_field in seen.items():
             if _under(mount, other) or _under(other, mount):
-                problems.append((field, f"mount path {mount} overlaps {other} ({other_field})"))
+                problems.append((field, f"mount path {mount} overlaps {other}, used by {other_field}"))
                 break
         seen[mount] = field
     dataset_mount = _get(spec, "dataset", "mountPath", default="/data")

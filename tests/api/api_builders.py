@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import re
 from typing import Any
 
 PLATFORMS = ("Ascend", "GPU", "CPU")
@@ -95,3 +97,25 @@ def ascend_pod(
     if ip == "":
         del pod["status"]["podIP"]
     return pod
+
+
+@functools.cache
+def _strict_validator(kind: str, api_version: str):
+    """kubernetes-validate's own strict 1.37 schema for a kind, loaded once (its validate() reloads the
+    definitions file on every call, which is too slow for hundreds of property-test examples)."""
+    from jsonschema.validators import Draft202012Validator
+    from kubernetes_validate import utils
+    from referencing import Registry, Resource
+
+    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    version = [v for v in utils.all_versions() if utils.major_minor(v) <= KUBE_VERSION][-1]
+    folder = f"kubernetes-json-schema/v{version}-local-strict"
+    schema = utils.schema_contents(f"{folder}/{kind.lower()}-{group_version}.json", KUBE_VERSION)
+    definitions = utils.schema_contents(f"{folder}/_definitions.json", KUBE_VERSION)
+    registry = Resource.from_contents(definitions) @ (Resource.from_contents(schema) @ Registry())
+    return Draft202012Validator(schema, registry=registry)
+
+
+def validate_strict(obj: dict[str, Any]) -> None:
+    """Raise jsonschema.ValidationError unless `obj` passes `kubernetes-validate --strict` for 1.37."""
+    _strict_validator(obj["kind"], obj["apiVersion"]).validate(obj)
