@@ -115,6 +115,9 @@ class FaultProxy:
         self.counts: Counter[str] = Counter()
         self.requests = 0
         self.forwarded = 0
+        # Distinct Authorization header values seen: lets a test prove which credential was in use
+        # before it greps logs and objects for it.
+        self.authorizations: set[str] = set()
         self._rng = random.Random(self.plan.seed)
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -166,6 +169,8 @@ class FaultProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        if "Authorization" in request.headers and len(self.authorizations) < 16:
+            self.authorizations.add(request.headers["Authorization"])
         plan = self.plan
         body = await request.read()
         if self._excluded(request.path):
@@ -314,6 +319,14 @@ class ProxyThread:
 
         async def snap() -> Counter[str]:
             return Counter(self.proxy.counts)  # type: ignore[union-attr]
+
+        return self._call(snap())
+
+    def authorizations(self) -> set[str]:
+        assert self.proxy is not None
+
+        async def snap() -> set[str]:
+            return set(self.proxy.authorizations)  # type: ignore[union-attr]
 
         return self._call(snap())
 

@@ -104,6 +104,7 @@ def test_passthrough_preserves_method_path_query_headers_and_body() -> None:
             assert await r.json() == {"echo": {"k": "v"}, "method": "PATCH"}
         assert upstream.hits == 2 and upstream.writes == 1
         assert proxy.faults == 0 and proxy.requests == 2 and proxy.forwarded == 2
+        assert proxy.authorizations == {"Bearer x"}
 
     run_with(FaultPlan(seed=1), body)
 
