@@ -380,6 +380,8 @@ def test_monitoring_toggles_render_their_objects():
         {"tolerations": [{"operator": "Bogus"}]},
         {"podDisruptionBudget": {"minAvailable": "x"}},
         {"fullnameOverride": "Upper_Case"},
+        {"fullnameOverride": "0"},
+        {"nameOverride": "9lives"},
     ],
     ids=lambda v: yaml.safe_dump(v, default_flow_style=True).strip(),
 )
