@@ -28,6 +28,7 @@ class PrometheusServer:
     def __init__(self, workdir: Path, scrape_jobs: dict[str, dict[str, Any]], rule_files: list[Path] = ()):
         self.binary = require("prometheus")
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "prometheus.log"
