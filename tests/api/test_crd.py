@@ -18,6 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from api_builders import KUBE_VERSION, MODES, PLATFORMS, make_job
+from crd_check import Cel, apply_defaults, cel_failures, draft4
 from mnv2.config import TrainingConfig
 from mnv2_operator.api import OPERATOR_SET_TRAINING_FIELDS, JobSpec, SpecError, parse_job
 from mnv2_operator.crd import PRINTER_COLUMNS, generate_crd
@@ -114,7 +115,7 @@ def test_schema_is_structural():
         if "enum" in node:
             assert all(isinstance(v, str) for v in node["enum"]) == (node["type"] == "string"), path
         if "default" in node:  # a default must be valid under its own schema (the API server checks)
-            jsonschema.Draft4Validator(_draft4(node)).validate(node["default"])
+            jsonschema.Draft4Validator(draft4(node)).validate(node["default"])
         for field in node.get("required", []):
             assert field in node.get("properties", {}), (path, field)
     assert SCHEMA["properties"]["metadata"] == {"type": "object"}
@@ -137,7 +138,7 @@ def test_training_schema_is_the_trainers_configuration():
 
 
 def test_defaults_in_the_schema_are_the_models_defaults():
-    defaulted = _apply_defaults(make_job()["spec"], SPEC_SCHEMA)
+    defaulted = apply_defaults(make_job()["spec"], SPEC_SCHEMA)
     model = JobSpec.model_validate(make_job()["spec"]).model_dump(
         by_alias=True, mode="json", exclude_none=True
     )
@@ -149,30 +150,7 @@ def test_defaults_in_the_schema_are_the_models_defaults():
 # --- the same manifests through the models and the schema ---
 
 
-def _draft4(node: Any) -> Any:
-    """OpenAPI v3 (structural) -> JSON Schema draft 4, closing objects like strict field validation."""
-    if isinstance(node, list):
-        return [_draft4(v) for v in node]
-    if not isinstance(node, dict):
-        return node
-    out = {
-        k: _draft4(v)
-        for k, v in node.items()
-        if not k.startswith("x-kubernetes-") and k not in ("default", "description", "format")
-    }
-    if node.get("x-kubernetes-int-or-string"):
-        out.pop("anyOf", None)
-        out["type"] = ["integer", "string"]
-    if (
-        node.get("type") == "object"
-        and "properties" in node
-        and not node.get("x-kubernetes-preserve-unknown-fields")
-    ):
-        out["additionalProperties"] = False
-    return out
-
-
-SPEC_VALIDATOR = jsonschema.Draft4Validator(_draft4(SPEC_SCHEMA))
+SPEC_VALIDATOR = jsonschema.Draft4Validator(draft4(SPEC_SCHEMA))
 
 
 def _model_accepts(spec: dict[str, Any]) -> bool:
@@ -279,73 +257,9 @@ def test_models_and_schema_agree(path, value):
 # --- the CEL rules, evaluated with cel-python ---
 
 
-def _apply_defaults(value: Any, node: dict[str, Any]) -> Any:
-    """The API server's structural defaulting: fill missing properties with their defaults, recursively."""
-    if isinstance(value, dict) and "properties" in node:
-        out = dict(value)
-        for name, sub in node["properties"].items():
-            if name not in out and "default" in sub:
-                out[name] = copy.deepcopy(sub["default"])
-            if name in out:
-                out[name] = _apply_defaults(out[name], sub)
-        return out
-    if isinstance(value, list) and isinstance(node.get("items"), dict):
-        return [_apply_defaults(v, node["items"]) for v in value]
-    return value
-
-
-def _typed(value: Any, node: dict[str, Any]) -> Any:
-    """JSON numbers as CEL sees them: `number` fields are doubles even when written as integers."""
-    if node.get("type") == "number" and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, dict) and "properties" in node:
-        return {k: _typed(v, node["properties"].get(k, {})) for k, v in value.items()}
-    if isinstance(value, list) and isinstance(node.get("items"), dict):
-        return [_typed(v, node["items"]) for v in value]
-    return value
-
-
-class _Cel:
-    def __init__(self):
-        self.celpy = pytest.importorskip("celpy", reason="cel-python (test extra) is not installed")
-        self.env = self.celpy.Environment()
-        self.programs: dict[str, Any] = {}
-
-    def evaluate(self, rule: str, activation: dict[str, Any]) -> bool:
-        if rule not in self.programs:
-            self.programs[rule] = self.env.program(self.env.compile(rule))
-        result = self.programs[rule].evaluate({k: self.celpy.json_to_cel(v) for k, v in activation.items()})
-        assert isinstance(result, self.celpy.celtypes.BoolType), (rule, result)
-        return bool(result)
-
-
 @pytest.fixture(scope="module")
-def cel() -> _Cel:
-    return _Cel()
-
-
-def _cel_failures(cel: _Cel, obj: dict[str, Any], old: dict[str, Any] | None = None) -> set[str]:
-    """Field paths (spec.x.y) of the CEL rules the object fails, transition rules only with `old`."""
-    new = _typed(_apply_defaults(obj, SCHEMA), SCHEMA)
-    old = _typed(_apply_defaults(old, SCHEMA), SCHEMA) if old is not None else None
-    failures: set[str] = set()
-
-    def visit(node: dict[str, Any], value: Any, old_value: Any, path: str) -> None:
-        for rule in node.get("x-kubernetes-validations", []):
-            transition = "oldSelf" in rule["rule"]
-            if transition and old_value is None:
-                continue
-            activation = {"self": value, "oldSelf": old_value} if transition else {"self": value}
-            if not cel.evaluate(rule["rule"], activation):
-                failures.add(path + rule.get("fieldPath", ""))
-        if isinstance(value, dict):
-            for name, sub in node.get("properties", {}).items():
-                if name in value:
-                    old_sub = old_value.get(name) if isinstance(old_value, dict) else None
-                    visit(sub, value[name], old_sub, f"{path}.{name}" if path else name)
-
-    visit(SCHEMA, new, old, "")
-    return failures
+def cel() -> Cel:
+    return Cel()
 
 
 def _python_problems(obj: dict[str, Any]) -> set[str]:
@@ -396,7 +310,7 @@ def _case_job(case: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("case, path", CEL_CASES, ids=[p + str(i) for i, (_, p) in enumerate(CEL_CASES)])
 def test_cel_rules_reject_what_parse_job_rejects(cel, case, path):
     obj = _case_job(case)
-    cel_paths = {p or "metadata.name" for p in _cel_failures(cel, obj)}  # root rules are about the name
+    cel_paths = {p or "metadata.name" for p in cel_failures(cel, obj)}  # root rules are about the name
     assert path in cel_paths, cel_paths
     assert path in _python_problems(obj)
 
@@ -406,7 +320,7 @@ def test_cel_rules_reject_what_parse_job_rejects(cel, case, path):
 def test_cel_rules_accept_valid_jobs(cel, platform, mode):
     obj = make_job(platform, mode)
     assert _python_problems(obj) == set()
-    assert _cel_failures(cel, obj) == set()
+    assert cel_failures(cel, obj) == set()
 
 
 def test_cel_immutability_matches_immutable_changes(cel):
@@ -436,11 +350,11 @@ def test_cel_immutability_matches_immutable_changes(cel):
             node = node.setdefault(key, {})
         node[last] = value
         python = immutable_changes(old["spec"], new["spec"])
-        cel_rejects = bool(_cel_failures(cel, new, old))
+        cel_rejects = bool(cel_failures(cel, new, old))
         assert bool(python) == immutable == cel_rejects, (path, python, cel_rejects)
     removed = copy.deepcopy(old)
     del removed["spec"]["devicesPerReplica"]
-    assert _cel_failures(cel, removed, old) == {"spec.devicesPerReplica"}
+    assert cel_failures(cel, removed, old) == {"spec.devicesPerReplica"}
     assert immutable_changes(old["spec"], removed["spec"]) == ["spec.devicesPerReplica"]
 
 

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from api_builders import validate_strict
+from crd_check import cel_failures, cel_or_none, schema_errors
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from mnv2_operator import names
@@ -19,6 +20,7 @@ from mnv2_operator.profiles import load_operator_config
 from mnv2_operator.render import render_job
 
 CONFIG = load_operator_config(None)
+CEL = cel_or_none()
 EXAMPLES = int(os.environ.get("MNV2_HYPOTHESIS_EXAMPLES", "200"))
 FIELD_ROOTS = ("spec", "metadata", "apiVersion", "kind")
 
@@ -321,3 +323,7 @@ def test_random_jobs_are_rejected_with_field_paths_or_render_valid_objects(manif
         return
     event("rendered")
     _check_rendered(objects)
+    # What the operator accepts, the API server must accept too (schema and CEL rules of the CRD).
+    assert schema_errors(manifest) == []
+    if CEL is not None:
+        assert cel_failures(CEL, manifest) == set()
