@@ -8,7 +8,7 @@ import re
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import CHART, CI_VALUES, NAMESPACE, RELEASE, by_kind, helm, load_values, render, render_objects
+from chartlib import CHART, CI_VALUES, NAMESPACE, RELEASE, by_kind, helm, load_values, render, render_objects
 
 KUBE_VERSION = "1.37"
 # Kinds without an upstream schema in kubernetes-validate: checked structurally below.
@@ -347,12 +347,9 @@ def test_every_value_has_a_doc_comment():
 
 def test_the_doc_comment_check_can_fail(tmp_path, monkeypatch):
     """The check above reads values.yaml; point it at a file with one undocumented leaf."""
-    import conftest
-
     chart = tmp_path / "chart"
     chart.mkdir()
     (chart / "values.yaml").write_text("# -- documented\na: 1\nparent:\n  # -- fine\n  b: 2\n  c: 3\n")
-    monkeypatch.setattr(conftest, "CHART", chart)
     monkeypatch.setitem(globals(), "CHART", chart)
     with pytest.raises(AssertionError, match=r"\['c'\]"):
         test_every_value_has_a_doc_comment()

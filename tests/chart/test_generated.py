@@ -12,7 +12,7 @@ import json
 
 import pytest
 import yaml
-from conftest import CHART, CI_VALUES, by_kind, load_values, render_objects
+from chartlib import CHART, CI_VALUES, by_kind, load_values, render_objects
 
 REGENERATE = "run .venv/bin/python charts/mobilenetv2-operator/hack/generate.py"
 
