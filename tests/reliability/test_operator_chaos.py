@@ -335,14 +335,14 @@ class Chaos:
             acted = self._act(ns, sc, rng)
 
         phases = {"steps": round(time.monotonic() - started, 1)}
-        final = self.wait(lambda: self.state(ns) in TERMINAL and self.job(ns), timeout=60.0, what="terminal")
+        final = self.wait(lambda: self.state(ns) in TERMINAL and self.job(ns), timeout=120.0, what="terminal")
         phases["terminal"] = round(time.monotonic() - started, 1)
         if final is None:
             job = self.job(ns) or {}
             status = job.get("status") or {}
             explained = status.get("reason") and status.get("message")
             violations.append(
-                f"run {index} ({sc.name}): not terminal after 60s: state {status.get('state')!r}, "
+                f"run {index} ({sc.name}): not terminal after 120s: state {status.get('state')!r}, "
                 f"reason {status.get('reason')!r}" + ("" if explained else " and unexplained")
             )
         else:
