@@ -138,3 +138,19 @@ def test_deployment_args_parse_with_the_operators_own_command_line(path):
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert settings.liveness_url == f"http://0.0.0.0:{ports['health']}/healthz"
     assert settings.metrics_port == ports["metrics"]
+
+
+def test_helm_installs_both_crds_before_the_templates():
+    """Helm installs what Chart.crds lists: the job CRD and kopf's peering CRDs the templates use."""
+    from chartlib import helm
+
+    with helm.Chart.load(str(CHART)) as chart:
+        names = {
+            doc["metadata"]["name"]
+            for crd in chart.crds
+            for doc in yaml.safe_load_all(crd["data"] if isinstance(crd["data"], str) else bytes(crd["data"]))
+            if doc
+        }
+    assert names == {
+        "mobilenetv2trainjobs.training.mindspore.io", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"
+    }
