@@ -170,6 +170,13 @@ def test_alerts_fire_on_scraped_data(live) -> None:
     assert noisy == []
 
 
+def test_flush_returns_once_prometheus_scraped_the_last_update(live) -> None:
+    """What a diverging trainer does before exiting 67: wait for a real scrape of its NaN loss."""
+    prom, trainer, _operator = live
+    prom.wait_for('up{job="mnv2-trainers"} == 1')
+    assert trainer.flush(timeout=20) is True
+
+
 def concrete(expr: str) -> str:
     """A dashboard query as Grafana would send it with "All" selected."""
     expr = re.sub(r"label_values\((.*),\s*\w+\)$", r"\1", expr)  # variable queries: the series

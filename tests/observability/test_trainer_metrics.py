@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import urllib.request
 
 import pytest
@@ -188,3 +189,32 @@ def test_port_zero_serves_nothing() -> None:
     m = TrainerMetrics(0)
     assert m.url is None
     m.close()
+
+
+def scrape(url: str, user_agent: str) -> str:
+    req = urllib.request.Request(url, headers={"User-Agent": user_agent})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return resp.read().decode()
+
+
+def test_flush_waits_for_a_prometheus_scrape_of_the_last_update() -> None:
+    assert TrainerMetrics(0).flush(timeout=5) is False  # no server: nothing to wait for
+    m = TrainerMetrics(free_port(), job="flush", addr="127.0.0.1")
+    try:
+        m.on_eval(top1=0.1, top5=0.2)
+        scrape(m.url, "Python-urllib/3.11")  # the operator's progress read is not Prometheus
+        assert m.flush(timeout=0.3) is False
+        body = scrape(m.url, "Prometheus/2.42.0")
+        assert value(body, "mnv2_trainer_top1_accuracy") == pytest.approx(0.1)
+        assert m.flush(timeout=0.1) is True
+        m.on_eval(top1=0.3, top5=0.4)  # a newer update needs a newer scrape
+        assert m.flush(timeout=0.3) is False
+        results: list[bool] = []
+        waiter = threading.Thread(target=lambda: results.append(m.flush(timeout=10)))
+        waiter.start()
+        body = scrape(m.url, "Prometheus/2.42.0")
+        waiter.join(timeout=15)
+        assert results == [True]
+        assert value(body, "mnv2_trainer_top1_accuracy") == pytest.approx(0.3)
+    finally:
+        m.close()

@@ -12,9 +12,12 @@ tell them apart. `mnv2.progress.parse_progress` reads this exposition back into 
 from __future__ import annotations
 
 import math
+import socket
 import threading
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
     CollectorRegistry,
@@ -23,8 +26,9 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
-    start_http_server,
+    make_wsgi_app,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
 
 # The `*_created` timestamp series double the series count and nothing reads them; this is a
 # per-process switch, which suits both the trainer and the operator process.
@@ -85,6 +89,10 @@ class TrainerMetrics:
         self.port = port
         self._labels = {"rank": str(rank), "job": job}
         self._lock = threading.Lock()
+        # Update and Prometheus-scrape sequence numbers, for flush(): see _serve.
+        self._scraped = threading.Condition()
+        self._updates = 0
+        self._scraped_through = 0
         self._ips_estimate: float | None = None
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -135,7 +143,7 @@ class TrainerMetrics:
 
         if port > 0:
             try:
-                self._server, self._thread = start_http_server(port, addr=addr, registry=self.registry)
+                self._server, self._thread = _serve(self.registry, addr, port, self._on_prometheus_scrape)
             except OSError as exc:
                 raise OSError(exc.errno, f"cannot serve trainer metrics on {addr}:{port}: {exc}") from exc
 
@@ -148,6 +156,7 @@ class TrainerMetrics:
                 f"batch_size={batch_size} world_size={world_size}"
             )
         self.total_steps.labels(**self._labels).set(epochs * steps_per_epoch)
+        self._updated()
 
     def on_step(
         self,
@@ -190,6 +199,7 @@ class TrainerMetrics:
                 est = current if prev is None else prev + THROUGHPUT_SMOOTHING * (current - prev)
                 self._ips_estimate = est
                 self.images_per_second.labels(**lab).set(est)
+        self._updated()
 
     def on_epoch_end(self, *, epoch: int, images_per_second: float, avg_loss: float) -> None:
         """Replace the running throughput by the epoch's measured figure.
@@ -203,6 +213,7 @@ class TrainerMetrics:
             if math.isfinite(images_per_second) and images_per_second >= 0:
                 self._ips_estimate = images_per_second
                 self.images_per_second.labels(**self._labels).set(images_per_second)
+        self._updated()
 
     def on_eval(self, *, top1: float, top5: float) -> None:
         """Record accuracies as ratios 0-1 (a percentage here is a caller bug, so it is refused)."""
@@ -211,6 +222,7 @@ class TrainerMetrics:
                 raise ValueError(f"{name} accuracy {value} is not a ratio between 0 and 1")
         self.top1.labels(**self._labels).set(top1)
         self.top5.labels(**self._labels).set(top5)
+        self._updated()
 
     def on_checkpoint(self, *, seconds: float) -> None:
         """Count a saved checkpoint; `seconds` is how long the save took (not exported as its own
@@ -218,6 +230,32 @@ class TrainerMetrics:
         del seconds
         self.checkpoints.labels(**self._labels).inc()
         self.last_checkpoint.labels(**self._labels).set(time.time())
+        self._updated()
+
+    # ---- making sure Prometheus saw the end ---------------------------------------------------
+    def _updated(self) -> None:
+        with self._scraped:
+            self._updates += 1
+
+    def _on_prometheus_scrape(self) -> None:
+        """Called as a Prometheus scrape starts, before the exposition is generated."""
+        with self._scraped:
+            self._scraped_through = self._updates
+            self._scraped.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until Prometheus has scraped everything recorded so far, at most `timeout` seconds.
+
+        For the last values before a deliberate exit: a diverged run records its NaN loss, flushes,
+        then exits 67, so the MNV2LossNaN alert can see the NaN. Only requests whose User-Agent is
+        Prometheus's count (the operator's progress reads and `mnv2 run` do not). True when seen;
+        False on timeout or without a server.
+        """
+        if self._server is None:
+            return False
+        with self._scraped:
+            target = self._updates
+            return self._scraped.wait_for(lambda: self._scraped_through >= target, timeout=timeout)
 
     # ---- reading and shutting down -----------------------------------------------------------
     def exposition(self) -> str:
@@ -246,3 +284,35 @@ class TrainerMetrics:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape (the trainer's stdout is for training lines)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _serve(
+    registry: CollectorRegistry, addr: str, port: int, on_prometheus_scrape: Callable[[], None]
+) -> tuple[Any, threading.Thread]:
+    """prometheus_client's WSGI /metrics server (as start_http_server builds it), plus a hook that
+    tells which requests are Prometheus scrapes, for `TrainerMetrics.flush`."""
+    app = make_wsgi_app(registry)
+
+    def metrics_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("HTTP_USER_AGENT", "").startswith("Prometheus/"):
+            on_prometheus_scrape()
+        return app(environ, start_response)
+
+    family, _, _, _, sockaddr = socket.getaddrinfo(
+        addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    httpd = make_server(sockaddr[0], port, metrics_app, Server, handler_class=_QuietHandler)
+    thread = threading.Thread(target=httpd.serve_forever, name=f"trainer-metrics-{port}", daemon=True)
+    thread.start()
+    return httpd, thread
