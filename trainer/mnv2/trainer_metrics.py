@@ -117,7 +117,7 @@ class TrainerMetrics:
         )
         self.step_duration = Histogram(
             PREFIX + "step_duration_seconds",
-            "Wall time of one training step, data wait included.",
+            "Wall time of one training step (forward, backward, update); data wait is not included.",
             lb,
             buckets=STEP_BUCKETS,
             registry=r,
