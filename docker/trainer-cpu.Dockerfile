@@ -18,10 +18,10 @@ FROM python:3.11.10-slim-bookworm
 LABEL org.opencontainers.image.title="mnv2-trainer-cpu" \
       org.opencontainers.image.description="MobileNetV2 training on MindSpore, CPU" \
       org.opencontainers.image.licenses="Apache-2.0"
-# g++ compiles the trainer's CPU depthwise-convolution kernel (mnv2/csrc) on first use;
-# libgomp1 is the OpenMP runtime MindSpore's CPU kernels link against.
+# g++ compiles the trainer's CPU depthwise-convolution kernel (mnv2/csrc) on first use, into
+# ~/.cache/mnv2/ops (or a temp dir); it also brings libgomp1, the OpenMP runtime MindSpore uses.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends g++=4:12.2.0-3 libgomp1=12.2.0-14+deb12u1 \
+ && apt-get install -y --no-install-recommends g++=4:12.2.0-3 \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 10001 mnv2 && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin mnv2
 COPY --from=build /opt/mnv2 /opt/mnv2
