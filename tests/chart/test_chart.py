@@ -253,6 +253,7 @@ def test_ha_adds_a_disruption_budget_and_peering():
     assert pdb["spec"]["minAvailable"] == 1
     assert any(a.startswith("--peering=") for a in _container(objects)["args"])
     assert len(by_kind(objects, "ClusterKopfPeering")) == 1
+    assert by_kind(objects, "KopfPeering") == []
 
 
 def test_peering_object_follows_the_rbac_scope():
@@ -260,6 +261,9 @@ def test_peering_object_follows_the_rbac_scope():
     (peering,) = by_kind(objects, "KopfPeering")
     assert peering["metadata"]["namespace"] == "ml-team"
     assert by_kind(objects, "ClusterKopfPeering") == []
+    several = render_objects({"watchNamespaces": ["ml-a", "ml-b"]})
+    assert sorted(p["metadata"]["namespace"] for p in by_kind(several, "KopfPeering")) == ["ml-a", "ml-b"]
+    assert by_kind(several, "ClusterKopfPeering") == []
     standalone = render_objects({"peering": {"enabled": False}})
     assert "--standalone" in _container(standalone)["args"]
     assert not by_kind(standalone, "ClusterKopfPeering")

@@ -134,6 +134,15 @@ def test_deployment_args_parse_with_the_operators_own_command_line(path):
     watched = values.get("watchNamespaces", [])
     assert settings.namespaces == watched and settings.clusterwide == (not watched)
     assert settings.peering == "mnv2-operator"
+    # kopf looks for a ClusterKopfPeering when cluster-wide, else a KopfPeering per watched namespace
+    objects = render_objects(values)
+    if settings.clusterwide:
+        assert [p["metadata"]["name"] for p in by_kind(objects, "ClusterKopfPeering")] == [settings.peering]
+    else:
+        peerings = by_kind(objects, "KopfPeering")
+        assert {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in peerings} == {
+            (namespace, settings.peering) for namespace in settings.namespaces
+        }
     assert settings.config_path == "/etc/mnv2/operator.yaml"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert settings.liveness_url == f"http://0.0.0.0:{ports['health']}/healthz"
