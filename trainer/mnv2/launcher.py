@@ -49,15 +49,12 @@ _PER_PROCESS = (
 class ProcessSpec:
     """One process the launcher starts: its label for log prefixes, argv, and complete environment."""
 
-    name: str  # "scheduler" or "rank N" (global rank)
+    name: str  # "scheduler" or "rank N" (global rank); a pod's name under `mnv2 run`
     argv: list[str]
     env: dict[str, str]
     rank: int | None = None  # global rank; None for the scheduler
     local_rank: int | None = None
-
-    @property
-    def is_scheduler(self) -> bool:
-        return self.rank is None
+    is_scheduler: bool = False  # stopped last: workers unregister from it while they shut down
 
 
 # ----------------------------------------------------------------------------- reading the env
@@ -171,7 +168,8 @@ def _plan_dynamic(
     }
     specs: list[ProcessSpec] = []
     if index == 0:
-        specs.append(ProcessSpec("scheduler", command, {**base, **cluster, le.MS_ROLE: "MS_SCHED"}))
+        scheduler_env = {**base, **cluster, le.MS_ROLE: "MS_SCHED"}
+        specs.append(ProcessSpec("scheduler", command, scheduler_env, is_scheduler=True))
     uses_device_ids = (env.get(le.PLATFORM) or "CPU").upper() != "CPU"
     for local in range(devices):
         rank = index * devices + local
@@ -393,6 +391,8 @@ class Supervisor:
         self._stop_deadline: float | None = None
         self._killed = False
         self._announced = False
+        self._scheduler_signalled = False
+        self._stop_signum: int = signal.SIGTERM
         self.first_failure: tuple[str, int] | None = None
         self.signal_received: int | None = None
 
@@ -454,11 +454,26 @@ class Supervisor:
             self._stop_reason = reason
             self._stop_deadline = time.monotonic() + self.grace
         signum = self.stop_signal if self.stop_signal is not None else signum
+        self._stop_signum = signum
         for child in self._children:
-            if child.proc.poll() is None:
+            if not child.spec.is_scheduler and child.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     child.proc.send_signal(signum)
+        self._signal_scheduler_when_alone()
         self._wake.set()
+
+    def _signal_scheduler_when_alone(self) -> None:
+        """The scheduler gets the stop signal only once every worker has ended: workers that are
+        shutting down (saving a checkpoint) still unregister from it. It normally exits by itself then."""
+        if self._stop_reason is None or self._scheduler_signalled:
+            return
+        if any(not c.spec.is_scheduler and c.proc.poll() is None for c in self._children):
+            return
+        self._scheduler_signalled = True
+        for child in self._children:
+            if child.spec.is_scheduler and child.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.send_signal(self._stop_signum)
 
     def kill_all(self) -> None:
         """SIGKILL every child (its whole process group when it has one); safe to call at any time."""
@@ -484,6 +499,7 @@ class Supervisor:
                 self._on_exit(child)
             if running == 0:
                 break
+            self._signal_scheduler_when_alone()
             if self._stop_reason is not None and not self._announced:
                 self._announced = True
                 self.say(f"{self._stop_reason}: stopping every process (SIGKILL after {self.grace:g}s)")

@@ -469,6 +469,8 @@ def run_job(manifest: Path, options: RunOptions) -> int:
         for condition in status.get("conditions") or []:
             if condition["type"] == "Failed" and condition["status"] == "True":
                 condition.update(reason="Interrupted", message=status["message"])
+            elif condition.get("reason") == "RestartPolicyNever":  # our no-retry override, not the spec's
+                condition["reason"] = "Interrupted"
     progress = results.progress.to_status() if results.progress is not None else {}
     if results.top1 is not None:
         progress["top1"] = results.top1
