@@ -7,7 +7,13 @@ import pytest
 
 ms = pytest.importorskip("mindspore")
 from mindspore import Tensor, nn, ops  # noqa: E402
-from mnv2.ops.depthwise import DepthwiseConv2d, depthwise_conv2d, reference_depthwise  # noqa: E402
+from mnv2.ops.depthwise import (  # noqa: E402
+    Conv3x3,
+    DepthwiseConv2d,
+    depthwise_conv2d,
+    reference_depthwise,
+    replace_slow_convolutions,
+)
 
 ATOL = 1e-4
 
@@ -56,20 +62,26 @@ def _run(conv: nn.Cell, x: Tensor, g: Tensor) -> tuple[np.ndarray, np.ndarray, n
     return y, dx.asnumpy(), dw.asnumpy()
 
 
-def _compare(shape: tuple[int, int, int, int, int, int], seed: int) -> None:
+def _compare(shape: tuple[int, int, int, int, int, int], seed: int, out_channels: int | None = None) -> None:
+    """Custom vs MindSpore kernel; depthwise unless out_channels is given (then dense Conv3x3)."""
     n, c, h, w, stride, padding = shape
     rng = np.random.default_rng(seed)
-    fast = DepthwiseConv2d(c, 3, stride, padding)
-    ref = reference_depthwise(c, stride, padding)
-    weight = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+    if out_channels is None:
+        fast, ref = DepthwiseConv2d(c, 3, stride, padding), reference_depthwise(c, stride, padding)
+        weight = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+    else:
+        fast = Conv3x3(c, out_channels, stride, padding)
+        ref = nn.Conv2d(c, out_channels, 3, stride, pad_mode="pad", padding=padding, has_bias=False)
+        weight = rng.standard_normal((out_channels, c, 3, 3)).astype(np.float32)
+    cout = c if out_channels is None else out_channels
     fast.weight.set_data(Tensor(weight))
     ref.weight.set_data(Tensor(weight))
     x = Tensor(rng.standard_normal((n, c, h, w)).astype(np.float32))
     oh, ow = (h + 2 * padding - 3) // stride + 1, (w + 2 * padding - 3) // stride + 1
-    g = Tensor(rng.standard_normal((n, c, oh, ow)).astype(np.float32))
+    g = Tensor(rng.standard_normal((n, cout, oh, ow)).astype(np.float32))
     y_fast, dx_fast, dw_fast = _run(fast, x, g)
     y_ref, dx_ref, dw_ref = _run(ref, x, g)
-    assert y_fast.shape == y_ref.shape == (n, c, oh, ow)
+    assert y_fast.shape == y_ref.shape == (n, cout, oh, ow)
     np.testing.assert_allclose(y_fast, y_ref, atol=ATOL, err_msg=f"forward {shape}")
     np.testing.assert_allclose(dx_fast, dx_ref, atol=ATOL, err_msg=f"input gradient {shape}")
     # The weight gradient sums n*oh*ow products: scale the tolerance with that count.
@@ -93,6 +105,15 @@ def test_matches_nn_conv2d_random_shapes(shape, graph_mode):
 )
 def test_matches_in_both_modes(shape, ms_mode):
     _compare(shape, seed=3)
+
+
+@pytest.mark.parametrize(
+    ("shape", "out_channels"),
+    [((2, 3, 17, 16, 2, 1), 8), ((1, 1, 5, 7, 1, 1), 3), ((3, 4, 9, 9, 2, 0), 5), ((2, 2, 6, 8, 1, 0), 4)],
+    ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v),
+)
+def test_dense_stem_kernel_matches_nn_conv2d(shape, out_channels, graph_mode):
+    _compare(shape, seed=5, out_channels=out_channels)
 
 
 def test_parameters_match_nn_conv2d_for_checkpoints():
@@ -154,3 +175,16 @@ def test_replace_depthwise_keeps_parameters_and_output(graph_mode):
     assert all(np.array_equal(after[k], before[k]) for k in before)
     fresh = nn.SequentialCell([block])  # a new top-level cell, so graph mode compiles the new kernels
     np.testing.assert_allclose(fresh(x).asnumpy(), expected, atol=ATOL)
+
+
+def test_replace_slow_convolutions_swaps_stem_and_depthwise(graph_mode):
+    stem = nn.Conv2d(3, 8, 3, 2, pad_mode="pad", padding=1, has_bias=False)
+    wide = nn.Conv2d(16, 8, 3, 1, pad_mode="pad", padding=1, has_bias=False)  # too many inputs
+    net = nn.SequentialCell([stem, reference_depthwise(8, 1), nn.Conv2d(8, 16, 1, has_bias=False), wide])
+    x = Tensor(np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32))
+    expected = net(x).asnumpy()
+    assert replace_slow_convolutions(net) == {"depthwise": 1, "dense": 1}
+    assert isinstance(net[0], Conv3x3) and isinstance(net[1], DepthwiseConv2d)
+    assert isinstance(net[3], nn.Conv2d) and not isinstance(net[3], Conv3x3)
+    assert replace_slow_convolutions(net) == {"depthwise": 0, "dense": 0}  # idempotent
+    np.testing.assert_allclose(nn.SequentialCell([net])(x).asnumpy(), expected, atol=ATOL)

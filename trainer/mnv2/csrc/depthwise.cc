@@ -86,7 +86,9 @@ void pad_plane_split(const float *__restrict src, int64_t h, int64_t w, float *_
   }
 }
 
-// y (oh x ow) = correlation of padded plane p (rows x cols) with the 3x3 kernel k, stride 1.
+// y (oh x ow) = correlation of padded plane p (rows x cols) with the 3x3 kernel k, stride 1
+// (y += ... when ACC).
+template <bool ACC = false>
 void corr_s1(const float *__restrict p, int64_t cols, const float *__restrict k, float *__restrict y,
              int64_t oh, int64_t ow) {
   const float k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6], k7 = k[7],
@@ -98,13 +100,15 @@ void corr_s1(const float *__restrict p, int64_t cols, const float *__restrict k,
     float *out = y + i * ow;
 #pragma omp simd
     for (int64_t j = 0; j < ow; ++j) {
-      out[j] = r0[j] * k0 + r0[j + 1] * k1 + r0[j + 2] * k2 + r1[j] * k3 + r1[j + 1] * k4 + r1[j + 2] * k5 +
-               r2[j] * k6 + r2[j + 1] * k7 + r2[j + 2] * k8;
+      const float v = r0[j] * k0 + r0[j + 1] * k1 + r0[j + 2] * k2 + r1[j] * k3 + r1[j + 1] * k4 +
+                      r1[j + 2] * k5 + r2[j] * k6 + r2[j + 1] * k7 + r2[j + 2] * k8;
+      out[j] = ACC ? out[j] + v : v;
     }
   }
 }
 
 // Stride-2 correlation from the even/odd split planes (half columns each).
+template <bool ACC = false>
 void corr_s2(const float *__restrict ev, const float *__restrict od, int64_t half, const float *__restrict k,
              float *__restrict y, int64_t oh, int64_t ow) {
   const float k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6], k7 = k[7],
@@ -115,8 +119,9 @@ void corr_s2(const float *__restrict ev, const float *__restrict od, int64_t hal
     float *out = y + i * ow;
 #pragma omp simd
     for (int64_t j = 0; j < ow; ++j) {
-      out[j] = e0[j] * k0 + o0[j] * k1 + e0[j + 1] * k2 + e1[j] * k3 + o1[j] * k4 + e1[j + 1] * k5 +
-               e2[j] * k6 + o2[j] * k7 + e2[j + 1] * k8;
+      const float v = e0[j] * k0 + o0[j] * k1 + e0[j + 1] * k2 + e1[j] * k3 + o1[j] * k4 + e1[j + 1] * k5 +
+                      e2[j] * k6 + o2[j] * k7 + e2[j + 1] * k8;
+      out[j] = ACC ? out[j] + v : v;
     }
   }
 }
@@ -166,7 +171,8 @@ void wgrad_s2(const float *__restrict ev, const float *__restrict od, int64_t ha
 // Input gradient of one plane, stride 2. dyp is dy padded by one zero row/column before and one
 // zero row after: dyp[(m+1)*cols + (j+1)] = dy[m][j], cols = ow + 2. Padded-input row r = 2m
 // (+1 for odd) gathers from dy rows m and m-1; its even/odd columns are formed separately, then
-// interleaved into dx, dropping the padding P.
+// interleaved into dx (added to it when ACC), dropping the padding P.
+template <bool ACC = false>
 void igrad_s2(const float *__restrict dyp, int64_t cols, const float *__restrict k, float *__restrict dx,
               int64_t h, int64_t w, int64_t pad, float *__restrict erow, float *__restrict orow) {
   const int64_t half = cols - 1;  // ow + 1 even/odd columns cover padded columns 0 .. 2*ow + 1
@@ -193,7 +199,8 @@ void igrad_s2(const float *__restrict dyp, int64_t cols, const float *__restrict
     float *out = dx + ih * w;
     for (int64_t iw = 0; iw < w; ++iw) {
       const int64_t cc = iw + pad;
-      out[iw] = (cc & 1) ? orow[cc >> 1] : erow[cc >> 1];
+      const float v = (cc & 1) ? orow[cc >> 1] : erow[cc >> 1];
+      out[iw] = ACC ? out[iw] + v : v;
     }
   }
 }
@@ -291,6 +298,136 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
   return 0;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Dense 3x3 convolution with few input channels (MobileNetV2's stem: 3 -> 32, stride 2).
+// MindSpore 2.10's CPU Conv2D takes seconds for this layer (40x PyTorch); it is computed here
+// from the same per-plane correlations: every input plane is padded once into a shared buffer,
+// then each output plane sums CI correlations. Cost grows with CI * CO, so this is meant for
+// small CI only.
+//   mnv2_conv3x3_fwd_s{S}_p{P}(x[N,CI,H,W], w[CO,CI,3,3]) -> y[N,CO,OH,OW]
+//   mnv2_conv3x3_bwd_s{S}_p{P}(dy, x, w) -> dx[N,CI,H,W], dw[CO,CI,3,3]
+
+// Pads every plane of t (planes x h x w) into buf, plane_size floats apart.
+template <int S, int P>
+void pad_all(const float *t, int64_t planes, int64_t h, int64_t w, int64_t rows, int64_t cols,
+             std::vector<float> &buf, int64_t &plane_size) {
+  plane_size = S == 1 ? rows * cols : 2 * rows * cols;
+  buf.resize(static_cast<size_t>(planes * plane_size));
+#pragma omp parallel for schedule(static)
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    float *dst = buf.data() + pl * plane_size;
+    if (S == 1) {
+      pad_plane(t + pl * h * w, h, w, dst, rows, cols, P, P);
+    } else {
+      pad_plane_split(t + pl * h * w, h, w, dst, dst + rows * cols, rows, cols, P, P);
+    }
+  }
+}
+
+template <int S, int P>
+int dense_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (!check(nparam, 3, ndims, dtypes)) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *wt = static_cast<const float *>(params[1]);
+  float *y = static_cast<float *>(params[2]);
+  const int64_t n = shapes[0][0], ci = shapes[0][1], h = shapes[0][2], w = shapes[0][3];
+  const int64_t co = shapes[1][0], oh = shapes[2][2], ow = shapes[2][3];
+  if (shapes[1][1] != ci || shapes[1][2] != K || shapes[1][3] != K) return 2;
+  if (shapes[2][0] != n || shapes[2][1] != co) return 2;
+  if (oh != (h + 2 * P - K) / S + 1 || ow != (w + 2 * P - K) / S + 1) return 3;
+  const int64_t rows = S * (oh - 1) + K, cols = S == 1 ? ow + 2 : ow + 1;
+  std::vector<float> xp;
+  int64_t psz = 0;
+  pad_all<S, P>(x, n * ci, h, w, rows, cols, xp, psz);
+#pragma omp parallel for schedule(static)
+  for (int64_t pl = 0; pl < n * co; ++pl) {
+    const int64_t b = pl / co, o = pl % co;
+    float *dst = y + pl * oh * ow;
+    for (int64_t i = 0; i < ci; ++i) {
+      const float *src = xp.data() + (b * ci + i) * psz;
+      const float *k = wt + (o * ci + i) * K * K;
+      if (S == 1) {
+        if (i == 0) corr_s1<false>(src, cols, k, dst, oh, ow); else corr_s1<true>(src, cols, k, dst, oh, ow);
+      } else {
+        const float *od = src + rows * cols;
+        if (i == 0) corr_s2<false>(src, od, cols, k, dst, oh, ow); else corr_s2<true>(src, od, cols, k, dst, oh, ow);
+      }
+    }
+  }
+  return 0;
+}
+
+template <int S, int P>
+int dense_backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (!check(nparam, 5, ndims, dtypes)) return 1;
+  const float *dy = static_cast<const float *>(params[0]);
+  const float *x = static_cast<const float *>(params[1]);
+  const float *wt = static_cast<const float *>(params[2]);
+  float *dx = static_cast<float *>(params[3]);
+  float *dw = static_cast<float *>(params[4]);
+  const int64_t n = shapes[1][0], ci = shapes[1][1], h = shapes[1][2], w = shapes[1][3];
+  const int64_t co = shapes[2][0], oh = shapes[0][2], ow = shapes[0][3];
+  if (shapes[0][0] != n || shapes[0][1] != co || shapes[2][1] != ci) return 2;
+  if (shapes[3][2] != h || shapes[3][3] != w || shapes[4][0] != co || shapes[4][1] != ci) return 2;
+  if (oh != (h + 2 * P - K) / S + 1 || ow != (w + 2 * P - K) / S + 1) return 3;
+  const int64_t rows = S * (oh - 1) + K, cols = S == 1 ? ow + 2 : ow + 1;
+  std::vector<float> xp;
+  int64_t psz = 0;
+  pad_all<S, P>(x, n * ci, h, w, rows, cols, xp, psz);
+  // Weight gradient: one thread per output channel owns its CI x 9 accumulators.
+#pragma omp parallel for schedule(static)
+  for (int64_t o = 0; o < co; ++o) {
+    std::vector<double> acc(static_cast<size_t>(ci * K * K), 0.0);
+    for (int64_t b = 0; b < n; ++b) {
+      const float *g = dy + (b * co + o) * oh * ow;
+      for (int64_t i = 0; i < ci; ++i) {
+        const float *src = xp.data() + (b * ci + i) * psz;
+        if (S == 1) {
+          wgrad_s1(src, cols, g, oh, ow, acc.data() + i * K * K);
+        } else {
+          wgrad_s2(src, src + rows * cols, cols, g, oh, ow, acc.data() + i * K * K);
+        }
+      }
+    }
+    for (int64_t j = 0; j < ci * K * K; ++j) dw[o * ci * K * K + j] = static_cast<float>(acc[j]);
+  }
+  // Input gradient: pad every dy plane once, then each (n, ci) plane sums CO contributions.
+  const int64_t q = K - 1 - P;
+  const int64_t grows = S == 1 ? oh + 2 * q : oh + 2, gcols = S == 1 ? ow + 2 * q : ow + 2;
+  const int64_t gsz = grows * gcols;
+  std::vector<float> gp(static_cast<size_t>(n * co * gsz));
+#pragma omp parallel for schedule(static)
+  for (int64_t pl = 0; pl < n * co; ++pl) {
+    if (S == 1) {
+      pad_plane(dy + pl * oh * ow, oh, ow, gp.data() + pl * gsz, grows, gcols, q, q);
+    } else {
+      pad_plane(dy + pl * oh * ow, oh, ow, gp.data() + pl * gsz, grows, gcols, 1, 1);
+    }
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t pl = 0; pl < n * ci; ++pl) {
+    const int64_t b = pl / ci, i = pl % ci;
+    float *gx = dx + pl * h * w;
+    float *rowbuf = scratch(2 * gcols);
+    for (int64_t o = 0; o < co; ++o) {
+      const float *g = gp.data() + (b * co + o) * gsz;
+      const float *k = wt + (o * ci + i) * K * K;
+      if (S == 1) {
+        float flipped[K * K];
+        for (int j = 0; j < K * K; ++j) flipped[j] = k[K * K - 1 - j];
+        if (o == 0) corr_s1<false>(g, gcols, flipped, gx, h, w); else corr_s1<true>(g, gcols, flipped, gx, h, w);
+      } else {
+        if (o == 0) {
+          igrad_s2<false>(g, gcols, k, gx, h, w, P, rowbuf, rowbuf + gcols);
+        } else {
+          igrad_s2<true>(g, gcols, k, gx, h, w, P, rowbuf, rowbuf + gcols);
+        }
+      }
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 #define MNV2_DW_EXPORT(S, P)                                                                              \
@@ -307,3 +444,18 @@ MNV2_DW_EXPORT(1, 0)
 MNV2_DW_EXPORT(1, 1)
 MNV2_DW_EXPORT(2, 0)
 MNV2_DW_EXPORT(2, 1)
+
+#define MNV2_CONV_EXPORT(S, P)                                                                            \
+  extern "C" int mnv2_conv3x3_fwd_s##S##_p##P(int nparam, void **params, int *ndims, int64_t **shapes,    \
+                                              const char **dtypes, void *, void *) {                     \
+    return dense_forward<S, P>(nparam, params, ndims, shapes, dtypes);                                    \
+  }                                                                                                       \
+  extern "C" int mnv2_conv3x3_bwd_s##S##_p##P(int nparam, void **params, int *ndims, int64_t **shapes,    \
+                                              const char **dtypes, void *, void *) {                     \
+    return dense_backward<S, P>(nparam, params, ndims, shapes, dtypes);                                   \
+  }
+
+MNV2_CONV_EXPORT(1, 0)
+MNV2_CONV_EXPORT(1, 1)
+MNV2_CONV_EXPORT(2, 0)
+MNV2_CONV_EXPORT(2, 1)

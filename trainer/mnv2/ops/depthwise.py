@@ -29,10 +29,11 @@ def _out_size(size: int, stride: int, padding: int) -> int:
 
 
 @cache
-def _kernels(stride: int, padding: int) -> tuple[ops.Custom, ops.Custom]:
-    """The forward Custom op (its bprop wired to the backward op) for one stride and padding.
+def _kernels(stride: int, padding: int, kind: str = "dw3x3") -> tuple[ops.Custom, ops.Custom]:
+    """The forward Custom op (its bprop wired to the backward op) for one kind, stride and padding.
 
-    Cached so every cell with the same geometry shares one primitive pair.
+    kind: ``dw3x3`` (depthwise) or ``conv3x3`` (dense, few input channels). Cached so every cell
+    with the same geometry shares one primitive pair.
     """
     lib = build("depthwise")
     suffix = f"s{stride}_p{padding}"
@@ -44,11 +45,11 @@ def _kernels(stride: int, padding: int) -> tuple[ops.Custom, ops.Custom]:
         return x, w
 
     backward = ops.Custom(
-        f"{lib}:mnv2_dw3x3_bwd_{suffix}", out_shape=bwd_shape, out_dtype=bwd_dtype, func_type="aot"
+        f"{lib}:mnv2_{kind}_bwd_{suffix}", out_shape=bwd_shape, out_dtype=bwd_dtype, func_type="aot"
     )
 
     def fwd_shape(x, w):
-        return [x[0], x[1], _out_size(x[2], stride, padding), _out_size(x[3], stride, padding)]
+        return [x[0], w[0], _out_size(x[2], stride, padding), _out_size(x[3], stride, padding)]
 
     def fwd_dtype(x, w):
         return x
@@ -58,7 +59,7 @@ def _kernels(stride: int, padding: int) -> tuple[ops.Custom, ops.Custom]:
         return dx, dw
 
     forward = ops.Custom(
-        f"{lib}:mnv2_dw3x3_fwd_{suffix}",
+        f"{lib}:mnv2_{kind}_fwd_{suffix}",
         out_shape=fwd_shape,
         out_dtype=fwd_dtype,
         func_type="aot",
@@ -107,6 +108,48 @@ class DepthwiseConv2d(nn.Cell):
         return f"channels={self.channels}, kernel_size=3, stride={self.stride}, padding={self.padding}"
 
 
+#: Dense 3x3 convolutions with at most this many input channels go to the custom kernel (its cost
+#: grows with in x out channels; MobileNetV2's stem has 3).
+MAX_DENSE_IN_CHANNELS = 8
+
+
+class Conv3x3(nn.Cell):
+    """Dense 3x3 convolution (no bias, NCHW float32) for few input channels: the network's stem.
+
+    MindSpore 2.10's CPU Conv2D spends seconds per step on MobileNetV2's 3 -> 32 stride-2 stem
+    (about 40x PyTorch). Same ``weight`` parameter (out, in, 3, 3) and init as nn.Conv2d.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, padding: int = 1) -> None:
+        super().__init__()
+        if not 1 <= in_channels <= MAX_DENSE_IN_CHANNELS:
+            raise ValueError(
+                f"Conv3x3: in_channels must be 1..{MAX_DENSE_IN_CHANNELS}, got {in_channels}"
+            )
+        if out_channels < 1:
+            raise ValueError(f"Conv3x3: out_channels must be positive, got {out_channels}")
+        if stride not in _SUPPORTED_STRIDES:
+            raise ValueError(f"Conv3x3: stride must be one of {_SUPPORTED_STRIDES}, got {stride}")
+        if padding not in _SUPPORTED_PADDING:
+            raise ValueError(f"Conv3x3: padding must be one of {_SUPPORTED_PADDING}, got {padding}")
+        self.in_channels, self.out_channels, self.group = in_channels, out_channels, 1
+        self.kernel_size = (KERNEL, KERNEL)
+        self.stride, self.padding = stride, padding
+        std = math.sqrt(2.0 / (KERNEL * KERNEL * out_channels))
+        self.weight = Parameter(
+            initializer(Normal(sigma=std), [out_channels, in_channels, KERNEL, KERNEL], ms.float32),
+            name="weight",
+        )
+        self._op, _ = _kernels(stride, padding, "conv3x3")
+
+    def construct(self, x):
+        return self._op(x, self.weight)
+
+    def extend_repr(self) -> str:
+        return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, kernel_size=3, "
+                f"stride={self.stride}, padding={self.padding}")
+
+
 def reference_depthwise(channels: int, stride: int, padding: int = 1) -> nn.Conv2d:
     """MindSpore's own depthwise convolution with the same parameter layout (the slow reference)."""
     std = math.sqrt(2.0 / (KERNEL * KERNEL * channels))
@@ -135,25 +178,66 @@ def depthwise_conv2d(channels: int, stride: int, fast: bool = True, padding: int
 
 def is_replaceable_depthwise(cell: nn.Cell) -> bool:
     """True for an nn.Conv2d that DepthwiseConv2d computes exactly (3x3, group = channels, no bias)."""
-    if not isinstance(cell, nn.Conv2d):
-        return False
-    stride = cell.stride[-1] if isinstance(cell.stride, tuple) else cell.stride
-    padding = cell.padding if isinstance(cell.padding, int) else None
-    if isinstance(cell.padding, tuple) and len(set(cell.padding)) == 1:
-        padding = cell.padding[0]
-    square_stride = not isinstance(cell.stride, tuple) or len(set(cell.stride[-2:])) == 1
-    dilation = cell.dilation if isinstance(cell.dilation, tuple) else (cell.dilation,)
     return (
-        cell.group == cell.in_channels == cell.out_channels
-        and tuple(cell.kernel_size) == (KERNEL, KERNEL)
-        and cell.pad_mode == "pad"
-        and padding in _SUPPORTED_PADDING
-        and square_stride
-        and stride in _SUPPORTED_STRIDES
-        and set(dilation) == {1}
-        and not cell.has_bias
-        and cell.data_format == "NCHW"
+        isinstance(cell, nn.Conv2d)
+        and cell.group == cell.in_channels == cell.out_channels
+        and _geometry(cell) is not None
     )
+
+
+def _geometry(cell: nn.Conv2d) -> tuple[int, int] | None:
+    """(stride, padding) when ``cell`` is a 3x3, square, undilated, bias-free NCHW 'pad' conv we support."""
+    strides = cell.stride[-2:] if isinstance(cell.stride, tuple) else (cell.stride,)
+    pads = cell.padding if isinstance(cell.padding, tuple) else (cell.padding,)
+    dilation = cell.dilation if isinstance(cell.dilation, tuple) else (cell.dilation,)
+    if len(set(strides)) != 1 or len(set(pads)) != 1 or set(dilation) != {1}:
+        return None
+    if tuple(cell.kernel_size) != (KERNEL, KERNEL) or cell.pad_mode != "pad" or cell.has_bias:
+        return None
+    if cell.data_format != "NCHW" or strides[0] not in _SUPPORTED_STRIDES:
+        return None
+    if pads[0] not in _SUPPORTED_PADDING:
+        return None
+    return strides[0], pads[0]
+
+
+def is_replaceable_dense(cell: nn.Cell) -> bool:
+    """True for a dense (group 1) 3x3 nn.Conv2d with few input channels that Conv3x3 computes exactly."""
+    return (
+        isinstance(cell, nn.Conv2d)
+        and cell.group == 1
+        and cell.in_channels <= MAX_DENSE_IN_CHANNELS
+        and _geometry(cell) is not None
+    )
+
+
+def _swap(network: nn.Cell, match, make) -> int:
+    replaced = 0
+    for _, parent in list(network.cells_and_names()):
+        for child_name, child in list(parent.name_cells().items()):
+            if not match(child):
+                continue
+            fast = make(child)
+            fast.weight = child.weight  # the same Parameter: name, value and optimizer binding kept
+            if isinstance(parent, nn.SequentialCell):
+                parent[int(child_name)] = fast
+            else:
+                setattr(parent, child_name, fast)
+            replaced += 1
+    return replaced
+
+
+def replace_slow_convolutions(network: nn.Cell) -> dict[str, int]:
+    """Swap MindSpore's slow CPU convolutions in ``network`` for the custom kernels, in place.
+
+    Depthwise 3x3 convs become DepthwiseConv2d and dense 3x3 convs with few input channels (the
+    stem) become Conv3x3. Parameters are moved, not copied, so names (checkpoint keys), values and
+    optimizer bindings are unchanged; call it before building the optimizer or compiling. Returns
+    how many of each were replaced.
+    """
+    dense = _swap(network, is_replaceable_dense,
+                  lambda c: Conv3x3(c.in_channels, c.out_channels, *_geometry(c)))
+    return {"depthwise": replace_depthwise(network), "dense": dense}
 
 
 def replace_depthwise(network: nn.Cell) -> int:
@@ -163,18 +247,5 @@ def replace_depthwise(network: nn.Cell) -> int:
     checkpoint keys), values and optimizer bindings are unchanged. Call it before building the
     optimizer or compiling. Returns the number of cells replaced.
     """
-    replaced = 0
-    for _, parent in list(network.cells_and_names()):
-        for child_name, child in list(parent.name_cells().items()):
-            if not is_replaceable_depthwise(child):
-                continue
-            stride = child.stride[-1] if isinstance(child.stride, tuple) else child.stride
-            padding = child.padding if isinstance(child.padding, int) else child.padding[0]
-            fast = DepthwiseConv2d(child.in_channels, KERNEL, stride, padding)
-            fast.weight = child.weight
-            if isinstance(parent, nn.SequentialCell):
-                parent[int(child_name)] = fast
-            else:
-                setattr(parent, child_name, fast)
-            replaced += 1
-    return replaced
+    return _swap(network, is_replaceable_depthwise,
+                 lambda c: DepthwiseConv2d(c.in_channels, KERNEL, *_geometry(c)))
