@@ -165,3 +165,32 @@ def test_a_broken_example_is_reported_with_field_paths(tmp_path: Path):
     with pytest.raises(api.SpecError) as caught:
         api.parse_job(api.load_job_file(broken))
     assert any(path == "spec.replicas" for path, _ in caught.value.problems)
+
+
+def _restricted_problems():
+    """The Pod Security "restricted" check shared with tests/chart (loaded by path: no package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("chartlib_psa", ROOT / "tests" / "chart" / "chartlib.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.restricted_problems
+
+
+# What keeps each example from the restricted profile: only what its user chose (hostPath, NFS)
+# or the Ascend profile's documented exception (driver hostPaths, root).
+EXPECTED_EXCEPTIONS = {
+    "cpu-quickstart.yaml": {"volume dataset uses {'hostPath'}", "volume output uses {'hostPath'}"},
+    "volcano-gang.yaml": {"volume dataset uses {'nfs'}"},
+    "ascend-2x8-train.yaml": {
+        "volume ascend-driver uses {'hostPath'}", "volume ascend-dcmi uses {'hostPath'}",
+        "trainer: runAsNonRoot must be true",
+    },
+}
+
+
+@pytest.mark.parametrize("path", JOBS, ids=lambda p: p.name)
+def test_trainer_pods_are_restricted_wherever_the_platform_allows(path: Path):
+    check = _restricted_problems()
+    for pod in _pods(_objects(path.name)):
+        assert set(check(pod["spec"])) == EXPECTED_EXCEPTIONS.get(path.name, set()), pod["metadata"]["name"]
