@@ -496,7 +496,7 @@ class Supervisor:
                     running += 1
                     continue
                 child.code = exit_code_of(rc)
-                self._on_exit(child)
+                self._on_exit(child, rc)
             if running == 0:
                 break
             self._signal_scheduler_when_alone()
@@ -521,14 +521,21 @@ class Supervisor:
             child.reader.join(timeout=5)
         return self._result()
 
-    def _on_exit(self, child: _Child) -> None:
+    def _on_exit(self, child: _Child, returncode: int) -> None:
         code = child.code
         assert code is not None
         if code == 0:
             self.say(f"{child.spec.name} finished")
             return
-        info = describe(code)
-        self.say(f"{child.spec.name} exited {code} ({info.reason}: {info.meaning})")
+        if returncode < 0:  # died of the signal itself: it did not save anything on its own
+            try:
+                what = signal.Signals(-returncode).name
+            except ValueError:
+                what = f"signal {-returncode}"
+            self.say(f"{child.spec.name} was killed by {what} (exit {code})")
+        else:
+            info = describe(code)
+            self.say(f"{child.spec.name} exited {code} ({info.reason}: {info.meaning})")
         if self._stop_reason is None and self.first_failure is None:
             self.first_failure = (child.spec.name, code)
             self.stop(f"{child.spec.name} failed")
