@@ -163,3 +163,11 @@ def test_helm_installs_both_crds_before_the_templates():
     assert names == {
         "mobilenetv2trainjobs.training.mindspore.io", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"
     }
+
+
+def test_chart_readme_is_generated_from_values_and_rules():
+    generator = _generator()
+    assert (CHART / "README.md").read_text() == generator.readme_text(), f"README.md is stale: {REGENERATE}"
+    keys = [key for key, _, _ in generator.documented_values((CHART / "values.yaml").read_text())]
+    assert "monitoring.serviceMonitor.interval" in keys and "operatorConfig" in keys
+    assert len(keys) == len(set(keys))
