@@ -184,3 +184,24 @@ def test_an_invalid_manifest_exits_64_naming_the_field(tmp_path: Path) -> None:
     )
     assert done.returncode == 64
     assert "spec.replicas" in done.stderr and str(manifest) in done.stderr
+
+
+def test_volume_override_maps_a_pod_volume_to_a_local_folder(tmp_path: Path) -> None:
+    local = localrun.plan_local_pods(
+        _pods(_job(tmp_path)), job_name="quick", run_dir=tmp_path / "run", base_dir=tmp_path,
+        base_env={}, overrides={"dataset": tmp_path / "digits", "output": tmp_path / "out"},
+    )
+    config = json.loads(local[1].spec.env[le.TRAINING_CONFIG])
+    assert config["dataset_path"] == str(tmp_path / "digits" / "train")
+    assert config["output_dir"] == str(tmp_path / "out")
+
+
+def test_unknown_volume_override_is_named(tmp_path: Path) -> None:
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump(_job(tmp_path)))
+    done = subprocess.run(
+        [sys.executable, "-m", "mnv2", "run", "--dry-run", "--volume", "datasets=/x", str(manifest)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 64
+    assert "--volume datasets: the pods have no such volume" in done.stderr

@@ -23,7 +23,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -113,9 +113,12 @@ def trainer_container(pod: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def local_volume_dirs(
-    pod: Mapping[str, Any], *, job_name: str, run_dir: Path, base_dir: Path
+    pod: Mapping[str, Any], *, job_name: str, run_dir: Path, base_dir: Path,
+    overrides: Mapping[str, Path] | None = None,
 ) -> dict[str, Path | None]:
     """Where each of the pod's volumes lives here.
+
+    `overrides` (`mnv2 run --volume NAME=DIR`) wins for the volumes it names. Otherwise:
 
     hostPath: its own path (a relative one, meaningless on a node, is taken relative to the
     manifest, which makes repository examples runnable); emptyDir on /dev/shm: nothing (the local
@@ -124,9 +127,12 @@ def local_volume_dirs(
     dirs: dict[str, Path | None] = {}
     container = trainer_container(pod)
     shm = {m["name"] for m in container.get("volumeMounts") or [] if m.get("mountPath") == "/dev/shm"}
+    overrides = overrides or {}
     for volume in (pod.get("spec") or {}).get("volumes") or []:
         name = volume["name"]
-        if "hostPath" in volume:
+        if name in overrides:
+            dirs[name] = overrides[name].resolve()
+        elif "hostPath" in volume:
             path = Path(volume["hostPath"]["path"])
             dirs[name] = path if path.is_absolute() else (base_dir / path).resolve()
         elif "emptyDir" in volume and name in shm:
@@ -233,11 +239,14 @@ def local_pod(
     scheduler_port: int,
     metrics_port: int | None,
     base_env: Mapping[str, str],
+    overrides: Mapping[str, Path] | None = None,
 ) -> LocalPod:
     """One rendered Pod -> the local process that plays it (pure apart from hostname lookups)."""
     name = pod["metadata"]["name"]
     container = trainer_container(pod)
-    volume_dirs = local_volume_dirs(pod, job_name=job_name, run_dir=run_dir, base_dir=base_dir)
+    volume_dirs = local_volume_dirs(
+        pod, job_name=job_name, run_dir=run_dir, base_dir=base_dir, overrides=overrides
+    )
     mounts = mounts_of(container, volume_dirs)
     pod_env = resolve_env(pod, container)
     if pod_env.get(le.LAUNCH_MODE) == le.LaunchMode.RANK_TABLE:
@@ -323,6 +332,16 @@ class RunOptions:
     progress_interval: float = 10.0
     grace: float = 30.0
     out: IO[str] | None = None
+    volumes: dict[str, Path] = field(default_factory=dict)  # --volume NAME=DIR
+
+
+def _check_overrides(pods: list[dict[str, Any]], overrides: Mapping[str, Path]) -> None:
+    names = {v["name"] for pod in pods for v in (pod.get("spec") or {}).get("volumes") or []}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ConfigError(
+            f"--volume {unknown[0]}: the pods have no such volume (they have {', '.join(sorted(names))})"
+        )
 
 
 def _now() -> datetime:
@@ -390,7 +409,8 @@ def _prepare(manifest: Path, options: RunOptions) -> tuple[Any, dict[str, Any], 
 
 
 def plan_local_pods(
-    pods: list[dict[str, Any]], *, job_name: str, run_dir: Path, base_dir: Path, base_env: Mapping[str, str]
+    pods: list[dict[str, Any]], *, job_name: str, run_dir: Path, base_dir: Path, base_env: Mapping[str, str],
+    overrides: Mapping[str, Path] | None = None,
 ) -> list[LocalPod]:
     """Every replica as a local process, with fresh free ports (one scheduler port, a metrics block each)."""
     scheduler_port = free_port()
@@ -402,7 +422,7 @@ def plan_local_pods(
         used.update(range(metrics, metrics + devices))
         local_pods.append(local_pod(
             pod, job_name=job_name, run_dir=run_dir, base_dir=base_dir,
-            scheduler_port=scheduler_port, metrics_port=metrics, base_env=base_env,
+            scheduler_port=scheduler_port, metrics_port=metrics, base_env=base_env, overrides=overrides,
         ))  # fmt: skip
     return local_pods
 
@@ -412,9 +432,10 @@ def dry_run(manifest: Path, options: RunOptions) -> int:
     import yaml
 
     job, _, _, pods = _prepare(manifest, options)
+    _check_overrides(pods, options.volumes)
     local_pods = plan_local_pods(
         pods, job_name=job.name, run_dir=options.run_dir.resolve(),
-        base_dir=manifest.resolve().parent, base_env={},
+        base_dir=manifest.resolve().parent, base_env={}, overrides=options.volumes,
     )
     plan = [
         {"pod": lp.name, "argv": lp.spec.argv, "env": dict(sorted(lp.spec.env.items()))} for lp in local_pods
@@ -440,13 +461,17 @@ def run_job(manifest: Path, options: RunOptions) -> int:
     job, raw, objects, pods = _prepare(manifest, options)
     base_dir = manifest.resolve().parent
     run_dir = options.run_dir.resolve()
-    _write_config_maps(objects, pods, job_name=job.name, run_dir=run_dir, base_dir=base_dir)
+    _check_overrides(pods, options.volumes)
+    _write_config_maps(
+        objects, pods, job_name=job.name, run_dir=run_dir, base_dir=base_dir, overrides=options.volumes
+    )
 
     status: dict[str, Any] = {}
     attempt = 0
     while True:
         local_pods = plan_local_pods(
-            pods, job_name=job.name, run_dir=run_dir, base_dir=base_dir, base_env=os.environ
+            pods, job_name=job.name, run_dir=run_dir, base_dir=base_dir, base_env=os.environ,
+            overrides=options.volumes,
         )
         for lp in local_pods:
             for mount in lp.mounts:
@@ -553,12 +578,15 @@ def _observe(
 
 
 def _write_config_maps(
-    objects: list[dict[str, Any]], pods: list[dict[str, Any]], *, job_name: str, run_dir: Path, base_dir: Path
+    objects: list[dict[str, Any]], pods: list[dict[str, Any]], *, job_name: str, run_dir: Path,
+    base_dir: Path, overrides: Mapping[str, Path],
 ) -> None:
     """configMap volumes: the rendered ConfigMap's keys as files in the volume's local folder."""
     maps = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "ConfigMap"}
     for pod in pods:
-        dirs = local_volume_dirs(pod, job_name=job_name, run_dir=run_dir, base_dir=base_dir)
+        dirs = local_volume_dirs(
+            pod, job_name=job_name, run_dir=run_dir, base_dir=base_dir, overrides=overrides
+        )
         for volume in (pod.get("spec") or {}).get("volumes") or []:
             source = volume.get("configMap")
             if source is None or source.get("name") not in maps:

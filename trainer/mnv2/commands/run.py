@@ -19,6 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where volumes that are not hostPath live: RUN_DIR/<job>/<volume> (default: ./.mnv2-run)",
     )
     parser.add_argument(
+        "--volume", action="append", default=[], metavar="NAME=DIR",
+        help="use local folder DIR for the pod volume NAME (e.g. dataset=./data/digits); repeatable",
+    )
+    parser.add_argument(
         "--operator-config", default=None,
         help="operator configuration file (platform profiles); default: the built-in profiles",
     )
@@ -36,12 +40,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _volumes(items: list[str]) -> dict[str, Path]:
+    from mnv2.exitcodes import ConfigError
+
+    volumes = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise ConfigError(f"--volume {item!r}: expected NAME=DIR")
+        volumes[name] = Path(folder)
+    return volumes
+
+
 def run(args: argparse.Namespace) -> int:
     from mnv2 import localrun
 
     options = localrun.RunOptions(
         run_dir=args.run_dir, operator_config=args.operator_config,
-        progress_interval=args.progress_interval, grace=args.grace,
+        progress_interval=args.progress_interval, grace=args.grace, volumes=_volumes(args.volume),
     )
     if args.dry_run:
         return localrun.dry_run(args.job, options)
