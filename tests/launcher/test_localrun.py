@@ -205,3 +205,15 @@ def test_unknown_volume_override_is_named(tmp_path: Path) -> None:
     )
     assert done.returncode == 64
     assert "--volume datasets: the pods have no such volume" in done.stderr
+
+
+def test_host_path_types_are_checked_like_kubelet(tmp_path: Path) -> None:
+    job = _job(tmp_path)
+    job["spec"]["dataset"]["volume"]["hostPath"]["type"] = "Directory"
+    output = {"path": str(tmp_path / "new" / "out"), "type": "DirectoryOrCreate"}
+    job["spec"]["output"]["volume"] = {"hostPath": output}
+    pods = _pods(job)
+    localrun._prepare_host_paths(pods, {"dataset": tmp_path / "elsewhere"})  # mapped away: not checked
+    assert (tmp_path / "new" / "out").is_dir()
+    with pytest.raises(ConfigError, match=r"volume dataset: hostPath .*/data is not a directory"):
+        localrun._prepare_host_paths(pods, {})

@@ -335,6 +335,26 @@ class RunOptions:
     volumes: dict[str, Path] = field(default_factory=dict)  # --volume NAME=DIR
 
 
+def _prepare_host_paths(pods: list[dict[str, Any]], overrides: Mapping[str, Path]) -> None:
+    """What kubelet checks before a pod starts: hostPath `type` DirectoryOrCreate creates the
+    folder, Directory/File require it (a clear error here instead of a trainer failing later)."""
+    for pod in pods:
+        for volume in (pod.get("spec") or {}).get("volumes") or []:
+            source = volume.get("hostPath")
+            if source is None or volume["name"] in overrides:
+                continue
+            path, kind = Path(source["path"]), source.get("type") or ""
+            if kind == "DirectoryOrCreate":
+                path.mkdir(parents=True, exist_ok=True)
+            elif kind == "Directory" and not path.is_dir():
+                raise ConfigError(
+                    f"volume {volume['name']}: hostPath {path} is not a directory (type Directory); "
+                    f"create it, or map the volume with --volume {volume['name']}=DIR"
+                )
+            elif kind == "File" and not path.is_file():
+                raise ConfigError(f"volume {volume['name']}: hostPath {path} is not a file (type File)")
+
+
 def _check_overrides(pods: list[dict[str, Any]], overrides: Mapping[str, Path]) -> None:
     names = {v["name"] for pod in pods for v in (pod.get("spec") or {}).get("volumes") or []}
     unknown = sorted(set(overrides) - names)
@@ -462,6 +482,7 @@ def run_job(manifest: Path, options: RunOptions) -> int:
     base_dir = manifest.resolve().parent
     run_dir = options.run_dir.resolve()
     _check_overrides(pods, options.volumes)
+    _prepare_host_paths(pods, options.volumes)
     _write_config_maps(
         objects, pods, job_name=job.name, run_dir=run_dir, base_dir=base_dir, overrides=options.volumes
     )
