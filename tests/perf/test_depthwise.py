@@ -116,6 +116,22 @@ def test_dense_stem_kernel_matches_nn_conv2d(shape, out_channels, graph_mode):
     _compare(shape, seed=5, out_channels=out_channels)
 
 
+def test_dense_kernel_without_input_gradient(graph_mode):
+    """input_grad=False: same forward and weight gradient, zeros for the input."""
+    rng = np.random.default_rng(2)
+    weight = Tensor(rng.standard_normal((6, 3, 3, 3)).astype(np.float32))
+    x = Tensor(rng.standard_normal((2, 3, 11, 12)).astype(np.float32))
+    g = Tensor(rng.standard_normal((2, 6, 6, 6)).astype(np.float32))
+    full, stem = Conv3x3(3, 6, 2, 1), Conv3x3(3, 6, 2, 1, input_grad=False)
+    full.weight.set_data(weight)
+    stem.weight.set_data(weight)
+    y_full, dx_full, dw_full = _run(full, x, g)
+    y_stem, dx_stem, dw_stem = _run(stem, x, g)
+    np.testing.assert_array_equal(y_stem, y_full)
+    np.testing.assert_allclose(dw_stem, dw_full, rtol=1e-6)
+    assert not dx_stem.any() and dx_full.any()
+
+
 def test_parameters_match_nn_conv2d_for_checkpoints():
     """Same parameter name, shape and initial scale as the zoo's nn.Conv2d, so checkpoints load."""
     fast, ref = DepthwiseConv2d(96, stride=2), reference_depthwise(96, 2)

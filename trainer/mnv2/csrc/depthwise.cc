@@ -168,40 +168,62 @@ void wgrad_s2(const float *__restrict ev, const float *__restrict od, int64_t ha
   }
 }
 
-// Input gradient of one plane, stride 2. dyp is dy padded by one zero row/column before and one
-// zero row after: dyp[(m+1)*cols + (j+1)] = dy[m][j], cols = ow + 2. Padded-input row r = 2m
-// (+1 for odd) gathers from dy rows m and m-1; its even/odd columns are formed separately, then
-// interleaved into dx (added to it when ACC), dropping the padding P.
+// Input gradient of one plane, stride 2, in the even/odd split form of the padded input.
+// dyp is dy padded by one zero row/column before and one zero row after:
+// dyp[(m+1)*cols + (j+1)] = dy[m][j], cols = ow + 2. Padded-input row r = 2m (+1 when odd)
+// gathers from dy rows m and m-1. For padded rows r = pad .. pad + h - 1 this writes (or adds, when
+// ACC) the even columns to ev[(r - pad) * half + j] and the odd ones to od[...], half = ow + 1.
 template <bool ACC = false>
-void igrad_s2(const float *__restrict dyp, int64_t cols, const float *__restrict k, float *__restrict dx,
-              int64_t h, int64_t w, int64_t pad, float *__restrict erow, float *__restrict orow) {
-  const int64_t half = cols - 1;  // ow + 1 even/odd columns cover padded columns 0 .. 2*ow + 1
+void igrad_s2_split(const float *__restrict dyp, int64_t cols, const float *__restrict k, int64_t h,
+                    int64_t pad, float *__restrict ev, float *__restrict od) {
+  const int64_t half = cols - 1;
   for (int64_t ih = 0; ih < h; ++ih) {
     const int64_t r = ih + pad;
     const int64_t m = r >> 1;
     const float *cur = dyp + (m + 1) * cols + 1;  // dy row m, with cur[-1] == 0
     const float *prev = dyp + m * cols + 1;       // dy row m - 1
+    float *erow = ev + ih * half;
+    float *orow = od + ih * half;
     if ((r & 1) == 0) {
       const float a = k[0], b = k[1], c = k[2], d = k[6], e = k[7], f = k[8];
 #pragma omp simd
       for (int64_t j = 0; j < half; ++j) {
-        erow[j] = cur[j] * a + cur[j - 1] * c + prev[j] * d + prev[j - 1] * f;
-        orow[j] = cur[j] * b + prev[j] * e;
+        const float ve = cur[j] * a + cur[j - 1] * c + prev[j] * d + prev[j - 1] * f;
+        const float vo = cur[j] * b + prev[j] * e;
+        erow[j] = ACC ? erow[j] + ve : ve;
+        orow[j] = ACC ? orow[j] + vo : vo;
       }
     } else {
       const float a = k[3], b = k[4], c = k[5];
 #pragma omp simd
       for (int64_t j = 0; j < half; ++j) {
-        erow[j] = cur[j] * a + cur[j - 1] * c;
-        orow[j] = cur[j] * b;
+        const float ve = cur[j] * a + cur[j - 1] * c;
+        const float vo = cur[j] * b;
+        erow[j] = ACC ? erow[j] + ve : ve;
+        orow[j] = ACC ? orow[j] + vo : vo;
       }
     }
+  }
+}
+
+// dx[ih][iw] = padded[ih + pad][iw + pad], read back from the even/odd split rows.
+void interleave(const float *__restrict ev, const float *__restrict od, int64_t half, float *__restrict dx,
+                int64_t h, int64_t w, int64_t pad) {
+  // Column iw + pad is odd (from od) when iw + pad is odd, else even (from ev).
+  const float *first = pad ? od : ev;   // source of even iw
+  const float *second = pad ? ev : od;  // source of odd iw
+  const int64_t shift = pad;            // odd iw = 2t + 1 reads second[t + shift]
+  for (int64_t ih = 0; ih < h; ++ih) {
+    const float *a = first + ih * half;
+    const float *b = second + ih * half + shift;
     float *out = dx + ih * w;
-    for (int64_t iw = 0; iw < w; ++iw) {
-      const int64_t cc = iw + pad;
-      const float v = (cc & 1) ? orow[cc >> 1] : erow[cc >> 1];
-      out[iw] = ACC ? out[iw] + v : v;
+    const int64_t pairs = w / 2;
+#pragma omp simd
+    for (int64_t t = 0; t < pairs; ++t) {
+      out[2 * t] = a[t];
+      out[2 * t + 1] = b[t];
     }
+    if (w & 1) out[w - 1] = a[pairs];
   }
 }
 
@@ -288,9 +310,12 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
         float *od = ev + rows * cols;
         pad_plane_split(xs, d.h, d.w, ev, od, rows, cols, P, P);
         wgrad_s2(ev, od, cols, g, d.oh, d.ow, acc);
-        float *gp = scratch2(yrows * ycols + 2 * ycols);
+        const int64_t half = ycols - 1;
+        float *gp = scratch2(yrows * ycols + 2 * d.h * half);
+        float *gev = gp + yrows * ycols, *god = gev + d.h * half;
         pad_plane(g, d.oh, d.ow, gp, yrows, ycols, 1, 1);
-        igrad_s2(gp, ycols, k, gx, d.h, d.w, P, gp + yrows * ycols, gp + yrows * ycols + ycols);
+        igrad_s2_split<false>(gp, ycols, k, d.h, P, gev, god);
+        interleave(gev, god, half, gx, d.h, d.w, P);
       }
     }
     for (int i = 0; i < K * K; ++i) dw[c * K * K + i] = static_cast<float>(acc[i]);
@@ -306,6 +331,7 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
 // small CI only.
 //   mnv2_conv3x3_fwd_s{S}_p{P}(x[N,CI,H,W], w[CO,CI,3,3]) -> y[N,CO,OH,OW]
 //   mnv2_conv3x3_bwd_s{S}_p{P}(dy, x, w) -> dx[N,CI,H,W], dw[CO,CI,3,3]
+//   mnv2_conv3x3_wgrad_s{S}_p{P}(dy, x, w) -> dw[CO,CI,3,3]   (input needs no gradient: the images)
 
 // Pads every plane of t (planes x h x w) into buf, plane_size floats apart.
 template <int S, int P>
@@ -357,18 +383,21 @@ int dense_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
   return 0;
 }
 
-template <int S, int P>
+// DX false: the weight gradient only (outputs: dw), for a layer whose input needs no gradient.
+template <int S, int P, bool DX>
 int dense_backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (!check(nparam, 5, ndims, dtypes)) return 1;
+  if (!check(nparam, DX ? 5 : 4, ndims, dtypes)) return 1;
   const float *dy = static_cast<const float *>(params[0]);
   const float *x = static_cast<const float *>(params[1]);
   const float *wt = static_cast<const float *>(params[2]);
-  float *dx = static_cast<float *>(params[3]);
-  float *dw = static_cast<float *>(params[4]);
+  float *dx = DX ? static_cast<float *>(params[3]) : nullptr;
+  float *dw = static_cast<float *>(params[DX ? 4 : 3]);
+  int64_t *dw_shape = shapes[DX ? 4 : 3];
   const int64_t n = shapes[1][0], ci = shapes[1][1], h = shapes[1][2], w = shapes[1][3];
   const int64_t co = shapes[2][0], oh = shapes[0][2], ow = shapes[0][3];
   if (shapes[0][0] != n || shapes[0][1] != co || shapes[2][1] != ci) return 2;
-  if (shapes[3][2] != h || shapes[3][3] != w || shapes[4][0] != co || shapes[4][1] != ci) return 2;
+  if (dw_shape[0] != co || dw_shape[1] != ci) return 2;
+  if (DX && (shapes[3][2] != h || shapes[3][3] != w)) return 2;
   if (oh != (h + 2 * P - K) / S + 1 || ow != (w + 2 * P - K) / S + 1) return 3;
   const int64_t rows = S * (oh - 1) + K, cols = S == 1 ? ow + 2 : ow + 1;
   std::vector<float> xp;
@@ -391,6 +420,7 @@ int dense_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
     }
     for (int64_t j = 0; j < ci * K * K; ++j) dw[o * ci * K * K + j] = static_cast<float>(acc[j]);
   }
+  if (!DX) return 0;
   // Input gradient: pad every dy plane once, then each (n, ci) plane sums CO contributions.
   const int64_t q = K - 1 - P;
   const int64_t grows = S == 1 ? oh + 2 * q : oh + 2, gcols = S == 1 ? ow + 2 * q : ow + 2;
@@ -408,7 +438,8 @@ int dense_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   for (int64_t pl = 0; pl < n * ci; ++pl) {
     const int64_t b = pl / ci, i = pl % ci;
     float *gx = dx + pl * h * w;
-    float *rowbuf = scratch(2 * gcols);
+    const int64_t half = gcols - 1;
+    float *gev = scratch(2 * h * half), *god = gev + h * half;
     for (int64_t o = 0; o < co; ++o) {
       const float *g = gp.data() + (b * co + o) * gsz;
       const float *k = wt + (o * ci + i) * K * K;
@@ -418,12 +449,13 @@ int dense_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
         if (o == 0) corr_s1<false>(g, gcols, flipped, gx, h, w); else corr_s1<true>(g, gcols, flipped, gx, h, w);
       } else {
         if (o == 0) {
-          igrad_s2<false>(g, gcols, k, gx, h, w, P, rowbuf, rowbuf + gcols);
+          igrad_s2_split<false>(g, gcols, k, h, P, gev, god);
         } else {
-          igrad_s2<true>(g, gcols, k, gx, h, w, P, rowbuf, rowbuf + gcols);
+          igrad_s2_split<true>(g, gcols, k, h, P, gev, god);
         }
       }
     }
+    if (S == 2) interleave(gev, god, half, gx, h, w, P);
   }
   return 0;
 }
@@ -452,7 +484,11 @@ MNV2_DW_EXPORT(2, 1)
   }                                                                                                       \
   extern "C" int mnv2_conv3x3_bwd_s##S##_p##P(int nparam, void **params, int *ndims, int64_t **shapes,    \
                                               const char **dtypes, void *, void *) {                     \
-    return dense_backward<S, P>(nparam, params, ndims, shapes, dtypes);                                   \
+    return dense_backward<S, P, true>(nparam, params, ndims, shapes, dtypes);                             \
+  }                                                                                                       \
+  extern "C" int mnv2_conv3x3_wgrad_s##S##_p##P(int nparam, void **params, int *ndims, int64_t **shapes,  \
+                                                const char **dtypes, void *, void *) {                   \
+    return dense_backward<S, P, false>(nparam, params, ndims, shapes, dtypes);                            \
   }
 
 MNV2_CONV_EXPORT(1, 0)

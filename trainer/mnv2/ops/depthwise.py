@@ -29,43 +29,52 @@ def _out_size(size: int, stride: int, padding: int) -> int:
 
 
 @cache
-def _kernels(stride: int, padding: int, kind: str = "dw3x3") -> tuple[ops.Custom, ops.Custom]:
-    """The forward Custom op (its bprop wired to the backward op) for one kind, stride and padding.
+def _kernels(stride: int, padding: int, kind: str = "dw3x3", input_grad: bool = True) -> ops.Custom:
+    """The forward Custom op, its bprop wired to the backward kernel, for one geometry.
 
-    kind: ``dw3x3`` (depthwise) or ``conv3x3`` (dense, few input channels). Cached so every cell
-    with the same geometry shares one primitive pair.
+    kind: ``dw3x3`` (depthwise) or ``conv3x3`` (dense, few input channels). With ``input_grad``
+    False (dense only) the backward computes the weight gradient alone and returns zeros for the
+    input, which is right only where the input needs no gradient (a network's image batch).
+    Cached so every cell with the same geometry shares one primitive.
     """
     lib = build("depthwise")
     suffix = f"s{stride}_p{padding}"
 
-    def bwd_shape(dy, x, w):
-        return x, w
+    if input_grad:
+        backward = ops.Custom(
+            f"{lib}:mnv2_{kind}_bwd_{suffix}",
+            out_shape=lambda dy, x, w: (x, w),
+            out_dtype=lambda dy, x, w: (x, w),
+            func_type="aot",
+        )
 
-    def bwd_dtype(dy, x, w):
-        return x, w
+        def bprop(x, w, out, dout):
+            dx, dw = backward(dout, x, w)
+            return dx, dw
+    else:
+        if kind != "conv3x3":
+            raise ValueError("input_grad=False is only offered for the dense kernel")
+        wgrad = ops.Custom(
+            f"{lib}:mnv2_{kind}_wgrad_{suffix}",
+            out_shape=lambda dy, x, w: w,
+            out_dtype=lambda dy, x, w: w,
+            func_type="aot",
+        )
+        zeros_like = ops.ZerosLike()
 
-    backward = ops.Custom(
-        f"{lib}:mnv2_{kind}_bwd_{suffix}", out_shape=bwd_shape, out_dtype=bwd_dtype, func_type="aot"
-    )
+        def bprop(x, w, out, dout):
+            return zeros_like(x), wgrad(dout, x, w)
 
     def fwd_shape(x, w):
         return [x[0], w[0], _out_size(x[2], stride, padding), _out_size(x[3], stride, padding)]
 
-    def fwd_dtype(x, w):
-        return x
-
-    def bprop(x, w, out, dout):
-        dx, dw = backward(dout, x, w)
-        return dx, dw
-
-    forward = ops.Custom(
+    return ops.Custom(
         f"{lib}:mnv2_{kind}_fwd_{suffix}",
         out_shape=fwd_shape,
-        out_dtype=fwd_dtype,
+        out_dtype=lambda x, w: x,
         func_type="aot",
         bprop=bprop,
     )
-    return forward, backward
 
 
 class DepthwiseConv2d(nn.Cell):
@@ -99,7 +108,7 @@ class DepthwiseConv2d(nn.Cell):
         self.weight = Parameter(
             initializer(Normal(sigma=std), [channels, 1, KERNEL, KERNEL], ms.float32), name="weight"
         )
-        self._op, _ = _kernels(stride, padding)
+        self._op = _kernels(stride, padding)
 
     def construct(self, x):
         return self._op(x, self.weight)
@@ -118,9 +127,12 @@ class Conv3x3(nn.Cell):
 
     MindSpore 2.10's CPU Conv2D spends seconds per step on MobileNetV2's 3 -> 32 stride-2 stem
     (about 40x PyTorch). Same ``weight`` parameter (out, in, 3, 3) and init as nn.Conv2d.
+    ``input_grad=False`` skips the input gradient (returns zeros): for a layer fed the images.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, padding: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int = 1, padding: int = 1, input_grad: bool = True
+    ) -> None:
         super().__init__()
         if not 1 <= in_channels <= MAX_DENSE_IN_CHANNELS:
             raise ValueError(
@@ -134,20 +146,20 @@ class Conv3x3(nn.Cell):
             raise ValueError(f"Conv3x3: padding must be one of {_SUPPORTED_PADDING}, got {padding}")
         self.in_channels, self.out_channels, self.group = in_channels, out_channels, 1
         self.kernel_size = (KERNEL, KERNEL)
-        self.stride, self.padding = stride, padding
+        self.stride, self.padding, self.input_grad = stride, padding, input_grad
         std = math.sqrt(2.0 / (KERNEL * KERNEL * out_channels))
         self.weight = Parameter(
             initializer(Normal(sigma=std), [out_channels, in_channels, KERNEL, KERNEL], ms.float32),
             name="weight",
         )
-        self._op, _ = _kernels(stride, padding, "conv3x3")
+        self._op = _kernels(stride, padding, "conv3x3", input_grad)
 
     def construct(self, x):
         return self._op(x, self.weight)
 
     def extend_repr(self) -> str:
         return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, kernel_size=3, "
-                f"stride={self.stride}, padding={self.padding}")
+                f"stride={self.stride}, padding={self.padding}, input_grad={self.input_grad}")
 
 
 def reference_depthwise(channels: int, stride: int, padding: int = 1) -> nn.Conv2d:
@@ -227,16 +239,21 @@ def _swap(network: nn.Cell, match, make) -> int:
     return replaced
 
 
-def replace_slow_convolutions(network: nn.Cell) -> dict[str, int]:
+def replace_slow_convolutions(network: nn.Cell, dense_input_grad: bool = True) -> dict[str, int]:
     """Swap MindSpore's slow CPU convolutions in ``network`` for the custom kernels, in place.
 
     Depthwise 3x3 convs become DepthwiseConv2d and dense 3x3 convs with few input channels (the
     stem) become Conv3x3. Parameters are moved, not copied, so names (checkpoint keys), values and
-    optimizer bindings are unchanged; call it before building the optimizer or compiling. Returns
-    how many of each were replaced.
+    optimizer bindings are unchanged; call it before building the optimizer or compiling. Pass
+    ``dense_input_grad=False`` when the dense convs only ever see the input images (MobileNetV2's
+    stem): their input gradient, a third of the stem's backward cost, is then skipped. Returns how
+    many of each were replaced.
     """
-    dense = _swap(network, is_replaceable_dense,
-                  lambda c: Conv3x3(c.in_channels, c.out_channels, *_geometry(c)))
+
+    def make(conv: nn.Conv2d) -> Conv3x3:
+        return Conv3x3(conv.in_channels, conv.out_channels, *_geometry(conv), input_grad=dense_input_grad)
+
+    dense = _swap(network, is_replaceable_dense, make)
     return {"depthwise": replace_depthwise(network), "dense": dense}
 
 
