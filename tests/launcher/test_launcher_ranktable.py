@@ -187,3 +187,12 @@ def test_launch_times_out_with_exit_75(tmp_path: Path, launch_process) -> None:
     assert f"rank table {path} did not reach status 'completed' within 1s" in text
     assert "last seen: status 'initializing'" in text
     assert not list(tmp_path.glob("rank*.json")), "no trainer may start without the table"
+
+
+def test_sigterm_while_waiting_for_the_table_ends_the_launch(tmp_path: Path, launch_process) -> None:
+    path = tmp_path / "hccl.json"
+    _write(path, {"status": "initializing"})
+    proc, output = launch_process(_pod_env(0, path), "--", *child_argv("env", str(tmp_path)))
+    output.wait_for(lambda lines: any("status 'initializing'" in line for line in lines))
+    proc.terminate()
+    assert proc.wait(timeout=30) == 143

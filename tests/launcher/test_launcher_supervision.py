@@ -118,3 +118,16 @@ def test_failing_child_code_is_the_launch_exit_code_end_to_end(launch_process, t
     proc, output = launch_process(_dynamic(devices=2), "--", *argv)
     assert proc.wait(timeout=30) == 65
     assert "[launcher] rank 0 exited 65 (InvalidInput" in output.text()
+
+
+def test_an_unresolvable_scheduler_host_is_waited_for_then_reported(launch_process, tmp_path) -> None:
+    env = _dynamic(devices=2) | {
+        le.SCHEDULER_HOST: "job-0.job.nowhere.invalid",
+        launcher.SCHEDULER_DNS_TIMEOUT: "1",
+    }
+    proc, output = launch_process(env, "--", *child_argv("env", str(tmp_path)))
+    assert proc.wait(timeout=60) == 0
+    text = output.text()
+    assert "waiting up to 1s for the scheduler host 'job-0.job.nowhere.invalid' to resolve" in text
+    assert "did not resolve within 1s; starting anyway" in text
+    assert json.loads((tmp_path / "rank1.json").read_text())["MS_SCHED_HOST"] == "job-0.job.nowhere.invalid"

@@ -320,6 +320,7 @@ def wait_for_host(
     timeout: float,
     *,
     interval: float = 1.0,
+    log: Callable[[str], None] = lambda message: None,
     resolve: Callable[[str], object] = socket.gethostbyname,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
@@ -330,12 +331,15 @@ def wait_for_host(
     appears into one clear log line instead of a stream of connection errors.
     """
     deadline = clock() + timeout
+    logged = False
     while True:
         try:
             resolve(host)
             return True
-        except OSError:
-            pass
+        except OSError as exc:
+            if not logged:
+                log(f"waiting up to {timeout:g}s for the scheduler host {host!r} to resolve ({exc})")
+                logged = True
         remaining = deadline - clock()
         if remaining <= 0:
             return False

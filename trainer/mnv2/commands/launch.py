@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 HELP = "start and supervise this pod's trainer processes (container entry point)"
@@ -29,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # the CLI turns it into exit 143 (Interrupted)
+
+
 def _log(message: str) -> None:
     print(f"[launcher] {message}", flush=True)
 
@@ -37,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from mnv2 import launchenv as le
     from mnv2 import launcher
 
+    # PID 1 in a container ignores signals it has no handler for: until the supervisor takes
+    # over, a SIGTERM (pod deleted while waiting for the rank table or DNS) ends the launch at once.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _interrupted)
     env = dict(os.environ)
     child = list(args.child)
     if child and child[0] == "--":
@@ -63,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if mode is le.LaunchMode.DYNAMIC:
         host = specs[0].env[le.MS_SCHED_HOST]
         timeout = launcher.scheduler_dns_timeout(env)
-        if not launcher.wait_for_host(host, timeout):
+        if not launcher.wait_for_host(host, timeout, log=_log):
             _log(f"scheduler host {host!r} did not resolve within {timeout:g}s; starting anyway "
                  "(MindSpore keeps retrying until MS_TOPO_TIMEOUT)")
     supervisor = launcher.Supervisor(specs, grace=launcher.stop_grace(env))
