@@ -196,3 +196,15 @@ def test_sigterm_while_waiting_for_the_table_ends_the_launch(tmp_path: Path, lau
     output.wait_for(lambda lines: any("status 'initializing'" in line for line in lines))
     proc.terminate()
     assert proc.wait(timeout=30) == 143
+
+
+def test_a_single_server_table_outside_kubernetes_needs_no_pod_identity(tmp_path: Path) -> None:
+    doc = _table()
+    doc["server_list"], doc["server_count"] = doc["server_list"][:1], "1"
+    env = _pod_env(0, tmp_path / "hccl.json", **{le.REPLICAS: 1})
+    del env[le.POD_IP], env[le.POD_NAME]
+    specs = launcher.plan_processes(env, parse_rank_table(doc))
+    assert [(s.env[le.RANK_ID], s.env[le.DEVICE_ID]) for s in specs] == [(str(d), str(d)) for d in range(8)]
+    two = parse_rank_table(_table())
+    with pytest.raises(ConfigError, match="no server for this pod"):
+        launcher.plan_processes(env | {le.REPLICAS: "2"}, two)

@@ -234,7 +234,12 @@ def _plan_rank_table(
 
 
 def _find_server(table: RankTable, path: Path, *, pod_ip: str | None, pod_name: str | None):
-    """This pod's entry: by pod IP (container_ip) first, then by server_id = pod name."""
+    """This pod's entry: by pod IP (container_ip) first, then by server_id = pod name.
+
+    Outside Kubernetes (the seed's `run_train.sh Ascend 8 0,...,7 hccl.json` on one server) neither
+    is set: a one-server table is then this machine's."""
+    if not pod_ip and not pod_name and len(table.server_list) == 1:
+        return table.server_list[0]
     for server in table.server_list:
         if pod_ip and server.container_ip == pod_ip:
             return server
