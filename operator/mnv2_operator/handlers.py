@@ -11,6 +11,7 @@ anything missed. With several operator replicas, kopf peering keeps all but one 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -79,10 +80,9 @@ async def job_daemon(name: str, namespace: str, memo: kopf.Memo, stopped: Any, l
                 timeout = memo.resync_seconds
                 if outcome.wake_in is not None:
                     timeout = min(timeout, outcome.wake_in)
-            try:
+            logger.debug(f"next pass in at most {timeout:.2f}s")
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=timeout)
-            except TimeoutError:
-                pass
     finally:
         if _WAKE.get(key) is wake:
             del _WAKE[key]

@@ -130,7 +130,14 @@ class Reconciler:
             _STATES.pop((namespace, name), None)
             self._publish_states()
             return Outcome(None, None, [], [])
-        job = self._accept_spec(job)
+        for _ in range(5):
+            try:
+                job = self._accept_spec(job)
+                break
+            except k8s.Conflict:  # kopf added its finalizer meanwhile: read it again and retry
+                job = self.kube.get(k8s.JOBS, namespace, name)
+                if job is None:
+                    return Outcome(None, None, [], [])
         running_job, refused = effective_job(job)
         pods = self.kube.list(k8s.PODS, namespace, {names.LABEL_JOB_NAME: name})
         old = job.get("status") or {}
@@ -162,11 +169,7 @@ class Reconciler:
         value = json.dumps(job.get("spec") or {}, sort_keys=True, separators=(",", ":"))
         patch = {"metadata": {"annotations": {ACCEPTED_SPEC_ANNOTATION: value},
                               "resourceVersion": job["metadata"].get("resourceVersion")}}
-        try:
-            return self.kube.patch(k8s.JOBS, job["metadata"]["namespace"], job["metadata"]["name"], patch)
-        except k8s.Conflict:
-            # Changed meanwhile: the next pass (the change wakes us) accepts the newer spec.
-            raise
+        return self.kube.patch(k8s.JOBS, job["metadata"]["namespace"], job["metadata"]["name"], patch)
 
     # -- reporting -------------------------------------------------------------------------------
 

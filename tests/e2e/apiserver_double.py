@@ -16,6 +16,7 @@ version is kept: `double.objects['v1/pods', ns, name].history` tells how often a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime
 import itertools
@@ -137,7 +138,9 @@ class ApiServerDouble(kmock.KubernetesEmulator):
     _rv: itertools.count = attrs.field(factory=lambda: itertools.count(1), init=False)
     _current_rv: int = attrs.field(default=0, init=False)
     _log: list[tuple[int, kmock.resource, dict[str, Any]]] = attrs.field(factory=list, init=False)
-    _changed: asyncio.Condition | None = attrs.field(default=None, init=False)
+    # Replaced by a fresh event on every change; watchers wait on the one they saw (no lock to corrupt
+    # when a wait is cancelled, unlike asyncio.Condition under wait_for in Python 3.11).
+    _changed: asyncio.Event | None = attrs.field(default=None, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     gc_delay: float = 0.0
     # Called (in the server's loop) after every stored change: the kubelet simulator listens here.
@@ -160,8 +163,14 @@ class ApiServerDouble(kmock.KubernetesEmulator):
 
     # KMock's emulator mutates its store in `_handle` before any reaction runs; we mutate inside the
     # fallback handlers instead, so that an injected fault (a reaction) really prevents the write.
+    # KMock also keeps every request for assertions and matches each new request against reactions by
+    # scanning that history, which is quadratic over a long test session: keep only requests in flight.
     async def _handle(self, request: kmock.Request):  # type: ignore[override]
-        return await apps.RawHandler._handle(self, request)
+        try:
+            return await apps.RawHandler._handle(self, request)
+        finally:
+            with contextlib.suppress(ValueError):
+                self._requests.remove(request)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -204,14 +213,16 @@ class ApiServerDouble(kmock.KubernetesEmulator):
         return sum(1 for i, v in enumerate(history) if v is not None and (i == 0 or history[i - 1] is None))
 
     async def _record(self, kind: str, resource: kmock.resource, obj: dict[str, Any]) -> None:
-        if self._changed is None:
-            self._changed = asyncio.Condition()
         event = {"type": kind, "object": copy.deepcopy(obj)}
         self._log.append((int(obj["metadata"]["resourceVersion"]), resource, event))
         for listener in self.listeners:
             listener(kind, resource, event["object"])
-        async with self._changed:
-            self._changed.notify_all()
+        self._notify()
+
+    def _notify(self) -> None:
+        previous, self._changed = self._changed, asyncio.Event()
+        if previous is not None:
+            previous.set()
 
     def _bump(self, obj: dict[str, Any]) -> None:
         self._current_rv = next(self._rv)
@@ -458,7 +469,7 @@ class ApiServerDouble(kmock.KubernetesEmulator):
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
         self._info(request.resource)
         if self._changed is None:
-            self._changed = asyncio.Condition()
+            self._changed = asyncio.Event()
         since_text = request.params.get("resourceVersion") or ""
         timeout = float(request.params.get("timeoutSeconds") or 0) or None
         deadline = asyncio.get_running_loop().time() + timeout if timeout else None
@@ -474,6 +485,7 @@ class ApiServerDouble(kmock.KubernetesEmulator):
         for obj in initial:
             yield {"type": "ADDED", "object": obj}
         while not self._closing:
+            changed = self._changed
             fresh = [(rv, event) for rv, res, event in self._log[position:] if res == request.resource]
             position = len(self._log)
             for rv, event in fresh:
@@ -483,19 +495,14 @@ class ApiServerDouble(kmock.KubernetesEmulator):
             remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
             if remaining is not None and remaining <= 0:
                 return
-            async with self._changed:
-                if len(self._log) == position:
-                    try:
-                        await asyncio.wait_for(self._changed.wait(), timeout=min(remaining or 1.0, 1.0))
-                    except TimeoutError:
-                        pass
+            if len(self._log) == position and changed is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout=min(remaining or 1.0, 1.0))
 
     async def close(self) -> None:
         """End open watch streams so the server can stop."""
         self._closing = True
-        if self._changed is not None:
-            async with self._changed:
-                self._changed.notify_all()
+        self._notify()
 
     # -- conveniences for tests -----------------------------------------------------------------
 

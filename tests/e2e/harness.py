@@ -33,7 +33,7 @@ class WaitTimeout(AssertionError):
     pass
 
 
-def wait_for(check: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.05, what: str = "") -> T:
+def wait_for(check: Callable[[], T], *, timeout: float = 60.0, interval: float = 0.05, what: str = "") -> T:
     """Poll `check` until it returns something truthy; fail with the last value after `timeout`."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -66,6 +66,23 @@ class SimHandle:
 
     def evict(self, namespace: str, pod: str) -> None:
         self._cluster.call(self._cluster.kubelet.evict(namespace, pod))
+
+    def annotate(self, namespace: str, pod: str) -> None:
+        self._cluster.call(self._cluster.kubelet.annotate(namespace, pod))
+
+    def gate_pod_creation(self, namespace: str) -> threading.Event:
+        """Hold the next pod creation in `namespace` until the returned event is set (then it proceeds)."""
+        opened = threading.Event()
+
+        async def hold(request: kmock.Request) -> None:
+            await asyncio.to_thread(opened.wait, 60)
+            return None  # no payload of its own: the stored-object handler serves the request
+
+        async def register() -> None:
+            self._cluster.double[f"post /api/v1/namespaces/{namespace}/pods"] << hold
+
+        self._cluster.call(register())
+        return opened
 
     def delete(self, namespace: str, pod: str) -> None:
         self._cluster.call(self._cluster.kubelet.delete(namespace, pod))
@@ -224,6 +241,11 @@ class OperatorRunner:
         if self.error is not None:
             raise RuntimeError(f"the operator failed to start: {self.error!r}")
         return self
+
+    def signal_stop(self) -> None:
+        """Ask the operator to stop (like SIGTERM) without waiting for it."""
+        if self._stop_flag is not None:
+            self._stop_flag.set()
 
     def stop(self, timeout: float = 20.0) -> None:
         if self._thread is None or self._stop_flag is None:

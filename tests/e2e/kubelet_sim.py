@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +42,18 @@ class JobPlan:
     unschedulable_message: str = DEFAULT_UNSCHEDULABLE
     outcomes: list[dict[int, int] | None] = field(default_factory=lambda: [None])
     annotate_devices: bool = True
+
+
+def device_annotations(index: int, devices: int) -> dict[str, str]:
+    """What the Ascend device plugin writes on a pod it gave `devices` cards to (REFERENCE §3)."""
+    return {
+        ASCEND_ANNOTATION: json.dumps({
+            "pod_name": str(index),
+            "server_id": f"192.168.0.{index + 10}",
+            "devices": [{"device_id": str(d), "device_ip": f"192.168.{100 + index}.{d}"} for d in range(devices)],
+        }),
+        "huawei.com/Ascend910": ",".join(f"Ascend910-{d}" for d in range(devices)),
+    }
 
 
 def _container_devices(pod: dict[str, Any]) -> int:
@@ -127,15 +138,7 @@ class Kubelet:
         def bind(obj: dict[str, Any]) -> dict[str, Any]:
             obj["spec"]["nodeName"] = f"node-{index}"
             if devices and plan.annotate_devices:
-                annotations = obj["metadata"].setdefault("annotations", {})
-                annotations[ASCEND_ANNOTATION] = json.dumps({
-                    "pod_name": str(index),
-                    "server_id": f"192.168.0.{index + 10}",
-                    "devices": [
-                        {"device_id": str(d), "device_ip": f"192.168.{100 + index}.{d}"} for d in range(devices)
-                    ],
-                })
-                annotations["huawei.com/Ascend910"] = ",".join(f"Ascend910-{d}" for d in range(devices))
+                obj["metadata"].setdefault("annotations", {}).update(device_annotations(index, devices))
             return obj
 
         await self.double.update(POD_RES, ns, name, bind)
@@ -226,5 +229,12 @@ class Kubelet:
         """A pod vanishes (node deleted, someone ran kubectl delete)."""
         await self.double.delete(POD_RES, namespace, name)
 
-    def when(self, predicate: Callable[[], bool]) -> bool:
-        return predicate()
+    async def annotate(self, namespace: str, name: str) -> None:
+        """The device plugin's late annotation (for pods planned with annotate_devices=False)."""
+
+        def change(obj: dict[str, Any]) -> dict[str, Any]:
+            devices = _container_devices(obj)
+            obj["metadata"].setdefault("annotations", {}).update(device_annotations(self._index(obj), devices))
+            return obj
+
+        await self.double.update(POD_RES, namespace, name, change)
