@@ -220,12 +220,14 @@ def _spec_rules() -> list[dict[str, Any]]:
             ".scheduling.queue",
         ),
         _rule(
+            "self.dataset.trainPath == self.dataset.mountPath || "
             "self.dataset.trainPath.startsWith(self.dataset.mountPath + '/')",
             "must be inside spec.dataset.mountPath",
             ".dataset.trainPath",
         ),
         _rule(
-            "self.dataset.evalPath == '' || self.dataset.evalPath.startsWith(self.dataset.mountPath + '/')",
+            "self.dataset.evalPath == '' || self.dataset.evalPath == self.dataset.mountPath || "
+            "self.dataset.evalPath.startsWith(self.dataset.mountPath + '/')",
             "must be inside spec.dataset.mountPath",
             ".dataset.evalPath",
         ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 from typing import Any
 
 from mnv2 import launchenv
@@ -55,10 +56,19 @@ MUTABLE_RUN_POLICY_FIELDS = (
 Problems = list[tuple[str, str]]
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
 def _path(loc: tuple[Any, ...]) -> str:
+    """("spec", "template", "env", 0, "name") -> "spec.template.env[0].name"; odd keys quoted in brackets."""
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _PLAIN_KEY.match(str(part)):
+            out += f".{part}" if out else str(part)
+        else:
+            out += f"[{str(part)!r}]"
     return out
 
 
@@ -82,6 +92,15 @@ def _get(d: Any, *keys: str, default: Any = None) -> Any:
             return default
         d = d[key]
     return d
+
+
+def _list(value: Any) -> list[Any]:
+    """A raw value as a list to iterate, or [] when it is not one (the models report the type)."""
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _is_abs_path(value: Any) -> bool:
@@ -135,7 +154,12 @@ def _check_volume_source(source: Any, path: str) -> Problems:
 
 def _check_devices(spec: dict[str, Any]) -> Problems:
     platform, devices = spec.get("platform"), spec.get("devicesPerReplica")
-    if platform not in DEVICE_CHOICES or not isinstance(devices, int) or isinstance(devices, bool):
+    if (
+        not isinstance(platform, str)
+        or platform not in DEVICE_CHOICES
+        or not isinstance(devices, int)
+        or isinstance(devices, bool)
+    ):
         return []
     choices = DEVICE_CHOICES[platform]
     if devices not in choices:
@@ -195,7 +219,7 @@ def _mounts(spec: dict[str, Any]) -> list[tuple[str, str]]:
         (_get(spec, "dataset", "mountPath", default="/data"), "spec.dataset.mountPath"),
         (_get(spec, "output", "path", default="/output"), "spec.output.path"),
     ]
-    for i, mount in enumerate(_get(spec, "template", "volumeMounts", default=[]) or []):
+    for i, mount in enumerate(_list(_get(spec, "template", "volumeMounts"))):
         if isinstance(mount, dict) and isinstance(mount.get("mountPath"), str):
             out.append((mount["mountPath"], f"spec.template.volumeMounts[{i}].mountPath"))
     return out
@@ -253,11 +277,7 @@ def _check_template(spec: dict[str, Any]) -> Problems:
         if not isinstance(mapping, dict):
             continue
         for key, value in mapping.items():
-            path = (
-                f"spec.template.{field}[{key!r}]"
-                if not names.QUALIFIED_NAME.match(str(key))
-                else f"spec.template.{field}.{key}"
-            )
+            path = _path(("spec", "template", field, key))
             if not isinstance(key, str) or not names.is_label_key(key):
                 problems.append(
                     (path, "not a valid key (optional DNS prefix '/' name of at most 63 characters)")
@@ -267,7 +287,7 @@ def _check_template(spec: dict[str, Any]) -> Problems:
             if field != "annotations" and isinstance(value, str) and not names.is_label_value(value):
                 problems.append((path, "not a valid label value (at most 63 letters, digits, '-', '_', '.')"))
     volume_names: set[str] = set()
-    for i, volume in enumerate(template.get("volumes") or []):
+    for i, volume in enumerate(_list(template.get("volumes"))):
         name = _get(volume, "name")
         if not isinstance(name, str):
             continue
@@ -278,14 +298,14 @@ def _check_template(spec: dict[str, Any]) -> Problems:
         if name in volume_names:
             problems.append((f"spec.template.volumes[{i}].name", f"duplicate volume {name!r}"))
         volume_names.add(name)
-    for i, mount in enumerate(template.get("volumeMounts") or []):
+    for i, mount in enumerate(_list(template.get("volumeMounts"))):
         name = _get(mount, "name")
         if isinstance(name, str) and name not in volume_names:
             problems.append(
                 (f"spec.template.volumeMounts[{i}].name", f"no volume {name!r} in spec.template.volumes")
             )
     env_names: set[str] = set()
-    for i, env in enumerate(template.get("env") or []):
+    for i, env in enumerate(_list(template.get("env"))):
         name = _get(env, "name")
         if not isinstance(name, str):
             continue
@@ -301,11 +321,11 @@ def _check_template(spec: dict[str, Any]) -> Problems:
         if isinstance(env, dict) and env.get("value") is not None and env.get("valueFrom") is not None:
             problems.append((f"spec.template.env[{i}]", "set value or valueFrom, not both"))
     for part in ("limits", "requests"):
-        for key in _get(template, "resources", part, default={}) or {}:
+        for key in _dict(_get(template, "resources", part)):
             if isinstance(key, str) and key.startswith(DEVICE_RESOURCE_PREFIXES):
                 problems.append(
                     (
-                        f"spec.template.resources.{part}.{key}",
+                        _path(("spec", "template", "resources", part, key)),
                         "device resources follow spec.devicesPerReplica; do not set them here",
                     )
                 )

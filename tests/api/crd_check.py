@@ -120,3 +120,12 @@ def cel_or_none() -> Cel | None:
     except ImportError:
         return None
     return Cel()
+
+
+def pruned(node: Any) -> Any:
+    """The manifest after the API server drops null values (no field of the CRD is nullable)."""
+    if isinstance(node, dict):
+        return {k: pruned(v) for k, v in node.items() if v is not None}
+    if isinstance(node, list):
+        return [pruned(v) for v in node]
+    return node

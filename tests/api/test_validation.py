@@ -187,7 +187,7 @@ CASES = [
         "spec.template.resources",
         {"limits": {"nvidia.com/gpu": 2}},
         {"platform": "GPU"},
-        "spec.template.resources.limits.nvidia.com/gpu",
+        "spec.template.resources.limits['nvidia.com/gpu']",
         "follow spec.devicesPerReplica",
     ),
     (
