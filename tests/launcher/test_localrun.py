@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import subprocess
@@ -217,3 +218,41 @@ def test_host_path_types_are_checked_like_kubelet(tmp_path: Path) -> None:
     assert (tmp_path / "new" / "out").is_dir()
     with pytest.raises(ConfigError, match=r"volume dataset: hostPath .*/data is not a directory"):
         localrun._prepare_host_paths(pods, {})
+
+
+def test_retryable_failures_restart_the_whole_job_up_to_the_backoff_limit(tmp_path, monkeypatch) -> None:
+    """The restart loop of `mnv2 run` (attempts stood in for; the status rules are the operator's)."""
+    job = _job(tmp_path)
+    job["spec"]["runPolicy"] = {"backoffLimit": 2, "restartPolicy": "ExitCode"}
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump(job))
+    outcomes = iter([
+        {"quick-0": 143, "quick-1": 76},  # CommunicationError: retryable
+        {"quick-0": 0, "quick-1": 0},
+    ])  # fmt: skip
+    attempts: list[list[str]] = []
+
+    def attempt(local_pods, options, out, lock, say):
+        attempts.append([lp.spec.env[le.SCHEDULER_PORT] for lp in local_pods])
+        codes = next(outcomes)
+        return localrun._AttemptResult(
+            codes=codes, exit_code=max(codes.values()), interrupted=None, progress=None, top1=0.75
+        )
+
+    monkeypatch.setattr(localrun, "_run_attempt", attempt)
+    out = io.StringIO()
+    code = localrun.run_job(manifest, localrun.RunOptions(run_dir=tmp_path / "run", out=out))
+    assert code == 0 and len(attempts) == 2
+    restart = next(line for line in out.getvalue().splitlines() if "restarting the job:" in line)
+    assert "pod quick-1 (replica 1) exited with code 76 (CommunicationError" in restart
+    status = yaml.safe_load(out.getvalue()[out.getvalue().index("status:") :])["status"]
+    assert status["state"] == "Succeeded" and status["restartCount"] == 1
+    assert status["progress"] == {"top1": 0.75}
+
+    outcomes = iter([{"quick-0": 76, "quick-1": 143}] * 3)
+    attempts.clear()
+    out = io.StringIO()
+    code = localrun.run_job(manifest, localrun.RunOptions(run_dir=tmp_path / "run", out=out))
+    assert code == 143 and len(attempts) == 3  # first try + backoffLimit 2 restarts
+    status = yaml.safe_load(out.getvalue()[out.getvalue().index("status:") :])["status"]
+    assert status["state"] == "Failed" and status["reason"] == "BackoffLimitExceeded"
