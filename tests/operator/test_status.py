@@ -1,0 +1,247 @@
+"""compute_status: the pure function that decides the job's state and conditions, on plain dicts."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from mnv2_operator.status import (
+    ATTEMPT_LABEL,
+    INDEX_LABEL,
+    classify_failure,
+    compute_status,
+    condition,
+    next_deadline,
+    with_rejected_changes,
+)
+
+T0 = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def job(status: dict | None = None, replicas: int = 2, generation: int = 1, **run_policy: Any) -> dict:
+    body = {
+        "apiVersion": "training.mindspore.io/v1alpha1",
+        "kind": "MobileNetV2TrainJob",
+        "metadata": {"name": "j", "namespace": "ns", "generation": generation, "uid": "u",
+                     "creationTimestamp": iso(T0)},
+        "spec": {
+            "platform": "CPU",
+            "replicas": replicas,
+            "dataset": {"volume": {"persistentVolumeClaim": {"claimName": "d"}}},
+            "output": {"volume": {"persistentVolumeClaim": {"claimName": "o"}}},
+            "runPolicy": run_policy,
+        },
+    }
+    if status is not None:
+        body["status"] = status
+    return body
+
+
+def pod(index: int, phase: str = "Running", attempt: int = 0, exit_code: int | None = None,
+        created: datetime = T0, **status: Any) -> dict:
+    container: dict[str, Any] = {"name": "trainer", "state": {"running": {}}}
+    if exit_code is not None:
+        container["state"] = {"terminated": {"exitCode": exit_code}}
+    return {
+        "metadata": {"name": f"j-{index}", "creationTimestamp": iso(created),
+                     "labels": {INDEX_LABEL: str(index), ATTEMPT_LABEL: str(attempt)}},
+        "status": {"phase": phase, "containerStatuses": [container], **status},
+    }
+
+
+def step(j: dict, pods: list[dict], now: datetime) -> dict:
+    """Compute and store, as the reconciler does."""
+    new = compute_status(j, pods, now)
+    j["status"] = new
+    return new
+
+
+def types(status: dict) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in status["conditions"]}
+
+
+def test_new_job_is_created_with_start_time_and_observed_generation():
+    status = compute_status(job(generation=3), [], T0)
+    assert status["state"] == "Created"
+    assert types(status) == {"Created": "True"}
+    assert status["startTime"] == iso(T0) and status["observedGeneration"] == 3
+    assert condition(status, "Created")["observedGeneration"] == 3
+    assert status["replicas"] == {"pending": 0, "running": 0, "succeeded": 0, "failed": 0}
+
+
+def test_running_needs_every_replica_running():
+    j = job()
+    assert step(j, [pod(0), pod(1, phase="Pending")], T0)["state"] == "Pending"
+    status = step(j, [pod(0), pod(1)], T0 + timedelta(seconds=5))
+    assert status["state"] == "Running"
+    assert types(status) == {"Created": "True", "Running": "True"}
+    assert status["replicas"]["running"] == 2
+
+
+def test_last_transition_time_kept_unless_the_status_flips():
+    j = job()
+    step(j, [pod(0), pod(1)], T0)
+    again = step(j, [pod(0), pod(1)], T0 + timedelta(minutes=3))
+    assert condition(again, "Running")["lastTransitionTime"] == iso(T0)
+    done = step(j, [pod(0, "Succeeded", exit_code=0), pod(1, "Succeeded", exit_code=0)], T0 + timedelta(minutes=9))
+    assert condition(done, "Running")["status"] == "False"
+    assert condition(done, "Running")["lastTransitionTime"] == iso(T0 + timedelta(minutes=9))
+    assert condition(done, "Created")["lastTransitionTime"] == iso(T0)
+
+
+def test_unchanged_observation_gives_an_identical_status():
+    j = job()
+    first = step(j, [pod(0), pod(1)], T0)
+    assert compute_status(copy.deepcopy(j), [pod(0), pod(1)], T0 + timedelta(seconds=30)) == first
+
+
+def test_all_succeeded_is_terminal_and_sticky():
+    j = job()
+    done = step(j, [pod(0, "Succeeded", exit_code=0), pod(1, "Succeeded", exit_code=0)], T0)
+    assert done["state"] == "Succeeded" and done["completionTime"] == iso(T0)
+    # Pods cleaned up later: still Succeeded, completion time unchanged.
+    later = step(j, [], T0 + timedelta(hours=1))
+    assert later["state"] == "Succeeded" and later["completionTime"] == iso(T0)
+
+
+def test_retryable_exit_code_restarts_and_counts():
+    j = job(backoffLimit=2, restartPolicy="ExitCode")
+    step(j, [pod(0), pod(1)], T0)
+    status = step(j, [pod(0), pod(1, "Failed", exit_code=76)], T0 + timedelta(seconds=10))
+    assert status["state"] == "Restarting" and status["restartCount"] == 1
+    restarting = condition(status, "Restarting")
+    assert restarting["status"] == "True" and restarting["reason"] == "RetryableFailure"
+    assert "j-1 (replica 1) exited with code 76" in restarting["message"]
+    assert condition(status, "Running")["status"] == "False"
+    # The old attempt's pods no longer count; the new attempt starting keeps it Restarting ...
+    status = step(j, [pod(0, attempt=1, phase="Pending")], T0 + timedelta(seconds=20))
+    assert status["state"] == "Restarting" and status["restartCount"] == 1
+    # ... until every new rank runs.
+    status = step(j, [pod(0, attempt=1), pod(1, attempt=1)], T0 + timedelta(seconds=30))
+    assert status["state"] == "Running"
+    assert condition(status, "Restarting")["status"] == "False"
+
+
+def test_permanent_exit_code_fails_at_once_naming_pod_and_code():
+    status = compute_status(job(backoffLimit=5), [pod(0, "Failed", exit_code=65), pod(1)], T0)
+    assert status["state"] == "Failed" and status["restartCount"] == 0
+    failed = condition(status, "Failed")
+    assert failed["reason"] == "PodFailed"
+    assert "j-0" in failed["message"] and "65" in failed["message"] and "InvalidInput" in failed["message"]
+
+
+def test_permanent_failure_wins_over_a_retryable_one():
+    pods = [pod(0, "Failed", exit_code=137), pod(1, "Failed", exit_code=67)]
+    status = compute_status(job(backoffLimit=5), pods, T0)
+    assert status["state"] == "Failed" and "Diverged" in status["message"]
+
+
+def test_backoff_limit_exhausted():
+    j = job(status={"restartCount": 2, "state": "Running", "conditions": []}, backoffLimit=2)
+    status = compute_status(j, [pod(0, "Failed", exit_code=143, attempt=2), pod(1, attempt=2)], T0)
+    assert status["state"] == "Failed"
+    assert condition(status, "Failed")["reason"] == "BackoffLimitExceeded"
+    assert status["restartCount"] == 2
+
+
+@pytest.mark.parametrize(("policy", "code", "retry"), [
+    ("Never", 137, False), ("OnFailure", 65, True), ("ExitCode", 65, False), ("ExitCode", 74, True),
+    ("ExitCode", 200, True), ("ExitCode", 3, False), ("ExitCode", None, True), ("Never", None, False),
+])
+def test_restart_policies(policy, code, retry):
+    failed = pod(0, "Failed", exit_code=code)
+    if code is None:
+        failed["status"].update(reason="Evicted", message="The node was low on resource: memory.")
+    assert classify_failure(failed, policy).retryable is retry
+
+
+def test_eviction_restarts_and_says_why():
+    evicted = pod(1, "Failed", reason="Evicted", message="The node was low on resource: memory.")
+    evicted["status"]["containerStatuses"] = []
+    status = compute_status(job(), [pod(0), evicted], T0)
+    assert status["state"] == "Restarting"
+    assert "was evicted (The node was low on resource: memory.)" in status["message"]
+
+
+def test_a_pod_vanishing_from_a_running_job_restarts_it():
+    j = job()
+    step(j, [pod(0), pod(1)], T0)
+    status = step(j, [pod(0)], T0 + timedelta(seconds=5))
+    assert status["state"] == "Restarting" and "replica 1" in status["message"]
+
+
+def test_missing_pods_before_running_are_just_not_created_yet():
+    assert compute_status(job(), [pod(0)], T0)["state"] == "Pending"
+
+
+def test_pending_timeout_carries_the_schedulers_message():
+    unschedulable = pod(0, "Pending", conditions=[{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}])
+    j = job(pendingTimeoutSeconds=60)
+    status = step(j, [unschedulable, pod(1)], T0 + timedelta(seconds=30))
+    assert status["state"] == "Pending" and status["reason"] == "Unschedulable"
+    assert "Insufficient nvidia.com/gpu" in status["message"]
+    status = step(j, [unschedulable, pod(1)], T0 + timedelta(seconds=61))
+    assert status["state"] == "Failed"
+    failed = condition(status, "Failed")
+    assert failed["reason"] == "PendingTimeout" and "3 Insufficient nvidia.com/gpu" in failed["message"]
+
+
+def test_active_deadline_counts_from_start_time():
+    j = job(activeDeadlineSeconds=100)
+    step(j, [pod(0), pod(1)], T0)
+    assert step(j, [pod(0), pod(1)], T0 + timedelta(seconds=99))["state"] == "Running"
+    status = step(j, [pod(0), pod(1)], T0 + timedelta(seconds=100))
+    assert status["state"] == "Failed" and condition(status, "Failed")["reason"] == "DeadlineExceeded"
+
+
+def test_suspend_and_resume():
+    j = job()
+    step(j, [pod(0), pod(1)], T0)
+    j["spec"]["runPolicy"]["suspend"] = True
+    status = step(j, [pod(0), pod(1)], T0 + timedelta(seconds=5))
+    assert status["state"] == "Suspended"
+    assert types(status)["Suspended"] == "True" and types(status)["Running"] == "False"
+    assert status["startTime"] == iso(T0)  # the status is kept
+    j["spec"]["runPolicy"]["suspend"] = False
+    status = step(j, [], T0 + timedelta(seconds=9))
+    assert status["state"] == "Created" and types(status)["Suspended"] == "False"
+    assert condition(status, "Suspended")["reason"] == "JobResumed"
+
+
+def test_invalid_spec_fails_naming_the_field():
+    j = job()
+    j["spec"]["replicas"] = 0
+    j["spec"]["runPolicy"] = {"backoffLimit": -1}
+    status = compute_status(j, [], T0)
+    assert status["state"] == "Failed"
+    failed = condition(status, "Failed")
+    assert failed["reason"] == "InvalidSpec"
+    assert "spec.replicas" in failed["message"] and "spec.runPolicy.backoffLimit" in failed["message"]
+
+
+def test_rejected_immutable_change_is_a_condition_until_reverted():
+    status = compute_status(job(), [pod(0), pod(1)], T0)
+    rejected = with_rejected_changes(status, [("spec.replicas", "immutable while the job exists")], 2, T0)
+    found = condition(rejected, "SpecChangeRejected")
+    assert found["status"] == "True" and "spec.replicas" in found["message"]
+    cleared = with_rejected_changes(rejected, [], 3, T0 + timedelta(seconds=1))
+    assert condition(cleared, "SpecChangeRejected")["status"] == "False"
+    assert condition(with_rejected_changes(status, [], 1, T0), "SpecChangeRejected") is None
+
+
+def test_next_deadline_picks_the_earliest_rule():
+    j = job(activeDeadlineSeconds=300, pendingTimeoutSeconds=60)
+    status = step(j, [pod(0, "Pending"), pod(1)], T0)
+    assert next_deadline(j, status, [pod(0, "Pending"), pod(1)]) == T0 + timedelta(seconds=60)
+    finished = job(status={"state": "Succeeded", "completionTime": iso(T0)}, ttlSecondsAfterFinished=30)
+    assert next_deadline(finished, finished["status"], []) == T0 + timedelta(seconds=30)
+    assert next_deadline(job(), compute_status(job(), [], T0), []) is None
