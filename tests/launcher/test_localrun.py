@@ -162,6 +162,13 @@ def test_final_status_follows_the_operator(tmp_path: Path) -> None:
 
     stopped = _status(job, {"quick-0": 143, "quick-1": 143}, interrupted="Ctrl-C")
     assert stopped["state"] == "Failed", "a user's Ctrl-C is never retried"
+    result = localrun._AttemptResult(codes={}, exit_code=143, interrupted="Ctrl-C", progress=None, top1=0.5)
+    final = localrun.final_status(stopped, result)
+    assert (final["reason"], final["message"]) == ("Interrupted", "stopped by Ctrl-C")
+    assert {c["type"]: c["reason"] for c in final["conditions"]}["Running"] == "Interrupted"
+    assert final["progress"] == {"top1": 0.5}
+    # Ctrl-C after the trainers had already finished: the job still succeeded.
+    assert localrun.final_status(done, result)["reason"] == "JobSucceeded"
 
 
 def test_dry_run_prints_each_replica(tmp_path: Path) -> None:

@@ -509,7 +509,19 @@ def run_job(manifest: Path, options: RunOptions) -> int:
             continue
         break
 
-    if results.interrupted:
+    status = final_status(status, results)
+    with lock:
+        out.write(yaml.safe_dump({"status": status}, sort_keys=False))
+        out.flush()
+    if status.get("state") == "Succeeded":
+        return int(ExitCode.SUCCESS)
+    return results.exit_code or int(ExitCode.FAILURE)
+
+
+def final_status(status: dict[str, Any], results: _AttemptResult) -> dict[str, Any]:
+    """The last status plus what only `mnv2 run` knows: a user's stop, progress and top-1."""
+    status = copy.deepcopy(status)
+    if results.interrupted and status.get("state") == "Failed":
         status["reason"] = "Interrupted"
         status["message"] = f"stopped by {results.interrupted}"
         for condition in status.get("conditions") or []:
@@ -522,12 +534,7 @@ def run_job(manifest: Path, options: RunOptions) -> int:
         progress["top1"] = results.top1
     if progress:
         status["progress"] = progress
-    with lock:
-        out.write(yaml.safe_dump({"status": status}, sort_keys=False))
-        out.flush()
-    if status.get("state") == "Succeeded":
-        return int(ExitCode.SUCCESS)
-    return results.exit_code or int(ExitCode.FAILURE)
+    return status
 
 
 @dataclass
