@@ -23,14 +23,14 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from mnv2 import launchenv as le
 from mnv2.exitcodes import ConfigError, ExitCode
-from mnv2.launcher import ProcessSpec, Supervisor
+from mnv2.launcher import STOP_GRACE, ProcessSpec, Supervisor
 
 DEFAULT_RUN_DIR = ".mnv2-run"
 LOCAL_HOST = "127.0.0.1"
@@ -563,8 +563,10 @@ def _run_attempt(
             return line  # already "[rank N] ..." or "[scheduler] ..."
         return f"[{spec.name}] {line}"
 
+    # Each launcher kills its trainers a little before this runner would kill the launcher's group.
+    launcher_grace = {STOP_GRACE: f"{max(1.0, options.grace - 5):g}"}
     supervisor = Supervisor(
-        [lp.spec for lp in local_pods],
+        [replace(lp.spec, env={**lp.spec.env, **launcher_grace}) for lp in local_pods],
         grace=options.grace,
         out=out,
         own_process_group=True,
