@@ -18,6 +18,9 @@ from typing import Any
 from mnv2_operator import api
 
 
+USER_AGENT = "mnv2-operator"
+
+
 class ApiError(Exception):
     """A Kubernetes API call failed; `status` is the HTTP status (0 when no response came)."""
 
@@ -45,7 +48,9 @@ class Resource:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
-    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
         base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
         if self.namespaced and namespace is not None:
             base += f"/namespaces/{namespace}"
@@ -85,11 +90,17 @@ def resource_of(obj: dict[str, Any]) -> Resource:
 class Kube:
     """Thin dict-in, dict-out client; thread-safe (one urllib3 pool, per-call requests)."""
 
-    def __init__(self, api_client: Any):
+    def __init__(self, api_client: Any, user_agent: str = USER_AGENT):
         self._client = api_client
+        self._client.user_agent = user_agent
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
+    def from_environment(
+        cls,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        user_agent: str = "",
+    ) -> Kube:
         """In-cluster service account first, then a kubeconfig (KUBECONFIG or ~/.kube/config)."""
         import kubernetes
 
@@ -102,13 +113,18 @@ class Kube:
             kubernetes.config.load_kube_config(
                 config_file=kubeconfig, context=context, client_configuration=configuration
             )
-        return cls(kubernetes.client.ApiClient(configuration))
+        return cls(kubernetes.client.ApiClient(configuration), user_agent or USER_AGENT)
 
     def close(self) -> None:
         self._client.close()
 
     def _call(
-        self, method: str, path: str, *, body: Any = None, query: dict[str, Any] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
@@ -117,9 +133,12 @@ class Kube:
         headers = {"Accept": "application/json", "Content-Type": content_type}
         try:
             request = self._client.param_serialize(
-                method, path,
+                method,
+                path,
                 query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
-                header_params=headers, body=body, auth_settings=["BearerToken"],
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
             )
             response = self._client.call_api(*request, _request_timeout=(5, 30))
             response.read()
@@ -141,7 +160,9 @@ class Kube:
         except NotFound:
             return None
 
-    def list(self, resource: Resource, namespace: str | None, labels: dict[str, str] | None = None) -> list[dict]:
+    def list(
+        self, resource: Resource, namespace: str | None, labels: dict[str, str] | None = None
+    ) -> list[dict]:
         selector = ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items())) or None
         body = self._call("GET", resource.path(namespace), query={"labelSelector": selector})
         return list(body.get("items") or [])
@@ -155,12 +176,19 @@ class Kube:
         return self._call("POST", resource.path(namespace), body=obj)
 
     def patch(
-        self, resource: Resource, namespace: str | None, name: str, patch: dict[str, Any],
-        *, subresource: str | None = None,
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        subresource: str | None = None,
     ) -> dict[str, Any]:
         """JSON merge patch (RFC 7386); put metadata.resourceVersion in it for an optimistic-lock write."""
         return self._call(
-            "PATCH", resource.path(namespace, name, subresource), body=patch,
+            "PATCH",
+            resource.path(namespace, name, subresource),
+            body=patch,
             content_type="application/merge-patch+json",
         )
 
@@ -170,7 +198,11 @@ class Kube:
         With `uid`, only that incarnation is deleted (a precondition): a pod recreated meanwhile
         under the same name survives.
         """
-        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": "Background",
+        }
         if uid is not None:
             body["preconditions"] = {"uid": uid}
         try:

@@ -12,29 +12,33 @@ from __future__ import annotations
 from mnv2_operator import api
 
 RULES: list[dict[str, list[str]]] = [
-    # The jobs: read and watched by kopf; patched for kopf's finalizer, our accepted-spec annotation
-    # and the status subresource; deleted when ttlSecondsAfterFinished expires.
+    # The jobs: listed and watched by kopf; patched for kopf's finalizer and our accepted-spec
+    # annotation; read by the reconciler; deleted when ttlSecondsAfterFinished expires.
     {"apiGroups": [api.GROUP], "resources": [api.PLURAL], "verbs": ["get", "list", "watch", "patch", "delete"]},
-    {"apiGroups": [api.GROUP], "resources": [f"{api.PLURAL}/status"], "verbs": ["get", "patch"]},
-    # Children: pods (watched for wake-ups), the headless Service, the rank-table ConfigMap.
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "create", "delete"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "patch", "delete"]},
-    # Gang scheduling with Volcano.
-    {"apiGroups": ["scheduling.volcano.sh"], "resources": ["podgroups"], "verbs": ["get", "list", "create", "delete"]},
+    {"apiGroups": [api.GROUP], "resources": [f"{api.PLURAL}/status"], "verbs": ["patch"]},
+    # Children. Pods: listed by the reconciler, watched by kopf (wake-ups), created, deleted on
+    # restart/suspend/cleanup. Service, ConfigMap and PodGroup: created when absent (the garbage
+    # collector deletes them with the job); the rank-table ConfigMap is rewritten as pods change.
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "create", "delete"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]},
+    {"apiGroups": ["scheduling.volcano.sh"], "resources": ["podgroups"], "verbs": ["get", "create"]},
     # Events for every transition (ours) and kopf's own.
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    # Kopf's discovery when it serves all namespaces (namespaces) and watches for CRD changes.
+    # Kopf's discovery: CRD changes always; namespaces when --namespace is a pattern (e.g. team-*).
+    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+     "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
-    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
-    # Kopf peering, so that of several operator replicas only one acts on a job.
+    # Kopf peering (--peering), so that of several operator replicas only one acts on a job:
+    # ClusterKopfPeering when cluster-wide, KopfPeering per namespace otherwise.
     {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings", "clusterkopfpeerings"],
-     "verbs": ["get", "list", "watch", "patch"]},
+     "verbs": ["list", "watch", "patch"]},
 ]
 
 
 def allows(group: str, resource: str, verb: str) -> bool:
     """Whether RULES grant `verb` on `group/resource` (subresources as "pods/status")."""
     return any(
-        group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"] for rule in RULES
+        group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"]
+        for rule in RULES
     )

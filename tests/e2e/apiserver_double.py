@@ -143,6 +143,8 @@ class ApiServerDouble(kmock.KubernetesEmulator):
     _changed: asyncio.Event | None = attrs.field(default=None, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     gc_delay: float = 0.0
+    # Every (client, apiGroup, resource, verb) served: the operator's RBAC rules are checked against it.
+    calls: set[tuple[str, str, str, str]] = attrs.field(factory=set)
     # Called (in the server's loop) after every stored change: the kubelet simulator listens here.
     listeners: list[Callable[[str, kmock.resource, dict[str, Any]], None]] = attrs.field(factory=list)
 
@@ -151,6 +153,21 @@ class ApiServerDouble(kmock.KubernetesEmulator):
         self.fallback[kmock.method.PUT] << self._serve_replace
         for (group, version, plural), (kind, namespaced, subresources) in RESOURCES.items():
             self.add_resource(group, version, plural, kind=kind, namespaced=namespaced, subresources=subresources)
+
+    def _audit(self, request: kmock.Request) -> None:
+        """Record (client, apiGroup, resource[/subresource], verb) for the RBAC check."""
+        if request.resource is None or request.resource.plural is None:
+            return  # discovery
+        verb = {
+            "GET": "watch" if request.params.get("watch") == "true" else ("get" if request.name else "list"),
+            "POST": "create", "PATCH": "patch", "PUT": "update",
+            "DELETE": "delete" if request.name else "deletecollection",
+        }.get(str(request.method.value).upper())
+        if verb is None:
+            return
+        client = (request.headers.get("User-Agent") or "").split("/")[0]
+        resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
+        self.calls.add((client, request.resource.group or "", resource, verb))
 
     def add_resource(
         self, group: str, version: str, plural: str, *, kind: str, namespaced: bool, subresources: Iterable[str] = ()
@@ -166,6 +183,7 @@ class ApiServerDouble(kmock.KubernetesEmulator):
     # KMock also keeps every request for assertions and matches each new request against reactions by
     # scanning that history, which is quadratic over a long test session: keep only requests in flight.
     async def _handle(self, request: kmock.Request):  # type: ignore[override]
+        self._audit(request)
         try:
             return await apps.RawHandler._handle(self, request)
         finally:

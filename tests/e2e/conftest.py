@@ -41,7 +41,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def kube(cluster) -> k8s.Kube:
-    client = k8s.Kube.from_environment(str(cluster.kubeconfig))
+    client = k8s.Kube.from_environment(str(cluster.kubeconfig), user_agent="mnv2-e2e")
     yield client
     client.close()
 

@@ -228,7 +228,8 @@ class OperatorRunner:
             try:
                 asyncio.run(kopf.operator(
                     namespaces=self.settings.namespaces, clusterwide=self.settings.clusterwide,
-                    standalone=True, stop_flag=self._stop_flag, ready_flag=ready,
+                    standalone=self.settings.peering is None, peering_name=self.settings.peering,
+                    stop_flag=self._stop_flag, ready_flag=ready,
                 ))
             except BaseException as error:  # reported by the fixture
                 self.error = error
