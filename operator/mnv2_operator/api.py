@@ -217,14 +217,38 @@ class ResourceRequirements(_Model):
     requests: ResourceMap = Field(default_factory=dict)
 
 
+class ObjectFieldSelector(_Model):
+    field_path: str = Field(..., min_length=1, max_length=253)
+    api_version: Annotated[str, Field(max_length=253)] | None = None
+
+
+class ResourceFieldSelector(_Model):
+    resource: str = Field(..., min_length=1, max_length=253)
+    container_name: Annotated[str, Field(max_length=63)] | None = None
+    divisor: Quantity | None = None
+
+
+class KeySelector(_Model):
+    key: str = Field(..., min_length=1, max_length=253)
+    name: Annotated[str, Field(max_length=253)] | None = None
+    optional: bool | None = None
+
+
+class EnvVarSource(_Model):
+    """Where a variable's value comes from (the downward API, a ConfigMap or a Secret)."""
+
+    field_ref: ObjectFieldSelector | None = None
+    resource_field_ref: ResourceFieldSelector | None = None
+    config_map_key_ref: KeySelector | None = None
+    secret_key_ref: KeySelector | None = None
+
+
 class EnvVar(_Model):
-    """A container environment variable; `valueFrom` is passed through unchanged."""
+    """A container environment variable, as in a pod."""
 
     name: str = Field(..., min_length=1, max_length=1024)
-    value: Annotated[str, Field(max_length=65536)] | None = None
-    value_from: dict[str, Any] | None = Field(
-        None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
-    )
+    value: Annotated[str, Field(max_length=32768)] | None = None
+    value_from: EnvVarSource | None = None
 
 
 class Volume(BaseModel):

@@ -26,6 +26,8 @@ from mnv2_operator.api import (
 from mnv2_operator.validation import DEVICE_CHOICES, MUTABLE_RUN_POLICY_FIELDS
 
 # Objects whose absence means "all defaults": defaulted to {} so the API server fills their fields.
+# Immutable, but checked only by the operator: no CEL cost bound is possible for pass-through data.
+CEL_UNBOUNDED_TEMPLATE_FIELDS = ("volumes",)
 DEFAULT_EMPTY_OBJECTS = ("training", "runPolicy", "scheduling", "template", "metrics")
 # JSON Schema keywords with no place in a structural schema; propertyNames (map key bounds) is
 # checked by validation.py instead.
@@ -268,9 +270,28 @@ def _immutable(spec_schema: dict[str, Any]) -> None:
                         )
                     )
             continue
-        prop.setdefault("x-kubernetes-validations", []).append(
-            _rule("self == oldSelf", f"spec.{name} is immutable", reason="FieldValueForbidden")
-        )
+        if name == "template":
+            # Per field: template.volumes holds arbitrary volume sources (unknown fields kept), whose
+            # size CEL cannot bound, so its immutability is the operator's alone (immutable_changes).
+            for sub_name, sub in prop["properties"].items():
+                if sub_name in CEL_UNBOUNDED_TEMPLATE_FIELDS:
+                    continue
+                message = f"spec.template.{sub_name} is immutable"
+                sub.setdefault("x-kubernetes-validations", []).append(
+                    _rule("self == oldSelf", message, reason="FieldValueForbidden")
+                )
+                prop.setdefault("x-kubernetes-validations", []).append(
+                    _rule(
+                        f"has(self.{sub_name}) == has(oldSelf.{sub_name})",
+                        message,
+                        f".{sub_name}",
+                        "FieldValueForbidden",
+                    )
+                )
+        else:
+            prop.setdefault("x-kubernetes-validations", []).append(
+                _rule("self == oldSelf", f"spec.{name} is immutable", reason="FieldValueForbidden")
+            )
         if name not in spec_schema.get("required", []):
             presence.append(
                 _rule(

@@ -30,8 +30,8 @@ CRD = generate_crd()
 VERSION = CRD["spec"]["versions"][0]
 SCHEMA = VERSION["schema"]["openAPIV3Schema"]
 SPEC_SCHEMA = SCHEMA["properties"]["spec"]
-# Where the schema keeps unknown fields on purpose: full Kubernetes volumes and env valueFrom.
-PRESERVED = {"spec.template.volumes[]", "spec.template.env[].valueFrom"}
+# Where the schema keeps unknown fields on purpose: full Kubernetes volumes (any source).
+PRESERVED = {"spec.template.volumes[]"}
 STRUCTURAL_KEYS = {
     "type",
     "description",
@@ -220,6 +220,12 @@ def _mutations() -> list[tuple[str, Any]]:
         ("template.tolerations", [{"effect": "Sometimes"}]),
         ("template.env", [{"name": ""}]),
         ("template.env", [{"name": "A", "valueFrom": {"anything": {"x": 1}}}]),
+        ("template.env", [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
+        ("template.env", [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]),
+        (
+            "template.env",
+            [{"name": "A", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1m"}}}],
+        ),
         ("template.volumes", [{"name": "cache", "csi": {"driver": "x"}}]),
         ("template.volumes", [{"csi": {}}]),
         ("template.volumeMounts", [{"name": "x", "mountPath": "/x", "mountPropagation": "None"}]),
