@@ -265,10 +265,13 @@ class FaultProxy:
                     break
                 except aiohttp.ClientError:
                     return response  # upstream broke: pass the break on
-                if not line:
-                    await response.write_eof()
-                    return response  # upstream ended the stream itself
-                await response.write(line)
+                try:
+                    if not line:
+                        await response.write_eof()
+                        return response  # upstream ended the stream itself
+                    await response.write(line)
+                except ConnectionError:
+                    return response  # the client went away (e.g. a killed operator): nothing to do
             # The planned drop.
             if abort:
                 self.counts[WATCH_ABORT] += 1
@@ -276,7 +279,8 @@ class FaultProxy:
                     request.transport.abort()
             else:
                 self.counts[WATCH_END] += 1
-                await response.write_eof()
+                with contextlib.suppress(ConnectionError):
+                    await response.write_eof()
             return response
         finally:
             upstream.close()
