@@ -370,3 +370,18 @@ def test_bad_operator_config_names_file_and_field(tmp_path):
         load_operator_config(path)
     text = str(error.value)
     assert f"{path}: profiles.CPU.maxDevicesPerReplica" in text and f"{path}: bogus" in text
+
+
+def test_rank_table_follows_the_devices_the_pods_were_started_with(tmp_path):
+    path = tmp_path / "operator.yaml"
+    path.write_text("profiles:\n  Ascend: {defaultDevicesPerReplica: 2}\n")
+    cluster = load_operator_config(path)
+    job = make_job("Ascend", replicas=2)
+    observed = [ascend_pod("demo", i, devices=2) for i in range(2)]
+    for i, pod in enumerate(observed):
+        pod["spec"] = render_pod(job, cluster, i)[
+            "spec"
+        ]  # as the API server returns it, plugin annotation added
+    table = json.loads(render_rank_table_configmap(job, observed)["data"]["hccl.json"])  # defaults say 8
+    assert table["status"] == "completed"
+    assert [d["rank_id"] for d in table["server_list"][1]["device"]] == ["2", "3"]
