@@ -74,8 +74,8 @@ def make_synthetic_tree(
         shape = SHAPES[k // len(COLOURS) % len(SHAPES)]
         for i in range(per_class):
             # Noise tinted with the class colour: the colour survives random crops, the shape adds a cue.
-            noise = rng.integers(0, 96, size=(size, size, 3))
-            tinted = (0.5 * noise + 0.35 * np.array(colour)).astype(np.uint8)
+            noise = rng.integers(0, 64, size=(size, size, 3))
+            tinted = (noise + 0.6 * np.array(colour)).clip(0, 255).astype(np.uint8)
             picture = Image.fromarray(tinted, mode="RGB")
             extent = int(rng.integers(size // 2, size - 2))
             x0 = int(rng.integers(0, size - extent))
