@@ -27,8 +27,11 @@ def build_event(job: dict[str, Any], type_: str, reason: str, message: str, now:
         "kind": "Event",
         "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
         "involvedObject": {
-            "apiVersion": job.get("apiVersion"), "kind": job.get("kind"), "name": meta["name"],
-            "namespace": meta["namespace"], "uid": meta.get("uid"),
+            "apiVersion": job.get("apiVersion"),
+            "kind": job.get("kind"),
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
             "resourceVersion": meta.get("resourceVersion"),
         },
         "type": type_,

@@ -58,8 +58,9 @@ def jobs_probe(**_: Any) -> int:
 
 
 @kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, id="reconcile", cancellation_timeout=10.0)
-async def job_daemon(name: str, namespace: str, memo: kopf.Memo, stopped: Any, logger: logging.Logger,
-                     **_: Any) -> None:
+async def job_daemon(
+    name: str, namespace: str, memo: kopf.Memo, stopped: Any, logger: logging.Logger, **_: Any
+) -> None:
     """The job's reconciliation loop (see the module docstring)."""
     key = (namespace, name)
     wake = _WAKE[key] = asyncio.Event()
@@ -74,7 +75,9 @@ async def job_daemon(name: str, namespace: str, memo: kopf.Memo, stopped: Any, l
                 timeout = ERROR_BACKOFF_SECONDS
             else:
                 if outcome.created or outcome.deleted:
-                    logger.info(f"state {outcome.state}; created {outcome.created}; deleted {outcome.deleted}")
+                    logger.info(
+                        f"state {outcome.state}; created {outcome.created}; deleted {outcome.deleted}"
+                    )
                 if outcome.state is None:
                     return  # the job is gone or being deleted
                 timeout = memo.resync_seconds

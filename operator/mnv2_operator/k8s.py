@@ -10,13 +10,13 @@ checks the two against each other.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from mnv2_operator import api
-
 
 USER_AGENT = "mnv2-operator"
 
@@ -214,10 +214,8 @@ class Kube:
 
 def _mapped(status: int, body: str) -> ApiError:
     message = body
-    try:
+    with contextlib.suppress(ValueError, AttributeError):  # not a Status object: keep the raw body
         message = json.loads(body).get("message") or body
-    except (ValueError, AttributeError):
-        pass
     if status == 404:
         return NotFound(status, message)
     if status == 409:

@@ -14,7 +14,11 @@ from mnv2_operator import api
 RULES: list[dict[str, list[str]]] = [
     # The jobs: listed and watched by kopf; patched for kopf's finalizer and our accepted-spec
     # annotation; read by the reconciler; deleted when ttlSecondsAfterFinished expires.
-    {"apiGroups": [api.GROUP], "resources": [api.PLURAL], "verbs": ["get", "list", "watch", "patch", "delete"]},
+    {
+        "apiGroups": [api.GROUP],
+        "resources": [api.PLURAL],
+        "verbs": ["get", "list", "watch", "patch", "delete"],
+    },
     {"apiGroups": [api.GROUP], "resources": [f"{api.PLURAL}/status"], "verbs": ["patch"]},
     # Children. Pods: listed by the reconciler, watched by kopf (wake-ups), created, deleted on
     # restart/suspend/cleanup. Service, ConfigMap and PodGroup: created when absent (the garbage
@@ -26,13 +30,19 @@ RULES: list[dict[str, list[str]]] = [
     # Events for every transition (ours) and kopf's own.
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     # Kopf's discovery: CRD changes always; namespaces when --namespace is a pattern (e.g. team-*).
-    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
-     "verbs": ["list", "watch"]},
+    {
+        "apiGroups": ["apiextensions.k8s.io"],
+        "resources": ["customresourcedefinitions"],
+        "verbs": ["list", "watch"],
+    },
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     # Kopf peering (--peering), so that of several operator replicas only one acts on a job:
     # ClusterKopfPeering when cluster-wide, KopfPeering per namespace otherwise.
-    {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings", "clusterkopfpeerings"],
-     "verbs": ["list", "watch", "patch"]},
+    {
+        "apiGroups": ["kopf.dev"],
+        "resources": ["kopfpeerings", "clusterkopfpeerings"],
+        "verbs": ["list", "watch", "patch"],
+    },
 ]
 
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mnv2 import launchenv
+
 from mnv2_operator import events, k8s, names
 from mnv2_operator.api import GROUP, SpecError, parse_job
 from mnv2_operator.metrics import METRICS
@@ -58,8 +59,12 @@ class Outcome:
 
 def _owner_reference(job: dict[str, Any]) -> dict[str, Any]:
     return {
-        "apiVersion": job["apiVersion"], "kind": job["kind"], "name": job["metadata"]["name"],
-        "uid": job["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True,
+        "apiVersion": job["apiVersion"],
+        "kind": job["kind"],
+        "name": job["metadata"]["name"],
+        "uid": job["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
     }
 
 
@@ -68,7 +73,9 @@ def adopt(obj: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     obj = copy.deepcopy(obj)
     meta = obj.setdefault("metadata", {})
     meta["namespace"] = job["metadata"]["namespace"]
-    refs = [r for r in meta.get("ownerReferences") or [] if r.get("uid") not in (None, "", job["metadata"]["uid"])]
+    refs = [
+        r for r in meta.get("ownerReferences") or [] if r.get("uid") not in (None, "", job["metadata"]["uid"])
+    ]
     refs = [r for r in refs if not r.get("controller")]
     meta["ownerReferences"] = [*refs, _owner_reference(job)]
     return obj
@@ -142,8 +149,12 @@ class Reconciler:
         pods = self.kube.list(k8s.PODS, namespace, {names.LABEL_JOB_NAME: name})
         old = job.get("status") or {}
         new = compute_status(running_job, pods, now)
-        new = with_rejected_changes(new, [(path, "immutable while the job exists") for path in refused],
-                                    job["metadata"].get("generation"), now)
+        new = with_rejected_changes(
+            new,
+            [(path, "immutable while the job exists") for path in refused],
+            job["metadata"].get("generation"),
+            now,
+        )
         if new != old:
             self.kube.patch(k8s.JOBS, namespace, name, {"status": new}, subresource="status")
             self._announce(job, old, new, pods, now)
@@ -167,8 +178,12 @@ class Reconciler:
         except SpecError:
             return job  # nothing runs; the status names the problems
         value = json.dumps(job.get("spec") or {}, sort_keys=True, separators=(",", ":"))
-        patch = {"metadata": {"annotations": {ACCEPTED_SPEC_ANNOTATION: value},
-                              "resourceVersion": job["metadata"].get("resourceVersion")}}
+        patch = {
+            "metadata": {
+                "annotations": {ACCEPTED_SPEC_ANNOTATION: value},
+                "resourceVersion": job["metadata"].get("resourceVersion"),
+            }
+        }
         return self.kube.patch(k8s.JOBS, job["metadata"]["namespace"], job["metadata"]["name"], patch)
 
     # -- reporting -------------------------------------------------------------------------------
@@ -185,8 +200,11 @@ class Reconciler:
             METRICS.job_restarted(ns, platform)
         state = new.get("state")
         if state != old.get("state") or (state == "Restarting" and new.get("message") != old.get("message")):
-            kind = "Warning" if state in WARNING_STATES or state == "Pending" and new.get("reason") == "Unschedulable" \
+            kind = (
+                "Warning"
+                if state in WARNING_STATES or (state == "Pending" and new.get("reason") == "Unschedulable")
                 else "Normal"
+            )
             events.post(self.kube, job, kind, new.get("reason") or str(state), new.get("message") or "", now)
             if state == "Succeeded":
                 METRICS.job_succeeded(ns, platform)
@@ -200,7 +218,9 @@ class Reconciler:
                     pod_created = parse_time(pod["metadata"].get("creationTimestamp"))
                     started = parse_time((pod.get("status") or {}).get("startTime"))
                     if pod_created is not None and started is not None:
-                        METRICS.observe_pending(ns, platform, max(0.0, (started - pod_created).total_seconds()))
+                        METRICS.observe_pending(
+                            ns, platform, max(0.0, (started - pod_created).total_seconds())
+                        )
         if is_true(new, SPEC_REJECTED) and condition(new, SPEC_REJECTED) != condition(old, SPEC_REJECTED):
             found = condition(new, SPEC_REJECTED)
             events.post(self.kube, job, "Warning", found["reason"], found["message"], now)
@@ -287,7 +307,7 @@ class Reconciler:
     ) -> list[str]:
         """cleanPodPolicy, then ttlSecondsAfterFinished (from completionTime, so restarts don't reset it)."""
         spec = job.get("spec") or {}
-        policy = (spec.get("runPolicy") or {})
+        policy = spec.get("runPolicy") or {}
         clean = policy.get("cleanPodPolicy", "Running")
         if clean == "All":
             doomed = pods
@@ -300,8 +320,14 @@ class Reconciler:
         done = parse_time(status.get("completionTime"))
         if ttl is not None and done is not None and (now - done).total_seconds() >= ttl:
             meta = job["metadata"]
-            events.post(self.kube, job, "Normal", "TTLExpired",
-                        f"deleting the job {ttl}s after it finished (ttlSecondsAfterFinished)", now)
+            events.post(
+                self.kube,
+                job,
+                "Normal",
+                "TTLExpired",
+                f"deleting the job {ttl}s after it finished (ttlSecondsAfterFinished)",
+                now,
+            )
             if self.kube.delete(k8s.JOBS, meta["namespace"], meta["name"], uid=meta.get("uid")):
                 METRICS.job_deleted(meta["namespace"], str(spec.get("platform", "")))
             return ["job"]

@@ -122,8 +122,13 @@ def unschedulable_message(pod: dict[str, Any]) -> str:
 
 
 def set_condition(
-    conditions: list[dict[str, Any]], type_: str, status: bool, reason: str, message: str,
-    now: datetime, generation: int | None,
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int | None,
 ) -> None:
     """Upsert one condition; lastTransitionTime changes only when the status flips."""
     value = "True" if status else "False"
@@ -135,15 +140,25 @@ def set_condition(
             if generation is not None:
                 condition["observedGeneration"] = generation
             return
-    new = {"type": type_, "status": value, "reason": reason, "message": message,
-           "lastTransitionTime": format_time(now)}
+    new = {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": format_time(now),
+    }
     if generation is not None:
         new["observedGeneration"] = generation
     conditions.append(new)
 
 
 def clear_condition(
-    conditions: list[dict[str, Any]], type_: str, reason: str, message: str, now: datetime, generation: int | None
+    conditions: list[dict[str, Any]],
+    type_: str,
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int | None,
 ) -> None:
     """Set a condition False only when it was ever set (conditions appear when first relevant)."""
     if any(c["type"] == type_ for c in conditions):
@@ -167,7 +182,9 @@ def _spec(job: dict[str, Any]) -> tuple[Any | None, str]:
     from mnv2_operator.api import SpecError, parse_job
 
     try:
-        return parse_job(job, source=f"{job.get('kind', 'job')} {job.get('metadata', {}).get('name', '')}"), ""
+        return parse_job(
+            job, source=f"{job.get('kind', 'job')} {job.get('metadata', {}).get('name', '')}"
+        ), ""
     except SpecError as error:
         return None, "; ".join(f"{path}: {message}" for path, message in error.problems)
 
@@ -198,7 +215,9 @@ def compute_status(job: dict[str, Any], pods: list[dict[str, Any]], now: datetim
     current = [p for p in pods if pod_attempt(p) == restart_count]
     counts = {"pending": 0, "running": 0, "succeeded": 0, "failed": 0}
     for pod in current:
-        counts[pod_phase(pod).lower() if pod_phase(pod) in ("Running", "Succeeded", "Failed") else "pending"] += 1
+        counts[
+            pod_phase(pod).lower() if pod_phase(pod) in ("Running", "Succeeded", "Failed") else "pending"
+        ] += 1
     status["replicas"] = counts
 
     if old.get("state") in TERMINAL_STATES:
@@ -213,8 +232,15 @@ def compute_status(job: dict[str, Any], pods: list[dict[str, Any]], now: datetim
     set_condition(conditions, "Created", True, "JobCreated", f"{replicas} pod(s) requested", now, generation)
 
     if policy.suspend:
-        set_condition(conditions, "Suspended", True, "JobSuspended", "the job is suspended; its pods are deleted",
-                      now, generation)
+        set_condition(
+            conditions,
+            "Suspended",
+            True,
+            "JobSuspended",
+            "the job is suspended; its pods are deleted",
+            now,
+            generation,
+        )
         clear_condition(conditions, "Running", "JobSuspended", "the job is suspended", now, generation)
         clear_condition(conditions, "Restarting", "JobSuspended", "the job is suspended", now, generation)
         return transition("Suspended", "JobSuspended", "the job is suspended; its pods are deleted")
@@ -226,31 +252,48 @@ def compute_status(job: dict[str, Any], pods: list[dict[str, Any]], now: datetim
     if policy.active_deadline_seconds is not None and started is not None:
         elapsed = (now - started).total_seconds()
         if elapsed >= policy.active_deadline_seconds:
-            return finish("Failed", "DeadlineExceeded",
-                          f"the job ran {elapsed:.0f}s, longer than activeDeadlineSeconds "
-                          f"({policy.active_deadline_seconds}s)")
+            return finish(
+                "Failed",
+                "DeadlineExceeded",
+                f"the job ran {elapsed:.0f}s, longer than activeDeadlineSeconds "
+                f"({policy.active_deadline_seconds}s)",
+            )
 
     live = [p for p in current if not terminating(p)]
     failures = [classify_failure(p, policy.restart_policy.value) for p in live if pod_phase(p) == "Failed"]
     if not failures and old.get("state") == "Running" and len(live) < replicas:
         present = {pod_index(p) for p in live}
         failures = [
-            PodFailure(f"replica {i}", i, None, "was deleted while the job ran (node lost or pod deleted)",
-                       policy.restart_policy.value != "Never")
-            for i in range(replicas) if i not in present
+            PodFailure(
+                f"replica {i}",
+                i,
+                None,
+                "was deleted while the job ran (node lost or pod deleted)",
+                policy.restart_policy.value != "Never",
+            )
+            for i in range(replicas)
+            if i not in present
         ]
     if failures:
         permanent = [f for f in failures if not f.retryable]
         details = "; ".join(f.describe() for f in (permanent or failures))
         if permanent:
             reason = "PodFailed" if policy.restart_policy.value != "Never" else "RestartPolicyNever"
-            return finish("Failed", reason, f"{details}: not retryable (restartPolicy {policy.restart_policy.value})")
+            return finish(
+                "Failed", reason, f"{details}: not retryable (restartPolicy {policy.restart_policy.value})"
+            )
         if restart_count >= policy.backoff_limit:
-            return finish("Failed", "BackoffLimitExceeded",
-                          f"{details}; the job was already restarted {restart_count} time(s), "
-                          f"backoffLimit is {policy.backoff_limit}")
+            return finish(
+                "Failed",
+                "BackoffLimitExceeded",
+                f"{details}; the job was already restarted {restart_count} time(s), "
+                f"backoffLimit is {policy.backoff_limit}",
+            )
         status["restartCount"] = restart_count + 1
-        message = f"{details}; restarting every pod ({restart_count + 1}/{policy.backoff_limit}) from the latest checkpoint"
+        message = (
+            f"{details}; restarting every pod ({restart_count + 1}/{policy.backoff_limit}) "
+            "from the latest checkpoint"
+        )
         set_condition(conditions, "Restarting", True, "RetryableFailure", message, now, generation)
         clear_condition(conditions, "Running", "RetryableFailure", "a rank failed", now, generation)
         status["replicas"] = {"pending": 0, "running": 0, "succeeded": 0, "failed": 0}
@@ -263,22 +306,30 @@ def compute_status(job: dict[str, Any], pods: list[dict[str, Any]], now: datetim
                 waited = (now - created).total_seconds()
                 if waited >= policy.pending_timeout_seconds:
                     why = unschedulable_message(pod) or "no scheduling message"
-                    return finish("Failed", "PendingTimeout",
-                                  f"pod {pod['metadata']['name']} was Pending for {waited:.0f}s "
-                                  f"(pendingTimeoutSeconds {policy.pending_timeout_seconds}): {why}")
+                    return finish(
+                        "Failed",
+                        "PendingTimeout",
+                        f"pod {pod['metadata']['name']} was Pending for {waited:.0f}s "
+                        f"(pendingTimeoutSeconds {policy.pending_timeout_seconds}): {why}",
+                    )
 
     if len(live) >= replicas and counts["succeeded"] >= replicas:
         return finish("Succeeded", "JobSucceeded", f"all {replicas} pod(s) succeeded")
     if len(live) >= replicas and counts["running"] + counts["succeeded"] >= replicas and counts["running"]:
-        set_condition(conditions, "Running", True, "JobRunning", f"all {replicas} pod(s) are running", now, generation)
+        set_condition(
+            conditions, "Running", True, "JobRunning", f"all {replicas} pod(s) are running", now, generation
+        )
         clear_condition(conditions, "Restarting", "JobRunning", "every pod is running again", now, generation)
         return transition("Running", "JobRunning", f"all {replicas} pod(s) are running")
     if is_true(status, "Restarting"):
         return transition("Restarting", "RetryableFailure", condition(status, "Restarting")["message"])
     waiting = [p for p in live if unschedulable_message(p)]
     if waiting:
-        return transition("Pending", "Unschedulable",
-                          f"pod {waiting[0]['metadata']['name']} cannot be scheduled: {unschedulable_message(waiting[0])}")
+        return transition(
+            "Pending",
+            "Unschedulable",
+            f"pod {waiting[0]['metadata']['name']} cannot be scheduled: {unschedulable_message(waiting[0])}",
+        )
     if live:
         return transition("Pending", "PodsStarting", f"{counts['running']}/{replicas} pod(s) running")
     return transition("Created", "JobCreated", f"{replicas} pod(s) requested")
@@ -292,10 +343,19 @@ def with_rejected_changes(
     conditions = status.setdefault("conditions", [])
     if changes:
         message = "; ".join(f"{path}: {why}" for path, why in changes)
-        set_condition(conditions, SPEC_REJECTED, True, "ImmutableFieldChanged",
-                      f"change refused, the job keeps its accepted spec: {message}", now, generation)
+        set_condition(
+            conditions,
+            SPEC_REJECTED,
+            True,
+            "ImmutableFieldChanged",
+            f"change refused, the job keeps its accepted spec: {message}",
+            now,
+            generation,
+        )
     else:
-        clear_condition(conditions, SPEC_REJECTED, "SpecAccepted", "the spec matches the accepted spec", now, generation)
+        clear_condition(
+            conditions, SPEC_REJECTED, "SpecAccepted", "the spec matches the accepted spec", now, generation
+        )
     return status
 
 

@@ -1,4 +1,4 @@
-"""An in-process Kubernetes API-server double: KMock's `KubernetesEmulator`, made strict enough for an operator.
+"""An in-process Kubernetes API-server double: KMock's `KubernetesEmulator`, strict enough for an operator.
 
 KMock 0.8 gives us the HTTP server, request parsing, API discovery, Kubernetes-shaped error bodies and
 its reaction DSL (tests can still inject faults with `double['post /api/v1/namespaces/x/pods'] << 500`,
@@ -57,7 +57,11 @@ RESOURCES: dict[tuple[str, str, str], tuple[str, bool, set[str]]] = {
     ("", "v1", "events"): ("Event", True, set()),
     ("events.k8s.io", "v1", "events"): ("Event", True, set()),
     ("coordination.k8s.io", "v1", "leases"): ("Lease", True, set()),
-    ("apiextensions.k8s.io", "v1", "customresourcedefinitions"): ("CustomResourceDefinition", False, {"status"}),
+    ("apiextensions.k8s.io", "v1", "customresourcedefinitions"): (
+        "CustomResourceDefinition",
+        False,
+        {"status"},
+    ),
     ("scheduling.volcano.sh", "v1beta1", "podgroups"): ("PodGroup", True, {"status"}),
     ("kopf.dev", "v1", "kopfpeerings"): ("KopfPeering", True, set()),
     ("kopf.dev", "v1", "clusterkopfpeerings"): ("ClusterKopfPeering", False, set()),
@@ -152,7 +156,9 @@ class ApiServerDouble(kmock.KubernetesEmulator):
         super().__attrs_post_init__()
         self.fallback[kmock.method.PUT] << self._serve_replace
         for (group, version, plural), (kind, namespaced, subresources) in RESOURCES.items():
-            self.add_resource(group, version, plural, kind=kind, namespaced=namespaced, subresources=subresources)
+            self.add_resource(
+                group, version, plural, kind=kind, namespaced=namespaced, subresources=subresources
+            )
 
     def _audit(self, request: kmock.Request) -> None:
         """Record (client, apiGroup, resource[/subresource], verb) for the RBAC check."""
@@ -160,7 +166,9 @@ class ApiServerDouble(kmock.KubernetesEmulator):
             return  # discovery
         verb = {
             "GET": "watch" if request.params.get("watch") == "true" else ("get" if request.name else "list"),
-            "POST": "create", "PATCH": "patch", "PUT": "update",
+            "POST": "create",
+            "PATCH": "patch",
+            "PUT": "update",
             "DELETE": "delete" if request.name else "deletecollection",
         }.get(str(request.method.value).upper())
         if verb is None:
@@ -170,11 +178,21 @@ class ApiServerDouble(kmock.KubernetesEmulator):
         self.calls.add((client, request.resource.group or "", resource, verb))
 
     def add_resource(
-        self, group: str, version: str, plural: str, *, kind: str, namespaced: bool, subresources: Iterable[str] = ()
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        *,
+        kind: str,
+        namespaced: bool,
+        subresources: Iterable[str] = (),
     ) -> None:
         """Make a resource discoverable and servable (e.g. the job's CRD)."""
         self.resources[kmock.resource(group, version, plural)] = kmock.ResourceInfo(
-            kind=kind, namespaced=namespaced, verbs=VERBS, subresources=set(subresources),
+            kind=kind,
+            namespaced=namespaced,
+            verbs=VERBS,
+            subresources=set(subresources),
             singular=kind.lower(),
         )
 
@@ -209,7 +227,9 @@ class ApiServerDouble(kmock.KubernetesEmulator):
             return None
         return self.objects[key].raw
 
-    def live_objects(self, resource: kmock.resource | str, namespace: str | None = None) -> list[dict[str, Any]]:
+    def live_objects(
+        self, resource: kmock.resource | str, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
         """Current objects of a resource (all namespaces when namespace is None), deep copies."""
         resource = kmock.resource(resource)
         return [
@@ -267,10 +287,16 @@ class ApiServerDouble(kmock.KubernetesEmulator):
         namespace = namespace or meta.get("namespace") if info.namespaced else None
         if info.namespaced and not namespace:
             raise _error(422, "Invalid", "metadata.namespace: Required value")
-        if namespace is not None and resource != NAMESPACE_RES and self._live(NAMESPACE_RES, None, namespace) is None:
+        if (
+            namespace is not None
+            and resource != NAMESPACE_RES
+            and self._live(NAMESPACE_RES, None, namespace) is None
+        ):
             raise _error(404, "NotFound", f'namespaces "{namespace}" not found')
         if meta.get("namespace") not in (None, namespace):
-            raise _error(400, "BadRequest", "the namespace of the object does not match the namespace on the request")
+            raise _error(
+                400, "BadRequest", "the namespace of the object does not match the namespace on the request"
+            )
         async with self._lock:
             if self._live(resource, namespace, name) is not None:
                 raise _error(409, "AlreadyExists", f'{resource.plural} "{name}" already exists')
@@ -309,7 +335,8 @@ class ApiServerDouble(kmock.KubernetesEmulator):
                 raise _error(404, "NotFound", f'{resource.plural} "{name}" not found')
             if expected_rv and expected_rv != old["metadata"]["resourceVersion"]:
                 raise _error(
-                    409, "Conflict",
+                    409,
+                    "Conflict",
                     f'Operation cannot be fulfilled on {resource.plural} "{name}": the object has been '
                     "modified; please apply your changes to the latest version and try again",
                 )
@@ -347,7 +374,12 @@ class ApiServerDouble(kmock.KubernetesEmulator):
             return copy.deepcopy(new)
 
     async def delete(
-        self, resource: kmock.resource, namespace: str | None, name: str, *, propagation: str = "Background",
+        self,
+        resource: kmock.resource,
+        namespace: str | None,
+        name: str,
+        *,
+        propagation: str = "Background",
         preconditions: dict[str, str] | None = None,
     ) -> dict:
         self._info(resource)
@@ -358,7 +390,8 @@ class ApiServerDouble(kmock.KubernetesEmulator):
             for field, expected in (preconditions or {}).items():
                 if expected and old["metadata"].get(field) != expected:
                     raise _error(
-                        409, "Conflict",
+                        409,
+                        "Conflict",
                         f"Precondition failed: {field} in precondition: {expected}, {field} in object meta: "
                         f"{old['metadata'].get(field)}",
                     )
@@ -390,10 +423,8 @@ class ApiServerDouble(kmock.KubernetesEmulator):
                     continue
                 refs = obj.raw.get("metadata", {}).get("ownerReferences") or []
                 if any(ref.get("uid") == uid for ref in refs):
-                    try:
+                    with contextlib.suppress(kmock.KubernetesError):  # deleted meanwhile
                         await self.delete(resource, namespace, name)
-                    except kmock.KubernetesError:
-                        pass  # deleted meanwhile
 
         asyncio.get_running_loop().create_task(collect())
 
@@ -438,10 +469,16 @@ class ApiServerDouble(kmock.KubernetesEmulator):
 
             expected = (patch.get("metadata") or {}).get("resourceVersion")
         else:
-            raise _error(415, "UnsupportedMediaType", f"the patch content type {content_type!r} is not supported")
+            raise _error(
+                415, "UnsupportedMediaType", f"the patch content type {content_type!r} is not supported"
+            )
         return await self.update(
-            request.resource, request.namespace, request.name, change,
-            subresource=request.subresource, expected_rv=expected,
+            request.resource,
+            request.namespace,
+            request.name,
+            change,
+            subresource=request.subresource,
+            expected_rv=expected,
         )
 
     async def _serve_replace(self, request: kmock.Request) -> Any:
@@ -449,16 +486,24 @@ class ApiServerDouble(kmock.KubernetesEmulator):
             raise _error(405, "MethodNotAllowed", "PUT needs an object URL and a JSON object")
         body = request.data
         return await self.update(
-            request.resource, request.namespace, request.name, lambda old: body,
+            request.resource,
+            request.namespace,
+            request.name,
+            lambda old: body,
             subresource=request.subresource,
             expected_rv=(body.get("metadata") or {}).get("resourceVersion"),
         )
 
     async def _serve_delete(self, request: kmock.Request) -> Any:
         options = request.data if isinstance(request.data, dict) else {}
-        propagation = options.get("propagationPolicy") or request.params.get("propagationPolicy") or "Background"
+        propagation = (
+            options.get("propagationPolicy") or request.params.get("propagationPolicy") or "Background"
+        )
         return await self.delete(
-            request.resource, request.namespace, request.name, propagation=propagation,
+            request.resource,
+            request.namespace,
+            request.name,
+            propagation=propagation,
             preconditions=options.get("preconditions"),
         )
 
@@ -466,7 +511,8 @@ class ApiServerDouble(kmock.KubernetesEmulator):
         labels = request.params.get("labelSelector")
         fields = request.params.get("fieldSelector")
         return [
-            obj for obj in objs
+            obj
+            for obj in objs
             if (request.namespace is None or obj["metadata"].get("namespace") == request.namespace)
             and label_selector_matches(labels, obj["metadata"].get("labels") or {})
             and field_selector_matches(fields, obj)
@@ -527,7 +573,8 @@ class ApiServerDouble(kmock.KubernetesEmulator):
     def events_for(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """Core/v1 Events whose involvedObject is `name` in `namespace`, oldest first."""
         events = [
-            e for e in self.live_objects("v1/events", namespace)
+            e
+            for e in self.live_objects("v1/events", namespace)
             if (e.get("involvedObject") or e.get("regarding") or {}).get("name") == name
         ]
         return sorted(events, key=lambda e: int(e["metadata"]["resourceVersion"]))

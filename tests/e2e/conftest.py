@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from harness import DoubleCluster, OperatorRunner, RealCluster, create_namespace, delete_namespace
-
 from mnv2_operator import api, k8s
 
 REAL_KUBECONFIG = os.environ.get("MNV2_E2E_KUBECONFIG")

@@ -23,7 +23,6 @@ import kmock
 import yaml
 from apiserver_double import ApiServerDouble, kubeconfig_for
 from kubelet_sim import JobPlan, Kubelet
-
 from mnv2_operator import api, k8s
 
 T = TypeVar("T")
@@ -88,7 +87,9 @@ class SimHandle:
         self._cluster.call(self._cluster.kubelet.delete(namespace, pod))
 
     def creations(self, resource: str, namespace: str, name: str) -> int:
-        return self._cluster.call(self._async(lambda: self._cluster.double.creations(resource, namespace, name)))
+        return self._cluster.call(
+            self._async(lambda: self._cluster.double.creations(resource, namespace, name))
+        )
 
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         return self._cluster.call(self._async(lambda: self._cluster.double.events_for(namespace, name)))
@@ -121,14 +122,14 @@ class DoubleCluster:
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         self.double = ApiServerDouble()
-        self.double.add_resource(api.GROUP, api.VERSION, api.PLURAL, kind=api.KIND, namespaced=True,
-                                 subresources={"status"})
+        self.double.add_resource(
+            api.GROUP, api.VERSION, api.PLURAL, kind=api.KIND, namespaced=True, subresources={"status"}
+        )
         async with self.double, kmock.Server(self.double) as server:
             self.url = str(server.url).rstrip("/")
             self.kubelet = Kubelet(self.double)
             self.kubelet.start()
-            await self.double.create(kmock.resource("v1/namespaces"), None,
-                                     {"metadata": {"name": "default"}})
+            await self.double.create(kmock.resource("v1/namespaces"), None, {"metadata": {"name": "default"}})
             self._ready.set()
             await self._stop.wait()
             await self.double.close()
@@ -169,10 +170,8 @@ class RealCluster:
         kube = k8s.Kube.from_environment(str(self.kubeconfig))
         crd = generate_crd()
         crds = k8s.Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False)
-        try:
+        with contextlib.suppress(k8s.Conflict):  # already installed (e.g. by the chart)
             kube._call("POST", crds.path(), body=crd)
-        except k8s.Conflict:
-            pass  # already installed (e.g. by the chart)
         wait_for(lambda: kube.list(k8s.JOBS, "default") is not None, timeout=60, what="the CRD to be served")
         kube.close()
         return self
@@ -189,7 +188,9 @@ NAMESPACES = k8s.Resource("", "v1", "namespaces", namespaced=False)
 
 def create_namespace(kube: k8s.Kube) -> str:
     name = f"e2e-{uuid.uuid4().hex[:8]}"
-    kube._call("POST", NAMESPACES.path(), body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    kube._call(
+        "POST", NAMESPACES.path(), body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
     return name
 
 
@@ -205,9 +206,15 @@ class OperatorRunner:
         from mnv2_operator.settings import OperatorSettings
 
         self.settings = OperatorSettings(
-            namespaces=namespaces, watch_server_timeout=5, watch_client_timeout=8.0,
-            watch_connect_timeout=2.0, watch_inactivity_timeout=15.0, reconnect_backoff=0.2,
-            resync_seconds=3.0, request_timeout=10.0, **overrides,
+            namespaces=namespaces,
+            watch_server_timeout=5,
+            watch_client_timeout=8.0,
+            watch_connect_timeout=2.0,
+            watch_inactivity_timeout=15.0,
+            reconnect_backoff=0.2,
+            resync_seconds=3.0,
+            request_timeout=10.0,
+            **overrides,
         )
         self._thread: threading.Thread | None = None
         self._stop_flag: threading.Event | None = None
@@ -215,7 +222,6 @@ class OperatorRunner:
 
     def start(self, timeout: float = 20.0) -> OperatorRunner:
         import kopf
-
         from mnv2_operator import handlers  # noqa: F401  (registers the handlers)
         from mnv2_operator import settings as operator_settings
 
@@ -226,11 +232,16 @@ class OperatorRunner:
 
         def main() -> None:
             try:
-                asyncio.run(kopf.operator(
-                    namespaces=self.settings.namespaces, clusterwide=self.settings.clusterwide,
-                    standalone=self.settings.peering is None, peering_name=self.settings.peering,
-                    stop_flag=self._stop_flag, ready_flag=ready,
-                ))
+                asyncio.run(
+                    kopf.operator(
+                        namespaces=self.settings.namespaces,
+                        clusterwide=self.settings.clusterwide,
+                        standalone=self.settings.peering is None,
+                        peering_name=self.settings.peering,
+                        stop_flag=self._stop_flag,
+                        ready_flag=ready,
+                    )
+                )
             except BaseException as error:  # reported by the fixture
                 self.error = error
                 ready.set()

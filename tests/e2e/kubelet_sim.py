@@ -19,7 +19,6 @@ from typing import Any
 
 import kmock
 from apiserver_double import POD_RES, ApiServerDouble, now_iso
-
 from mnv2_operator import api
 
 JOB_RES = kmock.resource(api.GROUP, api.VERSION, api.PLURAL)
@@ -27,7 +26,9 @@ JOB_LABEL = "training.mindspore.io/job-name"
 INDEX_LABEL = "training.mindspore.io/replica-index"
 ASCEND_ANNOTATION = "ascend.kubectl.kubernetes.io/ascend-910-configuration"
 ASCEND_RESOURCES = ("huawei.com/Ascend910", "huawei.com/npu")
-DEFAULT_UNSCHEDULABLE = "0/3 nodes are available: 3 Insufficient huawei.com/Ascend910. preemption: 0/3 nodes are available"
+DEFAULT_UNSCHEDULABLE = (
+    "0/3 nodes are available: 3 Insufficient huawei.com/Ascend910. preemption: 0/3 nodes are available"
+)
 
 
 @dataclass
@@ -47,11 +48,15 @@ class JobPlan:
 def device_annotations(index: int, devices: int) -> dict[str, str]:
     """What the Ascend device plugin writes on a pod it gave `devices` cards to (REFERENCE §3)."""
     return {
-        ASCEND_ANNOTATION: json.dumps({
-            "pod_name": str(index),
-            "server_id": f"192.168.0.{index + 10}",
-            "devices": [{"device_id": str(d), "device_ip": f"192.168.{100 + index}.{d}"} for d in range(devices)],
-        }),
+        ASCEND_ANNOTATION: json.dumps(
+            {
+                "pod_name": str(index),
+                "server_id": f"192.168.0.{index + 10}",
+                "devices": [
+                    {"device_id": str(d), "device_ip": f"192.168.{100 + index}.{d}"} for d in range(devices)
+                ],
+            }
+        ),
         "huawei.com/Ascend910": ",".join(f"Ascend910-{d}" for d in range(devices)),
     }
 
@@ -122,13 +127,22 @@ class Kubelet:
     async def _schedule(self, pod: dict[str, Any], plan: JobPlan) -> None:
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         if not plan.schedulable:
-            await self._set_status(ns, name, {
-                "phase": "Pending",
-                "conditions": [{
-                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                    "message": plan.unschedulable_message, "lastTransitionTime": now_iso(),
-                }],
-            })
+            await self._set_status(
+                ns,
+                name,
+                {
+                    "phase": "Pending",
+                    "conditions": [
+                        {
+                            "type": "PodScheduled",
+                            "status": "False",
+                            "reason": "Unschedulable",
+                            "message": plan.unschedulable_message,
+                            "lastTransitionTime": now_iso(),
+                        }
+                    ],
+                },
+            )
             return
         self._ips += 1
         ip = f"10.{(self._ips // 250) + 1}.{self._ips % 250}.{7}"
@@ -143,22 +157,32 @@ class Kubelet:
 
         await self.double.update(POD_RES, ns, name, bind)
         containers = [c["name"] for c in pod["spec"].get("containers", [])]
-        await self._set_status(ns, name, {
-            "phase": "Running",
-            "podIP": ip,
-            "podIPs": [{"ip": ip}],
-            "hostIP": f"192.168.0.{index + 10}",
-            "startTime": now_iso(),
-            "conditions": [
-                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now_iso()},
-                {"type": "Ready", "status": "True", "lastTransitionTime": now_iso()},
-            ],
-            "containerStatuses": [
-                {"name": c, "ready": True, "restartCount": 0, "state": {"running": {"startedAt": now_iso()}},
-                 "image": "simulated", "imageID": "simulated"}
-                for c in containers
-            ],
-        })
+        await self._set_status(
+            ns,
+            name,
+            {
+                "phase": "Running",
+                "podIP": ip,
+                "podIPs": [{"ip": ip}],
+                "hostIP": f"192.168.0.{index + 10}",
+                "startTime": now_iso(),
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now_iso()},
+                    {"type": "Ready", "status": "True", "lastTransitionTime": now_iso()},
+                ],
+                "containerStatuses": [
+                    {
+                        "name": c,
+                        "ready": True,
+                        "restartCount": 0,
+                        "state": {"running": {"startedAt": now_iso()}},
+                        "image": "simulated",
+                        "imageID": "simulated",
+                    }
+                    for c in containers
+                ],
+            },
+        )
 
     def _attempt(self, namespace: str, job: str) -> int:
         return max(0, self.double.creations(POD_RES, namespace, f"{job}-0") - 1)
@@ -181,8 +205,10 @@ class Kubelet:
 
     def _job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         return [
-            p for p in self.double.live_objects(POD_RES, namespace)
-            if (p["metadata"].get("labels") or {}).get(JOB_LABEL) == job and not p["metadata"].get("deletionTimestamp")
+            p
+            for p in self.double.live_objects(POD_RES, namespace)
+            if (p["metadata"].get("labels") or {}).get(JOB_LABEL) == job
+            and not p["metadata"].get("deletionTimestamp")
         ]
 
     @staticmethod
@@ -190,7 +216,9 @@ class Kubelet:
         return int((pod["metadata"].get("labels") or {}).get(INDEX_LABEL, "0"))
 
     async def _set_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self.double.update(POD_RES, namespace, name, lambda obj: {**obj, "status": status}, subresource="status")
+        await self.double.update(
+            POD_RES, namespace, name, lambda obj: {**obj, "status": status}, subresource="status"
+        )
 
     # -- actions a scenario can take ---------------------------------------------------------------
 
@@ -202,9 +230,18 @@ class Kubelet:
             status["phase"] = "Succeeded" if exit_code == 0 else "Failed"
             reason = "Completed" if exit_code == 0 else ("OOMKilled" if exit_code == 137 else "Error")
             status["containerStatuses"] = [
-                {**cs, "ready": False, "state": {"terminated": {
-                    "exitCode": exit_code, "reason": reason, "startedAt": now_iso(), "finishedAt": now_iso(),
-                }}}
+                {
+                    **cs,
+                    "ready": False,
+                    "state": {
+                        "terminated": {
+                            "exitCode": exit_code,
+                            "reason": reason,
+                            "startedAt": now_iso(),
+                            "finishedAt": now_iso(),
+                        }
+                    },
+                }
                 for cs in status.get("containerStatuses", [])
             ]
             return obj
@@ -234,7 +271,9 @@ class Kubelet:
 
         def change(obj: dict[str, Any]) -> dict[str, Any]:
             devices = _container_devices(obj)
-            obj["metadata"].setdefault("annotations", {}).update(device_annotations(self._index(obj), devices))
+            obj["metadata"].setdefault("annotations", {}).update(
+                device_annotations(self._index(obj), devices)
+            )
             return obj
 
         await self.double.update(POD_RES, namespace, name, change)

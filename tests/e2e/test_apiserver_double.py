@@ -13,7 +13,6 @@ import aiohttp
 import pytest
 from apiserver_double import label_selector_matches
 from harness import wait_for
-
 from mnv2_operator import k8s
 
 CMS = k8s.CONFIGMAPS
@@ -28,8 +27,14 @@ def _double_only(cluster):
 def configmap(namespace: str, name: str, labels: dict | None = None, owner: dict | None = None) -> dict:
     meta: dict = {"name": name, "namespace": namespace, "labels": labels or {}}
     if owner is not None:
-        meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "ConfigMap", "name": owner["metadata"]["name"],
-                                    "uid": owner["metadata"]["uid"]}]
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "name": owner["metadata"]["name"],
+                "uid": owner["metadata"]["uid"],
+            }
+        ]
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"k": "v"}}
 
 
@@ -67,27 +72,47 @@ def test_patch_types_and_status_subresource(kube, namespace, job_factory):
     job = kube.get(k8s.JOBS, namespace, "p")
     assert "status" not in job and job["metadata"]["labels"] == {"a": "b"}
     assert job["metadata"]["generation"] == 1  # metadata changes do not bump the generation
-    kube.patch(k8s.JOBS, namespace, "p", {"status": {"state": "Running"}, "spec": {"replicas": 9}},
-               subresource="status")
+    kube.patch(
+        k8s.JOBS,
+        namespace,
+        "p",
+        {"status": {"state": "Running"}, "spec": {"replicas": 9}},
+        subresource="status",
+    )
     job = kube.get(k8s.JOBS, namespace, "p")
     assert job["status"] == {"state": "Running"} and job["spec"]["replicas"] == 2
     kube.patch(k8s.JOBS, namespace, "p", {"spec": {"replicas": 3}})
     assert kube.get(k8s.JOBS, namespace, "p")["metadata"]["generation"] == 2
     path = k8s.JOBS.path(namespace, "p")
-    kube._call("PATCH", path, body=[{"op": "replace", "path": "/spec/replicas", "value": 4}],
-               content_type="application/json-patch+json")
-    kube._call("PATCH", path, body={"metadata": {"labels": {"a": None, "c": "d"}}},
-               content_type="application/strategic-merge-patch+json")
+    kube._call(
+        "PATCH",
+        path,
+        body=[{"op": "replace", "path": "/spec/replicas", "value": 4}],
+        content_type="application/json-patch+json",
+    )
+    kube._call(
+        "PATCH",
+        path,
+        body={"metadata": {"labels": {"a": None, "c": "d"}}},
+        content_type="application/strategic-merge-patch+json",
+    )
     job = kube.get(k8s.JOBS, namespace, "p")
     assert job["spec"]["replicas"] == 4 and job["metadata"]["labels"] == {"c": "d"}
     with pytest.raises(k8s.ApiError, match="415"):
         kube._call("PATCH", path, body={}, content_type="application/apply-patch+yaml")
 
 
-@pytest.mark.parametrize(("selector", "expected"), [
-    ("app=x", ["a", "b"]), ("app=x,tier!=db", ["a"]), ("tier in (db, web)", ["b", "c"]),
-    ("tier notin (db)", ["a", "c"]), ("tier", ["b", "c"]), ("!tier", ["a"]),
-])
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ("app=x", ["a", "b"]),
+        ("app=x,tier!=db", ["a"]),
+        ("tier in (db, web)", ["b", "c"]),
+        ("tier notin (db)", ["a", "c"]),
+        ("tier", ["b", "c"]),
+        ("!tier", ["a"]),
+    ],
+)
 def test_label_selectors(kube, namespace, selector, expected):
     for name, labels in (("a", {"app": "x"}), ("b", {"app": "x", "tier": "db"}), ("c", {"tier": "web"})):
         kube.create(configmap(namespace, name, labels))

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from harness import OperatorRunner, wait_for
-
 from mnv2 import launchenv
 from mnv2_operator import k8s, names
 from mnv2_operator.status import ATTEMPT_LABEL, condition
@@ -30,7 +29,7 @@ def wait_state(kube: k8s.Kube, namespace: str, state: str, name: str = JOB, time
     try:
         return wait_for(check, timeout=timeout, what=f"job {name} to be {state}")
     except AssertionError as error:
-        status = (get_job(kube, namespace, name).get("status") or {})
+        status = get_job(kube, namespace, name).get("status") or {}
         raise AssertionError(f"{error}\nstatus now: {json.dumps(status, indent=1)}") from None
 
 
@@ -111,15 +110,21 @@ def test_children_are_created_with_owner_references(kube, namespace, operator, j
     for pod in pods_of(kube, namespace):
         assert pod["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
         assert pod["metadata"]["labels"][ATTEMPT_LABEL] == "0"
-    job = wait_for(lambda: condition(get_job(kube, namespace).get("status") or {}, "Created") and get_job(
-        kube, namespace), what="Created condition")
+    job = wait_for(
+        lambda: (
+            condition(get_job(kube, namespace).get("status") or {}, "Created") and get_job(kube, namespace)
+        ),
+        what="Created condition",
+    )
     assert cond(job, "Created")["status"] == "True"
 
 
 # --- Ascend rank table --------------------------------------------------------------------------------
 
 
-def test_ascend_rank_table_initializing_completed_and_regenerated(kube, namespace, sim, operator, job_factory):
+def test_ascend_rank_table_initializing_completed_and_regenerated(
+    kube, namespace, sim, operator, job_factory
+):
     plan = sim.plan(namespace, JOB, outcomes=[None, None], annotate_devices=False)
     job_factory(JOB, platform="Ascend", replicas=2)
     wait_state(kube, namespace, "Running")
@@ -128,8 +133,10 @@ def test_ascend_rank_table_initializing_completed_and_regenerated(kube, namespac
     sim.annotate(namespace, "mnv2-0")
     assert rank_table(kube, namespace) == {"status": "initializing"}
     sim.annotate(namespace, "mnv2-1")
-    table = wait_for(lambda: rank_table(kube, namespace).get("status") == "completed" and rank_table(
-        kube, namespace), what="rank table completed")
+    table = wait_for(
+        lambda: rank_table(kube, namespace).get("status") == "completed" and rank_table(kube, namespace),
+        what="rank table completed",
+    )
     assert table["server_count"] == "2"
     ips = [server["container_ip"] for server in table["server_list"]]
     assert ips == [p["status"]["podIP"] for p in pods_of(kube, namespace)]
@@ -144,8 +151,10 @@ def test_ascend_rank_table_initializing_completed_and_regenerated(kube, namespac
     plan.annotate_devices = True
     sim.annotate(namespace, "mnv2-0")
     sim.annotate(namespace, "mnv2-1")
-    table2 = wait_for(lambda: rank_table(kube, namespace).get("status") == "completed" and rank_table(
-        kube, namespace), what="rank table completed again")
+    table2 = wait_for(
+        lambda: rank_table(kube, namespace).get("status") == "completed" and rank_table(kube, namespace),
+        what="rank table completed again",
+    )
     new_ips = [server["container_ip"] for server in table2["server_list"]]
     assert new_ips == [p["status"]["podIP"] for p in pods_of(kube, namespace)]
     assert set(new_ips).isdisjoint(ips)
@@ -217,8 +226,12 @@ def test_eviction_is_handled_like_a_failure(kube, namespace, sim, operator, job_
 
 
 def test_pending_timeout_fails_with_the_schedulers_message(kube, namespace, sim, operator, job_factory):
-    sim.plan(namespace, JOB, schedulable=False,
-             unschedulable_message="0/4 nodes are available: 4 Insufficient huawei.com/Ascend910.")
+    sim.plan(
+        namespace,
+        JOB,
+        schedulable=False,
+        unschedulable_message="0/4 nodes are available: 4 Insufficient huawei.com/Ascend910.",
+    )
     job_factory(JOB, platform="Ascend", runPolicy={"pendingTimeoutSeconds": 2})
     job = wait_state(kube, namespace, "Failed")
     # On the way it was Pending with the scheduler's reason (the transition left an Event).
@@ -275,7 +288,9 @@ def test_ttl_deletes_the_finished_job_even_across_an_operator_restart(
         restarted.stop()
 
 
-@pytest.mark.parametrize(("policy", "left"), [("All", []), ("Running", ["mnv2-0"]), ("None", ["mnv2-0", "mnv2-1"])])
+@pytest.mark.parametrize(
+    ("policy", "left"), [("All", []), ("Running", ["mnv2-0"]), ("None", ["mnv2-0", "mnv2-1"])]
+)
 def test_clean_pod_policy(kube, namespace, sim, operator, job_factory, policy, left):
     sim.plan(namespace, JOB, outcomes=[{0: 65}])  # rank 0 fails for good, rank 1 is still running
     job_factory(JOB, runPolicy={"cleanPodPolicy": policy})
@@ -286,7 +301,9 @@ def test_clean_pod_policy(kube, namespace, sim, operator, job_factory, policy, l
 # --- spec problems ---------------------------------------------------------------------------------
 
 
-def test_invalid_spec_gets_a_failed_condition_naming_the_field(kube, namespace, operator, job_factory, cluster):
+def test_invalid_spec_gets_a_failed_condition_naming_the_field(
+    kube, namespace, operator, job_factory, cluster
+):
     try:
         job_factory(JOB, training={"epochs": 2, "warmupEpochs": 5})
     except k8s.ApiError as error:  # a real API server may refuse it at admission (CEL): also fine
@@ -304,8 +321,13 @@ def test_immutable_change_is_refused_and_the_job_keeps_running(kube, namespace, 
     job_factory(JOB, replicas=2)
     wait_state(kube, namespace, "Running")
     kube.patch(k8s.JOBS, namespace, JOB, {"spec": {"replicas": 3, "runPolicy": {"backoffLimit": 5}}})
-    job = wait_for(lambda: condition(get_job(kube, namespace).get("status") or {}, "SpecChangeRejected")
-                   and get_job(kube, namespace), what="SpecChangeRejected")
+    job = wait_for(
+        lambda: (
+            condition(get_job(kube, namespace).get("status") or {}, "SpecChangeRejected")
+            and get_job(kube, namespace)
+        ),
+        what="SpecChangeRejected",
+    )
     rejected = cond(job, "SpecChangeRejected")
     assert rejected["status"] == "True" and "spec.replicas" in rejected["message"]
     assert "backoffLimit" not in rejected["message"]  # mutable: accepted

@@ -12,9 +12,8 @@ import json
 import os
 
 import pytest
-from harness import DoubleCluster, OperatorRunner, wait_for
-
 from conftest import job_manifest
+from harness import DoubleCluster, OperatorRunner, wait_for
 from mnv2_operator import k8s, names, rbac
 
 OPERATOR_CLIENTS = {"kopf", k8s.USER_AGENT}
@@ -50,14 +49,24 @@ def _running_again(kube: k8s.Kube) -> bool:
 def test_rules_match_the_calls_made(audited):
     kube = k8s.Kube.from_environment(str(audited.kubeconfig), user_agent="mnv2-e2e")
     sim = audited.sim
-    kube._call("POST", CLUSTER_PEERINGS.path(), body={
-        "apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "mnv2-e2e"}})
+    kube._call(
+        "POST",
+        CLUSTER_PEERINGS.path(),
+        body={"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "mnv2-e2e"}},
+    )
     sim.plan("default", "audit", outcomes=[None, None])
     operator = OperatorRunner([], clusterwide=True, peering="mnv2-e2e").start()
     try:
-        kube.create(job_manifest("audit", "default", platform="Ascend", replicas=2,
-                                 scheduling={"gang": True, "gangScheduler": "volcano"},
-                                 runPolicy={"ttlSecondsAfterFinished": 1}))
+        kube.create(
+            job_manifest(
+                "audit",
+                "default",
+                platform="Ascend",
+                replicas=2,
+                scheduling={"gang": True, "gangScheduler": "volcano"},
+                runPolicy={"ttlSecondsAfterFinished": 1},
+            )
+        )
         wait_for(lambda: _rank_table_status(kube) == "completed", what="rank table completed")
         sim.terminate("default", "audit-1", 76)
         wait_for(lambda: _running_again(kube), what="restarted")
@@ -68,19 +77,32 @@ def test_rules_match_the_calls_made(audited):
     finally:
         operator.stop()
 
-    kube._call("POST", PEERINGS.path("default"), body={
-        "apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "mnv2-e2e"}})
+    kube._call(
+        "POST",
+        PEERINGS.path("default"),
+        body={"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "mnv2-e2e"}},
+    )
     operator = OperatorRunner(["def*"], peering="mnv2-e2e").start()
     try:
-        wait_for(lambda: any(c[2] == "kopfpeerings" and c[3] == "patch" for c in audited.double.calls),
-                 what="namespaced peering")
+        wait_for(
+            lambda: any(c[2] == "kopfpeerings" and c[3] == "patch" for c in audited.double.calls),
+            what="namespaced peering",
+        )
     finally:
         operator.stop()
         kube.close()
 
-    made = {(group, resource, verb) for client, group, resource, verb in audited.double.calls
-            if client in OPERATOR_CLIENTS}
-    granted = {(group, resource, verb) for rule in rbac.RULES for group in rule["apiGroups"]
-               for resource in rule["resources"] for verb in rule["verbs"]}
+    made = {
+        (group, resource, verb)
+        for client, group, resource, verb in audited.double.calls
+        if client in OPERATOR_CLIENTS
+    }
+    granted = {
+        (group, resource, verb)
+        for rule in rbac.RULES
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
     assert sorted(made - granted) == [], "calls the chart's Role would refuse"
     assert sorted(granted - made) == [], "grants the operator never uses"

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
 from mnv2_operator.status import (
     ATTEMPT_LABEL,
     INDEX_LABEL,
@@ -29,8 +28,13 @@ def job(status: dict | None = None, replicas: int = 2, generation: int = 1, **ru
     body = {
         "apiVersion": "training.mindspore.io/v1alpha1",
         "kind": "MobileNetV2TrainJob",
-        "metadata": {"name": "j", "namespace": "ns", "generation": generation, "uid": "u",
-                     "creationTimestamp": iso(T0)},
+        "metadata": {
+            "name": "j",
+            "namespace": "ns",
+            "generation": generation,
+            "uid": "u",
+            "creationTimestamp": iso(T0),
+        },
         "spec": {
             "platform": "CPU",
             "replicas": replicas,
@@ -44,14 +48,23 @@ def job(status: dict | None = None, replicas: int = 2, generation: int = 1, **ru
     return body
 
 
-def pod(index: int, phase: str = "Running", attempt: int = 0, exit_code: int | None = None,
-        created: datetime = T0, **status: Any) -> dict:
+def pod(
+    index: int,
+    phase: str = "Running",
+    attempt: int = 0,
+    exit_code: int | None = None,
+    created: datetime = T0,
+    **status: Any,
+) -> dict:
     container: dict[str, Any] = {"name": "trainer", "state": {"running": {}}}
     if exit_code is not None:
         container["state"] = {"terminated": {"exitCode": exit_code}}
     return {
-        "metadata": {"name": f"j-{index}", "creationTimestamp": iso(created),
-                     "labels": {INDEX_LABEL: str(index), ATTEMPT_LABEL: str(attempt)}},
+        "metadata": {
+            "name": f"j-{index}",
+            "creationTimestamp": iso(created),
+            "labels": {INDEX_LABEL: str(index), ATTEMPT_LABEL: str(attempt)},
+        },
         "status": {"phase": phase, "containerStatuses": [container], **status},
     }
 
@@ -90,7 +103,9 @@ def test_last_transition_time_kept_unless_the_status_flips():
     step(j, [pod(0), pod(1)], T0)
     again = step(j, [pod(0), pod(1)], T0 + timedelta(minutes=3))
     assert condition(again, "Running")["lastTransitionTime"] == iso(T0)
-    done = step(j, [pod(0, "Succeeded", exit_code=0), pod(1, "Succeeded", exit_code=0)], T0 + timedelta(minutes=9))
+    done = step(
+        j, [pod(0, "Succeeded", exit_code=0), pod(1, "Succeeded", exit_code=0)], T0 + timedelta(minutes=9)
+    )
     assert condition(done, "Running")["status"] == "False"
     assert condition(done, "Running")["lastTransitionTime"] == iso(T0 + timedelta(minutes=9))
     assert condition(done, "Created")["lastTransitionTime"] == iso(T0)
@@ -151,10 +166,19 @@ def test_backoff_limit_exhausted():
     assert status["restartCount"] == 2
 
 
-@pytest.mark.parametrize(("policy", "code", "retry"), [
-    ("Never", 137, False), ("OnFailure", 65, True), ("ExitCode", 65, False), ("ExitCode", 74, True),
-    ("ExitCode", 200, True), ("ExitCode", 3, False), ("ExitCode", None, True), ("Never", None, False),
-])
+@pytest.mark.parametrize(
+    ("policy", "code", "retry"),
+    [
+        ("Never", 137, False),
+        ("OnFailure", 65, True),
+        ("ExitCode", 65, False),
+        ("ExitCode", 74, True),
+        ("ExitCode", 200, True),
+        ("ExitCode", 3, False),
+        ("ExitCode", None, True),
+        ("Never", None, False),
+    ],
+)
 def test_restart_policies(policy, code, retry):
     failed = pod(0, "Failed", exit_code=code)
     if code is None:
@@ -182,9 +206,18 @@ def test_missing_pods_before_running_are_just_not_created_yet():
 
 
 def test_pending_timeout_carries_the_schedulers_message():
-    unschedulable = pod(0, "Pending", conditions=[{
-        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}])
+    unschedulable = pod(
+        0,
+        "Pending",
+        conditions=[
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+            }
+        ],
+    )
     j = job(pendingTimeoutSeconds=60)
     status = step(j, [unschedulable, pod(1)], T0 + timedelta(seconds=30))
     assert status["state"] == "Pending" and status["reason"] == "Unschedulable"

@@ -14,27 +14,59 @@ HELP = "run the Kubernetes operator (kopf) for MobileNetV2TrainJob resources"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
-                       help="watch this namespace (repeat for several; glob patterns allowed)")
+    where.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch this namespace (repeat for several; glob patterns allowed)",
+    )
     where.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
-    parser.add_argument("--config", metavar="FILE", help="operator configuration (platform profiles); "
-                        "default: built-in profiles")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="operator configuration (platform profiles); default: built-in profiles",
+    )
     peers = parser.add_mutually_exclusive_group()
-    peers.add_argument("--peering", metavar="NAME",
-                       help="coordinate replicas through this KopfPeering (only one acts at a time)")
+    peers.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="coordinate replicas through this KopfPeering (only one acts at a time)",
+    )
     peers.add_argument("--standalone", action="store_true", help="run without peering (one replica)")
     parser.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
-    parser.add_argument("--liveness", metavar="URL", default="http://0.0.0.0:8081/healthz",
-                        help="serve liveness/readiness probes here (default: %(default)s; empty: off)")
-    parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
+    parser.add_argument(
+        "--liveness",
+        metavar="URL",
+        default="http://0.0.0.0:8081/healthz",
+        help="serve liveness/readiness probes here (default: %(default)s; empty: off)",
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port"
+    )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
-    parser.add_argument("--watch-server-timeout", type=int, default=300,
-                        help="seconds the API server keeps a watch open (default: %(default)s)")
-    parser.add_argument("--watch-client-timeout", type=float, default=330.0,
-                        help="seconds before the client abandons a watch (default: %(default)s)")
-    parser.add_argument("--resync-seconds", type=float, default=30.0,
-                        help="re-check every job at least this often (default: %(default)s)")
-    parser.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster, then KUBECONFIG)")
+    parser.add_argument(
+        "--watch-server-timeout",
+        type=int,
+        default=300,
+        help="seconds the API server keeps a watch open (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--watch-client-timeout",
+        type=float,
+        default=330.0,
+        help="seconds before the client abandons a watch (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=30.0,
+        help="re-check every job at least this often (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster, then KUBECONFIG)"
+    )
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -44,10 +76,15 @@ def settings_from_args(args: argparse.Namespace):
     if not args.namespace and not args.all_namespaces:
         args.all_namespaces = True
     return OperatorSettings(
-        namespaces=list(args.namespace), clusterwide=bool(args.all_namespaces),
-        peering=None if args.standalone else args.peering, priority=args.priority,
-        config_path=args.config, liveness_url=args.liveness or None, metrics_port=args.metrics_port,
-        watch_server_timeout=args.watch_server_timeout, watch_client_timeout=args.watch_client_timeout,
+        namespaces=list(args.namespace),
+        clusterwide=bool(args.all_namespaces),
+        peering=None if args.standalone else args.peering,
+        priority=args.priority,
+        config_path=args.config,
+        liveness_url=args.liveness or None,
+        metrics_port=args.metrics_port,
+        watch_server_timeout=args.watch_server_timeout,
+        watch_client_timeout=args.watch_client_timeout,
         resync_seconds=args.resync_seconds,
     )
 
@@ -57,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     import kopf
-
     from mnv2.exitcodes import ConfigError
+
     from mnv2_operator import handlers  # noqa: F401  (registers the handlers)
     from mnv2_operator import settings as operator_settings
     from mnv2_operator.profiles import load_operator_config
@@ -71,15 +108,19 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         raise ConfigError(f"--config {settings.config_path}: {error}") from None
     operator_settings.use(settings)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     kopf.configure(verbose=args.log_level == "debug", log_format=kopf.LogFormat.FULL)
-    asyncio.run(kopf.operator(
-        clusterwide=settings.clusterwide,
-        namespaces=settings.namespaces,
-        standalone=settings.peering is None,
-        peering_name=settings.peering,
-        priority=settings.priority,
-        liveness_endpoint=settings.liveness_url,
-    ))
+    asyncio.run(
+        kopf.operator(
+            clusterwide=settings.clusterwide,
+            namespaces=settings.namespaces,
+            standalone=settings.peering is None,
+            peering_name=settings.peering,
+            priority=settings.priority,
+            liveness_endpoint=settings.liveness_url,
+        )
+    )
     return 0
