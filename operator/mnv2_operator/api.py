@@ -399,7 +399,12 @@ class JobSpec(_Model):
         le=64,
         description="Trainer processes (devices) per pod. Empty: the platform profile's default.",
     )
-    image: str = Field("", max_length=1024, description="Trainer image; empty: the platform profile's image.")
+    image: str = Field(
+        "",
+        max_length=1024,
+        pattern=r"^\S*$",
+        description="Trainer image; empty: the platform profile's image.",
+    )
     mode: Mode = Field(Mode.TRAIN, description="train, finetune or eval.")
     freeze_layer: FreezeLayer = Field(
         FreezeLayer.NONE, description="none: whole network; backbone: head only (mode finetune)."

@@ -78,6 +78,7 @@ CASES = [
     ("spec.training.outputDir", "/x", {}, "spec.training.outputDir", "unknown field"),
     ("spec.training.widthMult", 0, {}, "spec.training.widthMult", "greater than 0"),
     ("spec.frobnicate", 1, {}, "spec.frobnicate", "unknown field"),
+    ("spec.image", "my image:1", {}, "spec.image", "should match pattern"),
     ("metadata.name", "Demo", {}, "metadata.name", "DNS-1035"),
     ("metadata.name", "9lives", {}, "metadata.name", "DNS-1035"),
     ("metadata.name", "a" * 54, {}, "metadata.name", "at most 53 characters"),
