@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from mnv2.config import TrainingConfig, build_config
 from mnv2.datasets import make_synthetic_tree
 
@@ -42,7 +41,8 @@ def trees(tmp_path_factory: pytest.TempPathFactory) -> Trees:
 
 
 def small_config(trees: Trees, output_dir: Path, **overrides: Any) -> TrainingConfig:
-    layer = dict(SMALL, dataset_path=str(trees.train), eval_dataset_path=str(trees.val), output_dir=str(output_dir))
+    layer = dict(SMALL, dataset_path=str(trees.train), eval_dataset_path=str(trees.val))
+    layer["output_dir"] = str(output_dir)
     layer.update(overrides)
     return build_config(layer)
 

@@ -6,7 +6,6 @@ import re
 
 import numpy as np
 import pytest
-
 from mnv2.checkpoint import list_checkpoints
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,120 @@
+"""Configuration layering and flags, dataset scanning and sharding, the model's names and init."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import yaml
+from mnv2 import launchenv
+from mnv2.config import TrainingConfig
+from mnv2.data import epoch_indices, eval_indices, eval_resize, scan_image_folder, steps_per_epoch
+from mnv2.datasets import make_digits_tree, make_synthetic_tree
+from mnv2.exitcodes import ConfigError, ExitCode, InputError
+from mnv2.options import add_config_arguments, resolve
+from PIL import Image
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_every_field_has_a_flag():
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    flags = {opt for action in parser._actions for opt in action.option_strings}
+    for name in TrainingConfig.model_fields:
+        assert f"--{name}" in flags
+    seed_flags = {"--platform", "--dataset_path", "--pretrain_ckpt", "--freeze_layer", "--eval_dataset_path"}
+    assert seed_flags <= flags
+
+
+def test_layers_preset_file_env_flags(tmp_path, monkeypatch):
+    file = tmp_path / "c.yaml"
+    file.write_text(yaml.safe_dump({"platform": "GPU", "batchSize": 32, "epochs": 7, "seed": 3}))
+    monkeypatch.setenv(launchenv.TRAINING_CONFIG, json.dumps({"epochs": 9, "seed": 4}))
+    config = resolve(parse("--config", str(file), "--seed", "5", "--resume"))
+    assert config.platform == "GPU"
+    assert config.lr_max == 0.8  # GPU preset
+    assert config.batch_size == 32  # file (camelCase accepted)
+    assert config.epochs == 9  # environment over file
+    assert config.seed == 5  # flag over environment
+    assert config.resume is True
+
+
+def test_bad_settings_name_their_source_and_field(tmp_path, monkeypatch):
+    file = tmp_path / "c.yaml"
+    file.write_text("bogus_key: 1\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: bogus_key"):
+        resolve(parse("--config", str(file)))
+    monkeypatch.setenv(launchenv.TRAINING_CONFIG, "{not json")
+    with pytest.raises(ConfigError, match=launchenv.TRAINING_CONFIG):
+        resolve(parse())
+    monkeypatch.delenv(launchenv.TRAINING_CONFIG)
+    with pytest.raises(ConfigError, match="amp_level") as info:
+        resolve(parse("--platform", "CPU", "--amp_level", "O2"))
+    assert info.value.exit_code == ExitCode.INVALID_CONFIG
+
+
+def test_scan_lists_in_imagefolder_order_and_names_bad_inputs(tmp_path):
+    root = make_synthetic_tree(tmp_path / "t", classes=3, per_class=4, size=32, seed=0)
+    index = scan_image_folder(root)
+    assert index.classes == ["class_00", "class_01", "class_02"]
+    assert [p.name for p in index.files[:4]] == ["0000.png", "0001.png", "0002.png", "0003.png"]
+    assert list(index.labels) == [0] * 4 + [1] * 4 + [2] * 4
+
+    with pytest.raises(InputError, match="no such folder") as info:
+        scan_image_folder(tmp_path / "missing")
+    assert info.value.exit_code == ExitCode.INVALID_INPUT
+    (root / "class_03").mkdir()
+    with pytest.raises(InputError, match=r"class_03: class folder has no images"):
+        scan_image_folder(root)
+    (root / "class_03").rmdir()
+    bad = root / "class_01" / "0002.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not a picture")
+    with pytest.raises(InputError, match=r"class_01/0002\.png: corrupt or unreadable image"):
+        scan_image_folder(root)
+    skipped = scan_image_folder(root, on_corrupt="skip")
+    assert skipped.skipped == [bad] and skipped.num_images == 11
+    assert 6 not in skipped.usable  # class_01 starts at 4
+
+
+def test_eval_classes_follow_the_training_labels(tmp_path):
+    train = make_synthetic_tree(tmp_path / "train", classes=3, per_class=2, size=32, seed=0)
+    val = make_synthetic_tree(tmp_path / "val", classes=3, per_class=2, size=32, seed=1)
+    import shutil
+
+    shutil.rmtree(val / "class_01")
+    index = scan_image_folder(val, class_names=scan_image_folder(train).classes)
+    assert index.class_indexing == {"class_00": 0, "class_02": 2}
+    assert list(index.labels) == [0, 0, 2, 2]
+
+
+def test_sharding_equal_train_shares_and_exact_eval_cover(tmp_path):
+    root = make_synthetic_tree(tmp_path / "t", classes=2, per_class=11, size=32, seed=0)
+    index = scan_image_folder(root, verify=False)
+    shares = [epoch_indices(index, epoch=3, seed=1, rank=r, world=4) for r in range(4)]
+    assert {len(s) for s in shares} == {5}
+    assert len(set(np.concatenate(shares))) == 20
+    assert not np.array_equal(epoch_indices(index, epoch=3, seed=1, rank=0, world=4),
+                              epoch_indices(index, epoch=4, seed=1, rank=0, world=4))
+    cover = np.concatenate([eval_indices(index, rank=r, world=4) for r in range(4)])
+    assert sorted(cover) == list(range(22))
+    assert steps_per_epoch(index, batch_size=5, world=4) == 1
+    with pytest.raises(InputError, match="less than one batch"):
+        steps_per_epoch(index, batch_size=6, world=4)
+    assert eval_resize(224) == 256 and eval_resize(32) == 37
+
+
+def test_digits_tree_is_deterministic(tmp_path):
+    make_digits_tree(tmp_path / "a", image_size=32)
+    train = sorted((tmp_path / "a" / "train").rglob("*.png"))
+    val = sorted((tmp_path / "a" / "val").rglob("*.png"))
+    assert len(train) + len(val) == 1797 and len(val) == 360
+    assert len({p.parent.name for p in val}) == 10
+    with Image.open(train[0]) as image:
+        assert image.size == (32, 32) and image.mode == "RGB"
