@@ -118,6 +118,8 @@ class FaultProxy:
         # Distinct Authorization header values seen: lets a test prove which credential was in use
         # before it greps logs and objects for it.
         self.authorizations: set[str] = set()
+        # (method, path, watch) of every request: what the client really does (e.g. to check RBAC).
+        self.calls: Counter[tuple[str, str, bool]] = Counter()
         self._rng = random.Random(self.plan.seed)
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -169,6 +171,7 @@ class FaultProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        self.calls[(request.method, request.path, _is_watch(request))] += 1
         if "Authorization" in request.headers and len(self.authorizations) < 16:
             self.authorizations.add(request.headers["Authorization"])
         plan = self.plan
@@ -323,6 +326,14 @@ class ProxyThread:
 
         async def snap() -> Counter[str]:
             return Counter(self.proxy.counts)  # type: ignore[union-attr]
+
+        return self._call(snap())
+
+    def calls(self) -> Counter[tuple[str, str, bool]]:
+        assert self.proxy is not None
+
+        async def snap() -> Counter[tuple[str, str, bool]]:
+            return Counter(self.proxy.calls)  # type: ignore[union-attr]
 
         return self._call(snap())
 

@@ -105,6 +105,7 @@ def test_passthrough_preserves_method_path_query_headers_and_body() -> None:
         assert upstream.hits == 2 and upstream.writes == 1
         assert proxy.faults == 0 and proxy.requests == 2 and proxy.forwarded == 2
         assert proxy.authorizations == {"Bearer x"}
+        assert proxy.calls == {("GET", "/api/v1/pods", False): 1, ("PATCH", "/api/v1/pods/p", False): 1}
 
     run_with(FaultPlan(seed=1), body)
 

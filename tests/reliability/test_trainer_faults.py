@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,15 +96,25 @@ def reference(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return final
 
 
-def test_sigterm_mid_epoch_checkpoints_in_grace_and_resume_matches(reference: Path, tree: Path,
-                                                                   tmp_path: Path) -> None:
-    out = tmp_path / "interrupted"
+@dataclass
+class Interrupted:
+    config: Path
+    folder: Path  # the run's checkpoint folder
+    code: int
+    stopped_in: float
+    log: str
+
+
+@pytest.fixture(scope="module")
+def interrupted(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Interrupted:
+    """A run sent SIGTERM right after its second step line (the trainer's own progress, no timing guess)."""
+    out = tmp_path_factory.mktemp("interrupted")
     config = write_config(out, dataset_path=str(tree), output_dir=str(out))
     proc = subprocess.Popen([sys.executable, "-m", "mnv2", "train", "--config", str(config)],
                             env=trainer_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     assert proc.stdout is not None
-    for line in proc.stdout:  # the step lines are the trainer's own progress: no timing guesses
+    for line in proc.stdout:
         lines.append(line)
         match = STEP_LINE.search(line)
         if match and int(match.group(1)) == 0 and int(match.group(2)) >= 1:
@@ -114,29 +125,44 @@ def test_sigterm_mid_epoch_checkpoints_in_grace_and_resume_matches(reference: Pa
     proc.send_signal(signal.SIGTERM)
     rest = proc.stdout.read()
     code = proc.wait(timeout=GRACE_SECONDS * 4)
-    stopped_in = time.monotonic() - signalled
-    log = "".join(lines) + rest
-    assert code == ExitCode.INTERRUPTED, log[-3000:]
-    assert stopped_in < GRACE_SECONDS, f"took {stopped_in:.1f}s after SIGTERM"
-    folder = out / "checkpoint"
-    saved = sorted(p.name for p in folder.glob("mobilenetv2-*.ckpt"))
-    assert len(saved) == 1 and saved[0].startswith("mobilenetv2-1_"), saved  # epoch 1 (1-based), mid-way
+    return Interrupted(config, out / "checkpoint", code, time.monotonic() - signalled, "".join(lines) + rest)
+
+
+def test_sigterm_mid_epoch_saves_a_checkpoint_within_the_grace_period(interrupted: Interrupted) -> None:
+    assert interrupted.code == ExitCode.INTERRUPTED, interrupted.log[-3000:]
+    assert interrupted.stopped_in < GRACE_SECONDS, f"took {interrupted.stopped_in:.1f}s after SIGTERM"
+    saved = sorted(p.name for p in interrupted.folder.glob("mobilenetv2-*.ckpt"))
+    assert len(saved) == 1 and saved[0].startswith("mobilenetv2-1_"), saved  # epoch 1 (1-based)
     step = int(saved[0].removeprefix("mobilenetv2-1_").removesuffix(".ckpt"))
     assert 0 < step < STEPS_PER_EPOCH, f"not mid-epoch: {saved[0]}"
-    assert not leftovers(folder), leftovers(folder)
-    assert "SIGTERM" in log
+    assert not leftovers(interrupted.folder), leftovers(interrupted.folder)
+    assert "SIGTERM: stopped after global step" in interrupted.log
+    assert load_params(interrupted.folder / saved[0])  # complete and readable
+    add("trainer", sigterm_stop_ms=int(interrupted.stopped_in * 1000), sigterm_saved_step=step)
 
-    resumed = mnv2("train", "--config", str(config), "--resume")
+
+RESUME_FINDING = (
+    "trainer/mnv2/checkpoint.py: META_KEYS holds 'global_step', which is also the name of the "
+    "optimizer's step counter (nn.Momentum.global_step); save_atomic's append_dict overwrites it and "
+    "restore() drops it, then demands it: every --resume exits 66 'parameter global_step is missing' "
+    "(owner: trainer helper)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=RESUME_FINDING, raises=AssertionError)
+def test_resume_after_sigterm_equals_the_uninterrupted_run(interrupted: Interrupted, reference: Path) -> None:
+    assert interrupted.code == ExitCode.INTERRUPTED
+    resumed = mnv2("train", "--config", str(interrupted.config), "--resume")
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
-    assert f"resume: {folder / saved[0]}" in resumed.stdout + resumed.stderr
-    final = folder / f"mobilenetv2-2_{STEPS_PER_EPOCH}.ckpt"
+    saved = sorted(interrupted.folder.glob("mobilenetv2-1_*.ckpt"))
+    assert f"resume: {saved[0]}" in resumed.stdout + resumed.stderr
+    final = interrupted.folder / f"mobilenetv2-2_{STEPS_PER_EPOCH}.ckpt"
     want, got = load_params(reference), load_params(final)
     assert set(want) == set(got)
     diffs = {name: float(np.max(np.abs(want[name].astype(np.float64) - got[name].astype(np.float64))))
              for name in want if want[name].size}
     worst = max(diffs, key=diffs.get)
-    add("trainer", sigterm_stop_ms=int(stopped_in * 1000), sigterm_step=step,
-        resume_params_compared=len(diffs), resume_max_abs_diff_e9=int(diffs[worst] * 1e9))
+    add("trainer", resume_params_compared=len(diffs), resume_max_abs_diff_e9=int(diffs[worst] * 1e9))
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6,
                                    err_msg=f"{name} differs after resume (worst: {worst} {diffs[worst]:g})")
