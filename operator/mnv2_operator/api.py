@@ -316,14 +316,29 @@ class SchedulingSpec(_Model):
 class TemplateSpec(_Model):
     """Additions to every pod; user labels never enter a selector."""
 
-    node_selector: LabelMap = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
-    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
-    env: list[EnvVar] = Field(default_factory=list, max_length=256)
-    volumes: list[Volume] = Field(default_factory=list, max_length=64)
-    volume_mounts: list[VolumeMount] = Field(default_factory=list, max_length=64)
-    annotations: AnnotationMap = Field(default_factory=dict)
-    labels: LabelMap = Field(default_factory=dict)
+    node_selector: LabelMap = Field(
+        default_factory=dict, description="Merged over the profile's node selector."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=64, description="Added to the profile's tolerations."
+    )
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements,
+        description="Container requests and limits over the profile's; devices come from devicesPerReplica.",
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=256, description="Extra variables (MNV2_* belong to the operator)."
+    )
+    volumes: list[Volume] = Field(
+        default_factory=list, max_length=64, description="Extra Kubernetes volumes, passed through unchanged."
+    )
+    volume_mounts: list[VolumeMount] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Mounts of the extra volumes into the trainer container.",
+    )
+    annotations: AnnotationMap = Field(default_factory=dict, description="Extra pod annotations.")
+    labels: LabelMap = Field(default_factory=dict, description="Extra pod labels (never used in selectors).")
 
 
 class MetricsSpec(_Model):
@@ -412,13 +427,19 @@ class JobSpec(_Model):
     pretrained_checkpoint: OptionalAbsPath = Field(
         "", description="Checkpoint path inside a mounted volume (finetune and eval need one)."
     )
-    training: TrainingSpec = Field(default_factory=TrainingSpec)  # type: ignore[valid-type]
-    dataset: DatasetSpec
-    output: OutputSpec
-    run_policy: RunPolicy = Field(default_factory=RunPolicy)
-    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
-    template: TemplateSpec = Field(default_factory=TemplateSpec)
-    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    training: TrainingSpec = Field(  # type: ignore[valid-type]
+        default_factory=TrainingSpec,
+        description="The trainer's configuration (camelCase); unset fields take the trainer's defaults "
+        "and the platform preset.",
+    )
+    dataset: DatasetSpec = Field(..., description="Where the image folders are.")
+    output: OutputSpec = Field(..., description="Where checkpoints and logs go.")
+    run_policy: RunPolicy = Field(
+        default_factory=RunPolicy, description="Restarts, deadlines, cleanup, suspend."
+    )
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec, description="Scheduler, queue, gang.")
+    template: TemplateSpec = Field(default_factory=TemplateSpec, description="Additions to every pod.")
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="Trainer Prometheus metrics.")
 
 
 # --- the status (written by the operator; the model is the schema's source) ---
@@ -441,16 +462,20 @@ class ReplicaCounts(_Model):
 
 
 class JobStatus(_Model):
-    state: JobState | None = None
-    reason: str | None = None
-    message: str | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-    replicas: ReplicaCounts | None = None
+    state: JobState | None = Field(
+        None, description="Created, Pending, Running, Restarting, Suspended, Succeeded or Failed."
+    )
+    reason: str | None = Field(None, description="Why the job is in its state (CamelCase).")
+    message: str | None = Field(None, description="The same for people, naming the pod or field at fault.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Kubeflow-style conditions, one per type."
+    )
+    replicas: ReplicaCounts | None = Field(None, description="Pods by phase.")
     start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
     completion_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
-    restart_count: int | None = Field(None, ge=0)
-    progress: Progress | None = None
-    observed_generation: int | None = None
+    restart_count: int | None = Field(None, ge=0, description="Whole-job restarts so far.")
+    progress: Progress | None = Field(None, description="Rank 0's training progress, from its metrics.")
+    observed_generation: int | None = Field(None, description="The spec generation this status describes.")
 
 
 class ObjectMeta(BaseModel):
