@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from mnv2 import launchenv
@@ -460,17 +461,18 @@ def training_problems(obj: dict[str, Any]) -> Problems:
 
 
 def _without_nulls(node: Any) -> Any:
-    """Drop null-valued keys, as the API server prunes nulls of non-nullable fields (the CRD has none)."""
-    if isinstance(node, dict):
+    """Plain dicts and lists (kopf hands over Mapping views), null-valued keys dropped as the API
+    server prunes nulls of non-nullable fields (the CRD has none)."""
+    if isinstance(node, Mapping):
         return {k: _without_nulls(v) for k, v in node.items() if v is not None}
-    if isinstance(node, list):
+    if isinstance(node, list | tuple):
         return [_without_nulls(v) for v in node]
     return node
 
 
 def validate_job(obj: Any, source: str = "job") -> Job:
     """Validate a whole manifest; SpecError lists every problem (deduplicated by field path)."""
-    if not isinstance(obj, dict):
+    if not isinstance(obj, Mapping):
         raise SpecError([("", "a job manifest must be a mapping")], source)
     obj = _without_nulls(obj)
     problems: Problems = []
@@ -516,7 +518,7 @@ def immutable_changes(old_spec: dict[str, Any], new_spec: dict[str, Any]) -> lis
     pendingTimeoutSeconds may change. Specs are compared with defaults filled in, so spelling out
     a default is not a change.
     """
-    old, new = _normalised(old_spec or {}), _normalised(new_spec or {})
+    old, new = _normalised(_without_nulls(old_spec or {})), _normalised(_without_nulls(new_spec or {}))
     changes = []
     for path in _diff(old, new, "spec"):
         parts = path.split(".")

@@ -271,6 +271,14 @@ def test_status_never_makes_a_job_invalid():
     assert parse_job(obj).status == obj["status"]
 
 
+def test_a_read_only_mapping_view_is_accepted():
+    from types import MappingProxyType
+
+    obj = make_job()
+    view = MappingProxyType({**obj, "spec": MappingProxyType(obj["spec"])})  # like kopf's Body
+    assert parse_job(view).spec.replicas == 2  # type: ignore[arg-type]
+
+
 def test_not_a_mapping():
     with pytest.raises(SpecError) as error:
         parse_job(["a list"])  # type: ignore[arg-type]
