@@ -14,15 +14,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def soak(request: pytest.FixtureRequest) -> bool:
-    """True in the long mode: many chaos runs, more fuzz examples."""
-    markexpr = request.config.getoption("-m") or ""
+def soak_mode(config: pytest.Config) -> bool:
+    markexpr = config.getoption("-m") or ""
     return bool(
-        request.config.getoption("--soak")
+        config.getoption("--soak")
         or os.environ.get("MNV2_SOAK") == "1"
         or ("soak" in markexpr and "not soak" not in markexpr)
     )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With `-m soak`, the tests that have a long mode (they take the `soak` fixture) are selected.
+
+    They are not marked statically: the default `-m 'not soak'` would then drop them from CI,
+    where they run in their bounded mode.
+    """
+    if not soak_mode(config):
+        return
+    for item in items:
+        if "soak" in getattr(item, "fixturenames", ()) and "tests/reliability/" in str(item.fspath):
+            item.add_marker(pytest.mark.soak)
+
+
+@pytest.fixture(scope="session")
+def soak(request: pytest.FixtureRequest) -> bool:
+    """True in the long mode: many chaos runs, more fuzz examples."""
+    return soak_mode(request.config)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
