@@ -42,13 +42,33 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     ours = operator_settings.current()
     ours.apply(settings)
     _WAKE.clear()
-    memo.reconciler = Reconciler(k8s.shared(), load_operator_config(ours.config_path))
+    memo.reconciler = Reconciler(k8s.shared(ours.kubeconfig), load_operator_config(ours.config_path))
     memo.resync_seconds = ours.resync_seconds
     if ours.metrics_port:
         try:
             METRICS.serve(ours.metrics_port)
         except OSError as error:  # already served by an earlier start in this process
             log.warning("metrics port %s: %s", ours.metrics_port, error)
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    """Kopf's credentials from the same configuration as our client (see k8s.configuration)."""
+    config = k8s.configuration(operator_settings.current().kubeconfig)
+    header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix("authorization")
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=config.host,
+        ca_path=config.ssl_ca_cert,
+        insecure=not config.verify_ssl,
+        username=config.username or None,
+        password=config.password or None,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=config.cert_file,
+        private_key_path=config.key_file,
+        trust_env=settings.networking.trust_env,
+    )
 
 
 @kopf.on.probe(id="jobs")

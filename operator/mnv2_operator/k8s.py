@@ -101,19 +101,10 @@ class Kube:
         context: str | None = None,
         user_agent: str = "",
     ) -> Kube:
-        """In-cluster service account first, then a kubeconfig (KUBECONFIG or ~/.kube/config)."""
+        """A client configured by `configuration` (in-cluster, then kubeconfig)."""
         import kubernetes
 
-        configuration = kubernetes.client.Configuration()
-        try:
-            if kubeconfig is not None:
-                raise kubernetes.config.ConfigException("a kubeconfig was given")
-            kubernetes.config.load_incluster_config(client_configuration=configuration)
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config(
-                config_file=kubeconfig, context=context, client_configuration=configuration
-            )
-        return cls(kubernetes.client.ApiClient(configuration), user_agent or USER_AGENT)
+        return cls(kubernetes.client.ApiClient(configuration(kubeconfig, context)), user_agent or USER_AGENT)
 
     def close(self) -> None:
         self._client.close()
@@ -210,6 +201,26 @@ class Kube:
             return True
         except NotFound:
             return False
+
+
+def configuration(kubeconfig: str | None = None, context: str | None = None) -> Any:
+    """The kubernetes client Configuration: a given kubeconfig; else the in-cluster service account;
+    else $KUBECONFIG or ~/.kube/config, read now (the client library reads $KUBECONFIG once, at
+    import). Kopf's login uses the same, so both clients always talk to the same server as the same user.
+    """
+    import os
+
+    import kubernetes
+
+    config = kubernetes.client.Configuration()
+    if kubeconfig is None:
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=config)
+            return config
+        except kubernetes.config.ConfigException:
+            kubeconfig = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    kubernetes.config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=config)
+    return config
 
 
 def _mapped(status: int, body: str) -> ApiError:

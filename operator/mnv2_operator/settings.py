@@ -24,6 +24,7 @@ class OperatorSettings:
     peering: str | None = None  # kopf peering name; None: standalone (one replica)
     priority: int = 0
     config_path: str | None = None  # the operator configuration (platform profiles), see profiles.py
+    kubeconfig: str | None = None  # None: in-cluster service account, else $KUBECONFIG
     liveness_url: str | None = None  # e.g. http://0.0.0.0:8081/healthz
     metrics_port: int | None = None
     # A silent watch must end: the server closes it after server_timeout, the client gives up after

@@ -205,6 +205,7 @@ class OperatorRunner:
     def __init__(self, namespaces: list[str], **overrides: Any):
         from mnv2_operator.settings import OperatorSettings
 
+        overrides.setdefault("kubeconfig", os.environ.get("KUBECONFIG"))
         self.settings = OperatorSettings(
             namespaces=namespaces,
             watch_server_timeout=5,

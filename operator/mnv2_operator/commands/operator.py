@@ -86,12 +86,12 @@ def settings_from_args(args: argparse.Namespace):
         watch_server_timeout=args.watch_server_timeout,
         watch_client_timeout=args.watch_client_timeout,
         resync_seconds=args.resync_seconds,
+        kubeconfig=args.kubeconfig,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import os
 
     import kopf
     from mnv2.exitcodes import ConfigError
@@ -101,8 +101,6 @@ def run(args: argparse.Namespace) -> int:
     from mnv2_operator.profiles import load_operator_config
 
     settings = settings_from_args(args)
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig
     try:
         load_operator_config(settings.config_path)  # fail here, with the file named, not in a handler
     except (OSError, ValueError) as error:
