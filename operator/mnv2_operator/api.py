@@ -190,10 +190,6 @@ class VolumeSource(_Model):
     nfs: NFSSource | None = None
     empty_dir: EmptyDirSource | None = None
 
-    def kind(self) -> str | None:
-        set_fields = [name for name in type(self).model_fields if getattr(self, name) is not None]
-        return set_fields[0] if len(set_fields) == 1 else None
-
     def to_k8s(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 

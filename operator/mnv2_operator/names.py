@@ -17,7 +17,6 @@ MANAGED_BY = "mnv2-operator"
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_JOB_NAME = f"{GROUP}/job-name"
 LABEL_REPLICA_INDEX = f"{GROUP}/replica-index"
 
