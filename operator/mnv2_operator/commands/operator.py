@@ -7,7 +7,6 @@ Deployment passes these flags. Kopf is imported only in `run` so `mnv2 --help` s
 from __future__ import annotations
 
 import argparse
-import logging
 
 HELP = "run the Kubernetes operator (kopf) for MobileNetV2TrainJob resources"
 
@@ -106,11 +105,15 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         raise ConfigError(f"--config {settings.config_path}: {error}") from None
     operator_settings.use(settings)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    # Kopf's own logging: timestamps, logger names and per-object prefixes (enough structure for log
+    # collectors); --log-level maps onto its quiet/verbose/debug switches.
+    kopf.configure(
+        debug=args.log_level == "debug",
+        verbose=args.log_level in ("debug", "info"),
+        quiet=args.log_level == "error",
+        log_format=kopf.LogFormat.FULL,
+        log_prefix=True,
     )
-    kopf.configure(verbose=args.log_level == "debug", log_format=kopf.LogFormat.FULL)
     asyncio.run(
         kopf.operator(
             clusterwide=settings.clusterwide,
