@@ -24,7 +24,6 @@ import aiohttp
 from aiohttp import web
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-CONFLICT_METHODS = frozenset({"PUT", "PATCH"})
 HOP_BY_HOP = frozenset(
     {
         "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
@@ -47,9 +46,10 @@ FAULT_KINDS = (ERROR_500, CONFLICT_409, DELAY, TIMEOUT, LOST_RESPONSE, WATCH_END
 class FaultPlan:
     """Probabilities of each fault per request, drawn from one seeded generator.
 
-    Faults exclude each other per request in this order: timeout, 500, 409 (PUT/PATCH only), lost
-    response (writes only); a delay may come on top of a forwarded request. Watch requests are only
-    ever delayed, ended early or aborted.
+    Faults exclude each other per request in this order: timeout, 500, 409, lost response (writes
+    only); a delay may come on top of a forwarded request. Watch requests are only ever delayed,
+    ended early or aborted. A 409 comes only where a real API server can answer one: a PUT, or a
+    PATCH carrying a resourceVersion (an optimistic lock); a plain merge patch never conflicts.
     """
 
     seed: int = 0
@@ -96,6 +96,11 @@ def _status(code: int, reason: str, message: str) -> web.Response:
         "message": message, "reason": reason, "code": code,
     }
     return web.Response(status=code, text=json.dumps(body), content_type="application/json")
+
+
+def _can_conflict(method: str, body: bytes) -> bool:
+    """A PUT, or a PATCH with a resourceVersion precondition: the requests a server may refuse with 409."""
+    return method == "PUT" or (method == "PATCH" and b'"resourceVersion"' in body)
 
 
 def _is_watch(request: web.Request) -> bool:
@@ -183,7 +188,7 @@ class FaultProxy:
         # One decision per request, drawn in a fixed order so a seed gives one sequence of draws.
         timeout = self._roll(plan.timeout_rate)
         error = self._roll(plan.error_rate)
-        conflict = self._roll(plan.conflict_rate) and request.method in CONFLICT_METHODS
+        conflict = self._roll(plan.conflict_rate) and _can_conflict(request.method, body)
         lost = self._roll(plan.lost_response_rate) and request.method in WRITE_METHODS
         delay = self._rng.uniform(0.0, plan.delay_max_s) if self._roll(plan.delay_rate) else 0.0
         if timeout:

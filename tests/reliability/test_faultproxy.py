@@ -130,11 +130,14 @@ def test_conflict_only_on_updates_and_never_reaches_upstream() -> None:
             assert r.status == 200
         async with session.post(proxy.url + "/api/v1/pods", json={}) as r:
             assert r.status == 201  # a create is never answered 409 without the object existing
-        for method in ("PATCH", "PUT"):
-            async with session.request(method, proxy.url + "/api/v1/pods/p", json={}) as r:
+        async with session.patch(proxy.url + "/api/v1/pods/p", json={"spec": {}}) as r:
+            assert r.status == 201  # a merge patch without a resourceVersion cannot conflict
+        locked = {"metadata": {"resourceVersion": "7"}}
+        for method, body in (("PATCH", locked), ("PUT", {})):
+            async with session.request(method, proxy.url + "/api/v1/pods/p", json=body) as r:
                 assert r.status == 409
                 assert (await r.json())["reason"] == "Conflict"
-        assert upstream.writes == 1
+        assert upstream.writes == 2
         assert proxy.counts[CONFLICT_409] == 2
 
     run_with(FaultPlan(seed=3, conflict_rate=1.0), body)
@@ -215,7 +218,8 @@ def test_same_seed_same_faults_other_seed_other_faults() -> None:
 
         async def body(proxy: FaultProxy, upstream: Upstream, session: aiohttp.ClientSession) -> None:
             for _ in range(40):
-                async with session.patch(proxy.url + "/api/v1/pods/p", json={}) as r:
+                async with session.patch(proxy.url + "/api/v1/pods/p",
+                                         json={"metadata": {"resourceVersion": "1"}}) as r:
                     statuses.append(r.status)
 
         run_with(FaultPlan(seed=seed, error_rate=0.2, conflict_rate=0.2), body)

@@ -9,7 +9,6 @@ checkpoint, so the second checkpoint write fails with ENOSPC).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -169,14 +168,18 @@ def test_resume_after_sigterm_equals_the_uninterrupted_run(interrupted: Interrup
 
 
 def test_nan_loss_exits_diverged_naming_the_step(small_tree: Path, tmp_path: Path) -> None:
-    """Pretrained weights holding NaN (a corrupt checkpoint) make the first loss NaN."""
+    """Pretrained weights holding NaN (a corrupt checkpoint) make the first loss NaN.
+
+    The NaN goes into the head: in the backbone, ReLU6 (a clamp) turns NaN activations into 0 and
+    the loss stays finite (measured: ln 4 on every step), which is not the case under test.
+    """
     import mindspore as ms
     from mindspore import Tensor
     from mnv2.hub import create_network
 
     network = create_network("mobilenetv2", num_classes=4, width_mult=0.25, seed=1)
-    first = next(p for p in network.get_parameters() if p.name.startswith("backbone."))
-    first.set_data(Tensor(np.full(first.shape, np.nan, dtype=np.float32)))
+    bias = next(p for p in network.get_parameters() if p.name == "head.dense.bias")
+    bias.set_data(Tensor(np.full(bias.shape, np.nan, dtype=np.float32)))
     poisoned = tmp_path / "nan.ckpt"
     ms.save_checkpoint(network, str(poisoned))
     out = tmp_path / "out"
@@ -188,11 +191,20 @@ def test_nan_loss_exits_diverged_naming_the_step(small_tree: Path, tmp_path: Pat
     assert not list((out / "checkpoint").glob("*.ckpt")) if (out / "checkpoint").exists() else True
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path, reference: Path):
-    """A tmpfs with room for one checkpoint (and a half), not two."""
+@dataclass
+class FullDisk:
+    folder: Path  # the checkpoint folder on the full tmpfs
+    checkpoint_size: int
+    code: int
+    log: str
+
+
+@pytest.fixture(scope="module")
+def full_disk(small_tree: Path, reference: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A run whose output is a tmpfs with room for one checkpoint (and a half), not two."""
     size = reference.stat().st_size
-    mount = tmp_path / "disk"
+    base = tmp_path_factory.mktemp("enospc")
+    mount = base / "disk"
     mount.mkdir()
     room = size + size // 2 + 64 * 1024
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={room}", "tmpfs", str(mount)],
@@ -200,31 +212,39 @@ def tiny_disk(tmp_path: Path, reference: Path):
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the ENOSPC case needs one")
     try:
-        yield mount, size
+        out = mount / "out"
+        config = write_config(base / "cfg", dataset_path=str(small_tree), output_dir=str(out),
+                              epochs=3, save_checkpoint_epochs=1)
+        run = mnv2("train", "--config", str(config))
+        add("trainer", enospc_checkpoint_bytes=size, enospc_tmpfs_bytes=room)
+        yield FullDisk(out / "checkpoint", size, run.returncode, run.stdout + run.stderr)
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_full_disk_keeps_previous_checkpoint_and_leaves_no_partial_file(small_tree: Path, tiny_disk) -> None:
-    mount, size = tiny_disk
-    out = mount / "out"
-    config = write_config(mount.parent / "cfg", dataset_path=str(small_tree), output_dir=str(out),
-                          epochs=3, save_checkpoint_epochs=1)
-    done = mnv2("train", "--config", str(config))
-    log = done.stdout + done.stderr
-    assert done.returncode == ExitCode.IO_ERROR, log[-3000:]
-    folder = out / "checkpoint"
-    kept = sorted(p.name for p in folder.glob("mobilenetv2-*.ckpt"))
+def test_full_disk_exits_io_error_and_keeps_the_previous_checkpoint(full_disk: FullDisk) -> None:
+    assert full_disk.code == ExitCode.IO_ERROR, full_disk.log[-3000:]
+    kept = sorted(p.name for p in full_disk.folder.glob("mobilenetv2-*.ckpt"))
     assert kept == ["mobilenetv2-1_2.ckpt"], kept
-    assert "checkpoint: cannot write" in log and "mobilenetv2-2_2.ckpt" in log, log[-2000:]
-    assert not leftovers(folder), f"partial files left: {leftovers(folder)}"
-    previous = folder / kept[0]
-    assert previous.stat().st_size == size  # complete: same size as any checkpoint of this network
-    digest = hashlib.sha256(previous.read_bytes()).hexdigest()
-    params = load_params(previous)  # and readable
+    assert "checkpoint: cannot write" in full_disk.log and "mobilenetv2-2_2.ckpt" in full_disk.log
+    previous = full_disk.folder / kept[0]
+    assert previous.stat().st_size == full_disk.checkpoint_size  # complete: as big as any of its kind
+    params = load_params(previous)  # and readable, with finite weights
     assert params and all(np.isfinite(v).all() for v in params.values() if v.dtype.kind == "f")
-    add("trainer", enospc_checkpoint_bytes=size, enospc_tmpfs_bytes=size + size // 2 + 64 * 1024)
-    assert digest == hashlib.sha256(previous.read_bytes()).hexdigest()
+
+
+PARTIAL_FILE_FINDING = (
+    "trainer/mnv2/checkpoint.py save_atomic: MindSpore's save_checkpoint writes its own intermediate "
+    "'<path minus .ckpt>.tmp' and leaves it behind on ENOSPC; the clean-up removes only the trainer's "
+    "'.<name>.<pid>.tmp.ckpt', so '.mobilenetv2-2_2.<pid>.tmp.tmp' stays and fills the disk further "
+    "(owner: trainer helper)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=PARTIAL_FILE_FINDING, raises=AssertionError)
+def test_full_disk_leaves_no_partial_file(full_disk: FullDisk) -> None:
+    assert full_disk.code == ExitCode.IO_ERROR
+    assert not leftovers(full_disk.folder), f"partial files left: {leftovers(full_disk.folder)}"
 
 
 @pytest.mark.parametrize("content", [{"status": "initializing"}, None], ids=["initializing", "missing"])
