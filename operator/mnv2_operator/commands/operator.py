@@ -34,7 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="coordinate replicas through this KopfPeering (only one acts at a time)",
     )
     peers.add_argument("--standalone", action="store_true", help="run without peering (one replica)")
-    parser.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority of this replica (default: random, so that of identical replicas exactly "
+        "one is active; kopf pauses every peer that sees another of the same priority)",
+    )
     parser.add_argument(
         "--liveness",
         metavar="URL",
@@ -70,6 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace):
     """The OperatorSettings these flags describe (kept separate so tests check the mapping)."""
+    import random
+
     from mnv2_operator.settings import OperatorSettings
 
     if not args.namespace and not args.all_namespaces:
@@ -78,7 +86,7 @@ def settings_from_args(args: argparse.Namespace):
         namespaces=list(args.namespace),
         clusterwide=bool(args.all_namespaces),
         peering=None if args.standalone else args.peering,
-        priority=args.priority,
+        priority=args.priority if args.priority is not None else random.randint(1, 2**30),
         config_path=args.config,
         liveness_url=args.liveness or None,
         metrics_port=args.metrics_port,
