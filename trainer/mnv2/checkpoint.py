@@ -22,7 +22,10 @@ from mnv2.logs import notice
 PREFIX = "mobilenetv2"
 NAME_RE = re.compile(rf"^{PREFIX}-(\d+)_(\d+)\.ckpt$")
 HEAD_PARAMS = ("head.dense.weight", "head.dense.bias")
-META_KEYS = ("epoch", "step_in_epoch", "global_step", "steps_per_epoch")
+# Run position saved beside the parameters (prefixed: the optimizer owns a `global_step` parameter).
+META_PREFIX = "mnv2_"
+META_FIELDS = ("epoch", "step_in_epoch", "global_step", "steps_per_epoch")
+META_KEYS = tuple(META_PREFIX + key for key in META_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def _write(save_obj: list[dict[str, Any]], path: Path, meta: dict[str, Any]) -> 
     """The MindSpore write, separate so tests can make it fail half-way like a full disk."""
     import mindspore as ms
 
-    ms.save_checkpoint(save_obj, str(path), append_dict=meta)
+    ms.save_checkpoint(save_obj, str(path), append_dict={META_PREFIX + k: v for k, v in meta.items()})
 
 
 def save_atomic(save_obj: list[dict[str, Any]], path: str | Path, meta: dict[str, Any]) -> Path:
@@ -127,7 +130,7 @@ def latest_resume_state(folder: str | Path) -> ResumeState | None:
     for path in reversed(list_checkpoints(folder)):
         params = _load(path, "resume")
         try:
-            values = {key: int(params[key].asnumpy()) for key in META_KEYS}
+            values = {key: int(params[META_PREFIX + key].asnumpy()) for key in META_FIELDS}
         except KeyError as error:
             raise CheckpointError(f"resume: {path}: lacks the run position ({error.args[0]})") from None
         return ResumeState(path=path, **values)

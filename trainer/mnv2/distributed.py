@@ -83,7 +83,27 @@ def all_reduce_sum(values: np.ndarray, ctx: DistContext) -> np.ndarray:
     """Sum a small float vector over all ranks (exact counts for evaluation, stop flags)."""
     if not ctx.distributed:
         return np.asarray(values, dtype=np.float32)
-    from mindspore import Tensor, ops
+    from mindspore import Tensor
 
-    result = ops.AllReduce()(Tensor(np.asarray(values, dtype=np.float32)))
+    result = _all_reduce_cell()(Tensor(np.asarray(values, dtype=np.float32)))
     return result.asnumpy()
+
+
+_CELL: list = []
+
+
+def _all_reduce_cell():
+    """A compiled cell around AllReduce (eager collectives are not supported in GRAPH mode)."""
+    if not _CELL:
+        from mindspore import nn, ops
+
+        class AllReduceSum(nn.Cell):
+            def __init__(self):
+                super().__init__()
+                self.reduce = ops.AllReduce()
+
+            def construct(self, x):
+                return self.reduce(x)
+
+        _CELL.append(AllReduceSum())
+    return _CELL[0]

@@ -51,13 +51,12 @@ def cache_path(output_dir: str | Path, key: str) -> Path:
 
 def extract_features(network, dataset) -> tuple[np.ndarray, np.ndarray]:
     """Pooled backbone features (N, C) and labels (N,) over a dataset, in inference mode."""
-    from mindspore import ops
-
     network.set_train(False)
-    mean = ops.ReduceMean(keep_dims=False)
     chunks, labels = [], []
     for images, batch_labels in dataset.create_tuple_iterator(num_epochs=1):
-        chunks.append(mean(network.backbone(images), (2, 3)).asnumpy().astype(np.float32))
+        # Pool in numpy: an eager MindSpore op outside a cell is slower and, with NumPy 2, fragile.
+        maps = network.backbone(images).asnumpy().astype(np.float32)
+        chunks.append(maps.mean(axis=(2, 3)))
         labels.append(batch_labels.asnumpy().astype(np.int32))
     return np.concatenate(chunks), np.concatenate(labels)
 
