@@ -42,7 +42,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     ours = operator_settings.current()
     ours.apply(settings)
     _WAKE.clear()
-    memo.reconciler = Reconciler(k8s.shared(ours.kubeconfig), load_operator_config(ours.config_path))
+    memo.reconciler = Reconciler(
+        k8s.shared(ours.kubeconfig), load_operator_config(ours.config_path), ours.progress_seconds
+    )
     memo.resync_seconds = ours.resync_seconds
     if ours.metrics_port:
         try:

@@ -34,6 +34,7 @@ from mnv2_operator.status import (
     next_deadline,
     parse_time,
     pod_attempt,
+    pod_index,
     pod_phase,
     terminating,
     with_rejected_changes,
@@ -124,9 +125,11 @@ def effective_job(job: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 class Reconciler:
     """Holds the client and the operator configuration; `reconcile` is the whole loop body."""
 
-    def __init__(self, kube: k8s.Kube, config: Any):
+    def __init__(self, kube: k8s.Kube, config: Any, progress_seconds: float = 30.0):
         self.kube = kube
         self.config = config
+        self.progress_seconds = progress_seconds
+        self._progress_read: dict[tuple[str, str], float] = {}  # job -> monotonic time of the last read
 
     # -- the loop body ---------------------------------------------------------------------------
 
@@ -149,6 +152,7 @@ class Reconciler:
         pods = self.kube.list(k8s.PODS, namespace, {names.LABEL_JOB_NAME: name})
         old = job.get("status") or {}
         new = compute_status(running_job, pods, now)
+        new = self._with_progress(running_job, new, pods)
         new = with_rejected_changes(
             new,
             [(path, "immutable while the job exists") for path in refused],
@@ -166,7 +170,38 @@ class Reconciler:
             return Outcome(new.get("state"), None, created, deleted)
         due = next_deadline(running_job, new, pods)
         wake_in = max(0.0, (due - now).total_seconds()) + 0.05 if due is not None else None
+        if new.get("state") == "Running":  # come back for the next progress reading
+            wake_in = min(wake_in if wake_in is not None else self.progress_seconds, self.progress_seconds)
         return Outcome(new.get("state"), wake_in, created, deleted)
+
+    def _with_progress(self, job: dict[str, Any], status: dict[str, Any], pods: list[dict]) -> dict[str, Any]:
+        """status.progress from rank 0's /metrics while running, at most every `progress_seconds`.
+
+        Best effort: an unreachable or unreadable trainer leaves the last progress in place.
+        """
+        from mnv2.progress import ProgressError, fetch_progress, progress_url
+
+        key = (job["metadata"]["namespace"], job["metadata"]["name"])
+        if status.get("state") != "Running":
+            return status
+        last = self._progress_read.get(key)
+        if last is not None and time.monotonic() - last < self.progress_seconds:
+            return status
+        attempt = int(status.get("restartCount") or 0)
+        rank0 = [p for p in pods if pod_attempt(p) == attempt and pod_index(p) == 0 and not terminating(p)]
+        ip = ((rank0[0].get("status") or {}).get("podIP")) if rank0 else None
+        if not ip:
+            return status
+        self._progress_read[key] = time.monotonic()
+        port = int(
+            ((job.get("spec") or {}).get("metrics") or {}).get("port") or launchenv.DEFAULT_METRICS_PORT
+        )
+        try:
+            progress = fetch_progress(progress_url(ip, port), timeout=2.0).to_status()
+        except (ProgressError, ValueError) as error:
+            log.debug("no progress for %s/%s: %s", *key, error)
+            return status
+        return {**status, "progress": progress}
 
     def _accept_spec(self, job: dict[str, Any]) -> dict[str, Any]:
         """Record the first valid spec the job ran with: later immutable changes are compared to it."""

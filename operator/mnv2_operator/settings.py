@@ -36,6 +36,7 @@ class OperatorSettings:
     reconnect_backoff: float = 1.0
     request_timeout: float = 30.0
     resync_seconds: float = 30.0  # each job is re-checked at least this often, events or not
+    progress_seconds: float = 30.0  # how often rank 0's /metrics is read into status.progress
     post_kopf_events: bool = True
     kopf_event_level: int = logging.WARNING
     finalizer: str = "training.mindspore.io/operator"

@@ -214,6 +214,7 @@ class OperatorRunner:
             watch_inactivity_timeout=15.0,
             reconnect_backoff=0.2,
             resync_seconds=3.0,
+            progress_seconds=1.0,
             request_timeout=10.0,
             **overrides,
         )

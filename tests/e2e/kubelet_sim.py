@@ -43,6 +43,7 @@ class JobPlan:
     unschedulable_message: str = DEFAULT_UNSCHEDULABLE
     outcomes: list[dict[int, int] | None] = field(default_factory=lambda: [None])
     annotate_devices: bool = True
+    pod_ip: str | None = None  # a fixed pod IP (127.0.0.1: the test serves the trainer's /metrics)
 
 
 def device_annotations(index: int, devices: int) -> dict[str, str]:
@@ -145,7 +146,9 @@ class Kubelet:
             )
             return
         self._ips += 1
-        ip = f"10.{(self._ips // 250) + 1}.{self._ips % 250}.{7}"
+        # Loopback addresses: unique per pod, and a connection to one (the operator reading a trainer's
+        # /metrics) is refused at once instead of hanging until a timeout.
+        ip = plan.pod_ip or f"127.{(self._ips // 250) + 1}.{self._ips % 250}.7"
         index = int((pod["metadata"].get("labels") or {}).get(INDEX_LABEL, "0"))
         devices = _container_devices(pod)
 

@@ -355,3 +355,59 @@ def test_operator_killed_mid_creation_creates_nothing_twice(kube, namespace, sim
     for index in range(3):
         assert sim.creations("v1/pods", namespace, f"mnv2-{index}") == 1
     assert sim.creations("v1/services", namespace, JOB) == 1
+
+
+# --- progress ---------------------------------------------------------------------------------------
+
+
+def test_progress_is_read_from_rank_zero_metrics(kube, namespace, sim, operator, job_factory):
+    """status.progress (printer columns Progress, Top-1) comes from rank 0's real /metrics page."""
+    import http.server
+    import threading
+
+    from mnv2.trainer_metrics import TrainerMetrics
+    from prometheus_client import generate_latest
+
+    metrics = TrainerMetrics(port=0, rank=0, job=JOB)
+    metrics.set_plan(epochs=2, steps_per_epoch=50, batch_size=8, world_size=2)
+    for step in range(25):
+        metrics.on_step(
+            epoch=0,
+            step=step,
+            global_step=step + 1,
+            loss=2.5,
+            lr=0.1,
+            step_seconds=0.1,
+            data_wait_seconds=0.0,
+            images=16,
+        )
+    metrics.on_eval(top1=0.625, top5=0.9)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = generate_latest(metrics.registry)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sim.plan(namespace, JOB, outcomes=[None], pod_ip="127.0.0.1")
+        job_factory(JOB, metrics={"port": server.server_address[1]})
+        job = wait_for(
+            lambda: (
+                (get_job(kube, namespace).get("status") or {}).get("progress") and get_job(kube, namespace)
+            ),
+            what="status.progress",
+        )
+    finally:
+        server.shutdown()
+        metrics.close()
+    progress = job["status"]["progress"]
+    assert progress["step"] == 25 and progress["totalSteps"] == 100 and progress["percent"] == 25.0
+    assert progress["top1"] == 0.625
