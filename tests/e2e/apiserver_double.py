@@ -47,6 +47,7 @@ def _parse_path(path: str) -> parsing.ParsedPath:
 
 parsing.parse_path = _parse_path
 POD_RES = kmock.resource("", "v1", "pods")
+CRD_RES = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 
 # (group, version, plural): kind, namespaced, subresources. What the operator and kopf talk to.
 RESOURCES: dict[tuple[str, str, str], tuple[str, bool, set[str]]] = {
@@ -313,7 +314,23 @@ class ApiServerDouble(kmock.KubernetesEmulator):
             self._bump(obj)
             self._store(resource, namespace, name, obj)
             await self._record("ADDED", resource, obj)
+            if resource == CRD_RES:
+                self._serve_crd(obj)
             return copy.deepcopy(obj)
+
+    def _serve_crd(self, crd: dict[str, Any]) -> None:
+        """A created CustomResourceDefinition is served at once (the real server takes a moment)."""
+        spec = crd.get("spec") or {}
+        for version in spec.get("versions") or []:
+            if version.get("served", True):
+                self.add_resource(
+                    spec["group"],
+                    version["name"],
+                    spec["names"]["plural"],
+                    kind=spec["names"]["kind"],
+                    namespaced=spec.get("scope") == "Namespaced",
+                    subresources=set(version.get("subresources") or {}),
+                )
 
     async def update(
         self,
@@ -594,3 +611,30 @@ def kubeconfig_for(url: str) -> dict[str, Any]:
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True)
+
+
+def main() -> None:
+    """Serve a bare double (no simulator) until interrupted: `python apiserver_double.py KUBECONFIG`.
+
+    Point MNV2_E2E_KUBECONFIG at the file to run the e2e suite in its real-cluster mode against it
+    (the CRD is applied over HTTP, simulator scenarios skip), which checks that mode's own code.
+    """
+    import sys
+
+    import yaml
+
+    async def serve() -> None:
+        double = ApiServerDouble()
+        async with double, kmock.Server(double) as server:
+            await double.create(NAMESPACE_RES, None, {"metadata": {"name": "default"}})
+            with open(sys.argv[1], "w") as file:
+                yaml.safe_dump(kubeconfig_for(str(server.url).rstrip("/")), file)
+            print(f"serving on {server.url}, kubeconfig {sys.argv[1]}", flush=True)
+            await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
