@@ -6,6 +6,7 @@
                                   barrier, exit only once COUNT processes are up (signal handlers
                                   installed), so the stop that follows reaches handled processes
     child.py serve                print "ready", then wait for SIGTERM: print "terminated", exit 143
+    child.py orphan RELEASE_FILE  leave a grandchild running until RELEASE_FILE exists, then serve
     child.py stubborn             print "ready", ignore SIGTERM (the launcher must SIGKILL it)
 """
 
@@ -64,6 +65,20 @@ def main(argv: list[str]) -> int:
         print(f"exiting {action}", flush=True)
         return int(action)
     if mode == "serve":
+        return _serve()
+    if mode == "orphan":  # leave a grandchild behind (as a dying data loader would), then serve
+        release = Path(argv[1])
+        middle = os.fork()
+        if middle == 0:
+            grandchild = os.fork()
+            if grandchild == 0:  # lives until the test creates the release file
+                deadline = time.monotonic() + 60
+                while not release.exists() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                os._exit(0)
+            print(f"orphan {grandchild}", flush=True)
+            os._exit(0)  # its parent is gone: the grandchild is adopted by the nearest subreaper
+        os.waitpid(middle, 0)
         return _serve()
     if mode == "stubborn":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

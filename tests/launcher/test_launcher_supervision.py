@@ -131,3 +131,35 @@ def test_an_unresolvable_scheduler_host_is_waited_for_then_reported(launch_proce
     assert "waiting up to 1s for the scheduler host 'job-0.job.nowhere.invalid' to resolve" in text
     assert "did not resolve within 1s; starting anyway" in text
     assert json.loads((tmp_path / "rank1.json").read_text())["MS_SCHED_HOST"] == "job-0.job.nowhere.invalid"
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+def test_orphaned_grandchildren_are_adopted_and_reaped(launch_process, tmp_path) -> None:
+    """As PID 1 of a container does: a trainer's abandoned worker must not stay a zombie."""
+    release = tmp_path / "release"
+    proc, output = launch_process(_dynamic(devices=1), "--", *child_argv("orphan", str(release)))
+    output.wait_for(lambda lines: any("] ready " in line for line in lines))
+    orphan = int(next(line for line in output.lines if "] orphan " in line).split()[-1])
+    assert _proc_status(orphan).get("PPid", "").strip() == str(proc.pid), "the launcher adopted it"
+    release.touch()
+    deadline = time.monotonic() + 20
+    while _proc_status(orphan):
+        assert time.monotonic() < deadline, f"orphan {orphan} not reaped: {_proc_status(orphan).get('State')}"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+
+
+def test_a_one_process_job_launches_without_a_cluster(launch_process, tmp_path) -> None:
+    proc, output = launch_process(_dynamic(devices=1), "--", *child_argv("env", str(tmp_path)))
+    assert proc.wait(timeout=30) == 0, output.text()
+    env = json.loads((tmp_path / "rank0.json").read_text())
+    assert env["MNV2_WORLD_SIZE"] == "1" and "MS_ROLE" not in env
+    assert "[rank 0] hello from rank0" in output.text()

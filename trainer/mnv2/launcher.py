@@ -354,6 +354,37 @@ def wait_for_host(
 # ----------------------------------------------------------------------------- supervision
 
 
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants (Linux PR_SET_CHILD_SUBREAPER), as PID 1 does in a container.
+
+    A trainer that dies leaves its data-loader workers behind; adopted, they are reaped by the
+    supervisor instead of lingering as zombies. Best effort: False where the call is unavailable.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def reap_orphans(own: set[int]) -> list[int]:
+    """Reap exited processes that are not our own children (their Popen reaps those)."""
+    reaped = []
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            break
+        if info is None or info.si_pid in own:
+            break
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(info.si_pid, 0)
+        reaped.append(info.si_pid)
+    return reaped
+
+
 def exit_code_of(returncode: int) -> int:
     """A child's return code as a shell would report it: killed by signal N -> 128 + N."""
     return 128 - returncode if returncode < 0 else returncode
@@ -391,6 +422,8 @@ class Supervisor:
     label: str = "launcher"
     # Shared with other writers of `out` (mnv2 run's progress lines) so lines never interleave.
     lock: threading.RLock | None = None
+    # Reap adopted orphans while supervising (PID 1 in a container, or after become_subreaper()).
+    reap: bool = field(default_factory=lambda: os.getpid() == 1)
 
     def __post_init__(self) -> None:
         self._children: list[_Child] = []
@@ -506,6 +539,8 @@ class Supervisor:
                     continue
                 child.code = exit_code_of(rc)
                 self._on_exit(child, rc)
+            if self.reap:
+                reap_orphans({c.proc.pid for c in self._children})
             if running == 0:
                 break
             self._signal_scheduler_when_alone()

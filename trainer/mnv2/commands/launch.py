@@ -69,13 +69,14 @@ def run(args: argparse.Namespace) -> int:
         json.dump(plan, sys.stdout, indent=2)
         print()
         return 0
-    if mode is le.LaunchMode.DYNAMIC:
-        host = specs[0].env[le.MS_SCHED_HOST]
+    host = specs[0].env.get(le.MS_SCHED_HOST)  # None for a one-process job: no cluster to join
+    if mode is le.LaunchMode.DYNAMIC and host:
         timeout = launcher.scheduler_dns_timeout(env)
         if not launcher.wait_for_host(host, timeout, log=_log):
             _log(f"scheduler host {host!r} did not resolve within {timeout:g}s; starting anyway "
                  "(MindSpore keeps retrying until MS_TOPO_TIMEOUT)")
-    supervisor = launcher.Supervisor(specs, grace=launcher.stop_grace(env))
+    adopted = os.getpid() == 1 or launcher.become_subreaper()
+    supervisor = launcher.Supervisor(specs, grace=launcher.stop_grace(env), reap=adopted)
     _log(f"{mode.value} mode: starting {len(specs)} process(es)")
     code = supervisor.run()
     _log(f"exiting {code}")
