@@ -1,0 +1,144 @@
+"""Pure parts of the operator around compute_status: adoption, attempts, accepted specs, events,
+settings and the command's flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+
+from mnv2 import launchenv
+from mnv2_operator import events, rbac
+from mnv2_operator.commands import operator as command
+from mnv2_operator.reconcile import ACCEPTED_SPEC_ANNOTATION, adopt, effective_job, for_attempt
+from mnv2_operator.settings import OperatorSettings
+from mnv2_operator.status import ATTEMPT_LABEL
+
+JOB = {
+    "apiVersion": "training.mindspore.io/v1alpha1",
+    "kind": "MobileNetV2TrainJob",
+    "metadata": {"name": "j", "namespace": "ns", "uid": "uid-1", "resourceVersion": "7"},
+    "spec": {"platform": "CPU", "replicas": 2, "runPolicy": {"backoffLimit": 3}},
+}
+
+
+def pod() -> dict:
+    config = json.dumps({"epochs": 3, "resume": False})
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "j-0", "labels": {"a": "b"}},
+        "spec": {
+            "containers": [{"name": "trainer", "env": [{"name": launchenv.TRAINING_CONFIG, "value": config}]}]
+        },
+    }
+
+
+def test_adopt_sets_the_job_as_the_only_controller():
+    foreign = {"apiVersion": "v1", "kind": "X", "name": "x", "uid": "other", "controller": True}
+    obj = adopt({"metadata": {"name": "s", "ownerReferences": [foreign]}}, JOB)
+    assert obj["metadata"]["namespace"] == "ns"
+    (ref,) = obj["metadata"]["ownerReferences"]
+    assert ref == {
+        "apiVersion": JOB["apiVersion"],
+        "kind": JOB["kind"],
+        "name": "j",
+        "uid": "uid-1",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def test_for_attempt_labels_and_resumes_only_when_asked():
+    first = for_attempt(pod(), 0, resume=False)
+    assert first["metadata"]["labels"] == {"a": "b", ATTEMPT_LABEL: "0"}
+    assert json.loads(first["spec"]["containers"][0]["env"][0]["value"])["resume"] is False
+    again = for_attempt(pod(), 2, resume=True)
+    assert again["metadata"]["labels"][ATTEMPT_LABEL] == "2"
+    assert json.loads(again["spec"]["containers"][0]["env"][0]["value"]) == {"epochs": 3, "resume": True}
+
+
+def test_effective_job_keeps_the_accepted_spec_but_takes_mutable_fields():
+    accepted = dict(JOB["spec"])
+    job = json.loads(json.dumps(JOB))
+    job["metadata"]["annotations"] = {ACCEPTED_SPEC_ANNOTATION: json.dumps(accepted)}
+    assert effective_job(job) == (job, [])
+    job["spec"]["replicas"] = 4
+    job["spec"]["runPolicy"] = {"backoffLimit": 9, "suspend": True}
+    running, refused = effective_job(job)
+    assert refused == ["spec.replicas"]
+    assert running["spec"]["replicas"] == 2
+    assert running["spec"]["runPolicy"] == {"backoffLimit": 9, "suspend": True}
+
+
+def test_event_shape():
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    event = events.build_event(JOB, "Warning", "PodFailed", "x" * 2000, now)
+    assert event["involvedObject"]["uid"] == "uid-1" and event["involvedObject"]["kind"] == JOB["kind"]
+    assert event["type"] == "Warning" and event["reason"] == "PodFailed" and len(event["message"]) == 1024
+    assert event["metadata"]["namespace"] == "ns" and event["metadata"]["name"].startswith("j.")
+    assert event["firstTimestamp"] == "2026-01-02T03:04:05Z"
+
+
+def test_settings_from_environment():
+    settings = OperatorSettings.from_env(
+        {
+            "MNV2_OPERATOR_NAMESPACES": "a, b",
+            "MNV2_OPERATOR_CLUSTERWIDE": "false",
+            "MNV2_OPERATOR_WATCH_SERVER_TIMEOUT": "60",
+            "MNV2_OPERATOR_RESYNC_SECONDS": "2.5",
+            "MNV2_OPERATOR_METRICS_PORT": "8080",
+            "MNV2_OPERATOR_PEERING": "p",
+        }
+    )
+    assert settings.namespaces == ["a", "b"] and settings.clusterwide is False
+    assert settings.watch_server_timeout == 60 and settings.resync_seconds == 2.5
+    assert settings.metrics_port == 8080 and settings.peering == "p"
+
+
+def test_watch_timeouts_are_always_set_on_kopf():
+    import kopf
+
+    kopf_settings = kopf.OperatorSettings()
+    OperatorSettings(peering="mnv2", priority=7).apply(kopf_settings)
+    assert kopf_settings.watching.server_timeout and kopf_settings.watching.client_timeout
+    assert kopf_settings.watching.client_timeout > kopf_settings.watching.server_timeout
+    assert kopf_settings.peering.name == "mnv2" and kopf_settings.peering.priority == 7
+    assert kopf_settings.peering.standalone is False
+    OperatorSettings().apply(kopf_settings)
+    assert kopf_settings.peering.standalone is True
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_command_flags_map_to_settings():
+    chart = command.settings_from_args(
+        parse(
+            "--config=/etc/mnv2/operator.yaml",
+            "--log-level=info",
+            "--liveness=http://0.0.0.0:8081/healthz",
+            "--metrics-port=8080",
+            "--namespace=a",
+            "--namespace=b",
+            "--peering=mnv2-operator",
+        )
+    )
+    assert chart.namespaces == ["a", "b"] and chart.clusterwide is False
+    assert chart.peering == "mnv2-operator" and chart.metrics_port == 8080
+    assert (
+        chart.liveness_url == "http://0.0.0.0:8081/healthz" and chart.config_path == "/etc/mnv2/operator.yaml"
+    )
+    assert chart.priority > 0  # random, so identical replicas are never equal peers
+    everywhere = command.settings_from_args(parse("--all-namespaces", "--standalone"))
+    assert everywhere.clusterwide is True and everywhere.peering is None
+    assert command.settings_from_args(parse()).clusterwide is True
+
+
+def test_rbac_allows():
+    assert rbac.allows("", "pods", "create")
+    assert not rbac.allows("", "pods", "update")
+    assert not rbac.allows("", "secrets", "get")
