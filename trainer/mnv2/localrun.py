@@ -5,7 +5,9 @@ running the pod's own command (`mnv2 launch`) with the pod's own environment. On
 the same locally is translated, in pure functions below: pod DNS becomes 127.0.0.1, the downward
 API is filled in, ports are picked free (pods share one network here), and volumes become local
 folders (hostPath: its path; anything else: ./.mnv2-run/<job>/<volume>) with every path in the
-environment and the training configuration moved accordingly. The job's status is computed by the
+environment and the training configuration moved accordingly. The user's own environment (PATH,
+library paths) is inherited underneath, minus any MNV2_/MS_/RANK_ variables; GLOG_v defaults to 3 so
+MindSpore's connection-retry warnings do not bury the training lines. The job's status is computed by the
 operator's own `compute_status` from what the local "pods" did, so `mnv2 run` ends with the
 status `kubectl get mnv2job -o yaml` would show, and follows the same restart policy.
 """
