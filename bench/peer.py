@@ -17,6 +17,7 @@ import json
 import os
 import resource
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -29,7 +30,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
+SERVE = False  # set by --serve: steps come from stdin (see _serve)
+
+
 def _timed(step, steps: int, warmup: int) -> list[float]:
+    if SERVE:
+        return _serve(step, warmup)
     for _ in range(warmup):
         step()
     times = []
@@ -53,12 +59,12 @@ def run_mindspore(fast: bool, mode: str, batch: int, image: int, steps: int, war
     net = MobileNetV2(num_classes=NUM_CLASSES, width_mult=1.0, seed=0)
     if fast:
         # Swap the kernels in the trainer's own model (same parameters, same init), independent of
-        # how the model wires its `fast_depthwise` flag.
-        from mnv2.ops.depthwise import replace_depthwise
+        # how the model wires its `fast_depthwise` flag. The stem only ever sees the images.
+        from mnv2.ops.depthwise import replace_slow_convolutions
 
-        replaced = replace_depthwise(net)
-        if replaced != 17:  # MobileNetV2 has 17 of them: never bench the slow kernel by mistake
-            raise RuntimeError(f"expected 17 depthwise convolutions to replace, replaced {replaced}")
+        replaced = replace_slow_convolutions(net, dense_input_grad=False)
+        if replaced != {"depthwise": 17, "dense": 1}:  # never bench the slow kernels by mistake
+            raise RuntimeError(f"expected 17 depthwise convolutions and the stem replaced, got {replaced}")
     rng = np.random.default_rng(0)
     x = Tensor(rng.standard_normal((batch, 3, image, image)).astype(np.float32))
     y = Tensor(rng.integers(0, NUM_CLASSES, batch).astype(np.int32))
@@ -84,6 +90,32 @@ def run_mindspore(fast: bool, mode: str, batch: int, image: int, steps: int, war
     compile_s = time.perf_counter() - start
     times = _timed(step, steps, max(0, warmup - 1))
     return {"model": "mnv2.model.MobileNetV2", "compile_s": compile_s, "times": times}
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _serve(step, warmup: int) -> list[float]:
+    """Interleaved mode: warm up, say READY, then run one step per `step` line on stdin.
+
+    The runner alternates steps between peers that are all loaded at once, so a change in the
+    machine's background load hits every peer alike. Each step answers `STEP <wall s> <cpu s>`.
+    """
+    for _ in range(warmup):
+        step()
+    print("READY", flush=True)
+    times = []
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        cpu0, t0 = _cpu_s(), time.perf_counter()
+        step()
+        wall, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
+        times.append(wall)
+        print(f"STEP {wall:.6f} {cpu:.6f}", flush=True)
+    return times
 
 
 def _train_from_data(cell, root: str, batch: int, image: int, steps: int, warmup: int) -> dict:
@@ -155,7 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--data", help="image-folder root: train MindSpore from the real input pipeline")
+    parser.add_argument("--serve", action="store_true", help="interleaved mode for bench.run_all (stdin)")
     args = parser.parse_args(argv)
+    global SERVE
+    SERVE = args.serve
+    if args.serve and args.data:
+        parser.error("--serve and --data do not combine")
     shape = (args.mode, args.batch, args.image, args.steps, args.warmup)
     if args.peer.startswith("ms-"):
         result = run_mindspore(args.peer == "ms-fast", *shape, data_root=args.data)

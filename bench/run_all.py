@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -141,48 +142,135 @@ def _cpu_model() -> str:
     return "unknown CPU"
 
 
+class Peer:
+    """A `bench.peer --serve` subprocess: loaded once, then stepped on command."""
+
+    def __init__(self, peer: str, mode: str, batch: int, warmup: int, timeout: float) -> None:
+        self.peer, self.timeout = peer, timeout
+        cmd = [sys.executable, "-m", "bench.peer", peer, mode, "--batch", str(batch), "--warmup", str(warmup),
+               "--serve"]
+        env = {**os.environ, "GLOG_v": "3", "PYTHONWARNINGS": "ignore"}
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - lives as long as the peer; closed in finish
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, env=env, text=True, bufsize=1)
+        self.walls: list[float] = []
+        self.cpus: list[float] = []
+        self.backgrounds: list[float] = []
+        self._expect("READY")
+
+    def _readline(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            self.log.seek(0)
+            tail = "\n".join(self.log.read().splitlines()[-15:])
+            raise RuntimeError(f"{self.peer} exited (code {self.proc.returncode}):\n{tail}")
+        return line.strip()
+
+    def _expect(self, prefix: str) -> str:
+        while True:  # skip anything a library printed to stdout
+            line = self._readline()
+            if line.startswith(prefix):
+                return line
+
+    def step(self) -> None:
+        busy0 = _busy_seconds()
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        _, wall, cpu = self._expect("STEP ").split()
+        busy = _busy_seconds() - busy0
+        self.walls.append(float(wall))
+        self.cpus.append(float(cpu))
+        self.backgrounds.append(max(0.0, (busy - float(cpu)) / float(wall)))
+
+    def finish(self) -> Run:
+        self.proc.stdin.write("done\n")
+        self.proc.stdin.flush()
+        result = json.loads(self._expect("BENCH-RESULT ")[len("BENCH-RESULT "):])
+        self.proc.stdin.close()
+        _, status, usage = os.wait4(self.proc.pid, 0)
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self.log.close()
+        result["cpu_s_median"] = statistics.median(self.cpus)
+        return Run(result=result, peak_rss_mb=usage.ru_maxrss / 1024.0, wall_s=sum(self.walls),
+                   child_cpu_s=sum(self.cpus), background_cores=statistics.median(self.backgrounds))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def run_interleaved(peers: list[str], mode: str, batch: int, steps: int, warmup: int,
+                    timeout: float) -> dict[str, Run | str]:
+    """Load every peer (one at a time, so compilations do not overlap), then step them in turn.
+
+    The order rotates each round so no peer always runs right after another one's step.
+    """
+    loaded: dict[str, Peer] = {}
+    out: dict[str, Run | str] = {}
+    try:
+        for peer in peers:
+            try:
+                loaded[peer] = Peer(peer, mode, batch, warmup, timeout)
+                print(f"  {peer} {mode} batch {batch}: loaded", flush=True)
+            except RuntimeError as error:
+                out[peer] = str(error)
+                print(f"  {peer} {mode} batch {batch}: {error}", flush=True)
+        order = list(loaded)
+        for round_ in range(steps):
+            rotated = order[round_ % len(order):] + order[:round_ % len(order)] if order else []
+            for peer in rotated:
+                loaded[peer].step()
+                print(f"    round {round_ + 1}/{steps} {peer}: {loaded[peer].walls[-1]:.2f} s "
+                      f"(background {loaded[peer].backgrounds[-1]:.2f} cores)", flush=True)
+        for peer, p in loaded.items():
+            out[peer] = p.finish()
+    finally:
+        for p in loaded.values():
+            p.kill()
+    return out
+
+
 def throughput_section(report: Report, mode: str, batches: list[int], peers: list[str], steps: int,
                        warmup: int, timeout: float) -> None:
     """One table per mode: every peer at every batch size, with ratios against PyTorch NCHW."""
     rows = [
-        "| batch | peer | images/s | vs PyTorch | median step s | min-max s | peak RSS MB | RSS vs PyTorch "
-        "| background cores |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| batch | peer | images/s | vs PyTorch | median step s | min-max s | CPU s/step | peak RSS MB "
+        "| RSS vs PyTorch | background cores |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for batch in batches:
-        runs: dict[str, Run] = {}
+        runs = run_interleaved(peers, mode, batch, steps, warmup, timeout)
+        base = runs.get("torch")
+        base = base if isinstance(base, Run) else None
         for peer in peers:
-            argv = ["bench.peer", peer, mode, "--batch", str(batch), "--steps", str(steps),
-                    "--warmup", str(warmup)]
-            try:
-                runs[peer] = run_child(argv, timeout)
-            except RuntimeError as error:
-                print(f"  {peer} {mode} batch {batch}: {error}", flush=True)
-                rows.append(f"| {batch} | {PEER_LABELS[peer]} | failed: {str(error).splitlines()[0]} "
-                            "| | | | | | |")
+            r = runs.get(peer)
+            if not isinstance(r, Run):
+                why = str(r).splitlines()[0]
+                rows.append(f"| {batch} | {PEER_LABELS[peer]} | failed: {why} | | | | | | | |")
                 continue
-            r = runs[peer]
             report.raw[f"{mode}-{batch}-{peer}"] = {**r.result, "peak_rss_mb": r.peak_rss_mb,
                                                    "background_cores": r.background_cores}
-            print(f"  {peer} {mode} batch {batch}: {r.result['images_per_s']:.2f} img/s, "
-                  f"rss {r.peak_rss_mb:.0f} MB, background {r.background_cores:.2f}", flush=True)
-        base = runs.get("torch")
-        for peer, r in runs.items():
             ratio = r.result["images_per_s"] / base.result["images_per_s"] if base else float("nan")
             rss_ratio = r.peak_rss_mb / base.peak_rss_mb if base else float("nan")
             times = r.result["times"]
             rows.append(
                 f"| {batch} | {PEER_LABELS[peer]} | {_fmt(r.result['images_per_s'])} | {_fmt(ratio)}x "
                 f"| {_fmt(r.result['median_s'], 3)} | {_fmt(min(times), 3)}-{_fmt(max(times), 3)} "
-                f"| {r.peak_rss_mb:.0f} | {_fmt(rss_ratio)}x | {_fmt(r.background_cores)} |"
+                f"| {_fmt(r.result['cpu_s_median'], 2)} | {r.peak_rss_mb:.0f} | {_fmt(rss_ratio)}x "
+                f"| {_fmt(r.background_cores)} |"
             )
     title = ("Training step throughput (forward, backward, momentum SGD; MobileNetV2 1.0, 224 px, "
              "1000 classes)" if mode == "train" else
              "Forward-only throughput (eval mode; the head-only fine-tuning path's feature extraction)")
-    notes = (f"\n{steps} timed steps per peer after {warmup} warm-up step(s). MindSpore peers use the "
-             "trainer's `mnv2.model.MobileNetV2` and `mnv2.loss.LabelSmoothingCrossEntropy` in GRAPH_MODE "
-             "(ours: the 17 depthwise convolutions swapped by `mnv2.ops.depthwise.replace_depthwise`); "
-             "PyTorch runs `bench/torch_mobilenetv2.py` (same table, layer order and init) with "
+    notes = (f"\nAll peers of a batch size are loaded at once, each in its own process, and stepped in turn "
+             f"(rotating order), {steps} timed steps each after {warmup} warm-up step(s); images/s is from "
+             "the median step. CPU s/step is the peer's own CPU time per step (user + system, all its "
+             "threads). MindSpore peers use the trainer's `mnv2.model.MobileNetV2` and "
+             "`mnv2.loss.LabelSmoothingCrossEntropy` in GRAPH_MODE (ours: the 17 depthwise convolutions and "
+             "the stem swapped by `mnv2.ops.depthwise.replace_slow_convolutions`); PyTorch runs "
+             "`bench/torch_mobilenetv2.py` (same table, layer order and init) with "
              "CrossEntropyLoss(label_smoothing=0.1) and SGD(momentum 0.9, weight decay 4e-5), 2 threads.")
     report.add(title, "\n".join(rows) + "\n" + notes)
 

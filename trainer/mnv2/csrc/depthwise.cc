@@ -27,6 +27,10 @@ namespace {
 
 constexpr int K = 3;
 
+// Below this many output values a call runs on one thread: waking the OpenMP team costs more than
+// it saves on MobileNetV2's small late layers, and far more on a machine whose cores are busy.
+constexpr int64_t kParallelMin = 1 << 15;
+
 // One scratch buffer per thread, reused across calls so that no call allocates.
 float *scratch(size_t n) {
   static thread_local std::vector<float> buf;
@@ -249,7 +253,7 @@ int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   // Padded plane: rows 0 .. S*(oh-1)+2, columns 0 .. S*(ow-1)+2.
   const int64_t rows = S * (d.oh - 1) + K;
   const int64_t cols = S == 1 ? d.ow + 2 : d.ow + 1;  // for S == 2: columns per even/odd half
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (planes * d.oh * d.ow >= kParallelMin)
   for (int64_t pl = 0; pl < planes; ++pl) {
     const float *src = x + pl * d.h * d.w;
     const float *k = wt + (pl % d.c) * K * K;
@@ -287,7 +291,7 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
   const int64_t grows = d.oh + 2 * q, gcols = d.ow + 2 * q;
   // Stride 2: dy padded by one row/column before and one row after (see igrad_s2).
   const int64_t yrows = d.oh + 2, ycols = d.ow + 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (d.n * d.c * d.h * d.w >= kParallelMin)
   for (int64_t c = 0; c < d.c; ++c) {
     const float *k = wt + c * K * K;
     float flipped[K * K];
