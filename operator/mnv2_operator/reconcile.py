@@ -37,6 +37,7 @@ from mnv2_operator.status import (
     pod_index,
     pod_phase,
     terminating,
+    with_failure,
     with_rejected_changes,
 )
 
@@ -130,6 +131,7 @@ class Reconciler:
         self.config = config
         self.progress_seconds = progress_seconds
         self._progress_read: dict[tuple[str, str], float] = {}  # job -> monotonic time of the last read
+        self._last_create_error: dict[tuple[str, str], str] = {}  # job -> last creation error posted
 
     # -- the loop body ---------------------------------------------------------------------------
 
@@ -152,6 +154,9 @@ class Reconciler:
         pods = self.kube.list(k8s.PODS, namespace, {names.LABEL_JOB_NAME: name})
         old = job.get("status") or {}
         new = compute_status(running_job, pods, now)
+        refusal = self._render_problems(running_job)
+        if refusal:
+            new = with_failure(new, "InvalidSpec", refusal, now, job["metadata"].get("generation"))
         new = self._with_progress(running_job, new, pods)
         new = with_rejected_changes(
             new,
@@ -173,6 +178,16 @@ class Reconciler:
         if new.get("state") == "Running":  # come back for the next progress reading
             wake_in = min(wake_in if wake_in is not None else self.progress_seconds, self.progress_seconds)
         return Outcome(new.get("state"), wake_in, created, deleted)
+
+    def _render_problems(self, job: dict[str, Any]) -> str:
+        """Problems only the operator's configuration reveals (platform profile limits), as a message."""
+        from mnv2_operator.render import resolve
+
+        try:
+            resolve(job, self.config)
+        except SpecError as error:
+            return "the job's spec is invalid: " + "; ".join(f"{path}: {why}" for path, why in error.problems)
+        return ""
 
     def _with_progress(self, job: dict[str, Any], status: dict[str, Any], pods: list[dict]) -> dict[str, Any]:
         """status.progress from rank 0's /metrics while running, at most every `progress_seconds`.
@@ -319,6 +334,16 @@ class Reconciler:
                 created.append(f"{kind}/{obj_name}")
             except k8s.Conflict:
                 pass  # created by an earlier pass (e.g. before an operator restart): exists is fine
+            except k8s.ApiError as error:
+                # Refused (e.g. no Volcano installed for a PodGroup, a quota, an admission webhook): say
+                # so on the job once per distinct error, then retry with backoff.
+                message = f"cannot create {kind} {obj_name}: {error}"
+                key = (job["metadata"]["namespace"], job["metadata"]["name"])
+                if self._last_create_error.get(key) != message:
+                    self._last_create_error[key] = message
+                    events.post(self.kube, job, "Warning", "CreateFailed", message, datetime.now(tz=UTC))
+                raise
+        self._last_create_error.pop((job["metadata"]["namespace"], job["metadata"]["name"]), None)
         return created
 
     def _sync_rank_table(self, job: dict[str, Any], pods: list[dict[str, Any]]) -> None:

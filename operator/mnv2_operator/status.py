@@ -96,7 +96,12 @@ def classify_failure(pod: dict[str, Any], restart_policy: str) -> PodFailure:
     code = exit_code(pod)
     status = pod.get("status") or {}
     if code is None:
-        reason = status.get("reason") or "failed without an exit code"
+        default = (
+            "lost its node (phase Unknown)"
+            if status.get("phase") == "Unknown"
+            else "failed without an exit code"
+        )
+        reason = status.get("reason") or default
         reason = f"was {reason.lower()}" if reason == "Evicted" else reason
         message = status.get("message")
         reason = f"{reason} ({message})" if message else reason
@@ -215,6 +220,9 @@ def compute_status(job: dict[str, Any], pods: list[dict[str, Any]], now: datetim
     current = [p for p in pods if pod_attempt(p) == restart_count]
     counts = {"pending": 0, "running": 0, "succeeded": 0, "failed": 0}
     for pod in current:
+        if pod_phase(pod) == "Unknown":
+            counts["failed"] += 1
+            continue
         counts[
             pod_phase(pod).lower() if pod_phase(pod) in ("Running", "Succeeded", "Failed") else "pending"
         ] += 1
@@ -260,7 +268,12 @@ def compute_status(job: dict[str, Any], pods: list[dict[str, Any]], now: datetim
             )
 
     live = [p for p in current if not terminating(p)]
-    failures = [classify_failure(p, policy.restart_policy.value) for p in live if pod_phase(p) == "Failed"]
+    # Failed pods, and pods whose node stopped reporting (phase Unknown: node lost) count as failed.
+    failures = [
+        classify_failure(p, policy.restart_policy.value)
+        for p in live
+        if pod_phase(p) in ("Failed", "Unknown")
+    ]
     if not failures and old.get("state") == "Running" and len(live) < replicas:
         present = {pod_index(p) for p in live}
         failures = [
@@ -333,6 +346,23 @@ def compute_status(job: dict[str, Any], pods: list[dict[str, Any]], now: datetim
     if live:
         return transition("Pending", "PodsStarting", f"{counts['running']}/{replicas} pod(s) running")
     return transition("Created", "JobCreated", f"{replicas} pod(s) requested")
+
+
+def with_failure(
+    status: dict[str, Any], reason: str, message: str, now: datetime, generation: int | None
+) -> dict[str, Any]:
+    """The status of a job that cannot run for a reason found outside the spec's own rules (e.g. the
+    operator's platform profile refuses it); terminal like any other failure."""
+    if status.get("state") in TERMINAL_STATES:
+        return status
+    status = copy.deepcopy(status)
+    conditions = status.setdefault("conditions", [])
+    set_condition(conditions, "Failed", True, reason, message, now, generation)
+    clear_condition(conditions, "Running", reason, "the job has finished", now, generation)
+    clear_condition(conditions, "Restarting", reason, "the job has finished", now, generation)
+    status.setdefault("completionTime", format_time(now))
+    status.update(state="Failed", reason=reason, message=message)
+    return status
 
 
 def with_rejected_changes(

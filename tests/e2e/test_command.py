@@ -136,27 +136,31 @@ def test_two_replicas_with_peering_act_once_and_fail_over(cluster, kube, namespa
         PEERINGS.path(namespace),
         body={"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "mnv2"}},
     )
-    replicas = [
-        Process(
-            [
-                str(BIN / "mnv2"),
-                "operator",
-                "--namespace",
-                namespace,
-                "--peering",
-                "mnv2",
-                "--kubeconfig",
-                str(cluster.kubeconfig),
-                "--liveness",
-                "",
-                "--priority",
-                str(priority),
-                *FAST,
-            ],
-            tmp_path / f"operator-{priority}.log",
-        )
-        for priority in (200, 100)
-    ]
+
+    def replica(priority: int) -> Process:
+        argv = [
+            str(BIN / "mnv2"),
+            "operator",
+            "--namespace",
+            namespace,
+            "--peering",
+            "mnv2",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--liveness",
+            "",
+            "--priority",
+            str(priority),
+            *FAST,
+        ]
+        return Process(argv, tmp_path / f"operator-{priority}.log")
+
+    # The lower-priority replica starts first and becomes active; the higher one joins and takes
+    # over, the first one pauses (the harder order: a replica must give way, not just stay out).
+    replicas = [replica(100)]
+    wait_for(lambda: "Resuming operations" in replicas[0].log(), what="first replica active")
+    replicas.insert(0, replica(200))
+    wait_for(lambda: "Pausing operations in favour of" in replicas[1].log(), what="first replica paused")
     try:
         sim.plan(namespace, "ha", outcomes=[None])
         kube.create(job_manifest("ha", namespace))
@@ -166,7 +170,6 @@ def test_two_replicas_with_peering_act_once_and_fail_over(cluster, kube, namespa
             ),
             what="job running",
         )
-        assert "Resuming operations" not in replicas[1].log()  # the standby stays paused
         assert replicas[0].terminate() == 0  # the active replica goes away (rollout, node drain)
         sim.terminate(namespace, "ha-0", 0)
         sim.terminate(namespace, "ha-1", 0)
@@ -179,7 +182,7 @@ def test_two_replicas_with_peering_act_once_and_fail_over(cluster, kube, namespa
     finally:
         for replica in replicas:
             replica.close()
-    assert "Resuming operations" in replicas[1].log()
+    assert replicas[1].log().count("Resuming operations") == 2  # active, paused, active again
     for index in range(2):
         assert sim.creations("v1/pods", namespace, f"ha-{index}") == 1
     created = [e for e in sim.events(namespace, "ha") if e["reason"] == "JobCreated"]

@@ -411,3 +411,46 @@ def test_progress_is_read_from_rank_zero_metrics(kube, namespace, sim, operator,
     progress = job["status"]["progress"]
     assert progress["step"] == 25 and progress["totalSteps"] == 100 and progress["percent"] == 25.0
     assert progress["top1"] == 0.625
+
+
+# --- refusals from the cluster and from the operator's configuration ---------------------------------
+
+
+def test_refused_creation_is_reported_and_retried(cluster, kube, namespace, sim, operator, job_factory):
+    import kmock
+
+    refusals = []
+
+    def refuse_once(request):
+        refusals.append(request)
+        if len(refusals) == 1:  # an admission webhook says no, once
+            raise kmock.KubernetesError(
+                status=403, reason="Forbidden", message="services is forbidden: denied by policy"
+            )
+        return None  # from then on the stored-object handler serves the request
+
+    async def inject():
+        cluster.double[f"post /api/v1/namespaces/{namespace}/services"] << refuse_once
+
+    cluster.call(inject())
+    sim.plan(namespace, JOB, outcomes=[None])
+    job_factory(JOB)
+    wait_state(kube, namespace, "Running")
+    failed = [e for e in sim.events(namespace, JOB) if e["reason"] == "CreateFailed"]
+    assert len(failed) == 1 and failed[0]["type"] == "Warning"
+    assert "Service mnv2" in failed[0]["message"] and "denied by policy" in failed[0]["message"]
+
+
+def test_profile_limit_fails_the_job_naming_the_field(tmp_path, kube, namespace, job_factory):
+    config = tmp_path / "operator.yaml"
+    config.write_text("profiles:\n  GPU:\n    maxDevicesPerReplica: 2\n")
+    runner = OperatorRunner([namespace], config_path=str(config)).start()
+    try:
+        job_factory(JOB, platform="GPU", devicesPerReplica=4)
+        job = wait_state(kube, namespace, "Failed")
+    finally:
+        runner.stop()
+    failed = cond(job, "Failed")
+    assert failed["reason"] == "InvalidSpec"
+    assert "spec.devicesPerReplica" in failed["message"] and "at most 2" in failed["message"]
+    assert pod_names(kube, namespace) == []

@@ -278,3 +278,12 @@ def test_next_deadline_picks_the_earliest_rule():
     finished = job(status={"state": "Succeeded", "completionTime": iso(T0)}, ttlSecondsAfterFinished=30)
     assert next_deadline(finished, finished["status"], []) == T0 + timedelta(seconds=30)
     assert next_deadline(job(), compute_status(job(), [], T0), []) is None
+
+
+def test_a_pod_on_a_lost_node_counts_as_a_retryable_failure():
+    lost = pod(1, "Unknown")
+    lost["status"]["containerStatuses"] = []
+    status = compute_status(job(), [pod(0), lost], T0)
+    assert status["state"] == "Restarting" and "lost its node" in status["message"]
+    assert status["replicas"]["failed"] == 0  # counts reset for the next attempt
+    assert compute_status(job(restartPolicy="Never"), [pod(0), lost], T0)["state"] == "Failed"
