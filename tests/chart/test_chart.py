@@ -432,3 +432,28 @@ def test_the_restricted_check_notices_violations():
     pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
     pod["containers"][0]["securityContext"]["capabilities"] = {"drop": [], "add": ["SYS_ADMIN"]}
     assert len(restricted_problems(pod)) == 5
+
+
+def test_user_strings_keep_their_type_and_large_numbers_stay_integers():
+    """Found by tests/reliability's fuzzing: YAML-ish strings and big ids must survive rendering."""
+    tricky = {"a": "=", "b": "yes", "c": "1e3", "d": "null", "e": "0x1F"}
+    objects = render_objects({
+        "podAnnotations": tricky, "serviceAccount": {"annotations": tricky},
+        "commonLabels": {"level": "1e3", "flag": "on"}, "runAsUser": 5_000_000,
+    })
+    (deployment,) = by_kind(objects, "Deployment")
+    template = deployment["spec"]["template"]
+    assert {k: template["metadata"]["annotations"][k] for k in tricky} == tricky
+    (account,) = by_kind(objects, "ServiceAccount")
+    assert account["metadata"]["annotations"] == tricky
+    labels = deployment["metadata"]["labels"]
+    assert (labels["level"], labels["flag"]) == ("1e3", "on")
+    assert template["spec"]["securityContext"]["runAsUser"] == 5_000_000
+    kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+
+
+def test_null_values_fall_back_to_the_defaults():
+    """`--set watchNamespaces=null` deletes the key in Helm; the chart then watches everything."""
+    objects = render_objects({"watchNamespaces": None, "podAnnotations": None, "resources": None})
+    assert "--all-namespaces" in _container(objects)["args"]
+    assert [o["kind"] for o in objects if o["kind"] in {"Role", "ClusterRole"}] == ["ClusterRole"]

@@ -41,7 +41,7 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: mnv2
 {{- with .Values.commonLabels }}
-{{ toYaml . }}
+{{ include "mnv2.quotedMap" . }}
 {{- end }}
 {{- end }}
 
@@ -65,12 +65,12 @@ app.kubernetes.io/part-of: mnv2
 
 {{/* True ("true") when the operator watches exactly one namespace: RBAC is then a namespaced Role. */}}
 {{- define "mnv2.namespaced" -}}
-{{- if eq (len .Values.watchNamespaces) 1 }}true{{ end }}
+{{- if eq (len (include "mnv2.watchNamespaces" . | fromJsonArray)) 1 }}true{{ end }}
 {{- end }}
 
 {{/* The namespace the operator watches in single-namespace mode. */}}
 {{- define "mnv2.watchNamespace" -}}
-{{- first .Values.watchNamespaces }}
+{{- first (include "mnv2.watchNamespaces" . | fromJsonArray) }}
 {{- end }}
 
 {{/* The metrics Service name: a DNS-1035 label (63 characters, starts with a letter, no dots). */}}
@@ -81,4 +81,21 @@ app.kubernetes.io/part-of: mnv2
 {{- else }}
 {{- printf "mnv2-%s" $name | trunc 63 | trimSuffix "-" }}
 {{- end }}
+{{- end }}
+
+{{/* watchNamespaces as a JSON list; a null value (Helm deletes the key) means all namespaces. */}}
+{{- define "mnv2.watchNamespaces" -}}
+{{- .Values.watchNamespaces | default list | toJson }}
+{{- end }}
+
+{{/*
+A user-supplied string map (labels, annotations) as YAML lines, every key and value quoted, so
+that no value can change type or meaning in YAML ("yes", "1e3", "=", "null").
+*/}}
+{{- define "mnv2.quotedMap" -}}
+{{- $lines := list }}
+{{- range $key, $value := . }}
+{{- $lines = append $lines (printf "%s: %s" ($key | quote) ($value | toString | quote)) }}
+{{- end }}
+{{- join "\n" $lines }}
 {{- end }}
