@@ -3,6 +3,7 @@ mnv2_operator.handlers`) in its own process, with probes, metrics, SIGTERM, and 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -100,6 +101,8 @@ def test_operator_process_serves_probes_reconciles_and_stops_on_sigterm(
             liveness,
             "--metrics-port",
             str(metrics),
+            "--log-format",
+            "json",
             *FAST,
         ]
         env = {}
@@ -128,6 +131,9 @@ def test_operator_process_serves_probes_reconciles_and_stops_on_sigterm(
     finally:
         process.close()
     assert "Traceback" not in process.log()
+    if how == "mnv2 operator":  # --log-format json: every line is one JSON object
+        lines = [json.loads(line) for line in process.log().splitlines() if line.strip()]
+        assert lines and all("message" in line for line in lines)
 
 
 def test_two_replicas_with_peering_act_once_and_fail_over(cluster, kube, namespace, sim, tmp_path):

@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     parser.add_argument(
+        "--log-format",
+        choices=["full", "json"],
+        default="full",
+        help="text lines, or one JSON object per line for log collectors (default: %(default)s)",
+    )
+    parser.add_argument(
         "--watch-server-timeout",
         type=int,
         default=300,
@@ -119,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         debug=args.log_level == "debug",
         verbose=args.log_level in ("debug", "info"),
         quiet=args.log_level == "error",
-        log_format=kopf.LogFormat.FULL,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
         log_prefix=True,
     )
     asyncio.run(
