@@ -140,16 +140,8 @@ def test_sigterm_mid_epoch_saves_a_checkpoint_within_the_grace_period(interrupte
     add("trainer", sigterm_stop_ms=int(interrupted.stopped_in * 1000), sigterm_saved_step=step)
 
 
-RESUME_FINDING = (
-    "trainer/mnv2/checkpoint.py: META_KEYS holds 'global_step', which is also the name of the "
-    "optimizer's step counter (nn.Momentum.global_step); save_atomic's append_dict overwrites it and "
-    "restore() drops it, then demands it: every --resume exits 66 'parameter global_step is missing' "
-    "(owner: trainer helper)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=RESUME_FINDING, raises=AssertionError)
 def test_resume_after_sigterm_equals_the_uninterrupted_run(interrupted: Interrupted, reference: Path) -> None:
+    """Found failing (exit 66: 'parameter global_step is missing'), fixed by the trainer helper."""
     assert interrupted.code == ExitCode.INTERRUPTED
     resumed = mnv2("train", "--config", str(interrupted.config), "--resume")
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
