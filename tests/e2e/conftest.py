@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import DoubleCluster, OperatorRunner, RealCluster, create_namespace, delete_namespace
-from mnv2_operator import api, k8s
+from harness import (
+    DoubleCluster,
+    OperatorRunner,
+    RealCluster,
+    create_namespace,
+    delete_namespace,
+    job_manifest,
+)
+from mnv2_operator import k8s
 
 REAL_KUBECONFIG = os.environ.get("MNV2_E2E_KUBECONFIG")
 
@@ -68,31 +74,6 @@ def operator(namespace: str):
     runner = OperatorRunner([namespace]).start()
     yield runner
     runner.stop()
-
-
-def job_manifest(name: str, namespace: str, platform: str = "CPU", replicas: int = 2, **spec: Any) -> dict:
-    """A small valid MobileNetV2TrainJob; keyword arguments are merged into spec (camelCase)."""
-    devices = {"CPU": 1, "GPU": 2, "Ascend": 2}[platform]
-    body: dict[str, Any] = {
-        "apiVersion": api.API_VERSION,
-        "kind": api.KIND,
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "platform": platform,
-            "replicas": replicas,
-            "devicesPerReplica": devices,
-            "dataset": {"volume": {"persistentVolumeClaim": {"claimName": "imagenet"}}},
-            "output": {"volume": {"persistentVolumeClaim": {"claimName": "checkpoints"}}},
-            "scheduling": {"gang": False},
-            "training": {"epochs": 1, "warmupEpochs": 0, "batchSize": 8, "imageSize": 32, "widthMult": 0.25},
-        },
-    }
-    for key, value in spec.items():
-        if isinstance(value, dict) and isinstance(body["spec"].get(key), dict):
-            body["spec"][key] = {**body["spec"][key], **copy.deepcopy(value)}
-        else:
-            body["spec"][key] = copy.deepcopy(value)
-    return body
 
 
 @pytest.fixture

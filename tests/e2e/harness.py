@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import copy
 import os
 import threading
 import time
@@ -277,3 +278,28 @@ def executor() -> concurrent.futures.ThreadPoolExecutor:
 
 def kubeconfig_env(path: Path) -> None:
     os.environ["KUBECONFIG"] = str(path)
+
+
+def job_manifest(name: str, namespace: str, platform: str = "CPU", replicas: int = 2, **spec: Any) -> dict:
+    """A small valid MobileNetV2TrainJob; keyword arguments are merged into spec (camelCase)."""
+    devices = {"CPU": 1, "GPU": 2, "Ascend": 2}[platform]
+    body: dict[str, Any] = {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "platform": platform,
+            "replicas": replicas,
+            "devicesPerReplica": devices,
+            "dataset": {"volume": {"persistentVolumeClaim": {"claimName": "imagenet"}}},
+            "output": {"volume": {"persistentVolumeClaim": {"claimName": "checkpoints"}}},
+            "scheduling": {"gang": False},
+            "training": {"epochs": 1, "warmupEpochs": 0, "batchSize": 8, "imageSize": 32, "widthMult": 0.25},
+        },
+    }
+    for key, value in spec.items():
+        if isinstance(value, dict) and isinstance(body["spec"].get(key), dict):
+            body["spec"][key] = {**body["spec"][key], **copy.deepcopy(value)}
+        else:
+            body["spec"][key] = copy.deepcopy(value)
+    return body

@@ -13,8 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import job_manifest
-from harness import wait_for
+from harness import job_manifest, wait_for
 from mnv2_operator import k8s, names
 
 BIN = Path(sys.executable).parent

@@ -12,8 +12,7 @@ import json
 import os
 
 import pytest
-from conftest import job_manifest
-from harness import DoubleCluster, OperatorRunner, wait_for
+from harness import DoubleCluster, OperatorRunner, job_manifest, wait_for
 from mnv2_operator import k8s, names, rbac
 
 OPERATOR_CLIENTS = {"kopf", k8s.USER_AGENT}
