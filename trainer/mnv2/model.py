@@ -48,7 +48,7 @@ def depthwise_conv(channels: int, stride: int, fast: bool = False) -> nn.Cell:
         except ImportError:
             pass
         else:
-            return DepthwiseConv2d(channels, stride)
+            return DepthwiseConv2d(channels, kernel_size=3, stride=stride, padding=1)
     return nn.Conv2d(
         channels, channels, 3, stride, pad_mode="pad", padding=1, group=channels, has_bias=False
     )

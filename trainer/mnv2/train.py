@@ -191,6 +191,7 @@ def train(config: TrainingConfig, ctx: DistContext, stop: StopFlag | None = None
     train_cell, _ = build_train_cell(trained_cell, loss_fn, trainable, lr_values, config, amp=not head_only)
 
     start_epoch, start_step = 0, 0
+    resumed_from: Path | None = None
     if config.resume:
         state = ckpt.latest_resume_state(ckpt_dir)
         if state is None:
@@ -203,13 +204,15 @@ def train(config: TrainingConfig, ctx: DistContext, stop: StopFlag | None = None
                 )
             ckpt.restore(state.path, network, train_cell)
             start_epoch, start_step = state.epoch, state.step_in_epoch
+            resumed_from = state.path
             notice(f"resume: {state.path} at epoch {start_epoch}, step {start_step}, "
                    f"global step {state.global_step}")
 
     metrics = _make_metrics(config, ctx)
     metrics.set_plan(epochs=config.epochs, steps_per_epoch=spe, batch_size=config.batch_size,
                      world_size=ctx.world)
-    result = TrainResult(steps_per_epoch=spe, global_step=start_epoch * spe + start_step)
+    result = TrainResult(steps_per_epoch=spe, global_step=start_epoch * spe + start_step,
+                         last_checkpoint=resumed_from)
     try:
         _loop(config, ctx, stop, network, train_cell, batches, spe, lr_values, start_epoch, start_step,
               metrics, result, ckpt_dir)
