@@ -1,11 +1,17 @@
-"""Fast 3x3 depthwise convolution for MindSpore on CPU.
+"""Fast 3x3 convolutions for MindSpore on CPU: depthwise, and dense with few input channels.
 
 MindSpore 2.10's own CPU depthwise convolution is the bottleneck of MobileNetV2 training
-(REFERENCE.md section 5). ``DepthwiseConv2d`` is a drop-in for
-``nn.Conv2d(c, c, 3, stride, pad_mode="pad", padding=1, group=c, has_bias=False)``: same
-parameter name (``weight``), shape ``(c, 1, 3, 3)`` and initialisation, so model-zoo checkpoints
-load unchanged, with forward and backward running through ``ops.Custom(func_type="aot")`` kernels
-from ``csrc/depthwise.cc``.
+(REFERENCE.md section 5), and once it is fixed the next is its dense Conv2D on the 3-channel stem
+(seconds per step). ``DepthwiseConv2d`` is a drop-in for
+``nn.Conv2d(c, c, 3, stride, pad_mode="pad", padding=1, group=c, has_bias=False)`` and
+``Conv3x3`` for the stem's ``nn.Conv2d(3, 32, 3, 2, pad_mode="pad", padding=1, has_bias=False)``:
+same parameter name (``weight``), shape and initialisation, so model-zoo checkpoints load
+unchanged, with forward and backward running through ``ops.Custom(func_type="aot")`` kernels from
+``csrc/depthwise.cc``.
+
+Use in a model: build cells with ``depthwise_conv2d(c, stride, fast)``, or build the model with
+nn.Conv2d and call ``replace_slow_convolutions(net, dense_input_grad=False)`` once on CPU before
+making the optimizer (the bench does the latter on ``mnv2.model.MobileNetV2``).
 """
 
 from __future__ import annotations
