@@ -38,6 +38,7 @@ from mnv2_operator.status import (
     pod_phase,
     terminating,
     with_failure,
+    with_name_conflicts,
     with_rejected_changes,
 )
 
@@ -97,6 +98,17 @@ def for_attempt(pod: dict[str, Any], attempt: int, resume: bool) -> dict[str, An
     return pod
 
 
+def owned_by(obj: dict[str, Any], job: dict[str, Any]) -> bool:
+    """Whether `job` is the controlling owner of `obj`: the operator acts only on what it owns."""
+    uid = job["metadata"].get("uid")
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
+
+
+def foreign_message(kind: str, name: str) -> str:
+    return f"{kind} {name} already exists and is not owned by this job; delete or rename it"
+
+
 def effective_job(job: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The job as the operator runs it: the accepted spec plus the fields that may change later.
 
@@ -132,6 +144,9 @@ class Reconciler:
         self.progress_seconds = progress_seconds
         self._progress_read: dict[tuple[str, str], float] = {}  # job -> monotonic time of the last read
         self._last_create_error: dict[tuple[str, str], str] = {}  # job -> last creation error posted
+        # Children's names taken by objects the job does not own: confirmed (in the status) and suspected.
+        self._conflicts: dict[tuple[str, str], list[str]] = {}
+        self._suspected: dict[tuple[str, str], set[str]] = {}
 
     # -- the loop body ---------------------------------------------------------------------------
 
@@ -151,7 +166,10 @@ class Reconciler:
                 if job is None:
                     return Outcome(None, None, [], [])
         running_job, refused = effective_job(job)
-        pods = self.kube.list(k8s.PODS, namespace, {names.LABEL_JOB_NAME: name})
+        # Only pods this job owns count: a foreign pod carrying the label is never counted or deleted.
+        labelled = self.kube.list(k8s.PODS, namespace, {names.LABEL_JOB_NAME: name})
+        pods = [p for p in labelled if owned_by(p, job)]
+        key = (namespace, name)
         old = job.get("status") or {}
         new = compute_status(running_job, pods, now)
         refusal = self._render_problems(running_job)
@@ -164,10 +182,18 @@ class Reconciler:
             job["metadata"].get("generation"),
             now,
         )
+        new = with_name_conflicts(new, self._conflicts.get(key, []))
         if new != old:
             self.kube.patch(k8s.JOBS, namespace, name, {"status": new}, subresource="status")
             self._announce(job, old, new, pods, now)
-        created, deleted = self._act(running_job, new, pods, now)
+        found: list[tuple[str, bool]] = []
+        created, deleted = self._act(running_job, new, pods, now, found)
+        if self._settle_conflicts(job, found, now):
+            latest = with_name_conflicts(new, self._conflicts.get(key, []))
+            if latest != new:
+                self.kube.patch(k8s.JOBS, namespace, name, {"status": latest}, subresource="status")
+                self._announce(job, new, latest, pods, now)
+                new = latest
         platform = str((job.get("spec") or {}).get("platform", ""))
         _STATES[(namespace, name)] = (platform, new.get("state") or "Created")
         self._publish_states()
@@ -178,6 +204,25 @@ class Reconciler:
         if new.get("state") == "Running":  # come back for the next progress reading
             wake_in = min(wake_in if wake_in is not None else self.progress_seconds, self.progress_seconds)
         return Outcome(new.get("state"), wake_in, created, deleted)
+
+    def _settle_conflicts(self, job: dict[str, Any], found: list[tuple[str, bool]], now: datetime) -> bool:
+        """Name conflicts found by this pass become the job's (status, one Warning event each) when
+        certain (a foreign owner was read) or seen on two passes in a row (a 409 on a pod: on the first
+        pass it could still be our own pod created a moment ago by an earlier pass)."""
+        key = (job["metadata"]["namespace"], job["metadata"]["name"])
+        suspected = {message for message, certain in found if not certain}
+        confirmed = sorted(
+            {m for m, certain in found if certain} | (suspected & self._suspected.get(key, set()))
+        )
+        self._suspected[key] = suspected
+        before = self._conflicts.get(key, [])
+        if confirmed == before:
+            return False
+        for message in confirmed:
+            if message not in before:
+                events.post(self.kube, job, "Warning", "NameConflict", message, now)
+        self._conflicts[key] = confirmed
+        return True
 
     def _render_problems(self, job: dict[str, Any]) -> str:
         """Problems only the operator's configuration reveals (platform profile limits), as a message."""
@@ -298,7 +343,12 @@ class Reconciler:
         return deleted
 
     def _act(
-        self, job: dict[str, Any], status: dict[str, Any], pods: list[dict[str, Any]], now: datetime
+        self,
+        job: dict[str, Any],
+        status: dict[str, Any],
+        pods: list[dict[str, Any]],
+        now: datetime,
+        found: list[tuple[str, bool]],
     ) -> tuple[list[str], list[str]]:
         state = status.get("state")
         if state in TERMINAL_STATES:
@@ -311,11 +361,13 @@ class Reconciler:
             # Old attempt first: the new one starts only when every old rank is gone.
             return [], self._delete_pods(stale)
         resume = attempt > 0 or condition(status, "Suspended") is not None
-        created = self._create_missing(job, pods, attempt, resume)
+        created = self._create_missing(job, pods, attempt, resume, found)
         self._sync_rank_table(job, [p for p in pods if not terminating(p)])
         return created, []
 
-    def _create_missing(self, job: dict[str, Any], pods: list[dict], attempt: int, resume: bool) -> list[str]:
+    def _create_missing(
+        self, job: dict[str, Any], pods: list[dict], attempt: int, resume: bool, found: list[tuple[str, bool]]
+    ) -> list[str]:
         from mnv2_operator.render import render_job
 
         existing_pods = {p["metadata"]["name"] for p in pods}
@@ -327,13 +379,20 @@ class Reconciler:
                 if obj_name in existing_pods:
                     continue
                 obj = for_attempt(obj, attempt, resume)
-            elif self.kube.get(k8s.resource_of(obj), obj["metadata"]["namespace"], obj_name) is not None:
-                continue
+            else:
+                present = self.kube.get(k8s.resource_of(obj), obj["metadata"]["namespace"], obj_name)
+                if present is not None:
+                    if not owned_by(present, job):
+                        found.append((foreign_message(kind, obj_name), True))
+                    continue
             try:
                 self.kube.create(obj)
                 created.append(f"{kind}/{obj_name}")
             except k8s.Conflict:
-                pass  # created by an earlier pass (e.g. before an operator restart): exists is fine
+                # Created by an earlier pass (e.g. before an operator restart): exists is fine. A pod
+                # that is still not ours on the next pass belongs to someone else.
+                if kind == "Pod":
+                    found.append((foreign_message(kind, obj_name), False))
             except k8s.ApiError as error:
                 # Refused (e.g. no Volcano installed for a PodGroup, a quota, an admission webhook): say
                 # so on the job once per distinct error, then retry with backoff.
@@ -356,6 +415,8 @@ class Reconciler:
         current = self.kube.get(k8s.CONFIGMAPS, ns, name)
         if current is None:
             return  # created by _create_missing on this pass when the mode needs one
+        if not owned_by(current, job):
+            return  # someone else's ConfigMap: never rewritten (_create_missing reported the conflict)
         started = time.perf_counter()
         desired = render_rank_table_configmap(job, pods)
         METRICS.observe_rank_table_render(time.perf_counter() - started)

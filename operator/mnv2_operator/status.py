@@ -365,6 +365,14 @@ def with_failure(
     return status
 
 
+def with_name_conflicts(status: dict[str, Any], conflicts: list[str]) -> dict[str, Any]:
+    """A job that cannot start because objects it needs exist under its children's names but belong
+    to someone else: say which, instead of waiting silently (it proceeds once they are gone)."""
+    if not conflicts or status.get("state") not in ("Created", "Pending"):
+        return status
+    return {**status, "state": "Pending", "reason": "NameConflict", "message": "; ".join(conflicts)}
+
+
 def with_rejected_changes(
     status: dict[str, Any], changes: list[tuple[str, str]], generation: int | None, now: datetime
 ) -> dict[str, Any]:

@@ -454,3 +454,52 @@ def test_profile_limit_fails_the_job_naming_the_field(tmp_path, kube, namespace,
     assert failed["reason"] == "InvalidSpec"
     assert "spec.devicesPerReplica" in failed["message"] and "at most 2" in failed["message"]
     assert pod_names(kube, namespace) == []
+
+
+# --- objects the job does not own ---------------------------------------------------------------------
+
+
+def foreign_pod(name: str, namespace: str, labels: dict) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"containers": [{"name": "app", "image": "busybox"}]},
+    }
+
+
+def test_a_name_taken_by_a_foreign_pod_is_explained_then_resolved(
+    kube, namespace, sim, operator, job_factory
+):
+    squatter = kube.create(foreign_pod("mnv2-0", namespace, {"team": "other"}))
+    sim.plan(namespace, JOB, outcomes=[None])
+    job_factory(JOB, runPolicy={"cleanPodPolicy": "All"})
+    job = wait_for(
+        lambda: (
+            (get_job(kube, namespace).get("status") or {}).get("reason") == "NameConflict"
+            and get_job(kube, namespace)
+        ),
+        what="NameConflict",
+    )
+    assert job["status"]["state"] == "Pending" and "Pod mnv2-0" in job["status"]["message"]
+    assert ("Warning", "NameConflict") in event_reasons(sim, namespace)
+    assert kube.get(k8s.PODS, namespace, "mnv2-0")["metadata"]["uid"] == squatter["metadata"]["uid"]
+    kube.delete(k8s.PODS, namespace, "mnv2-0")  # the owner of the squatter gives the name back
+    wait_state(kube, namespace, "Running")
+    assert all(
+        p["metadata"]["ownerReferences"][0]["kind"] == "MobileNetV2TrainJob" for p in pods_of(kube, namespace)
+    )
+
+
+def test_foreign_pods_with_the_jobs_label_are_never_counted_or_deleted(
+    kube, namespace, sim, operator, job_factory
+):
+    intruder = kube.create(foreign_pod("intruder", namespace, {names.LABEL_JOB_NAME: JOB}))
+    sim.plan(namespace, JOB, outcomes=[None])
+    job_factory(JOB)
+    running = wait_state(kube, namespace, "Running")
+    assert running["status"]["replicas"]["running"] == 2  # the intruder is not one of ours
+    kube.patch(k8s.JOBS, namespace, JOB, {"spec": {"runPolicy": {"suspend": True}}})
+    wait_state(kube, namespace, "Suspended")
+    wait_for(lambda: pod_names(kube, namespace) == ["intruder"], what="only our pods deleted")
+    assert kube.get(k8s.PODS, namespace, "intruder")["metadata"]["uid"] == intruder["metadata"]["uid"]

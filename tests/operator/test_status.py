@@ -14,6 +14,7 @@ from mnv2_operator.status import (
     compute_status,
     condition,
     next_deadline,
+    with_name_conflicts,
     with_rejected_changes,
 )
 
@@ -287,3 +288,14 @@ def test_a_pod_on_a_lost_node_counts_as_a_retryable_failure():
     assert status["state"] == "Restarting" and "lost its node" in status["message"]
     assert status["replicas"]["failed"] == 0  # counts reset for the next attempt
     assert compute_status(job(restartPolicy="Never"), [pod(0), lost], T0)["state"] == "Failed"
+
+
+def test_name_conflicts_explain_a_job_that_cannot_start():
+    created = compute_status(job(), [], T0)
+    blocked = with_name_conflicts(created, ["Pod j-0 already exists and is not owned by this job"])
+    assert (
+        blocked["state"] == "Pending" and blocked["reason"] == "NameConflict" and "j-0" in blocked["message"]
+    )
+    running = compute_status(job(), [pod(0), pod(1)], T0)
+    assert with_name_conflicts(running, ["x"]) == running
+    assert with_name_conflicts(created, []) == created
