@@ -11,6 +11,7 @@ thread pool). Medians are of per-step times after warm-up.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -26,6 +27,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+SECTIONS = ("train", "forward", "data", "ranktable", "operator", "profile")
 PEER_LABELS = {
     "ms-fast": "MindSpore 2.10, custom depthwise kernel (ours)",
     "ms-ref": "MindSpore 2.10, nn.Conv2d(group=c)",
@@ -98,16 +100,24 @@ def _fmt(value: float, digits: int = 2) -> str:
 class Report:
     """Collects Markdown sections, prints each as it completes and rewrites RESULTS.md each time."""
 
-    def __init__(self, path: Path, quick: bool) -> None:
+    def __init__(self, path: Path, quick: bool, keep: bool = False) -> None:
         self.path = path
         self.quick = quick
-        self.sections: list[str] = []
+        self.sections: dict[str, str] = {}
         self.raw: dict[str, Any] = {}
+        if keep and path.is_file():  # --only: sections not rerun keep their last figures
+            text = path.read_text()
+            body, _, raw = text.partition("\n<!-- raw: ")
+            with contextlib.suppress(json.JSONDecodeError):
+                self.raw = json.loads(raw.rsplit(" -->", 1)[0]) if raw else {}
+            for chunk in body.split("\n## ")[1:]:
+                title = chunk.split("\n", 1)[0]
+                self.sections[title.split(" (")[0]] = "## " + chunk.rstrip() + "\n"
 
     def add(self, title: str, body: str) -> None:
         text = f"## {title}\n\n{body.rstrip()}\n"
         print("\n" + text, flush=True)
-        self.sections.append(text)
+        self.sections[title.split(" (")[0]] = text
         self.write()
 
     def write(self) -> None:
@@ -128,7 +138,7 @@ class Report:
             "rows with similar background load; rerun on an idle machine for publishable numbers.",
             "",
         ]
-        self.path.write_text("\n".join(header) + "\n" + "\n".join(self.sections)
+        self.path.write_text("\n".join(header) + "\n" + "\n".join(self.sections.values())
                              + "\n<!-- raw: " + json.dumps(self.raw) + " -->\n")
 
 
@@ -342,14 +352,17 @@ def ranktable_section(report: Report) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (a loaded or slow machine)")
-    parser.add_argument("--only", default="train,forward,data,ranktable,operator",
-                        help="comma-separated sections to run")
+    parser.add_argument("--only", help="comma-separated sections to run (others keep their figures in the "
+                        f"results file): {','.join(SECTIONS)}")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    sections = set(args.only.split(","))
+    sections = set(args.only.split(",")) if args.only else set(SECTIONS)
+    unknown = sections - set(SECTIONS)
+    if unknown:
+        parser.error(f"--only: unknown section(s) {sorted(unknown)}; choose from {','.join(SECTIONS)}")
     steps, warmup = (3, 1) if args.quick else (8, 2)
     timeout = 3600.0
-    report = Report(args.output, args.quick)
+    report = Report(args.output, args.quick, keep=bool(args.only))
     if "train" in sections:
         peers = ["torch", "ms-fast", "ms-ref"] + ([] if args.quick else ["torch-cl"])
         # The reference kernel takes minutes per step at batch 32: in quick mode it runs 2 steps.
@@ -366,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import operator_bench
 
         operator_bench.section(report, quick=args.quick)
+    if "profile" in sections:
+        from bench import profile_ms
+
+        profile_ms.section(report, quick=args.quick)
     print(f"\nwrote {args.output}")
     return 0
 
