@@ -142,8 +142,27 @@ def _make_metrics(config: TrainingConfig, ctx: DistContext):
     return TrainerMetrics(port=port, rank=max(ctx.rank, 0), job=os.environ.get(launchenv.JOB_NAME, ""))
 
 
-def train(config: TrainingConfig, ctx: DistContext, stop: StopFlag | None = None) -> TrainResult:
-    """Train per `config`; the device context and `ctx` are already set up by the caller."""
+def scan_datasets(config: TrainingConfig) -> tuple[data.ImageFolderIndex, data.ImageFolderIndex | None]:
+    """Find and verify the training (and evaluation) images; InputError names what is wrong."""
+    index = data.scan_image_folder(config.dataset_path, on_corrupt=config.on_corrupt_image)
+    data.check_num_classes(index, config.num_classes)
+    eval_index = None
+    if config.eval_dataset_path:
+        eval_index = data.scan_image_folder(
+            config.eval_dataset_path, on_corrupt=config.on_corrupt_image, what="eval_dataset_path",
+            class_names=index.classes,
+        )
+    return index, eval_index
+
+
+def train(
+    config: TrainingConfig, ctx: DistContext, stop: StopFlag | None = None,
+    datasets: tuple[data.ImageFolderIndex, data.ImageFolderIndex | None] | None = None,
+) -> TrainResult:
+    """Train per `config`; the device context and `ctx` are already set up by the caller.
+
+    `datasets` is `scan_datasets(config)` when the caller already checked the inputs.
+    """
     from mnv2.hub import create_network
     from mnv2.loss import LabelSmoothingCrossEntropy
     from mnv2.lr import warmup_cosine_lr
@@ -156,14 +175,7 @@ def train(config: TrainingConfig, ctx: DistContext, stop: StopFlag | None = None
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, output_dir / "config.yaml")
 
-    index = data.scan_image_folder(config.dataset_path, on_corrupt=config.on_corrupt_image)
-    data.check_num_classes(index, config.num_classes)
-    eval_index = None
-    if config.eval_dataset_path:
-        eval_index = data.scan_image_folder(
-            config.eval_dataset_path, on_corrupt=config.on_corrupt_image, what="eval_dataset_path",
-            class_names=index.classes,
-        )
+    index, eval_index = datasets or scan_datasets(config)
 
     network = create_network(
         "mobilenetv2", num_classes=config.num_classes, width_mult=config.width_mult, seed=config.seed
@@ -223,6 +235,8 @@ def train(config: TrainingConfig, ctx: DistContext, stop: StopFlag | None = None
             result.top1, result.top5 = evaluation.top1, evaluation.top5
             metrics.on_eval(top1=evaluation.top1, top5=evaluation.top5)
             if ctx.is_main:
+                notice(f"evaluation: {evaluation.correct1} of {evaluation.total} images right (top-1), "
+                       f"{evaluation.correct5} in the top 5, over {ctx.world} rank(s)")
                 last = str(result.last_checkpoint or "")
                 emit(result_line(acc=evaluation.top1, top5=evaluation.top5, ckpt=last))
     finally:

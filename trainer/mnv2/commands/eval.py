@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from mnv2.distributed import is_scheduler, setup
     from mnv2.evaluate import evaluate
     from mnv2.hub import create_network
-    from mnv2.logs import emit, result_line
+    from mnv2.logs import emit, notice, result_line
     from mnv2.train import eval_dataset, seed_everything, set_device_context
 
     index = data.scan_image_folder(config.dataset_path, on_corrupt=config.on_corrupt_image)
@@ -64,5 +64,7 @@ def run(args: argparse.Namespace) -> int:
     ckpt.load_for_inference(network, path)
     result = evaluate(network, eval_dataset(index, config, ctx), ctx)
     if ctx.is_main:
+        notice(f"evaluation: {result.correct1} of {result.total} images right (top-1), "
+               f"{result.correct5} in the top 5, over {ctx.world} rank(s)")
         emit(result_line(acc=result.top1, top5=result.top5, ckpt=str(path)))
     return ExitCode.SUCCESS

@@ -20,14 +20,19 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("dataset_path: required (a folder with one sub-folder per class)")
 
     from mnv2.distributed import is_scheduler, setup
-    from mnv2.train import StopFlag, set_device_context, train
+    from mnv2.train import StopFlag, scan_datasets, set_device_context, train
 
+    if is_scheduler():
+        set_device_context(config)
+        setup()  # init() serves the cluster until the workers leave
+        return ExitCode.SUCCESS
+    datasets = scan_datasets(config)  # bad inputs fail before MindSpore starts
     set_device_context(config)
     ctx = setup()
-    if is_scheduler():
-        return ExitCode.SUCCESS  # the scheduler's init() served the cluster until the workers left
+    # Until here SIGTERM ends the process at once (nothing to save); from here on the loop
+    # finishes its step, saves a checkpoint and exits 143.
     stop = StopFlag().install()
     try:
-        return int(train(config, ctx, stop).exit_code)
+        return int(train(config, ctx, stop, datasets).exit_code)
     finally:
         stop.restore()
