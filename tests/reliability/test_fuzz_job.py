@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,9 +147,13 @@ def job_case(draw: st.DrawFn) -> tuple[dict[str, Any], list[tuple[str, ...]]]:
 
 
 def _related(problem_path: str, mutated: list[tuple[str, ...]], message: str) -> bool:
+    """The problem is at (or above, or below) a changed field, or its message names one
+    (a cross-field rule such as `lrEnd: must not exceed lr_max` after lrMax changed)."""
     for path in mutated:
         dotted = ".".join(path)
-        if problem_path.startswith(dotted) or dotted.startswith(problem_path) or path[-1] in message:
+        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", path[-1]).lower()
+        if problem_path.startswith(dotted) or dotted.startswith(problem_path) or path[-1] in message \
+                or snake in message:
             return True
     return False
 
