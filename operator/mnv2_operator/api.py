@@ -19,7 +19,15 @@ from mnv2 import launchenv
 from mnv2.config import PRESET_FIELDS, FreezeLayer, Platform, TrainingConfig
 from mnv2.exitcodes import ConfigError
 from mnv2.progress import Progress
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    create_model,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
@@ -127,13 +135,26 @@ QUANTITY_PATTERN = (
 _QUANTITY = re.compile(QUANTITY_PATTERN)
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _check_quantity(value: Any) -> int | str:
     """A Kubernetes quantity: an integer or a string like "500m", "8Gi" (a float is not one)."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError("a quantity is an integer or a string such as '500m' or '8Gi'")
     if isinstance(value, str) and not _QUANTITY.match(value):
         raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. '500m', '2', '8Gi')")
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError("an integer quantity must fit 64 bits; use a suffix such as 'Ei'")
     return value
+
+
+def _out_of_int64(node: Any) -> bool:
+    if isinstance(node, dict):
+        return any(_out_of_int64(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_out_of_int64(v) for v in node)
+    return isinstance(node, int) and not isinstance(node, bool) and not INT64_MIN <= node <= INT64_MAX
 
 
 Quantity = Annotated[
@@ -202,7 +223,7 @@ class Toleration(_Model):
     operator: Literal["Exists", "Equal"] | None = None
     value: Annotated[str, Field(max_length=63)] | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    toleration_seconds: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
 
 
 ResourceMap = Annotated[dict[Annotated[str, Field(max_length=317)], Quantity], Field(max_length=32)]
@@ -253,6 +274,12 @@ class Volume(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str = Field(..., min_length=1, max_length=63)
 
+    @model_validator(mode="after")
+    def _json_integers(self) -> Volume:
+        if _out_of_int64(self.model_extra or {}):
+            raise ValueError("integers must fit 64 bits, as Kubernetes stores them")
+        return self
+
 
 class VolumeMount(_Model):
     name: str = Field(..., min_length=1, max_length=63)
@@ -278,11 +305,16 @@ class OutputSpec(_Model):
     path: AbsPath = Field("/output", description="Mount path of the output volume; the trainer's output_dir.")
 
 
+MAX_SECONDS = 2**31 - 1  # about 68 years; keeps every duration a 32-bit integer, as Kubernetes' own
+
+
 class RunPolicy(_Model):
     backoff_limit: int = Field(3, ge=0, le=1000, description="Whole-job restarts before the job fails.")
-    active_deadline_seconds: int | None = Field(None, ge=1, description="Fail the job after this long.")
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, le=MAX_SECONDS, description="Fail the job after this long."
+    )
     ttl_seconds_after_finished: int | None = Field(
-        None, ge=0, description="Delete the finished job after this long."
+        None, ge=0, le=MAX_SECONDS, description="Delete the finished job after this long."
     )
     clean_pod_policy: CleanPodPolicy = Field(
         CleanPodPolicy.RUNNING, description="Pods to delete when the job finishes: All, Running or None."
@@ -293,7 +325,7 @@ class RunPolicy(_Model):
         description="Never, OnFailure, or ExitCode (restart only on retryable trainer exit codes).",
     )
     pending_timeout_seconds: int | None = Field(
-        None, ge=1, description="Fail the job when a pod stays Pending this long."
+        None, ge=1, le=MAX_SECONDS, description="Fail the job when a pod stays Pending this long."
     )
 
 
@@ -326,11 +358,11 @@ class TemplateSpec(_Model):
         default_factory=list, max_length=256, description="Extra variables (MNV2_* belong to the operator)."
     )
     volumes: list[Volume] = Field(
-        default_factory=list, max_length=64, description="Extra Kubernetes volumes, passed through unchanged."
+        default_factory=list, max_length=16, description="Extra Kubernetes volumes, passed through unchanged."
     )
     volume_mounts: list[VolumeMount] = Field(
         default_factory=list,
-        max_length=64,
+        max_length=16,
         description="Mounts of the extra volumes into the trainer container.",
     )
     annotations: AnnotationMap = Field(default_factory=dict, description="Extra pod annotations.")

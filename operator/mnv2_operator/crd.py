@@ -23,7 +23,15 @@ from mnv2_operator.api import (
     JobSpec,
     JobStatus,
 )
-from mnv2_operator.validation import DEVICE_CHOICES, MUTABLE_RUN_POLICY_FIELDS
+from mnv2_operator.validation import (
+    DEVICE_CHOICES,
+    DEVICE_RESOURCE_PREFIXES,
+    MUTABLE_RUN_POLICY_FIELDS,
+    RANK_TABLE_DIR,
+    RESERVED_ENV_PREFIX,
+    RESERVED_VOLUME_NAMES,
+    SHM_PATH,
+)
 
 # Objects whose absence means "all defaults": defaulted to {} so the API server fills their fields.
 # Immutable, but checked only by the operator: no CEL cost bound is possible for pass-through data.
@@ -243,6 +251,111 @@ def _spec_rules() -> list[dict[str, Any]]:
     return rules
 
 
+def _overlap(a: str, b: str) -> str:
+    """CEL: two normalised absolute paths are the same or one contains the other."""
+    return f"({a} == {b} || {a}.startsWith({b} + '/') || {b}.startsWith({a} + '/'))"
+
+
+def _mount_rules() -> list[dict[str, Any]]:
+    """Where things are mounted: the same checks as validation._check_paths and _check_template."""
+    dataset, output = "self.dataset.mountPath", "self.output.path"
+    mounts = "self.template.volumeMounts"
+    has_mounts = f"has(self.template) && has({mounts})"
+    shm, rank_table = f"'{SHM_PATH}'", f"'{RANK_TABLE_DIR}'"
+    checkpoint = "self.pretrainedCheckpoint"
+    return [
+        _rule(
+            f"!{_overlap(dataset, output)}",
+            "must not overlap spec.dataset.mountPath",
+            ".output.path",
+        ),
+        _rule(
+            f"!{_overlap(dataset, shm)} && !{_overlap(output, shm)}",
+            f"spec.dataset.mountPath and spec.output.path must not overlap {SHM_PATH}",
+        ),
+        _rule(
+            f"self.platform != 'Ascend' || (!{_overlap(dataset, rank_table)} && "
+            f"!{_overlap(output, rank_table)} && "
+            f"(!({has_mounts}) || {mounts}.all(m, !{_overlap('m.mountPath', rank_table)})))",
+            f"mount paths must not overlap the rank table's {RANK_TABLE_DIR}",
+        ),
+        _rule(
+            f"!({has_mounts}) || {mounts}.all(m, !{_overlap('m.mountPath', dataset)} && "
+            f"!{_overlap('m.mountPath', output)} && !{_overlap('m.mountPath', shm)} && "
+            f"{mounts}.filter(n, {_overlap('n.mountPath', 'm.mountPath')}).size() == 1)",
+            "mount paths must not overlap each other, spec.dataset.mountPath, spec.output.path or /dev/shm",
+            ".template.volumeMounts",
+        ),
+        _rule(
+            f"!({has_mounts}) || {mounts}.all(m, has(self.template.volumes) && "
+            "self.template.volumes.exists(v, v.name == m.name))",
+            "every volumeMount needs a volume of that name in spec.template.volumes",
+            ".template.volumeMounts",
+        ),
+        _rule(
+            f"{checkpoint} == '' || {checkpoint}.startsWith({dataset} + '/') || "
+            f"{checkpoint}.startsWith({output} + '/') || "
+            f"({has_mounts} && {mounts}.exists(m, {checkpoint}.startsWith(m.mountPath + '/')))",
+            "must be inside a mounted volume",
+            ".pretrainedCheckpoint",
+        ),
+    ]
+
+
+def _prefixes(var: str, prefixes: tuple[str, ...]) -> str:
+    return " || ".join(f"{var}.startsWith('{prefix}')" for prefix in prefixes)
+
+
+def _template_rules() -> list[dict[str, Any]]:
+    """Names in spec.template the operator keeps for itself."""
+    template = "has(self.template)"
+    reserved_volumes = ", ".join(f"'{name}'" for name in RESERVED_VOLUME_NAMES)
+    return [
+        _rule(
+            f"!{template} || !has(self.template.env) || "
+            f"self.template.env.all(e, !e.name.startsWith('{RESERVED_ENV_PREFIX}'))",
+            f"{RESERVED_ENV_PREFIX}* variables are set by the operator",
+            ".template.env",
+        ),
+        _rule(
+            f"!{template} || !has(self.template.labels) || "
+            f"self.template.labels.all(k, !({_prefixes('k', names.RESERVED_LABEL_PREFIXES)}))",
+            "label keys with these prefixes are reserved for the operator: "
+            + ", ".join(names.RESERVED_LABEL_PREFIXES),
+            ".template.labels",
+        ),
+        _rule(
+            f"!{template} || !has(self.template.annotations) || "
+            f"self.template.annotations.all(k, !({_prefixes('k', names.RESERVED_ANNOTATION_PREFIXES)}))",
+            "annotation keys with these prefixes are reserved for the operator: "
+            + ", ".join(names.RESERVED_ANNOTATION_PREFIXES),
+            ".template.annotations",
+        ),
+        _rule(
+            f"!{template} || !has(self.template.volumes) || "
+            "self.template.volumes.all(v, self.template.volumes.filter(w, w.name == v.name).size() == 1)",
+            "volume names must be unique",
+            ".template.volumes",
+        ),
+        _rule(
+            f"!{template} || !has(self.template.resources) || "
+            + " && ".join(
+                f"(!has(self.template.resources.{part}) || self.template.resources.{part}.all(k, "
+                f"!({_prefixes('k', DEVICE_RESOURCE_PREFIXES)})))"
+                for part in ("limits", "requests")
+            ),
+            "device resources follow spec.devicesPerReplica; do not set them here",
+            ".template.resources",
+        ),
+        _rule(
+            f"!{template} || !has(self.template.volumes) || "
+            f"self.template.volumes.all(v, !(v.name in [{reserved_volumes}]))",
+            f"volume names {reserved_volumes} are used by the operator",
+            ".template.volumes",
+        ),
+    ]
+
+
 def _volume_rule() -> dict[str, Any]:
     present = ", ".join(
         f"has(self.{field})" for field in ("persistentVolumeClaim", "hostPath", "nfs", "emptyDir")
@@ -311,7 +424,7 @@ def spec_schema() -> dict[str, Any]:
         schema["properties"][name].setdefault("default", {})
     for field in ("dataset", "output"):
         schema["properties"][field]["properties"]["volume"]["x-kubernetes-validations"] = [_volume_rule()]
-    schema["x-kubernetes-validations"] = _spec_rules()
+    schema["x-kubernetes-validations"] = _spec_rules() + _mount_rules() + _template_rules()
     _immutable(schema)
     return schema
 

@@ -78,8 +78,8 @@ class Cel:
 
 def cel_failures(cel: Cel, obj: dict[str, Any], old: dict[str, Any] | None = None) -> set[str]:
     """Field paths (spec.x.y) of the CEL rules the object fails, transition rules only with `old`."""
-    new = typed(apply_defaults(obj, SCHEMA), SCHEMA)
-    old = typed(apply_defaults(old, SCHEMA), SCHEMA) if old is not None else None
+    new = typed(apply_defaults(pruned(obj), SCHEMA), SCHEMA)
+    old = typed(apply_defaults(pruned(old), SCHEMA), SCHEMA) if old is not None else None
     failures: set[str] = set()
 
     def visit(node: dict[str, Any], value: Any, old_value: Any, path: str) -> None:
