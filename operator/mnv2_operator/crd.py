@@ -12,6 +12,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from mnv2.config import PRESETS, Platform
+from pydantic.alias_generators import to_camel
+
 from mnv2_operator import names
 from mnv2_operator.api import (
     GROUP,
@@ -356,6 +359,37 @@ def _template_rules() -> list[dict[str, Any]]:
     ]
 
 
+def _training_value(field: str) -> str:
+    """CEL: spec.training.<field>, or the platform preset the trainer would use when it is unset."""
+    camel = to_camel(field)
+    presets = {platform.value: PRESETS[platform][field] for platform in Platform}
+
+    def literal(value: Any) -> str:
+        return repr(float(value)) if isinstance(value, float) else str(value)
+
+    fallback = (
+        f"(self.platform == 'Ascend' ? {literal(presets['Ascend'])} : "
+        f"self.platform == 'GPU' ? {literal(presets['GPU'])} : {literal(presets['CPU'])})"
+    )
+    return f"(has(self.training) && has(self.training.{camel}) ? self.training.{camel} : {fallback})"
+
+
+def _preset_rules() -> list[dict[str, Any]]:
+    """TrainingConfig's cross-field rules that involve platform presets (mnv2.config.PRESETS)."""
+    return [
+        _rule(
+            f"{_training_value('warmup_epochs')} <= {_training_value('epochs')}",
+            "warmupEpochs must not exceed epochs (unset fields take the platform preset)",
+            ".training",
+        ),
+        _rule(
+            f"{_training_value('lr_end')} <= {_training_value('lr_max')}",
+            "lrEnd must not exceed lrMax (unset fields take the platform preset)",
+            ".training",
+        ),
+    ]
+
+
 def _volume_rule() -> dict[str, Any]:
     present = ", ".join(
         f"has(self.{field})" for field in ("persistentVolumeClaim", "hostPath", "nfs", "emptyDir")
@@ -424,7 +458,7 @@ def spec_schema() -> dict[str, Any]:
         schema["properties"][name].setdefault("default", {})
     for field in ("dataset", "output"):
         schema["properties"][field]["properties"]["volume"]["x-kubernetes-validations"] = [_volume_rule()]
-    schema["x-kubernetes-validations"] = _spec_rules() + _mount_rules() + _template_rules()
+    schema["x-kubernetes-validations"] = _spec_rules() + _preset_rules() + _mount_rules() + _template_rules()
     _immutable(schema)
     return schema
 

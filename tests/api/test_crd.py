@@ -336,6 +336,13 @@ CEL_CASES = [
         {"platform": "GPU", "template": {"resources": {"requests": {"nvidia.com/gpu": 1}}}},
         "spec.template.resources",
     ),
+    ({"platform": "GPU", "training": {"lrEnd": 0.9}}, "spec.training"),  # the GPU preset's lrMax is 0.8
+    ({"platform": "CPU", "training": {"lrMax": 0.01}}, "spec.training"),  # the CPU preset's lrEnd is 0.03
+    (
+        {"platform": "Ascend", "training": {"epochs": 3}},
+        "spec.training",
+    ),  # the Ascend preset warms up 4 epochs
+    ({"platform": "GPU", "training": {"warmupEpochs": 9, "epochs": 8}}, "spec.training"),
     ({"name": "a" * 54}, "metadata.name"),
     ({"name": "-bad"}, "metadata.name"),
 ]
