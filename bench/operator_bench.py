@@ -136,7 +136,7 @@ def section(report: Any, quick: bool) -> None:
         f"operator started, {r['rss_end_mb']:.0f} MB at the end (peak {r['peak_rss_mb']:.0f} MB); the "
         "operator's own share is at most the growth after it started, "
         f"{r['rss_end_mb'] - r['rss_cluster_mb']:.0f} MB, which also counts the double's stored objects. "
-        + ("Quick mode: 50 jobs x 2 instead of 200 x 2." if quick else "")
+        + ("" if r["many_2"]["jobs"] == 200 else f"Only {r['many_2']['jobs']} jobs x 2 (quick).")
     )
     report.add("Operator: job-creation latency, API requests and memory", body)
 
