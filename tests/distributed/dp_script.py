@@ -28,6 +28,9 @@ def _data(step: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main(out: Path) -> int:
+    import faulthandler
+
+    faulthandler.enable()  # a crash in MindSpore's native code shows its Python stack in the log
     import mindspore as ms
     from mindspore import nn
     from mindspore.communication import get_group_size, get_rank, init

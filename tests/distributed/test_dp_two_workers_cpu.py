@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +39,24 @@ def _start(out: Path, name: str, extra: dict[str, str]) -> subprocess.Popen:
 
 
 def _wait_all(procs: dict[str, subprocess.Popen], out: Path, timeout: float) -> None:
+    """Wait for every process; each must exit 0.
+
+    One exception, seen twice in about 40 runs under heavy load and never reproduced on demand:
+    MindSpore 2.10 can crash with SIGSEGV while tearing down after the script has finished. That is
+    accepted only once the process has written its final parameters (the script's last act), and
+    reported as a warning; faulthandler in the script puts the native crash's Python stack in the log.
+    """
     deadline = time.monotonic() + timeout
     try:
         for name, proc in procs.items():
             code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-            assert code == 0, f"{name} exited {code}:\n{(out / f'{name}.log').read_text()[-3000:]}"
+            log = (out / f"{name}.log").read_text()
+            finished = name.startswith("worker") and (out / f"params-{name[-1]}.npz").exists()
+            if code == -signal.SIGSEGV and finished:
+                message = f"{name} crashed in MindSpore teardown after finishing:\n{log[-2000:]}"
+                warnings.warn(message, stacklevel=1)
+                continue
+            assert code == 0, f"{name} exited {code}:\n{log[-3000:]}"
     finally:
         for proc in procs.values():
             if proc.poll() is None:
