@@ -136,6 +136,8 @@ _QUANTITY = re.compile(QUANTITY_PATTERN)
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+DNS1123_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+ENV_NAME_PATTERN = r"^[!-<>-~]+$"  # printable ASCII without '=' or spaces
 
 
 def _check_quantity(value: Any) -> int | str:
@@ -263,7 +265,7 @@ class EnvVarSource(_Model):
 class EnvVar(_Model):
     """A container environment variable, as in a pod."""
 
-    name: str = Field(..., min_length=1, max_length=1024)
+    name: str = Field(..., min_length=1, max_length=1024, pattern=ENV_NAME_PATTERN)
     value: Annotated[str, Field(max_length=32768)] | None = None
     value_from: EnvVarSource | None = None
 
@@ -272,7 +274,7 @@ class Volume(BaseModel):
     """A full Kubernetes volume (any source), passed through unchanged."""
 
     model_config = ConfigDict(extra="allow")
-    name: str = Field(..., min_length=1, max_length=63)
+    name: str = Field(..., min_length=1, max_length=63, pattern=DNS1123_LABEL_PATTERN)
 
     @model_validator(mode="after")
     def _json_integers(self) -> Volume:
@@ -282,7 +284,7 @@ class Volume(BaseModel):
 
 
 class VolumeMount(_Model):
-    name: str = Field(..., min_length=1, max_length=63)
+    name: str = Field(..., min_length=1, max_length=63, pattern=DNS1123_LABEL_PATTERN)
     mount_path: AbsPath
     read_only: bool | None = None
     sub_path: Annotated[str, Field(max_length=PATH_MAX)] | None = None

@@ -22,6 +22,7 @@ from pydantic.alias_generators import to_camel
 
 from mnv2_operator import names
 from mnv2_operator.api import (
+    ENV_NAME_PATTERN,
     OPERATOR_SET_TRAINING_FIELDS,
     TRAINING_FIELD_SOURCES,
     VOLUME_SOURCE_FIELDS,
@@ -314,7 +315,7 @@ def _check_template(spec: dict[str, Any]) -> Problems:
             problems.append(
                 (f"spec.template.env[{i}].name", f"{RESERVED_ENV_PREFIX}* variables are set by the operator")
             )
-        elif "=" in name or not name.isprintable() or not name.strip():
+        elif not re.match(ENV_NAME_PATTERN, name):
             problems.append((f"spec.template.env[{i}].name", "not a valid environment variable name"))
         if name in env_names:
             problems.append((f"spec.template.env[{i}].name", f"duplicate variable {name!r}"))
