@@ -118,8 +118,13 @@ AbsPath = Annotated[str, Field(pattern=ABS_PATH_PATTERN, max_length=PATH_MAX)]
 OptionalAbsPath = Annotated[str, Field(pattern=f"^$|{ABS_PATH_PATTERN}", max_length=PATH_MAX)]
 Name = Annotated[str, Field(min_length=1, max_length=253)]
 ShortString = Annotated[str, Field(max_length=1024)]
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 LabelMap = Annotated[
-    dict[Annotated[str, Field(max_length=317)], Annotated[str, Field(max_length=63)]], Field(max_length=64)
+    dict[
+        Annotated[str, Field(max_length=317)],
+        Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)],
+    ],
+    Field(max_length=64),
 ]
 AnnotationMap = Annotated[
     dict[Annotated[str, Field(max_length=317)], Annotated[str, Field(max_length=65536)]], Field(max_length=64)
@@ -138,6 +143,7 @@ _QUANTITY = re.compile(QUANTITY_PATTERN)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 DNS1123_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ENV_NAME_PATTERN = r"^[!-<>-~]+$"  # printable ASCII without '=' or spaces
+IMAGE_PATTERN = r"^\S*$"
 
 
 def _check_quantity(value: Any) -> int | str:
@@ -447,7 +453,7 @@ class JobSpec(_Model):
     image: str = Field(
         "",
         max_length=1024,
-        pattern=r"^\S*$",
+        pattern=IMAGE_PATTERN,
         description="Trainer image; empty: the platform profile's image.",
     )
     mode: Mode = Field(Mode.TRAIN, description="train, finetune or eval.")

@@ -22,7 +22,11 @@ from pydantic.alias_generators import to_camel
 
 from mnv2_operator import names
 from mnv2_operator.api import (
+    ABS_PATH_PATTERN,
+    DNS1123_LABEL_PATTERN,
     ENV_NAME_PATTERN,
+    IMAGE_PATTERN,
+    LABEL_VALUE_PATTERN,
     OPERATOR_SET_TRAINING_FIELDS,
     TRAINING_FIELD_SOURCES,
     VOLUME_SOURCE_FIELDS,
@@ -74,12 +78,26 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+_PATH_TEXT = "must be an absolute path without '.', '..' or empty segments or a trailing '/'"
+# What each schema pattern means, for people (pydantic would print the regular expression).
+PATTERN_MESSAGES = {
+    ABS_PATH_PATTERN: _PATH_TEXT,
+    f"^$|{ABS_PATH_PATTERN}": f"empty, or {_PATH_TEXT.removeprefix('must be ')}",
+    LABEL_VALUE_PATTERN: "not a valid label value (letters, digits, '-', '_', '.'; alphanumeric ends)",
+    DNS1123_LABEL_PATTERN: "must be a DNS-1123 label (lowercase letters, digits and '-')",
+    ENV_NAME_PATTERN: "not a valid environment variable name (printable ASCII without '=' or spaces)",
+    IMAGE_PATTERN: "an image reference has no whitespace",
+}
+
+
 def _message(item: dict[str, Any]) -> str:
     message = item["msg"].removeprefix("Value error, ")
     if item["type"] == "missing":
         return "required"
     if item["type"] == "extra_forbidden":
         return "unknown field"
+    if item["type"] == "string_pattern_mismatch":
+        return PATTERN_MESSAGES.get((item.get("ctx") or {}).get("pattern"), message)
     return message
 
 
