@@ -49,7 +49,7 @@ def qualified_key_problem(key: str) -> str | None:
 def metadata_problems(obj: dict[str, Any]) -> list[str]:
     kind = obj.get("kind", "?")
     meta = obj.get("metadata") or {}
-    name = meta.get("name") or meta.get("generateName") or ""
+    name = meta.get("name") if "name" in meta else meta.get("generateName", "")
     where = f"{kind}/{name}"
     problems = []
     limit = 63 if kind in LABEL_NAMED_KINDS else 253

@@ -34,7 +34,9 @@ label_key = st.one_of(label_name, st.builds("{}/{}".format, st.from_regex(r"\A[a
 label_value = st.one_of(st.just(""), label_name)
 good_labels = st.dictionaries(label_key, label_value, max_size=3)
 good_annotations = st.dictionaries(label_key, hostile, max_size=3)
-chart_name = st.one_of(st.just(""), dns_label, st.from_regex(r"\A[a-z][-a-z0-9]{40,51}[a-z0-9]\Z"))
+# All-digit names are left to test_numeric_names_stay_strings (a known finding in the monitoring templates).
+chart_name = st.one_of(st.just(""), dns_label.filter(lambda n: not n.isdigit()),
+                       st.from_regex(r"\A[a-z][-a-z0-9]{40,51}[a-z0-9]\Z"))
 subdomain = st.one_of(dns_label, st.from_regex(r"\A[a-z0-9]{1,10}(\.[a-z0-9]{1,10}){1,3}\Z"))
 quantity = st.one_of(st.sampled_from(["100m", "1", "512Mi", "1Gi", "0.5", "2e3"]), st.integers(0, 8))
 good_port = st.integers(1, 65535)
@@ -214,13 +216,32 @@ def test_defaults_and_hostile_fields_stay_literal() -> None:
     assert pod["spec"]["containers"][0]["image"] == f"{payload}:t"
 
 
+NUMERIC_NAME_FINDING = (
+    "templates/monitoring/*.yaml render `name: {{ include \"mnv2.fullname\" . }}` unquoted, so a valid "
+    "fullnameOverride such as 0 or 123 becomes a YAML number in servicemonitor.yaml and "
+    "prometheusrule.yaml, which an API server rejects (owner: observability helper)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=NUMERIC_NAME_FINDING, raises=AssertionError)
+def test_numeric_names_stay_strings() -> None:
+    chart = helm.Chart.load(str(CHART))
+    monitors = {key: {"enabled": True} for key in
+                ("serviceMonitor", "podMonitor", "prometheusRule", "grafanaDashboard")}
+    rendered = chart.render({"fullnameOverride": "123", "monitoring": monitors}, name="mnv2",
+                            namespace="default", is_install=True)
+    names_ = [(path, doc["metadata"].get("name")) for path, text in rendered.items() if path.endswith(".yaml")
+              for doc in yaml.load_all(text, Loader=SafeLoader) if doc]
+    assert all(isinstance(name, str) for _, name in names_), [n for n in names_ if not isinstance(n[1], str)]
+
+
 NUMERIC_NAMESPACE_FINDING = (
     "templates/monitoring/*.yaml render `namespace: {{ .Release.Namespace }}` unquoted, so a valid "
     "namespace such as 0 or 123 becomes a YAML number (owner: observability helper)"
 )
 
 
-@pytest.mark.xfail(strict=True, reason=NUMERIC_NAMESPACE_FINDING)
+@pytest.mark.xfail(strict=True, reason=NUMERIC_NAMESPACE_FINDING, raises=AssertionError)
 @pytest.mark.parametrize("ns", ["0", "123"])
 def test_numeric_release_namespace_stays_a_string(ns: str) -> None:
     chart = helm.Chart.load(str(CHART))
