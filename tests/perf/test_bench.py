@@ -1,0 +1,62 @@
+"""The benchmark code itself: peers share one architecture, runners parse results, helpers work."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def test_torch_peer_has_the_trainers_architecture():
+    """Same parameter count and layer shapes as mnv2.model.MobileNetV2, so the comparison is like for like."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("mindspore")
+    from mnv2.model import MobileNetV2 as MsNet
+
+    from bench.torch_mobilenetv2 import MobileNetV2 as TorchNet
+
+    ms_net = MsNet(num_classes=1000, width_mult=1.0, seed=0)
+    torch_net = TorchNet(1000)
+    ms_shapes = sorted(tuple(p.shape) for p in ms_net.trainable_params())
+    torch_shapes = sorted(tuple(p.shape) for p in torch_net.parameters())
+    assert ms_shapes == torch_shapes
+    assert 3_300_000 < sum(int(np.prod(s)) for s in torch_shapes) < 3_600_000
+    with torch.inference_mode():
+        assert tuple(torch_net.eval()(torch.zeros(1, 3, 64, 64)).shape) == (1, 1000)
+
+
+def test_run_child_reads_result_and_memory():
+    pytest.importorskip("torch")
+    from bench.run_all import run_child
+
+    run = run_child(["bench.peer", "torch", "forward", "--batch", "1", "--image", "32", "--steps", "2",
+                     "--warmup", "0"], timeout=300)
+    assert run.result["peer"] == "torch" and len(run.result["times"]) == 2
+    assert run.result["images_per_s"] > 0
+    assert run.peak_rss_mb > 50 and run.child_cpu_s > 0
+
+
+def test_run_child_reports_a_failing_peer():
+    from bench.run_all import run_child
+
+    with pytest.raises(RuntimeError, match="exit 2"):
+        run_child(["bench.peer", "no-such-peer", "train"], timeout=120)
+
+
+def test_pillow_transform_matches_the_train_transform_shape(tmp_path):
+    import random
+
+    from bench.data_pipeline import pillow_transform
+    from bench.images import generate_image_folder
+
+    root = generate_image_folder(tmp_path, classes=1, per_class=1, size=(80, 60))
+    out = pillow_transform(next(root.glob("*/*.jpg")), random.Random(0))
+    assert out.shape == (3, 224, 224) and out.dtype == np.float32
+    assert -3.0 < float(out.mean()) < 3.0  # normalised, not raw 0..255
+
+
+def test_rank_table_bench_checks_the_table():
+    pytest.importorskip("mnv2.ranktable")
+    from bench.ranktable import bench_rank_table
+
+    r = bench_rank_table(servers=4, devices=8, repeats=1)
+    assert r["servers"] == 4 and r["json_bytes"] > 0 and r["render_median_s"] > 0
