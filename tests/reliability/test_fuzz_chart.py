@@ -34,9 +34,7 @@ label_key = st.one_of(label_name, st.builds("{}/{}".format, st.from_regex(r"\A[a
 label_value = st.one_of(st.just(""), label_name)
 good_labels = st.dictionaries(label_key, label_value, max_size=3)
 good_annotations = st.dictionaries(label_key, hostile, max_size=3)
-# All-digit names are left to test_numeric_names_stay_strings (a known finding in the monitoring templates).
-chart_name = st.one_of(st.just(""), dns_label.filter(lambda n: not n.isdigit()),
-                       st.from_regex(r"\A[a-z][-a-z0-9]{40,51}[a-z0-9]\Z"))
+chart_name = st.one_of(st.just(""), dns_label, st.from_regex(r"\A[a-z][-a-z0-9]{40,51}[a-z0-9]\Z"))
 subdomain = st.one_of(dns_label, st.from_regex(r"\A[a-z0-9]{1,10}(\.[a-z0-9]{1,10}){1,3}\Z"))
 quantity = st.one_of(st.sampled_from(["100m", "1", "512Mi", "1Gi", "0.5", "2e3"]), st.integers(0, 8))
 good_port = st.integers(1, 65535)
@@ -128,12 +126,13 @@ def values_case(draw: st.DrawFn) -> tuple[dict[str, Any], tuple[str, ...] | None
     if draw(st.booleans()):
         return values, None
     path = draw(st.sampled_from(MUTABLE_PATHS))
-    return set_path(values, path, draw(bad_value)), path
+    # peering.name: null is a known finding (test_null_peering_name_is_rejected), left out here.
+    bad = bad_value.filter(lambda v: v is not None) if path == ("peering", "name") else bad_value
+    return set_path(values, path, draw(bad)), path
 
 
 release = st.one_of(st.just("mnv2"), dns_label, st.from_regex(r"\A[a-z][-a-z0-9]{30,51}[a-z0-9]\Z"))
-# Letter-first: a namespace like "0" or "1e3" is valid; see test_numeric_release_namespace_stays_a_string.
-namespace = st.one_of(st.just("default"), st.from_regex(r"\A[a-z]([-a-z0-9]{0,20}[a-z0-9])?\Z"))
+namespace = st.one_of(st.just("default"), dns_label)  # all-digit ones too (they once rendered as numbers)
 
 
 def names_the_field(message: str, path: tuple[str, ...] | None, values: dict[str, Any]) -> bool:
@@ -216,6 +215,29 @@ def test_defaults_and_hostile_fields_stay_literal() -> None:
     assert pod["spec"]["containers"][0]["image"] == f"{payload}:t"
 
 
+NULL_PEERING_NAME_FINDING = (
+    "peering.name: null (Helm's way to delete a default) passes the schema and renders a "
+    "ClusterKopfPeering without metadata.name and `--peering=` empty; of every default set to null, "
+    "only this one renders an invalid object (owner: shipping helper; e.g. `required` in peering.yaml)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=NULL_PEERING_NAME_FINDING, raises=AssertionError)
+def test_null_peering_name_is_rejected() -> None:
+    chart = helm.Chart.load(str(CHART))
+    try:
+        rendered = chart.render({"peering": {"name": None}}, name="mnv2", namespace="default",
+                                is_install=True)
+    except (helm.HelmValuesError, helm.HelmRenderError) as error:
+        assert "peering" in str(error)
+        return
+    docs = [doc for path, text in rendered.items() if path.endswith(".yaml")
+            for doc in yaml.load_all(text, Loader=SafeLoader) if doc]
+    problems = [p for doc in docs for p in validate_object(doc)]
+    assert not problems, problems
+
+
+# Found by the values fuzz and fixed by the observability helper; both kept as regressions.
 NUMERIC_NAME_FINDING = (
     "templates/monitoring/*.yaml render `name: {{ include \"mnv2.fullname\" . }}` unquoted, so a valid "
     "fullnameOverride such as 0 or 123 becomes a YAML number in servicemonitor.yaml and "
@@ -223,7 +245,6 @@ NUMERIC_NAME_FINDING = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=NUMERIC_NAME_FINDING, raises=AssertionError)
 def test_numeric_names_stay_strings() -> None:
     chart = helm.Chart.load(str(CHART))
     monitors = {key: {"enabled": True} for key in
@@ -241,7 +262,6 @@ NUMERIC_NAMESPACE_FINDING = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=NUMERIC_NAMESPACE_FINDING, raises=AssertionError)
 @pytest.mark.parametrize("ns", ["0", "123"])
 def test_numeric_release_namespace_stays_a_string(ns: str) -> None:
     chart = helm.Chart.load(str(CHART))
