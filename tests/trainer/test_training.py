@@ -33,14 +33,14 @@ def test_log_lines_have_the_seed_format(trained):
     assert len(epoch_lines) == trained.config.epochs
     assert step_lines and all(STEP_RE.match(line) for line in step_lines)
     assert all(EPOCH_RE.match(line) for line in epoch_lines)
-    assert step_lines[-1].startswith("epoch: [  5/  6], step:[    7/    8]")
-    assert re.search(r"^result: \{'acc': [0-9.]+, 'top_5_accuracy': [0-9.]+\} ckpt=\S+mobilenetv2-6_8\.ckpt$",
+    assert step_lines[-1].startswith("epoch: [  9/ 10], step:[    7/    8]")
+    assert re.search(r"^result: \{'acc': [0-9.]+, 'top_5_accuracy': [0-9.]+\} ckpt=\S+mobilenetv2-10_8\.ckpt$",
                      trained.log, re.M)
 
 
 def test_checkpoints_rotate_and_config_is_saved(trained):
     names = [p.name for p in list_checkpoints(trained.output / "checkpoint")]
-    assert names == ["mobilenetv2-4_8.ckpt", "mobilenetv2-5_8.ckpt", "mobilenetv2-6_8.ckpt"]
+    assert names == ["mobilenetv2-8_8.ckpt", "mobilenetv2-9_8.ckpt", "mobilenetv2-10_8.ckpt"]
     assert not [p for p in (trained.output / "checkpoint").iterdir() if p.name.startswith(".")]
     from mnv2.config import TrainingConfig, load_config_file
 

@@ -79,8 +79,14 @@ class TrainingConfig(BaseModel):
     lr_max: float = Field(None, ge=0.0, le=100.0, description="Peak learning rate after warmup (preset).")
     lr_end: float = Field(None, ge=0.0, le=100.0, description="Learning rate at the last step (preset).")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="Momentum of the optimizer.")
-    weight_decay: float = Field(4e-5, ge=0.0, le=1.0, description="Weight decay (not on BatchNorm or biases).")
+    weight_decay: float = Field(
+        4e-5, ge=0.0, le=1.0, description="Weight decay (not on BatchNorm or biases)."
+    )
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0, description="Label smoothing factor.")
+    min_crop_scale: float = Field(
+        0.08, gt=0.0, le=1.0, description="Smallest area fraction of the random training crop (zoo: 0.08)."
+    )
+    horizontal_flip: bool = Field(True, description="Flip training images left-right with probability 0.5.")
     amp_level: AmpLevel = Field(None, description="Mixed precision level: O0, O2 or O3 (preset).")
     loss_scale: float = Field(None, ge=1.0, le=2.0**24, description="Loss scale (initial one when dynamic).")
     dynamic_loss_scale: bool = Field(None, description="Adjust the loss scale on overflow (preset).")
@@ -120,7 +126,9 @@ class TrainingConfig(BaseModel):
             if self.amp_level != AmpLevel.O0:
                 raise ValueError("amp_level: fp16 mixed precision is not supported on CPU; use O0")
             if self.loss_scale != 1.0 or self.dynamic_loss_scale:
-                raise ValueError("loss_scale: loss scaling is not supported on CPU; use 1 and no dynamic scale")
+                raise ValueError(
+                    "loss_scale: loss scaling is not supported on CPU; use 1 and no dynamic scale"
+                )
         if self.freeze_layer == FreezeLayer.BACKBONE and not self.pretrain_ckpt:
             raise ValueError("pretrain_ckpt: freeze_layer=backbone needs a pretrained checkpoint")
         if self.warmup_epochs > self.epochs:

@@ -164,6 +164,7 @@ def _source(index: ImageFolderIndex, indices: np.ndarray, workers: int):
 def create_train_dataset(
     index: ImageFolderIndex, *, image_size: int, batch_size: int, epoch: int, seed: int,
     rank: int = 0, world: int = 1, workers: int = 2,
+    min_crop_scale: float = 0.08, horizontal_flip: bool = True,
 ):
     """One epoch of augmented batches (zoo train transforms), drop_remainder, this rank's share."""
     import mindspore.dataset as ds
@@ -176,8 +177,8 @@ def create_train_dataset(
     indices = epoch_indices(index, epoch=epoch, seed=seed, rank=rank, world=world)
     data = _source(index, indices, workers)
     image_ops = [
-        V.RandomCropDecodeResize(image_size, scale=(0.08, 1.0), ratio=(0.75, 1.333)),
-        V.RandomHorizontalFlip(prob=0.5),
+        V.RandomCropDecodeResize(image_size, scale=(min_crop_scale, 1.0), ratio=(0.75, 1.333)),
+        *([V.RandomHorizontalFlip(prob=0.5)] if horizontal_flip else []),
         V.RandomColorAdjust(brightness=0.4, contrast=0.4, saturation=0.4),
         V.Normalize(mean=MEAN, std=STD),
         V.HWC2CHW(),

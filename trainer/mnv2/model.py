@@ -36,30 +36,12 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return new_value
 
 
-def depthwise_conv(channels: int, stride: int, fast: bool = False) -> nn.Cell:
-    """The one place depthwise 3x3 convolutions are built, so a faster kernel can replace them.
-
-    `fast` selects the project's CPU kernel (`mnv2.ops.depthwise.DepthwiseConv2d`, same `weight`
-    parameter); it falls back to MindSpore's grouped convolution when that module is absent.
-    """
-    if fast:
-        try:
-            from mnv2.ops.depthwise import DepthwiseConv2d  # type: ignore[import-not-found]
-        except ImportError:
-            pass
-        else:
-            return DepthwiseConv2d(channels, kernel_size=3, stride=stride, padding=1)
-    return nn.Conv2d(
-        channels, channels, 3, stride, pad_mode="pad", padding=1, group=channels, has_bias=False
-    )
-
-
 class ConvBNReLU(nn.Cell):
     """Convolution, BatchNorm, ReLU6; depthwise when groups > 1 (zoo layout: `features.0/1`)."""
 
     def __init__(
         self, in_planes: int, out_planes: int, kernel_size: int = 3, stride: int = 1,
-        groups: int = 1, fast_depthwise: bool = False,
+        groups: int = 1,
     ):
         super().__init__()
         if groups == 1:
@@ -67,8 +49,10 @@ class ConvBNReLU(nn.Cell):
             conv = nn.Conv2d(
                 in_planes, out_planes, kernel_size, stride, pad_mode="pad", padding=padding, has_bias=False
             )
-        else:
-            conv = depthwise_conv(in_planes, stride, fast=fast_depthwise)
+        else:  # depthwise; on CPU `mnv2.ops.depthwise.replace_slow_convolutions` swaps in a fast kernel
+            conv = nn.Conv2d(
+                in_planes, in_planes, 3, stride, pad_mode="pad", padding=1, group=in_planes, has_bias=False
+            )
         self.features = nn.SequentialCell([conv, nn.BatchNorm2d(out_planes), nn.ReLU6()])
 
     def construct(self, x):
@@ -78,7 +62,7 @@ class ConvBNReLU(nn.Cell):
 class InvertedResidual(nn.Cell):
     """Expand (1x1), depthwise (3x3), project (1x1, linear); residual when shapes allow."""
 
-    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int, fast_depthwise: bool = False):
+    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int):
         super().__init__()
         hidden = round(inp * expand_ratio)
         self.use_res_connect = stride == 1 and inp == oup
@@ -86,7 +70,7 @@ class InvertedResidual(nn.Cell):
         if expand_ratio != 1:
             layers.append(ConvBNReLU(inp, hidden, kernel_size=1))
         layers += [
-            ConvBNReLU(hidden, hidden, stride=stride, groups=hidden, fast_depthwise=fast_depthwise),
+            ConvBNReLU(hidden, hidden, stride=stride, groups=hidden),
             nn.Conv2d(hidden, oup, 1, 1, has_bias=False),
             nn.BatchNorm2d(oup),
         ]
@@ -101,7 +85,7 @@ class InvertedResidual(nn.Cell):
 class MobileNetV2Backbone(nn.Cell):
     """Stem, inverted residual stages, 1x1 to the last channels; returns the unpooled map."""
 
-    def __init__(self, width_mult: float = 1.0, round_nearest: int = 8, fast_depthwise: bool = False):
+    def __init__(self, width_mult: float = 1.0, round_nearest: int = 8):
         super().__init__()
         input_channel = make_divisible(FIRST_CHANNELS * width_mult, round_nearest)
         self.out_channels = make_divisible(LAST_CHANNELS * max(1.0, width_mult), round_nearest)
@@ -109,9 +93,7 @@ class MobileNetV2Backbone(nn.Cell):
         for t, c, n, s in INVERTED_RESIDUAL_SETTINGS:
             output_channel = make_divisible(c * width_mult, round_nearest)
             for i in range(n):
-                features.append(
-                    InvertedResidual(input_channel, output_channel, s if i == 0 else 1, t, fast_depthwise)
-                )
+                features.append(InvertedResidual(input_channel, output_channel, s if i == 0 else 1, t))
                 input_channel = output_channel
         features.append(ConvBNReLU(input_channel, self.out_channels, kernel_size=1))
         self.features = nn.SequentialCell(features)
@@ -140,11 +122,10 @@ class MobileNetV2(nn.Cell):
     """Backbone plus head; `forward_features` and `forward_head` mirror timm/mindcv."""
 
     def __init__(
-        self, num_classes: int = 1000, width_mult: float = 1.0, fast_depthwise: bool = False,
-        seed: int | None = None,
+        self, num_classes: int = 1000, width_mult: float = 1.0, seed: int | None = None,
     ):
         super().__init__()
-        self.backbone = MobileNetV2Backbone(width_mult, fast_depthwise=fast_depthwise)
+        self.backbone = MobileNetV2Backbone(width_mult)
         self.head = MobileNetV2Head(self.backbone.out_channels, num_classes)
         initialize_weights(self, seed)
 

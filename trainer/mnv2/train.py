@@ -22,7 +22,7 @@ import numpy as np
 
 from mnv2 import checkpoint as ckpt
 from mnv2 import data, launchenv
-from mnv2.config import AmpLevel, FreezeLayer, TrainingConfig, save_config
+from mnv2.config import AmpLevel, FreezeLayer, Platform, TrainingConfig, save_config
 from mnv2.distributed import DistContext, all_reduce_sum
 from mnv2.exitcodes import DivergedError, ExitCode
 from mnv2.logs import emit, epoch_line, notice, result_line, step_line
@@ -155,6 +155,17 @@ def scan_datasets(config: TrainingConfig) -> tuple[data.ImageFolderIndex, data.I
     return index, eval_index
 
 
+def use_fast_cpu_kernels(network, config: TrainingConfig) -> None:
+    """On CPU, swap MindSpore's slow depthwise and stem convolutions for the project's kernels.
+
+    Parameters move into the new cells, so checkpoint keys and values are unchanged.
+    """
+    if config.fast_depthwise and config.platform == Platform.CPU:
+        from mnv2.ops.depthwise import replace_slow_convolutions
+
+        replace_slow_convolutions(network, dense_input_grad=False)
+
+
 def train(
     config: TrainingConfig, ctx: DistContext, stop: StopFlag | None = None,
     datasets: tuple[data.ImageFolderIndex, data.ImageFolderIndex | None] | None = None,
@@ -183,6 +194,7 @@ def train(
     if config.pretrain_ckpt:
         ckpt.load_pretrained(network, config.pretrain_ckpt, config.num_classes)
         notice(f"pretrain_ckpt: loaded {config.pretrain_ckpt}")
+    use_fast_cpu_kernels(network, config)
     loss_fn = LabelSmoothingCrossEntropy(config.num_classes, config.label_smoothing)
 
     head_only = config.freeze_layer == FreezeLayer.BACKBONE
@@ -262,6 +274,7 @@ def _image_batches(index: data.ImageFolderIndex, config: TrainingConfig, ctx: Di
         dataset = data.create_train_dataset(
             index, image_size=config.image_size, batch_size=config.batch_size, epoch=epoch, seed=config.seed,
             rank=ctx.rank, world=ctx.world, workers=config.num_workers,
+            min_crop_scale=config.min_crop_scale, horizontal_flip=config.horizontal_flip,
         )
         # Skipped batches still pass through the augmentations, so the random draws stay in step.
         for step, (images, labels) in enumerate(dataset.create_tuple_iterator(num_epochs=1)):

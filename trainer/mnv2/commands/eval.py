@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from mnv2.evaluate import evaluate
     from mnv2.hub import create_network
     from mnv2.logs import emit, notice, result_line
-    from mnv2.train import eval_dataset, seed_everything, set_device_context
+    from mnv2.train import eval_dataset, seed_everything, set_device_context, use_fast_cpu_kernels
 
     index = data.scan_image_folder(config.dataset_path, on_corrupt=config.on_corrupt_image)
     data.check_num_classes(index, config.num_classes)
@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(config.seed)
     network = create_network("mobilenetv2", num_classes=config.num_classes, width_mult=config.width_mult)
     ckpt.load_for_inference(network, path)
+    use_fast_cpu_kernels(network, config)
     result = evaluate(network, eval_dataset(index, config, ctx), ctx)
     if ctx.is_main:
         notice(f"evaluation: {result.correct1} of {result.total} images right (top-1), "
