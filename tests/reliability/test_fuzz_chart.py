@@ -215,14 +215,6 @@ def test_defaults_and_hostile_fields_stay_literal() -> None:
     assert pod["spec"]["containers"][0]["image"] == f"{payload}:t"
 
 
-NULL_PEERING_NAME_FINDING = (
-    "peering.name: null (Helm's way to delete a default) passes the schema and renders a "
-    "ClusterKopfPeering without metadata.name and `--peering=` empty; of every default set to null, "
-    "only this one renders an invalid object (owner: shipping helper; e.g. `required` in peering.yaml)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=NULL_PEERING_NAME_FINDING, raises=AssertionError)
 def test_null_peering_name_is_rejected() -> None:
     chart = helm.Chart.load(str(CHART))
     try:

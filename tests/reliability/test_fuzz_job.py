@@ -338,14 +338,6 @@ def test_operator_config_fuzz(soak: bool, tmp_path: Path) -> None:
     assert stats["accepted"] > examples // 10 and stats["rejected"] > examples // 10, stats
 
 
-KUBELET_EXPANSION_FINDING = (
-    "render/env.py puts user paths into MNV2_TRAINING_CONFIG (and other env values) without escaping "
-    "'$(': the kubelet expands $(VAR) references to earlier variables, so '/data/$(MNV2_JOB_NAME)' "
-    "does not reach the trainer literally (owner: API/renderer helper; fix: replace '$(' by '$$(')"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=KUBELET_EXPANSION_FINDING)
 def test_operator_env_values_escape_kubelet_expansion() -> None:
     job = base_job("CPU", 1)
     job["spec"]["dataset"]["trainPath"] = "/data/$(MNV2_JOB_NAME)"

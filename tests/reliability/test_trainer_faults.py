@@ -226,15 +226,6 @@ def test_full_disk_exits_io_error_and_keeps_the_previous_checkpoint(full_disk: F
     assert params and all(np.isfinite(v).all() for v in params.values() if v.dtype.kind == "f")
 
 
-PARTIAL_FILE_FINDING = (
-    "trainer/mnv2/checkpoint.py save_atomic: MindSpore's save_checkpoint writes its own intermediate "
-    "'<path minus .ckpt>.tmp' and leaves it behind on ENOSPC; the clean-up removes only the trainer's "
-    "'.<name>.<pid>.tmp.ckpt', so '.mobilenetv2-2_2.<pid>.tmp.tmp' stays and fills the disk further "
-    "(owner: trainer helper)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=PARTIAL_FILE_FINDING, raises=AssertionError)
 def test_full_disk_leaves_no_partial_file(full_disk: FullDisk) -> None:
     assert full_disk.code == ExitCode.IO_ERROR
     assert not leftovers(full_disk.folder), f"partial files left: {leftovers(full_disk.folder)}"

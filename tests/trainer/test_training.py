@@ -34,8 +34,8 @@ def test_log_lines_have_the_seed_format(trained):
     assert step_lines and all(STEP_RE.match(line) for line in step_lines)
     assert all(EPOCH_RE.match(line) for line in epoch_lines)
     assert step_lines[-1].startswith("epoch: [  9/ 10], step:[    7/    8]")
-    assert re.search(r"^result: \{'acc': [0-9.]+, 'top_5_accuracy': [0-9.]+\} ckpt=\S+mobilenetv2-10_8\.ckpt$",
-                     trained.log, re.M)
+    result_re = r"^result: \{'acc': [0-9.]+, 'top_5_accuracy': [0-9.]+\} ckpt=\S+mobilenetv2-10_8\.ckpt$"
+    assert re.search(result_re, trained.log, re.M)
 
 
 def test_checkpoints_rotate_and_config_is_saved(trained):

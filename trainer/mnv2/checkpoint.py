@@ -9,9 +9,10 @@ partial file, and a failed write leaves the previous checkpoints as they were.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,20 +77,27 @@ def _write(save_obj: list[dict[str, Any]], path: Path, meta: dict[str, Any]) -> 
 
 
 def save_atomic(save_obj: list[dict[str, Any]], path: str | Path, meta: dict[str, Any]) -> Path:
-    """Write a checkpoint so that it appears complete or not at all; disk errors exit IO_ERROR."""
+    """Write a checkpoint so that it appears complete or not at all; disk errors exit IO_ERROR.
+
+    MindSpore writes its own intermediate files beside the target, so the write happens in a private
+    hidden folder next to it (same file system, so the final rename is atomic) that is always removed.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.ckpt")
+    scratch: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{path.stem}.", dir=path.parent))
+        tmp = scratch / path.name
         _write(save_obj, tmp, meta)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except (OSError, RuntimeError, ValueError) as error:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         raise TrainerError(f"checkpoint: cannot write {path}: {error}", ExitCode.IO_ERROR) from None
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     return path
 
 

@@ -41,7 +41,8 @@ INDEX_LABEL = "training.mindspore.io/replica-index"
 ATTEMPT_LABEL = "training.mindspore.io/restart-count"
 _NUMBER = r"([-+0-9.eE]+|nan)"
 RESULT_LINE = re.compile(rf"^\[rank 0\] result: \{{'acc': {_NUMBER}(?:, 'top_5_accuracy': {_NUMBER})?")
-_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+# kubelet's env expansion: `$$` is a literal `$`, `$(VAR)` an earlier variable (kept when undefined).
+_VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
 # ----------------------------------------------------------------------------- ports
@@ -218,7 +219,9 @@ def resolve_env(pod: Mapping[str, Any], container: Mapping[str, Any]) -> dict[st
                 raise ConfigError(f"env {name}: valueFrom.{kind} cannot be resolved by `mnv2 run`")
         else:
             value = item.get("value") or ""
-            env[name] = _VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), value)
+            env[name] = _VAR_REF.sub(
+                lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), value
+            )
     return env
 
 

@@ -155,6 +155,9 @@ def scan_datasets(config: TrainingConfig) -> tuple[data.ImageFolderIndex, data.I
     return index, eval_index
 
 
+NAN_FLUSH_SECONDS = 35.0  # a little over Prometheus's default 30 s scrape interval
+
+
 def use_fast_cpu_kernels(network, config: TrainingConfig) -> None:
     """On CPU, swap MindSpore's slow depthwise and stem convolutions for the project's kernels.
 
@@ -348,18 +351,20 @@ def _loop(config, ctx, stop, network, train_cell, batches, spe, lr_values, start
             loss, overflow, scale = _unpack(output)
             step_ms = (time.perf_counter() - step_started) * 1000.0
             global_step = epoch * spe + step
-            if not math.isfinite(loss):
-                raise DivergedError(
-                    f"loss became {loss} at global step {global_step} (epoch {epoch}, step {step})"
-                )
-            epoch_losses.append(loss)
-            result.losses.append(loss)
             lr = float(lr_values[global_step])
             metrics.on_step(
                 epoch=epoch, step=step, global_step=global_step + 1, loss=loss, lr=lr,
                 step_seconds=step_ms / 1000.0, data_wait_seconds=step_started - waited_since,
                 images=images_per_step, loss_scale=scale, overflow=overflow,
             )
+            if not math.isfinite(loss):
+                # Let Prometheus scrape the NaN first (one scrape interval), so MNV2LossNaN can fire.
+                metrics.flush(timeout=NAN_FLUSH_SECONDS)
+                raise DivergedError(
+                    f"loss became {loss} at global step {global_step} (epoch {epoch}, step {step})"
+                )
+            epoch_losses.append(loss)
+            result.losses.append(loss)
             if step == spe - 1 or (step + 1) % log_every == 0:
                 emit(step_line(epoch=epoch, epochs=config.epochs, step=step, steps=spe, loss=loss,
                                avg_loss=float(np.mean(epoch_losses)), step_ms=step_ms, lr=lr))

@@ -48,10 +48,21 @@ def launch_env_values(ctx: RenderContext, index: int) -> dict[str, str]:
     return values
 
 
+def escape_kubelet_refs(value: str) -> str:
+    """Keep a value literal: kubelet expands `$(VAR)` in env values and reduces `$$` to `$`.
+
+    Our launch values carry user paths (in MNV2_TRAINING_CONFIG, for one); a `$(` in them must reach
+    the trainer unchanged. Users' own `template.env` keeps kubelet's semantics on purpose.
+    """
+    return value.replace("$", "$$")
+
+
 def render_env(ctx: RenderContext, index: int) -> list[dict[str, Any]]:
     """The container's env list: launch variables, pod name/IP from the downward API, then the
     profile's and the user's extra variables (which validation keeps off MNV2_* names)."""
-    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in launch_env_values(ctx, index).items()]
+    env: list[dict[str, Any]] = [
+        {"name": k, "value": escape_kubelet_refs(v)} for k, v in launch_env_values(ctx, index).items()
+    ]
     env.append({"name": launchenv.POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     env.append({"name": launchenv.POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     seen = {item["name"] for item in env}
