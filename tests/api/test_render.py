@@ -182,6 +182,7 @@ def test_launch_environment_golden(config):
         "MNV2_SCHEDULER_HOST": "demo-0.demo.ml.svc",
         "MNV2_SCHEDULER_PORT": "8118",
         "MNV2_METRICS_PORT": "9090",
+        "MNV2_STOP_GRACE_SECONDS": "110",  # terminationGracePeriodSeconds 120 - 10
     }
     assert env["MNV2_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["MNV2_POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
@@ -204,6 +205,8 @@ def test_launch_environment_golden(config):
         "momentum": 0.9,
         "weight_decay": 4e-05,
         "label_smoothing": 0.1,
+        "min_crop_scale": 0.08,
+        "horizontal_flip": True,
         "amp_level": "O0",
         "loss_scale": 1.0,
         "dynamic_loss_scale": False,

@@ -30,11 +30,15 @@ POD_NAME = "MNV2_POD_NAME"  # downward API: matches the rank table's server entr
 POD_IP = "MNV2_POD_IP"  # downward API
 METRICS_PORT = "MNV2_METRICS_PORT"  # base port; local rank r serves on base + r
 JOB_NAME = "MNV2_JOB_NAME"
+STOP_GRACE = "MNV2_STOP_GRACE_SECONDS"  # launcher: SIGTERM -> SIGKILL delay for its children
+SCHEDULER_DNS_TIMEOUT = "MNV2_SCHEDULER_DNS_TIMEOUT_SECONDS"  # launcher: wait for the scheduler's name
 
 DEFAULT_SCHEDULER_PORT = 8118
 DEFAULT_METRICS_PORT = 9090
 DEFAULT_RANK_TABLE_PATH = "/etc/mnv2/ranktable/hccl.json"
 DEFAULT_RANK_TABLE_TIMEOUT_SECONDS = 600
+DEFAULT_STOP_GRACE_SECONDS = 110.0  # below the pods' default terminationGracePeriodSeconds (120)
+DEFAULT_SCHEDULER_DNS_TIMEOUT_SECONDS = 300.0
 
 # Set per process by the launcher (MindSpore's own names).
 MS_SCHED_HOST = "MS_SCHED_HOST"

@@ -31,10 +31,10 @@ if TYPE_CHECKING:
     from mnv2.ranktable import RankTable
 
 # Launcher knobs that only the launcher reads (not part of the pod contract in launchenv).
-STOP_GRACE = "MNV2_STOP_GRACE_SECONDS"  # SIGTERM -> SIGKILL delay for children
-SCHEDULER_DNS_TIMEOUT = "MNV2_SCHEDULER_DNS_TIMEOUT_SECONDS"  # pre-wait for the scheduler's name
-DEFAULT_STOP_GRACE_SECONDS = 110.0  # below the operator's terminationGracePeriodSeconds (120)
-DEFAULT_SCHEDULER_DNS_TIMEOUT_SECONDS = 300.0
+STOP_GRACE = le.STOP_GRACE
+SCHEDULER_DNS_TIMEOUT = le.SCHEDULER_DNS_TIMEOUT
+DEFAULT_STOP_GRACE_SECONDS = le.DEFAULT_STOP_GRACE_SECONDS
+DEFAULT_SCHEDULER_DNS_TIMEOUT_SECONDS = le.DEFAULT_SCHEDULER_DNS_TIMEOUT_SECONDS
 DEFAULT_HCCL_CONNECT_TIMEOUT = "600"
 COMMANDS = ("train", "eval")
 

@@ -41,6 +41,8 @@ def launch_env_values(ctx: RenderContext, index: int) -> dict[str, str]:
         launchenv.SCHEDULER_PORT: str(ctx.config.scheduler_port),
         launchenv.METRICS_PORT: str(ctx.job.spec.metrics.port),
         launchenv.TRAINING_CONFIG: training_config_json(ctx),
+        # The launcher must finish stopping its trainers before kubelet's SIGKILL.
+        launchenv.STOP_GRACE: str(max(1, ctx.config.termination_grace_period_seconds - 10)),
     }
     if ctx.uses_rank_table:
         values[launchenv.RANK_TABLE_PATH] = launchenv.DEFAULT_RANK_TABLE_PATH
