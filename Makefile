@@ -19,7 +19,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+QUICKSTART_DATA := /tmp/mnv2-quickstart/data
+
 quickstart: setup
+	test -d $(QUICKSTART_DATA)/train || $(BIN)/python -m mnv2.datasets digits $(QUICKSTART_DATA)
 	$(BIN)/mnv2 run examples/cpu-quickstart.yaml
 
 test: setup

@@ -51,11 +51,11 @@ def test_check_mode_reports_a_stale_file(tmp_path, monkeypatch):
     assert generator.main(["--check"]) == 0
 
 
-def test_readme_sections_link_only_to_files_that_exist():
-    text = (ROOT / "docs" / "README-sections.md").read_text()
+def test_readme_links_only_to_files_that_exist():
+    text = (ROOT / "README.md").read_text()
     links = re.findall(r"\]\(((?!https?://|#)[^)#]+)(?:#[^)]*)?\)", text)
     assert links, "the sections link to the chart, images and examples"
     for link in links:
-        assert (ROOT / link).exists(), f"docs/README-sections.md links to missing {link}"
+        assert (ROOT / link).exists(), f"README.md links to missing {link}"
     for name in re.findall(r"^\| `([\w-]+\.yaml)` \|", text, flags=re.MULTILINE):
         assert (ROOT / "examples" / name).exists(), f"the examples table names missing examples/{name}"
