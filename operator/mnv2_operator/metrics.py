@@ -8,8 +8,8 @@ built for it read the same way. No kopf import: the class is driven directly in 
 from __future__ import annotations
 
 import threading
-from typing import Any
 
+from mnv2.metrics_http import MetricsServer
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -17,7 +17,6 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
-    start_http_server,
 )
 
 # The `*_created` timestamp series double the series count and nothing reads them; this is a
@@ -98,8 +97,7 @@ class OperatorMetrics:
             registry=r,
         )
         self._lock = threading.Lock()
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._http: MetricsServer | None = None
 
     # ---- job lifecycle -----------------------------------------------------------------------
     def job_created(self, namespace: str, platform: str) -> None:
@@ -154,29 +152,20 @@ class OperatorMetrics:
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Serve /metrics on `port` (0 or negative: do nothing); a second call is a no-op."""
-        if port <= 0 or self._server is not None:
+        if port <= 0 or self._http is not None:
             return
-        try:
-            self._server, self._thread = start_http_server(port, addr=addr, registry=self.registry)
-        except OSError as exc:
-            raise OSError(exc.errno, f"cannot serve operator metrics on {addr}:{port}: {exc}") from exc
+        self._http = MetricsServer(self.registry, addr, port, what="operator metrics")
 
     @property
     def url(self) -> str | None:
         """The scrape URL on loopback, or None when not serving."""
-        if self._server is None:
-            return None
-        return f"http://127.0.0.1:{self._server.server_port}/metrics"
+        return self._http.url if self._http is not None else None
 
     def close(self) -> None:
         """Stop serving (idempotent)."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        http, self._http = self._http, None
+        if http is not None:
+            http.close()
 
 
 METRICS = OperatorMetrics()

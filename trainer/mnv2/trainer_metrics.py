@@ -12,12 +12,8 @@ tell them apart. `mnv2.progress.parse_progress` reads this exposition back into 
 from __future__ import annotations
 
 import math
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
     CollectorRegistry,
@@ -26,9 +22,9 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
-    make_wsgi_app,
 )
-from prometheus_client.exposition import ThreadingWSGIServer
+
+from mnv2.metrics_http import MetricsServer
 
 # The `*_created` timestamp series double the series count and nothing reads them; this is a
 # per-process switch, which suits both the trainer and the operator process.
@@ -94,8 +90,7 @@ class TrainerMetrics:
         self._updates = 0
         self._scraped_through = 0
         self._ips_estimate: float | None = None
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._http: MetricsServer | None = None
 
         r = self.registry
         lb = LABELS
@@ -142,10 +137,10 @@ class TrainerMetrics:
             metric.labels(**self._labels)
 
         if port > 0:
-            try:
-                self._server, self._thread = _serve(self.registry, addr, port, self._on_prometheus_scrape)
-            except OSError as exc:
-                raise OSError(exc.errno, f"cannot serve trainer metrics on {addr}:{port}: {exc}") from exc
+            self._http = MetricsServer(
+                self.registry, addr, port, what="trainer metrics",
+                on_prometheus_scrape=self._on_prometheus_scrape,
+            )
 
     # ---- hooks the training loop calls -------------------------------------------------------
     def set_plan(self, *, epochs: int, steps_per_epoch: int, batch_size: int, world_size: int) -> None:
@@ -251,7 +246,7 @@ class TrainerMetrics:
         Prometheus's count (the operator's progress reads and `mnv2 run` do not). True when seen;
         False on timeout or without a server.
         """
-        if self._server is None:
+        if self._http is None:
             return False
         with self._scraped:
             target = self._updates
@@ -265,54 +260,16 @@ class TrainerMetrics:
     @property
     def url(self) -> str | None:
         """The scrape URL on loopback, or None without a server."""
-        if self._server is None:
-            return None
-        return f"http://127.0.0.1:{self._server.server_port}/metrics"
+        return self._http.url if self._http is not None else None
 
     def close(self) -> None:
         """Stop the HTTP server (idempotent), so the port is free for the next run in this process."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        http, self._http = self._http, None
+        if http is not None:
+            http.close()
 
     def __enter__(self) -> TrainerMetrics:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """No access log line per scrape (the trainer's stdout is for training lines)."""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def _serve(
-    registry: CollectorRegistry, addr: str, port: int, on_prometheus_scrape: Callable[[], None]
-) -> tuple[Any, threading.Thread]:
-    """prometheus_client's WSGI /metrics server (as start_http_server builds it), plus a hook that
-    tells which requests are Prometheus scrapes, for `TrainerMetrics.flush`."""
-    app = make_wsgi_app(registry)
-
-    def metrics_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("HTTP_USER_AGENT", "").startswith("Prometheus/"):
-            on_prometheus_scrape()
-        return app(environ, start_response)
-
-    family, _, _, _, sockaddr = socket.getaddrinfo(
-        addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-
-    class Server(ThreadingWSGIServer):
-        address_family = family
-
-    httpd = make_server(sockaddr[0], port, metrics_app, Server, handler_class=_QuietHandler)
-    thread = threading.Thread(target=httpd.serve_forever, name=f"trainer-metrics-{port}", daemon=True)
-    thread.start()
-    return httpd, thread
