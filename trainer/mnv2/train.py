@@ -52,7 +52,13 @@ def set_device_context(config: TrainingConfig) -> None:
 
     mode = os.environ.get(EXECUTION_MODE_ENV, "graph").lower()
     ms.set_context(mode=ms.PYNATIVE_MODE if mode == "pynative" else ms.GRAPH_MODE)
-    ms.set_device(str(config.platform), local_device_id())
+    try:
+        ms.set_device(str(config.platform), local_device_id())
+    except RuntimeError:
+        # MindSpore refuses once its runtime has run a kernel; fine when that runtime is already ours
+        # (several trainings in one process, as in the test suite).
+        if ms.get_context("device_target") != str(config.platform):
+            raise
 
 
 def seed_everything(seed: int) -> None:
