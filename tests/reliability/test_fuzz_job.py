@@ -192,7 +192,8 @@ def check_job(job: dict[str, Any], mutated: list[tuple[str, ...]], stats: Counte
             for name, value in wanted.items():
                 if got.get(name) != value:
                     problems.append(f"{obj['kind']}: env {name!r} is {got.get(name)!r}, not {value!r}")
-            config = json.loads(got["MNV2_TRAINING_CONFIG"])
+            # What the trainer sees: kubelet reduces the renderer's `$$` escapes to `$`.
+            config = json.loads(got["MNV2_TRAINING_CONFIG"].replace("$$", "$"))
             dataset = original["spec"].get("dataset") or {}
             if "trainPath" in dataset and config["dataset_path"] != dataset["trainPath"]:
                 problems.append(f"dataset_path {config['dataset_path']!r} != {dataset['trainPath']!r}")
