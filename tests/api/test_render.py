@@ -388,3 +388,15 @@ def test_rank_table_follows_the_devices_the_pods_were_started_with(tmp_path):
     table = json.loads(render_rank_table_configmap(job, observed)["data"]["hccl.json"])  # defaults say 8
     assert table["status"] == "completed"
     assert [d["rank_id"] for d in table["server_list"][1]["device"]] == ["2", "3"]
+
+
+def test_launch_values_reach_the_trainer_literally_through_kubelet(config):
+    """A `$(` in a user path must not be expanded by kubelet: launch values are rendered `$$`-escaped."""
+    from mnv2.localrun import resolve_env
+
+    job = make_job("CPU")
+    job["spec"]["dataset"]["trainPath"] = "/data/$(MNV2_JOB_NAME)/x$y"
+    pod = render_pod(job, config, 0)
+    container = pod["spec"]["containers"][0]
+    env = resolve_env(pod, container)  # kubelet's expansion rules
+    assert json.loads(env[launchenv.TRAINING_CONFIG])["dataset_path"] == "/data/$(MNV2_JOB_NAME)/x$y"

@@ -118,12 +118,15 @@ def test_env_resolution_like_kubelet() -> None:
         "env": [
             {"name": "X", "value": "1"},
             {"name": "Y", "value": "$(X)-$(NOPE)"},
+            {"name": "LIT", "value": "/data/$$(X)/$$5"},  # kubelet's escape: $$ is a literal $
             {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
             {"name": "L", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['a']"}}},
             {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
         ]
     }
-    assert localrun.resolve_env(pod, container) == {"X": "1", "Y": "1-$(NOPE)", "NS": "ns", "L": "b"}
+    assert localrun.resolve_env(pod, container) == {
+        "X": "1", "Y": "1-$(NOPE)", "LIT": "/data/$(X)/$5", "NS": "ns", "L": "b"
+    }
     container["env"].append({"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}})
     with pytest.raises(ConfigError, match=r"env S: valueFrom\.secretKeyRef"):
         localrun.resolve_env(pod, container)

@@ -118,3 +118,12 @@ def test_digits_tree_is_deterministic(tmp_path):
     assert len({p.parent.name for p in val}) == 10
     with Image.open(train[0]) as image:
         assert image.size == (32, 32) and image.mode == "RGB"
+
+
+def test_augmentation_settings_default_to_the_zoo_and_are_checked():
+    config = resolve(parse())
+    assert (config.min_crop_scale, config.horizontal_flip) == (0.08, True)  # the zoo's ImageNet recipe
+    tuned = resolve(parse("--min_crop_scale", "0.6", "--no_horizontal_flip"))
+    assert (tuned.min_crop_scale, tuned.horizontal_flip) == (0.6, False)
+    with pytest.raises(ConfigError, match="min_crop_scale"):
+        resolve(parse("--min_crop_scale", "0"))
