@@ -58,8 +58,8 @@ def run_mindspore(fast: bool, mode: str, batch: int, image: int, steps: int, war
     ms.set_seed(0)
     net = MobileNetV2(num_classes=NUM_CLASSES, width_mult=1.0, seed=0)
     if fast:
-        # Swap the kernels in the trainer's own model (same parameters, same init), independent of
-        # how the model wires its `fast_depthwise` flag. The stem only ever sees the images.
+        # The swap the trainer makes on CPU (mnv2.train.use_fast_cpu_kernels), called directly so the
+        # bench needs no TrainingConfig. The stem only ever sees the images.
         from mnv2.ops.depthwise import replace_slow_convolutions
 
         replaced = replace_slow_convolutions(net, dense_input_grad=False)

@@ -11,7 +11,7 @@ unchanged, with forward and backward running through ``ops.Custom(func_type="aot
 
 Use in a model: build cells with ``depthwise_conv2d(c, stride, fast)``, or build the model with
 nn.Conv2d and call ``replace_slow_convolutions(net, dense_input_grad=False)`` once on CPU before
-making the optimizer (the bench does the latter on ``mnv2.model.MobileNetV2``).
+making the optimizer (the trainer does the latter: ``mnv2.train.use_fast_cpu_kernels``).
 """
 
 from __future__ import annotations
