@@ -32,6 +32,12 @@ METRICS_PORT = "MNV2_METRICS_PORT"  # base port; local rank r serves on base + r
 JOB_NAME = "MNV2_JOB_NAME"
 STOP_GRACE = "MNV2_STOP_GRACE_SECONDS"  # launcher: SIGTERM -> SIGKILL delay for its children
 SCHEDULER_DNS_TIMEOUT = "MNV2_SCHEDULER_DNS_TIMEOUT_SECONDS"  # launcher: wait for the scheduler's name
+# downward API resourceFieldRef limits.cpu, divisor 1m: the pod's CPU limit in millicores; the launcher
+# gives each trainer process its share for MindSpore's threads, OpenMP and the data pipeline
+CPU_LIMIT_MILLICORES = "MNV2_CPU_LIMIT_MILLICORES"
+# where the C++ kernels' build cache lives; pods have a read-only root filesystem, so the operator
+# mounts a small emptyDir at KERNEL_CACHE_MOUNT and points this variable at it
+KERNEL_CACHE_DIR = "MNV2_KERNEL_CACHE"
 
 DEFAULT_SCHEDULER_PORT = 8118
 DEFAULT_METRICS_PORT = 9090
@@ -39,6 +45,7 @@ DEFAULT_RANK_TABLE_PATH = "/etc/mnv2/ranktable/hccl.json"
 DEFAULT_RANK_TABLE_TIMEOUT_SECONDS = 600
 DEFAULT_STOP_GRACE_SECONDS = 110.0  # below the pods' default terminationGracePeriodSeconds (120)
 DEFAULT_SCHEDULER_DNS_TIMEOUT_SECONDS = 300.0
+KERNEL_CACHE_MOUNT = "/var/cache/mnv2"  # the operator's emptyDir for KERNEL_CACHE_DIR
 
 # Set per process by the launcher (MindSpore's own names).
 MS_SCHED_HOST = "MS_SCHED_HOST"
