@@ -127,3 +127,13 @@ def test_augmentation_settings_default_to_the_zoo_and_are_checked():
     assert (tuned.min_crop_scale, tuned.horizontal_flip) == (0.6, False)
     with pytest.raises(ConfigError, match="min_crop_scale"):
         resolve(parse("--min_crop_scale", "0"))
+
+
+def test_periodic_evaluation_settings():
+    config = resolve(parse("--eval_interval", "2", "--keep_best"))
+    assert (config.eval_interval, config.keep_best) == (2, True)
+    assert (resolve(parse()).eval_interval, resolve(parse()).keep_best) == (0, False)
+    with pytest.raises(ConfigError, match=r"keep_best: .*eval_interval"):
+        resolve(parse("--keep_best"))
+    with pytest.raises(ConfigError, match="eval_interval"):
+        resolve(parse("--eval_interval", "-1"))

@@ -93,6 +93,14 @@ class TrainingConfig(BaseModel):
     save_checkpoint: bool = Field(True, description="Write checkpoints (rank 0 only).")
     save_checkpoint_epochs: int = Field(1, ge=1, le=100_000, description="Write a checkpoint every N epochs.")
     keep_checkpoint_max: int = Field(None, ge=1, le=100_000, description="Checkpoints to keep (preset).")
+    eval_interval: int = Field(
+        0, ge=0, le=100_000,
+        description="Evaluate every N epochs during training (0: only at the end, when eval data is set).",
+    )
+    keep_best: bool = Field(
+        False,
+        description="Keep the best checkpoint by top-1 of the periodic evaluations (needs eval_interval).",
+    )
     output_dir: str = Field("./output", description="Where checkpoints, logs and exports go.")
     resume: bool = Field(False, description="Continue from the latest checkpoint in output_dir.")
     seed: int = Field(1, ge=0, le=2**31 - 1, description="Random seed.")
@@ -131,6 +139,8 @@ class TrainingConfig(BaseModel):
                 )
         if self.freeze_layer == FreezeLayer.BACKBONE and not self.pretrain_ckpt:
             raise ValueError("pretrain_ckpt: freeze_layer=backbone needs a pretrained checkpoint")
+        if self.keep_best and self.eval_interval == 0:
+            raise ValueError("keep_best: needs periodic evaluation; set eval_interval > 0")
         if self.warmup_epochs > self.epochs:
             raise ValueError("warmup_epochs: must not exceed epochs")
         if not self.lr_end <= self.lr_max:
