@@ -55,9 +55,14 @@ MS_ROLE = "MS_ROLE"  # MS_SCHED or MS_WORKER
 MS_NODE_ID = "MS_NODE_ID"
 RANK_TABLE_FILE = "RANK_TABLE_FILE"
 RANK_ID = "RANK_ID"
-DEVICE_ID = "DEVICE_ID"
+DEVICE_ID = "DEVICE_ID"  # the card index MindSpore opens: logical (0..n-1) inside a container
+ASCEND_DEVICE_ID = "ASCEND_DEVICE_ID"  # CANN's name for the same index (MindX-DL samples set both)
 RANK_SIZE = "RANK_SIZE"
 HCCL_CONNECT_TIMEOUT = "HCCL_CONNECT_TIMEOUT"
+OMP_NUM_THREADS = "OMP_NUM_THREADS"  # OpenMP's team size: our C++ kernels (a value set on the pod wins)
+# This process's share of the pod's CPUs (CPU_LIMIT_MILLICORES / processes, at least 1): the trainer
+# sizes MindSpore's CPU kernel threads with it and caps the data pipeline's parallel workers at it.
+THREADS = "MNV2_THREADS"
 
 # Read by the trainer to know its place (set by the launcher in either mode).
 RANK = "MNV2_RANK"
