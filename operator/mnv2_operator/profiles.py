@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 
 from mnv2_operator.api import EnvVar, GangScheduler, Quantity, Toleration, Volume, VolumeMount
+from mnv2_operator.policy import Policy
 
 DEFAULT_CONFIG_RESOURCE = "profiles/default.yaml"
 
@@ -92,6 +93,11 @@ class OperatorConfig(_Model):
     rank_table_timeout_seconds: int = Field(launchenv.DEFAULT_RANK_TABLE_TIMEOUT_SECONDS, ge=1)
     termination_grace_period_seconds: int = Field(
         120, ge=0, description="Time a trainer gets after SIGTERM to write its checkpoint."
+    )
+    policy: Policy = Field(
+        default_factory=Policy,
+        description="What jobs may ask for: volume types, host paths, images, reserved keys "
+        "(mnv2_operator.policy, docs/security.md).",
     )
 
     @model_validator(mode="after")
