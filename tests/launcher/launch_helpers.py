@@ -18,7 +18,8 @@ def child_argv(*args: str) -> list[str]:
 
 def launch_env(**values: str | int) -> dict[str, str]:
     """The current environment without launch variables, plus `values` (names from mnv2.launchenv)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MNV2_", "MS_", "RANK_", "DEVICE_ID"))}
+    launch_vars = ("MNV2_", "MS_", "RANK_", "DEVICE_ID", "ASCEND_DEVICE_ID", "OMP_NUM_THREADS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(launch_vars)}
     env.update({k: str(v) for k, v in values.items()})
     return env
 

@@ -63,6 +63,14 @@ def test_cpu_workers_get_no_device_id_and_stale_rank_vars_are_dropped() -> None:
         assert spec.env[le.MS_ROLE] == "MS_WORKER"
 
 
+def test_ascend_dynamic_ranks_get_their_local_card_under_both_names() -> None:
+    """MindX-DL's container samples set DEVICE_ID=i and ASCEND_DEVICE_ID=i (REFERENCE §7)."""
+    workers = launcher.plan_processes(_pod_env(1, platform="Ascend"), None)
+    assert [(s.env[le.DEVICE_ID], s.env[le.ASCEND_DEVICE_ID]) for s in workers] == [("0", "0"), ("1", "1")]
+    gpu = launcher.plan_processes(_pod_env(1, platform="GPU", **{le.ASCEND_DEVICE_ID: 7}), None)
+    assert all(le.ASCEND_DEVICE_ID not in s.env for s in gpu), "a stale pod value is dropped, not passed on"
+
+
 def test_eval_command_and_defaults() -> None:
     specs = launcher.plan_processes(launch_env(**{le.COMMAND: "eval", le.DEVICES_PER_REPLICA: 2}), None)
     assert [s.name for s in specs] == ["scheduler", "rank 0", "rank 1"]
@@ -89,6 +97,7 @@ def test_a_single_process_job_runs_without_scheduler_or_collectives() -> None:
         ({le.DEVICES_PER_REPLICA: -1}, le.DEVICES_PER_REPLICA),
         ({le.LAUNCH_MODE: "mpirun"}, le.LAUNCH_MODE),
         ({le.REPLICAS: 2, le.SCHEDULER_PORT: "http"}, le.SCHEDULER_PORT),
+        ({le.CPU_LIMIT_MILLICORES: "2 cpus"}, le.CPU_LIMIT_MILLICORES),
     ],
 )
 def test_bad_launch_environment_names_the_variable(values: dict, named: str) -> None:

@@ -208,3 +208,84 @@ def test_a_single_server_table_outside_kubernetes_needs_no_pod_identity(tmp_path
     two = parse_rank_table(_table())
     with pytest.raises(ConfigError, match="no server for this pod"):
         launcher.plan_processes(env | {le.REPLICAS: "2"}, two)
+
+
+# ----------------------------------------------------------------------------- device ids in a pod
+
+
+def _ascend_pod(name: str, ip: str, index: int, cards: list[int]) -> dict:
+    """A pod as the Ascend device plugin leaves it (REFERENCE §3): the allocated cards in the
+    `huawei.com/Ascend910` annotation and, with their IPs, in the ascend-910-configuration JSON."""
+    config = {
+        "pod_name": str(index),
+        "server_id": f"node-{index}",
+        "devices": [{"device_id": str(c), "device_ip": f"192.168.{index}.{c}"} for c in cards],
+    }
+    return {
+        "metadata": {
+            "name": name,
+            "labels": {"training.mindspore.io/replica-index": str(index)},
+            "annotations": {
+                "huawei.com/Ascend910": ",".join(f"Ascend910-{c}" for c in cards),
+                "ascend.kubectl.kubernetes.io/ascend-910-configuration": json.dumps(config),
+            },
+        },
+        "status": {"podIP": ip},
+    }
+
+
+@pytest.mark.parametrize(
+    "cards",
+    [[4, 5, 6, 7], [5], [2, 3], [6, 1]],
+    ids=["4-cards-4..7", "1-card-5", "2-cards-2,3", "2-cards-listed-6,1"],
+)
+def test_in_a_pod_device_id_is_the_logical_card_the_table_keeps_the_physical(tmp_path: Path, cards) -> None:
+    """REFERENCE §7: in a container the visible cards are 0..n-1 (MindX-DL's samples set DEVICE_ID=i
+    and ASCEND_DEVICE_ID=i); the rank table keeps the plugin's physical device_id for HCCL. Card k
+    of the pod is the k-th smallest physical id, so a table listing 6 before 1 maps 6 -> 1, 1 -> 0."""
+    from mnv2.ranktable import render_rank_table
+
+    n = len(cards)
+    pods = [_ascend_pod("job-0", "10.0.0.10", 0, list(range(n))), _ascend_pod("job-1", "10.0.0.11", 1, cards)]
+    table = parse_rank_table(render_rank_table(pods, n, replicas=2))
+    server = table.server_list[1]
+    assert [d.device_id for d in server.device] == [str(c) for c in cards], "the table keeps physical ids"
+    env = _pod_env(1, tmp_path / "hccl.json", **{le.DEVICES_PER_REPLICA: n, le.POD_NAME: "job-1"})
+    specs = launcher.plan_processes(env, table)
+    logical = {c: str(i) for i, c in enumerate(sorted(cards))}
+    assert [s.env[le.RANK_ID] for s in specs] == [str(n + local) for local in range(n)]  # global ranks
+    assert [s.env[le.DEVICE_ID] for s in specs] == [logical[c] for c in cards]
+    assert [s.env[le.ASCEND_DEVICE_ID] for s in specs] == [logical[c] for c in cards]
+    assert sorted(s.env[le.DEVICE_ID] for s in specs) == [str(i) for i in range(n)]
+    assert [s.env[le.LOCAL_RANK] for s in specs] == [str(i) for i in range(n)]
+
+
+def test_the_launched_ranks_get_logical_device_ids(tmp_path: Path, launch_process) -> None:
+    """End to end through `mnv2 launch`: a pod on cards 4..7 starts ranks 4..7 on DEVICE_ID 0..3."""
+    from mnv2.ranktable import render_rank_table
+
+    path, out = tmp_path / "hccl.json", tmp_path / "env"
+    out.mkdir()
+    pods = [_ascend_pod(f"job-{i}", f"10.0.0.1{i}", i, [4 * i + c for c in range(4)]) for i in range(2)]
+    _write(path, render_rank_table(pods, 4, replicas=2))
+    env = _pod_env(1, path, **{le.DEVICES_PER_REPLICA: 4})
+    proc, output = launch_process(env, "--", *child_argv("env", str(out)))
+    assert proc.wait(timeout=60) == 0, output.text()
+    for rank in range(4, 8):
+        child = json.loads((out / f"rank{rank}.json").read_text())
+        assert (child["RANK_ID"], child["DEVICE_ID"], child["ASCEND_DEVICE_ID"]) == (
+            str(rank), str(rank - 4), str(rank - 4)
+        )
+    assert json.loads(path.read_text())["server_list"][1]["device"][0]["device_id"] == "4"
+
+
+def test_duplicate_or_non_integer_device_ids_are_named(tmp_path: Path) -> None:
+    env = _pod_env(0, tmp_path / "hccl.json")
+    doc = _table()
+    doc["server_list"][0]["device"][1]["device_id"] = "0"
+    with pytest.raises(ConfigError, match=r"hccl\.json: server node-a lists a device_id twice"):
+        launcher.plan_processes(env, parse_rank_table(doc))
+    doc = _table()
+    doc["server_list"][0]["device"][1]["device_id"] = "npu1"
+    with pytest.raises(ConfigError, match=r"non-integer device_id.*npu1"):
+        launcher.plan_processes(env, parse_rank_table(doc))

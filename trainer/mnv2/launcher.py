@@ -41,7 +41,8 @@ COMMANDS = ("train", "eval")
 # Variables a child must never inherit from the pod: the launcher sets the right ones per process.
 _PER_PROCESS = (
     le.MS_SCHED_HOST, le.MS_SCHED_PORT, le.MS_WORKER_NUM, le.MS_ROLE, le.MS_NODE_ID,
-    le.RANK_TABLE_FILE, le.RANK_ID, le.DEVICE_ID, le.RANK_SIZE, le.RANK, le.WORLD_SIZE, le.LOCAL_RANK,
+    le.RANK_TABLE_FILE, le.RANK_ID, le.DEVICE_ID, le.ASCEND_DEVICE_ID, le.RANK_SIZE, le.RANK, le.WORLD_SIZE,
+    le.LOCAL_RANK, le.THREADS,
 )  # fmt: skip
 
 
@@ -121,15 +122,82 @@ def child_command(env: Mapping[str, str]) -> list[str]:
     return [sys.executable, "-m", "mnv2", command]
 
 
+# ----------------------------------------------------------------------------- CPU share
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
+    """The container's CPU quota in CPUs (cgroup v2 cpu.max, else v1 cfs quota), None if unlimited."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def host_cpus() -> float:
+    """The CPUs this process may use when the pod's limit is not given: affinity, capped by the cgroup."""
+    try:
+        cpus = float(len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        cpus = float(os.cpu_count() or 1)
+    quota = cgroup_cpu_limit()
+    return min(cpus, quota) if quota else cpus
+
+
+def cpu_limit(env: Mapping[str, str], detect: Callable[[], float] = host_cpus) -> float:
+    """The pod's CPUs: MNV2_CPU_LIMIT_MILLICORES (downward API limits.cpu, divisor 1m), else detected.
+
+    Kubernetes reports the node's allocatable CPU for a container without a limit, so the variable
+    is always a usable ceiling when the operator rendered it.
+    """
+    if env.get(le.CPU_LIMIT_MILLICORES):
+        return _int_var(env, le.CPU_LIMIT_MILLICORES, minimum=1) / 1000
+    return detect()
+
+
+def thread_plan(
+    env: Mapping[str, str], processes: int, detect: Callable[[], float] = host_cpus
+) -> dict[str, str]:
+    """The thread variables of each of `processes` trainer processes sharing this pod's CPUs.
+
+    Without them every rank sizes MindSpore's CPU kernel pool and OpenMP's team by the host's
+    cores, whatever the pod's limit: on a 64-core node a 2-CPU pod runs dozens of threads per rank
+    and the CFS quota throttles them all. The share is rounded down (never above the limit), at
+    least 1. OMP_NUM_THREADS set on the pod is kept: an explicit choice beats the estimate.
+    """
+    if processes < 1:
+        raise ConfigError(f"thread plan: {processes} processes, need at least 1")
+    return _thread_vars(env, max(1, int(cpu_limit(env, detect) * 1000) // processes // 1000))
+
+
+def _thread_vars(env: Mapping[str, str], share: int) -> dict[str, str]:
+    plan = {le.THREADS: str(share)}
+    if not env.get(le.OMP_NUM_THREADS):
+        plan[le.OMP_NUM_THREADS] = str(share)
+    return plan
+
+
 # ----------------------------------------------------------------------------- planning (pure)
 
 
 def plan_processes(
-    env: Mapping[str, str], rank_table: RankTable | None, argv: Sequence[str] | None = None
+    env: Mapping[str, str],
+    rank_table: RankTable | None,
+    argv: Sequence[str] | None = None,
+    detect: Callable[[], float] = host_cpus,
 ) -> list[ProcessSpec]:
     """Every process this pod runs, with its argv and full environment (the pod's env plus rank vars).
 
     `argv` replaces the child command (`mnv2 launch -- CMD...`); by default it is the trainer.
+    `detect` gives the pod's CPUs when MNV2_CPU_LIMIT_MILLICORES is absent (see thread_plan).
     Raises ConfigError naming the variable or the rank-table file when the inputs do not fit.
     """
     command = list(argv) if argv else child_command(env)
@@ -142,11 +210,28 @@ def plan_processes(
             f"launch environment: {le.REPLICA_INDEX}={index} is not below {le.REPLICAS}={replicas}"
         )
     base = {k: v for k, v in env.items() if k not in _PER_PROCESS}
+    threads = thread_plan(env, devices, detect)
     if mode is le.LaunchMode.RANK_TABLE:
         if rank_table is None:
             raise ConfigError(f"rank table {rank_table_path(env)} is not completed; cannot plan ranks")
-        return _plan_rank_table(env, base, command, rank_table, replicas, devices)
-    return _plan_dynamic(env, base, command, replicas, index, devices)
+        specs = _plan_rank_table(env, base, command, rank_table, replicas, devices)
+    else:
+        specs = _plan_dynamic(env, base, command, replicas, index, devices)
+    for spec in specs:
+        # The scheduler only coordinates: one thread of everything leaves the CPUs to the ranks.
+        spec.env.update(_thread_vars(env, 1) if spec.is_scheduler else threads)
+    return specs
+
+
+def _device_vars(env: Mapping[str, str], local: int) -> dict[str, str]:
+    """The card a dynamic-cluster rank drives: its local index (the pod's cards count from 0)."""
+    platform = (env.get(le.PLATFORM) or "CPU").upper()
+    if platform == "CPU":
+        return {}
+    ids = {le.DEVICE_ID: str(local)}
+    if platform == "ASCEND":
+        ids[le.ASCEND_DEVICE_ID] = str(local)
+    return ids
 
 
 def _plan_dynamic(
@@ -156,9 +241,7 @@ def _plan_dynamic(
     if world == 1:
         # One process in all: no scheduler and no collectives to set up (MindSpore's init() costs
         # seconds and a port), the trainer runs as a plain single process.
-        proc_env = {**base, le.RANK: "0", le.WORLD_SIZE: "1", le.LOCAL_RANK: "0"}
-        if (env.get(le.PLATFORM) or "CPU").upper() != "CPU":
-            proc_env[le.DEVICE_ID] = "0"
+        proc_env = {**base, le.RANK: "0", le.WORLD_SIZE: "1", le.LOCAL_RANK: "0", **_device_vars(env, 0)}
         return [ProcessSpec("rank 0", command, proc_env, rank=0, local_rank=0)]
     cluster = {
         le.MS_SCHED_HOST: env.get(le.SCHEDULER_HOST) or "127.0.0.1",
@@ -170,7 +253,6 @@ def _plan_dynamic(
     if index == 0:
         scheduler_env = {**base, **cluster, le.MS_ROLE: "MS_SCHED"}
         specs.append(ProcessSpec("scheduler", command, scheduler_env, is_scheduler=True))
-    uses_device_ids = (env.get(le.PLATFORM) or "CPU").upper() != "CPU"
     for local in range(devices):
         rank = index * devices + local
         proc_env = {
@@ -180,9 +262,8 @@ def _plan_dynamic(
             le.MS_NODE_ID: str(rank),
             le.RANK: str(rank),
             le.LOCAL_RANK: str(local),
+            **_device_vars(env, local),
         }
-        if uses_device_ids:
-            proc_env[le.DEVICE_ID] = str(local)
         specs.append(ProcessSpec(f"rank {rank}", command, proc_env, rank=rank, local_rank=local))
     return specs
 
@@ -209,6 +290,11 @@ def _plan_rank_table(
             f"rank table {path}: server {server.server_id} has {len(server.device)} devices, "
             f"{le.DEVICES_PER_REPLICA}={devices}"
         )
+    # In a pod the container sees only its cards, numbered from 0 in physical order (MindX-DL's
+    # samples set DEVICE_ID=i, REFERENCE §7); the table keeps the physical ids for HCCL. On a bare
+    # server (no pod identity; the zoo's run_train.sh) every card is visible: the physical id is right.
+    in_pod = bool(pod_ip or pod_name)
+    card = _logical_cards(server, path) if in_pod else {d.device_id: d.device_id for d in server.device}
     specs = []
     for local, device in enumerate(server.device):
         try:
@@ -222,7 +308,8 @@ def _plan_rank_table(
             **base,
             le.RANK_TABLE_FILE: str(path),
             le.RANK_ID: str(rank),
-            le.DEVICE_ID: str(device.device_id),
+            le.DEVICE_ID: card[device.device_id],
+            le.ASCEND_DEVICE_ID: card[device.device_id],
             le.RANK_SIZE: str(size),
             le.HCCL_CONNECT_TIMEOUT: env.get(le.HCCL_CONNECT_TIMEOUT) or DEFAULT_HCCL_CONNECT_TIMEOUT,
             le.RANK: str(rank),
@@ -231,6 +318,20 @@ def _plan_rank_table(
         }
         specs.append(ProcessSpec(f"rank {rank}", command, proc_env, rank=rank, local_rank=local))
     return specs
+
+
+def _logical_cards(server, path: Path) -> dict[str, str]:
+    """Physical device_id -> the index the container sees (its position among the pod's cards)."""
+    try:
+        physical = sorted({int(d.device_id) for d in server.device})
+    except ValueError:
+        ids = ", ".join(d.device_id for d in server.device)
+        raise ConfigError(
+            f"rank table {path}: server {server.server_id} has a non-integer device_id ({ids})"
+        ) from None
+    if len(physical) != len(server.device):
+        raise ConfigError(f"rank table {path}: server {server.server_id} lists a device_id twice")
+    return {d.device_id: str(physical.index(int(d.device_id))) for d in server.device}
 
 
 def _find_server(table: RankTable, path: Path, *, pod_ip: str | None, pod_name: str | None):

@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
                  "(MindSpore keeps retrying until MS_TOPO_TIMEOUT)")
     adopted = os.getpid() == 1 or launcher.become_subreaper()
     supervisor = launcher.Supervisor(specs, grace=launcher.stop_grace(env), reap=adopted)
-    _log(f"{mode.value} mode: starting {len(specs)} process(es)")
+    share = specs[-1].env.get(le.THREADS, "?")
+    _log(f"{mode.value} mode: starting {len(specs)} process(es), {share} CPU thread(s) per rank")
     code = supervisor.run()
     _log(f"exiting {code}")
     return code
