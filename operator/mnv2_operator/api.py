@@ -56,8 +56,21 @@ __all__ = [
     "SpecError",
     "effective_training_config",
     "load_job_file",
+    "one_line",
     "parse_job",
 ]
+
+
+# Every character str.splitlines() breaks a line at, with the escape that keeps it visible.
+_LINE_BREAKS = str.maketrans(
+    {c: c.encode("unicode_escape").decode() for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+)
+
+
+def one_line(text: str) -> str:
+    """`text` with line-breaking characters escaped: a user's key or value (a profile named '\\x1e',
+    a path with a newline) can never split one problem of an error message over several lines."""
+    return str(text).translate(_LINE_BREAKS)
 
 
 class SpecError(ConfigError, ValueError):
@@ -66,8 +79,8 @@ class SpecError(ConfigError, ValueError):
     def __init__(self, problems: list[tuple[str, str]], source: str = "job"):
         self.problems = list(problems)
         self.source = source
-        lines = "\n".join(f"  {path}: {message}" for path, message in self.problems)
-        super().__init__(f"{source}: {len(self.problems)} problem(s):\n{lines}")
+        lines = "\n".join(f"  {one_line(path)}: {one_line(message)}" for path, message in self.problems)
+        super().__init__(f"{one_line(source)}: {len(self.problems)} problem(s):\n{lines}")
 
 
 class _Model(BaseModel):

@@ -8,6 +8,7 @@ parts of the restricted security context the platform cannot live with (Ascend).
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +21,7 @@ from mnv2.launchenv import LaunchMode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from mnv2_operator.api import EnvVar, GangScheduler, Quantity, Toleration, Volume, VolumeMount
+from mnv2_operator.api import EnvVar, GangScheduler, Quantity, Toleration, Volume, VolumeMount, one_line
 from mnv2_operator.policy import Policy
 
 DEFAULT_CONFIG_RESOURCE = "profiles/default.yaml"
@@ -146,6 +147,18 @@ def load_operator_config(path: str | Path | None = None) -> OperatorConfig:
     except ValidationError as error:
         lines = []
         for item in error.errors():
-            where = ".".join(str(part) for part in item["loc"])
-            lines.append(f"{source}: {where}: {item['msg'].removeprefix('Value error, ')}")
+            where = config_path(item["loc"])
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(one_line(f"{source}: {where}: {message}"))
         raise ConfigError("\n".join(lines)) from None
+
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def config_path(loc: tuple[Any, ...]) -> str:
+    """("profiles", "CPU", "env", 0) -> "profiles.CPU.env.0"; a key that is not a plain word is quoted
+    ("profiles.'\\x1e'", "profiles.'a.b'"), so a user's key never reads as structure or breaks a line."""
+    return ".".join(
+        str(p) if isinstance(p, int) or p == "[key]" or _PLAIN_KEY.match(str(p)) else repr(str(p)) for p in loc
+    )
