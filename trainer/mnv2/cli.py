@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "export": "mnv2.commands.export",
     "launch": "mnv2.commands.launch",
     "run": "mnv2.commands.run",
+    "report": "mnv2.commands.report",
     "render": "mnv2_operator.commands.render",
     "validate": "mnv2_operator.commands.validate",
     "crd": "mnv2_operator.commands.crd",

@@ -1,0 +1,92 @@
+"""Live progress: redrawn in place on a terminal (a real pseudo-terminal here), and byte-for-byte
+today's log lines without one (pods, CI, redirected output)."""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from mnv2.console import Quiet, live_eval, live_progress, live_table
+
+CHILD = str(Path(__file__).with_name("live_child.py"))
+ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+ERASE_LINE = b"\r\x1b[2K"  # carriage return + erase line: the line is redrawn where it stands
+
+
+def run_piped(mode: str) -> tuple[bytes, bytes]:
+    done = subprocess.run([sys.executable, CHILD, mode], capture_output=True, timeout=60, check=True)
+    return done.stdout, done.stderr
+
+
+def run_on_terminal(mode: str) -> bytes:
+    """stdin, stdout and stderr on one pseudo-terminal, as in an interactive shell."""
+    leader, follower = pty.openpty()
+    child = subprocess.Popen([sys.executable, CHILD, mode], stdin=follower, stdout=follower, stderr=follower,
+                             env={**os.environ, "COLUMNS": "150", "TERM": "xterm-256color"})
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    assert child.wait(timeout=60) == 0
+    return output
+
+
+def test_without_a_terminal_the_output_is_byte_for_byte_the_plain_log():
+    assert run_piped("live") == run_piped("plain")
+    stdout, stderr = run_piped("live")
+    assert stdout.splitlines()[0] == (
+        b"epoch: [  0/  2], step:[    0/    3], loss:[2.000/2.000], time:[12.500], lr:[0.100]"
+    )
+    assert stderr == b"[mnv2] checkpoint of epoch 0\n[mnv2] checkpoint of epoch 1\n"
+    for mode in ("eval", "table"):
+        stdout, stderr = run_piped(mode)
+        assert b"\x1b" not in stdout + stderr and stderr == b""
+
+
+def test_non_terminal_streams_get_the_quiet_object():
+    stream = io.StringIO()
+    for live in (live_progress(3, 10, stream), live_eval(5, stream), live_table("t", stream)):
+        assert isinstance(live, Quiet)
+        live.step(0, 1, 0.5, 10.0)
+        live.update({"a": "b"})
+        live.close()
+    assert stream.getvalue() == ""
+
+
+def test_on_a_terminal_one_line_moves_and_the_log_lines_stay_above_it():
+    output = run_on_terminal("live")
+    assert ERASE_LINE in output
+    text = ANSI.sub(b"", output).replace(b"\r\n", b"\n")
+    # Every log line still arrives, whole and in order, above the live line.
+    lines = [line.split(b"\r")[-1] for line in text.split(b"\n")]
+    logged = [line for line in lines if line.startswith((b"epoch", b"[mnv2]")) and b"img/s" not in line]
+    assert logged[0] == b"epoch: [  0/  2], step:[    0/    3], loss:[2.000/2.000], time:[12.500], lr:[0.100]"
+    assert logged[3:5] == [b"epoch time: 40.000, per step time: 13.300, avg loss: 0.667",
+                           b"[mnv2] checkpoint of epoch 0"]
+    assert len(logged) == 2 * (3 + 2)
+    # The live line: epoch, step, loss, images/s and ETA, finishing at the last step.
+    assert re.search(rb"epoch 1/2 step 1/3 loss 2\.0000 321\.5 img/s .*ETA", text)
+    assert re.search(rb"epoch 2/2 step 3/3 loss 0\.3333 321\.5 img/s .*100%.*ETA 00:00", text)
+
+
+def test_evaluation_and_replica_table_on_a_terminal():
+    evaluation = ANSI.sub(b"", run_on_terminal("eval"))
+    assert re.search(rb"evaluating batch 4/4 .*img/s .*100%", evaluation)
+    assert b"result: {'acc': 0.5, 'top_5_accuracy': 1.0} ckpt=x.ckpt" in evaluation
+    table = run_on_terminal("table")
+    assert b"\x1b[" in table  # redrawn with cursor movements
+    plain = ANSI.sub(b"", table)
+    assert re.search(rb"demo-0\s+Running", plain) and re.search(rb"demo-1\s+Succeeded \(exit 0\)", plain)
+    assert b"[rank 0] a line from a replica" in plain
