@@ -1,4 +1,4 @@
-"""The network: zoo parameter names, size, initialisation, backbone/head split, the hub factory."""
+"""The network: the zoo's parameter names, size, initialisation, backbone/head split, the hub factory."""
 
 from __future__ import annotations
 
@@ -6,25 +6,29 @@ import numpy as np
 import pytest
 from mnv2.exitcodes import ConfigError
 from mnv2.hub import create_network
+from zoo import zoo_parameter_shapes
 
 
 def test_full_width_network_matches_the_zoo():
+    """Names and shapes are exactly those of the zoo's `mobilenet_v2(backbone, head)` (see zoo.py)."""
     net = create_network("mobilenetv2", num_classes=1000, width_mult=1.0, seed=0)
-    names = [p.name for p in net.get_parameters()]
-    assert names[0] == "backbone.features.0.features.0.weight"
-    assert names[-2:] == ["head.dense.weight", "head.dense.bias"]
-    assert all(n.startswith(("backbone.features.", "head.dense.")) for n in names)
-    assert "backbone.features.1.conv.0.features.0.weight" in names  # t=1 block: depthwise first
-    assert "backbone.features.2.conv.1.features.0.weight" in names  # expand, then depthwise
+    ours = {p.name: tuple(p.shape) for p in net.get_parameters()}
+    assert ours == zoo_parameter_shapes(1.0, 1000)
+    assert not any(n.startswith(("backbone.", "head.")) for n in ours)  # auto_prefix=False, as the zoo
     trainable = sum(int(np.prod(p.shape)) for p in net.trainable_params())
     assert 3.3e6 <= trainable <= 3.55e6
     params = {p.name: p.asnumpy() for p in net.get_parameters()}
-    assert params["head.dense.weight"].shape == (1000, 1280)
-    assert params["head.dense.weight"].std() == pytest.approx(0.01, rel=0.05)
-    assert not params["head.dense.bias"].any()
-    stem = params["backbone.features.0.features.0.weight"]  # 32 x 3 x 3 x 3
+    assert params["dense.weight"].std() == pytest.approx(0.01, rel=0.05)
+    assert not params["dense.bias"].any()
+    stem = params["features.0.features.0.weight"]  # 32 x 3 x 3 x 3
     assert stem.std() == pytest.approx(np.sqrt(2 / (9 * 32)), rel=0.15)
-    assert np.all(params["backbone.features.0.features.1.gamma"] == 1)
+    assert np.all(params["features.0.features.1.gamma"] == 1)
+
+
+@pytest.mark.parametrize("width", [0.25, 0.35, 0.75, 1.4])
+def test_other_widths_match_the_zoo(width):
+    net = create_network("mobilenetv2", num_classes=7, width_mult=width, seed=0)
+    assert {p.name: tuple(p.shape) for p in net.get_parameters()} == zoo_parameter_shapes(width, 7)
 
 
 def test_forward_shapes_and_split(device):

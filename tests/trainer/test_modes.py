@@ -73,8 +73,8 @@ def test_fine_tune_whole_network_drops_a_mismatched_head(trained, trees, tmp_pat
     assert result.exit_code == ExitCode.SUCCESS
     assert "head has 4 classes, this run 5: dropping the checkpoint's head" in capsys.readouterr().err
     before, after = params_of(source), params_of(result.last_checkpoint)
-    assert after["head.dense.weight"].shape == (5, 1280)
-    stem = "backbone.features.0.features.0.weight"
+    assert after["dense.weight"].shape == (5, 1280)
+    stem = "features.0.features.0.weight"
     assert not np.allclose(before[stem], after[stem])  # the backbone trained too
     fresh = params_of_network(num_classes=5, seed=config.seed)[stem]
     # ...starting from the checkpoint, not from a fresh initialisation
@@ -90,9 +90,9 @@ def test_head_only_trains_the_head_on_cached_features(trained, trees, tmp_path, 
     assert len(caches) == 1
     before, after = params_of(source), params_of(first.last_checkpoint)
     for name in before:
-        if name.startswith("backbone."):
+        if name.startswith("features."):
             np.testing.assert_array_equal(before[name], after[name], err_msg=name)
-    assert not np.allclose(before["head.dense.weight"], after["head.dense.weight"])
+    assert not np.allclose(before["dense.weight"], after["dense.weight"])
     assert first.top1 >= 0.4  # chance is 0.25
 
     import mnv2.features
@@ -115,7 +115,7 @@ def test_shape_mismatch_names_the_parameter(trained, device, tmp_path):
     path = tmp_path / "wide.ckpt"
     ms.save_checkpoint(wider, str(path))
     narrow = create_network("mobilenetv2", num_classes=4, width_mult=0.25, seed=0)
-    stem = r"backbone\.features\.0\.features\.0\.weight has shape"
+    stem = r"features\.0\.features\.0\.weight has shape"
     with pytest.raises(CheckpointError, match=stem) as info:
         ckpt.load_pretrained(narrow, path, num_classes=4)
     assert info.value.exit_code == ExitCode.INVALID_CHECKPOINT
@@ -127,7 +127,7 @@ def test_nan_loss_is_diverged_naming_the_step(trained, trees, tmp_path):
     import mindspore as ms
 
     params = params_of(last_checkpoint(trained))
-    params["head.dense.weight"][:] = np.nan
+    params["dense.weight"][:] = np.nan
     poisoned = tmp_path / "nan.ckpt"
     ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in params.items()], str(poisoned))
     config = small_config(trees, tmp_path / "out", epochs=1, pretrain_ckpt=str(poisoned),

@@ -66,6 +66,6 @@ def test_weight_decay_skips_batchnorm_and_biases(device):
     decay, no_decay = split_decay_groups(network.trainable_params(), 4e-5)
     assert decay["weight_decay"] == 4e-5 and no_decay["weight_decay"] == 0.0
     decayed = {p.name for p in decay["params"]}
-    assert "head.dense.weight" in decayed and "backbone.features.0.features.0.weight" in decayed
+    assert "dense.weight" in decayed and "features.0.features.0.weight" in decayed
     assert not any(n.endswith(("gamma", "beta", "bias")) for n in decayed)
-    assert {p.name for p in no_decay["params"]} >= {"head.dense.bias", "backbone.features.0.features.1.gamma"}
+    assert {p.name for p in no_decay["params"]} >= {"dense.bias", "features.0.features.1.gamma"}

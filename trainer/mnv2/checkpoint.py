@@ -5,6 +5,10 @@ array) and the loss scale, plus where the run stood (epoch, step in epoch, globa
 epoch), so `--resume` continues at the exact step on the same schedule. It is written to a hidden
 temporary file in the same folder, fsynced, then renamed over the final name: readers never see a
 partial file, and a failed write leaves the previous checkpoints as they were.
+
+Parameter names are the model zoo's (`features.*`, `dense.*`, optimizer state `moments.features.*`).
+Files written before we matched the zoo name them `backbone.features.*` and `head.dense.*`; every
+reader here translates those, so old checkpoints still resume, fine-tune and evaluate.
 """
 
 from __future__ import annotations
@@ -22,7 +26,11 @@ from mnv2.logs import notice
 
 PREFIX = "mobilenetv2"
 NAME_RE = re.compile(rf"^{PREFIX}-(\d+)_(\d+)\.ckpt$")
-HEAD_PARAMS = ("head.dense.weight", "head.dense.bias")
+HEAD_PARAMS = ("dense.weight", "dense.bias")
+BACKBONE_PREFIX = "features."
+# Our first naming scheme put the sub-cells' names in front: `backbone.features.*`, `head.dense.*`,
+# also inside optimizer state (`moments.backbone.features.*`).
+LEGACY_NAME_RE = re.compile(r"(^|\.)(?:backbone\.(?=features\.)|head\.(?=dense\.))")
 # Run position saved beside the parameters (prefixed: the optimizer owns a `global_step` parameter).
 META_PREFIX = "mnv2_"
 META_FIELDS = ("epoch", "step_in_epoch", "global_step", "steps_per_epoch")
@@ -122,15 +130,25 @@ def collect_parameters(*cells: Any) -> list[dict[str, Any]]:
     return [{"name": name, "data": param} for name, param in seen.items()]
 
 
+def zoo_name(name: str) -> str:
+    """A parameter name in the zoo's scheme (names written by our first versions are translated)."""
+    return LEGACY_NAME_RE.sub(r"\1", name)
+
+
 def _load(path: Path, what: str) -> dict[str, Any]:
+    """A checkpoint's parameters by zoo name."""
     import mindspore as ms
 
     if not path.is_file():
         raise CheckpointError(f"{what}: {path}: no such checkpoint file")
     try:
-        return ms.load_checkpoint(str(path))
+        params = ms.load_checkpoint(str(path))
     except Exception as error:  # MindSpore raises ValueError/RuntimeError for bad files
         raise CheckpointError(f"{what}: {path}: not a readable MindSpore checkpoint: {error}") from None
+    renamed = {zoo_name(name): value for name, value in params.items()}
+    if len(renamed) != len(params):
+        raise CheckpointError(f"{what}: {path}: holds parameters under both the zoo's and the old names")
+    return renamed
 
 
 def latest_resume_state(folder: str | Path) -> ResumeState | None:
@@ -170,7 +188,7 @@ def _check_shapes(network: Any, params: dict[str, Any], path: Path, what: str) -
 
 
 def load_pretrained(network: Any, path: str | Path, num_classes: int) -> dict[str, Any]:
-    """Load pretrained weights into `network` (zoo names).
+    """Load pretrained weights into `network` (zoo names; our older names are read too).
 
     A head for a different number of classes is dropped with a notice (fine-tuning to a new
     task); any other shape mismatch, or a checkpoint without the backbone, is a CheckpointError.
@@ -182,19 +200,19 @@ def load_pretrained(network: Any, path: str | Path, num_classes: int) -> dict[st
     params = _load(path, "pretrain_ckpt")
     names = {p.name for p in network.get_parameters()}
     params = {k: v for k, v in params.items() if k in names}
-    head = params.get("head.dense.weight")
+    head = params.get(HEAD_PARAMS[0])
     head_classes = int(head.shape[0]) if head is not None else num_classes
     if head_classes != num_classes:
         notice(
             f"pretrain_ckpt: {path}: head has {head_classes} classes, this run {num_classes}: "
-            "dropping the checkpoint's head (head.dense.*)"
+            "dropping the checkpoint's head (dense.*)"
         )
         for key in HEAD_PARAMS:
             params.pop(key, None)
-    backbone = [n for n in names if n.startswith("backbone.")]
+    backbone = [n for n in names if n.startswith(BACKBONE_PREFIX)]
     missing = sorted(n for n in backbone if n not in params)
     if len(missing) == len(backbone):
-        raise CheckpointError(f"pretrain_ckpt: {path}: holds no MobileNetV2 backbone parameters (backbone.*)")
+        raise CheckpointError(f"pretrain_ckpt: {path}: holds no MobileNetV2 backbone parameters (features.*)")
     if missing:
         raise CheckpointError(
             f"pretrain_ckpt: {path}: parameter {missing[0]} is missing ({len(missing)} in all)"

@@ -1,8 +1,10 @@
 """MobileNetV2 on MindSpore: the architecture as a table, split into backbone and head.
 
-Parameter names follow the MindSpore model zoo (`backbone.features.*`, `head.dense.*`) so a zoo
-checkpoint loads unchanged. The backbone returns the unpooled feature map; the head pools and
-classifies, which lets the head-only mode cache pooled features and train the head alone.
+Parameter names are the MindSpore model zoo's (`features.*`, `dense.weight`, `dense.bias`): like the
+zoo's `MobileNetV2Combine`, the whole network is built with `auto_prefix=False`, so neither
+`backbone.` nor `head.` enters a name and zoo checkpoints load unchanged (and ours load in the zoo's
+eval.py). The backbone returns the unpooled feature map; the head pools and classifies, which lets
+the head-only mode cache pooled features and train the head alone.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ class MobileNetV2Backbone(nn.Cell):
 
 
 class MobileNetV2Head(nn.Cell):
-    """Global average pooling and a dense classifier (`head.dense.*`)."""
+    """Global average pooling and a dense classifier (`dense.weight`, `dense.bias`)."""
 
     def __init__(self, in_channels: int, num_classes: int):
         super().__init__()
@@ -119,12 +121,16 @@ class MobileNetV2Head(nn.Cell):
 
 
 class MobileNetV2(nn.Cell):
-    """Backbone plus head; `forward_features` and `forward_head` mirror timm/mindcv."""
+    """Backbone plus head; `forward_features` and `forward_head` mirror timm/mindcv.
+
+    `auto_prefix=False` as in the zoo's `MobileNetV2Combine`: parameters are named `features.*` and
+    `dense.*`, the names of the zoo's checkpoints (REFERENCE.md section 1).
+    """
 
     def __init__(
         self, num_classes: int = 1000, width_mult: float = 1.0, seed: int | None = None,
     ):
-        super().__init__()
+        super().__init__(auto_prefix=False)
         self.backbone = MobileNetV2Backbone(width_mult)
         self.head = MobileNetV2Head(self.backbone.out_channels, num_classes)
         initialize_weights(self, seed)
