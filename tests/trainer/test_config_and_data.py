@@ -137,3 +137,54 @@ def test_periodic_evaluation_settings():
         resolve(parse("--keep_best"))
     with pytest.raises(ConfigError, match="eval_interval"):
         resolve(parse("--eval_interval", "-1"))
+
+
+@pytest.mark.parametrize("platform", ["Ascend", "GPU", "CPU"])
+@pytest.mark.parametrize(
+    ("field", "values"),
+    [("lr_max", [0.0, 0.001, 0.01, 5.0]), ("lr_end", [0.0, 0.05, 2.0]), ("lr_init", [0.0, 3.0]),
+     ("epochs", [1, 2, 3, 1000]), ("warmup_epochs", [0, 5, 300]), ("batch_size", [1, 4096])],
+)
+def test_a_value_given_alone_never_fails_on_a_preset_it_did_not_give(platform, field, values):
+    for value in values:
+        config = resolve(parse("--platform", platform, f"--{field}", str(value)))
+        assert getattr(config, field) == value
+        assert config.lr_end <= config.lr_max and config.warmup_epochs <= config.epochs
+
+
+def test_derived_presets_follow_the_users_value():
+    cpu = resolve(parse("--lr_max", "0.01"))  # the case: the CPU preset's lr_end is 0.03
+    assert (cpu.lr_init, cpu.lr_max, cpu.lr_end) == (0.01, 0.01, 0.01)  # still the preset's constant rate
+    gpu = resolve(parse("--platform", "GPU", "--lr_max", "0.2"))
+    assert (gpu.lr_init, gpu.lr_end) == (0.0, 0.0)  # the preset's warm-up from 0 and decay to 0
+    assert resolve(parse("--lr_end", "0.05")).lr_max == 0.05
+    assert resolve(parse("--platform", "Ascend", "--epochs", "2")).warmup_epochs == 2
+    assert resolve(parse("--platform", "Ascend", "--epochs", "20")).warmup_epochs == 4  # no conflict: as is
+    assert resolve(parse("--warmup_epochs", "20")).epochs == 20
+    # Given values are never changed, and an explicit lr_end still wins over the derivation.
+    both = resolve(parse("--lr_max", "0.1", "--lr_end", "0.0"))
+    assert (both.lr_init, both.lr_max, both.lr_end) == (0.1, 0.1, 0.0)
+
+
+def test_conflicting_given_values_name_each_value_and_its_source(tmp_path, monkeypatch):
+    file = tmp_path / "c.yaml"
+    file.write_text("lrMax: 0.01\nepochs: 3\n")
+    with pytest.raises(ConfigError) as info:
+        resolve(parse("--config", str(file), "--lr_end", "0.05"))
+    assert str(info.value) == (
+        "configuration: lr_end: must not exceed lr_max "
+        f"(lr_end = 0.05 from flag --lr_end; lr_max = 0.01 from file {file})"
+    )
+    monkeypatch.setenv(launchenv.TRAINING_CONFIG, json.dumps({"warmup_epochs": 5}))
+    with pytest.raises(ConfigError, match=(
+        r"warmup_epochs: must not exceed epochs \(warmup_epochs = 5 from \$MNV2_TRAINING_CONFIG; "
+        rf"epochs = 3 from file {file}\)"
+    )):
+        resolve(parse("--config", str(file)))
+    monkeypatch.delenv(launchenv.TRAINING_CONFIG)
+    with pytest.raises(ConfigError, match=r"amp_level = O2 from flag --amp_level"):
+        resolve(parse("--amp_level", "O2"))
+    with pytest.raises(ConfigError, match=(
+        r"loss_scale = 1024.0 from flag --loss_scale; dynamic_loss_scale = False from the CPU preset"
+    )):
+        resolve(parse("--loss_scale", "1024"))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 from pydantic.alias_generators import to_camel
 
 from mnv2.exitcodes import ConfigError
@@ -111,41 +111,103 @@ class TrainingConfig(BaseModel):
     fast_depthwise: bool = Field(True, description="Use the project's CPU depthwise-convolution kernel.")
     metrics_port: int = Field(0, ge=0, le=65_535, description="Prometheus port of rank 0; 0 disables.")
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _fill_platform_preset(cls, data: Any) -> Any:
+    def _presets_then_rules(cls, data: Any, handler: Any, info: ValidationInfo) -> TrainingConfig:
+        """Fill the platform presets (derived ones following the user's values), validate the fields,
+        then the cross-field rules, whose messages say where each value came from."""
         if not isinstance(data, dict):
-            return data
-        raw = data.get("platform", Platform.CPU)
-        try:
-            platform = Platform(raw)
-        except ValueError:
-            return data  # the field validator reports the bad platform
-        filled = dict(data)
-        for key, value in PRESETS[platform].items():
-            if filled.get(key) is None and filled.get(to_camel(key)) is None:
-                filled.pop(to_camel(key), None)
-                filled[key] = value
-        return filled
+            return handler(data)
+        given = (info.context or {}).get("origins") or {}
+        filled, origins = apply_presets(data, given)
+        config = handler(filled)
+        config._check_rules(origins)
+        return config
 
-    @model_validator(mode="after")
-    def _check_rules(self) -> TrainingConfig:
+    def _check_rules(self, origins: dict[str, str]) -> None:
+        def shown(*names: str) -> str:
+            return "; ".join(f"{name} = {getattr(self, name)} from {origins.get(name, 'the default')}"
+                             for name in names)
+
         if self.platform == Platform.CPU:
             if self.amp_level != AmpLevel.O0:
-                raise ValueError("amp_level: fp16 mixed precision is not supported on CPU; use O0")
+                raise ValueError(
+                    f"amp_level: fp16 mixed precision is not supported on CPU; use O0 ({shown('amp_level')})"
+                )
             if self.loss_scale != 1.0 or self.dynamic_loss_scale:
                 raise ValueError(
-                    "loss_scale: loss scaling is not supported on CPU; use 1 and no dynamic scale"
+                    "loss_scale: loss scaling is not supported on CPU; use 1 and no dynamic scale "
+                    f"({shown('loss_scale', 'dynamic_loss_scale')})"
                 )
         if self.freeze_layer == FreezeLayer.BACKBONE and not self.pretrain_ckpt:
             raise ValueError("pretrain_ckpt: freeze_layer=backbone needs a pretrained checkpoint")
         if self.keep_best and self.eval_interval == 0:
             raise ValueError("keep_best: needs periodic evaluation; set eval_interval > 0")
         if self.warmup_epochs > self.epochs:
-            raise ValueError("warmup_epochs: must not exceed epochs")
+            raise ValueError(f"warmup_epochs: must not exceed epochs ({shown('warmup_epochs', 'epochs')})")
         if not self.lr_end <= self.lr_max:
-            raise ValueError("lr_end: must not exceed lr_max")
-        return self
+            raise ValueError(f"lr_end: must not exceed lr_max ({shown('lr_end', 'lr_max')})")
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None  # the field validator reports it
+
+
+def apply_presets(
+    data: dict[str, Any], origins: dict[str, str] | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Fill every preset field the user left unset, and say where each value came from.
+
+    A value the user gives never fails because of a preset value they did not give: presets that
+    depend on another setting follow the user's value of it.
+    - lr_init and lr_end keep the preset's ratio to lr_max (CPU: a constant rate, so both become
+      lr_max; Ascend, GPU: 0) when only lr_max is given; lr_max rises to a given lr_end.
+    - warmup_epochs is cut to given epochs; epochs rise to given warmup_epochs.
+    `origins` names the source of given fields (default "the configuration"); filled ones are
+    "the <platform> preset". Keys may be snake_case or camelCase, as the model accepts.
+    """
+    origins = dict(origins or {})
+    try:
+        platform = Platform(data.get("platform", Platform.CPU))
+    except ValueError:
+        return data, origins  # the field validator reports the bad platform
+    preset = PRESETS[platform]
+    filled = dict(data)
+    given: dict[str, Any] = {}
+    for key in PRESET_FIELDS:
+        value = filled.get(key)
+        if value is None:
+            value = filled.get(to_camel(key))
+        filled.pop(to_camel(key), None)
+        if value is None:
+            filled.pop(key, None)
+        else:
+            filled[key] = given[key] = value
+            origins.setdefault(key, "the configuration")
+    label = f"the {platform} preset"
+    for key in PRESET_FIELDS - given.keys():
+        filled[key], origins[key] = preset[key], label
+
+    lr_max, lr_end = _number(given.get("lr_max")), _number(given.get("lr_end"))
+    if lr_max is not None:
+        for key in ("lr_init", "lr_end"):
+            if key not in given:
+                same = preset[key] == preset["lr_max"]
+                filled[key] = lr_max if same else lr_max * preset[key] / preset["lr_max"]
+                origins[key] = f"{label}, following lr_max"
+    elif lr_end is not None and lr_end > preset["lr_max"]:
+        filled["lr_max"], origins["lr_max"] = lr_end, f"{label}, raised to lr_end"
+    epochs, warmup = _number(given.get("epochs")), _number(given.get("warmup_epochs"))
+    if epochs is not None and "warmup_epochs" not in given and preset["warmup_epochs"] > epochs:
+        filled["warmup_epochs"], origins["warmup_epochs"] = given["epochs"], f"{label}, cut to epochs"
+    elif warmup is not None and "epochs" not in given and warmup > preset["epochs"]:
+        filled["epochs"], origins["epochs"] = given["warmup_epochs"], f"{label}, raised to warmup_epochs"
+    return filled, origins
 
 
 def format_validation_error(error: ValidationError, source: str = "configuration") -> str:
@@ -158,15 +220,24 @@ def format_validation_error(error: ValidationError, source: str = "configuration
     return "\n".join(lines)
 
 
-def build_config(*layers: dict[str, Any], source: str = "configuration") -> TrainingConfig:
-    """Merge layers (later wins, None means unset) and validate; raises ConfigError naming each field."""
+def build_config(
+    *layers: dict[str, Any], source: str = "configuration", names: tuple[str, ...] = ()
+) -> TrainingConfig:
+    """Merge layers (later wins, None means unset) and validate; raises ConfigError naming each field.
+
+    `names[i]` says where layer i came from (e.g. "file c.yaml"; "flag" becomes "flag --<field>"),
+    so a rule that fails shows the values involved and the source of each.
+    """
     merged: dict[str, Any] = {}
-    for layer in layers:
+    origins: dict[str, str] = {}
+    for position, layer in enumerate(layers):
+        name = names[position] if position < len(names) else source
         for key, value in layer.items():
             if value is not None:
                 merged[key] = value
+                origins[key] = f"flag --{key}" if name == "flag" else name
     try:
-        return TrainingConfig.model_validate(merged)
+        return TrainingConfig.model_validate(merged, context={"origins": origins})
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, source)) from None
 

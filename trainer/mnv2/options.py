@@ -108,7 +108,12 @@ def env_layer(environ: os._Environ[str] | dict[str, str] | None = None) -> dict[
 
 def resolve(args: argparse.Namespace, *, base: dict[str, Any] | None = None) -> TrainingConfig:
     """Merge base < file < environment < flags and validate (ConfigError names each bad field)."""
-    return build_config(base or {}, file_layer(args), env_layer(), flag_layer(args))
+    return build_config(base or {}, file_layer(args), env_layer(), flag_layer(args), names=layer_names(args))
+
+
+def layer_names(args: argparse.Namespace, base: str = "the saved configuration") -> tuple[str, ...]:
+    """Where each of resolve()'s layers comes from, for error messages (see config.build_config)."""
+    return (base, f"file {getattr(args, 'config', None)}", f"${launchenv.TRAINING_CONFIG}", "flag")
 
 
 def saved_config_near(checkpoint: str | Path) -> Path | None:
