@@ -45,8 +45,10 @@ DEVICE_CHOICES: dict[str, list[int]] = {
 DEFAULT_DEVICES_PER_REPLICA = 1
 
 # Names and paths the renderer uses itself; user overrides may not collide with them.
-RESERVED_VOLUME_NAMES = ("dataset", "output", "dshm", "ranktable")
+KERNEL_CACHE_VOLUME = "mnv2-kernel-cache"
+RESERVED_VOLUME_NAMES = ("dataset", "output", "dshm", "ranktable", KERNEL_CACHE_VOLUME)
 SHM_PATH = "/dev/shm"
+KERNEL_CACHE_PATH = launchenv.KERNEL_CACHE_MOUNT
 RANK_TABLE_DIR = posixpath.dirname(launchenv.DEFAULT_RANK_TABLE_PATH)
 RESERVED_ENV_PREFIX = "MNV2_"
 DEVICE_RESOURCE_PREFIXES = ("huawei.com/", "nvidia.com/gpu")
@@ -232,7 +234,7 @@ def _check_mode(spec: dict[str, Any]) -> Problems:
 def _mounts(spec: dict[str, Any]) -> list[tuple[str, str]]:
     """(mount path, field path) of every volume mounted into the trainer container."""
     # The operator's own mounts first, so an overlap is reported on the user's field.
-    out = [(SHM_PATH, "the shared-memory volume")]
+    out = [(SHM_PATH, "the shared-memory volume"), (KERNEL_CACHE_PATH, "the kernel-cache volume")]
     if spec.get("platform") == "Ascend":
         out.append((RANK_TABLE_DIR, "the rank-table volume"))
     out += [

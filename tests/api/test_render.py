@@ -183,9 +183,14 @@ def test_launch_environment_golden(config):
         "MNV2_SCHEDULER_PORT": "8118",
         "MNV2_METRICS_PORT": "9090",
         "MNV2_STOP_GRACE_SECONDS": "110",  # terminationGracePeriodSeconds 120 - 10
+        "MNV2_KERNEL_CACHE": "/var/cache/mnv2",  # the kernel-cache emptyDir (issue 14)
     }
     assert env["MNV2_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["MNV2_POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    # The pod's CPU limit in millicores, through the downward API (issue 14, "Threads").
+    assert env[launchenv.CPU_LIMIT_MILLICORES]["valueFrom"] == {
+        "resourceFieldRef": {"containerName": "trainer", "resource": "limits.cpu", "divisor": "1m"}
+    }
     training = json.loads(env[launchenv.TRAINING_CONFIG]["value"])
     assert training == {
         "platform": "CPU",
@@ -294,8 +299,29 @@ def test_volumes_pass_through_and_mount(config):
         "nfs": {"server": "nfs.example.internal", "path": "/exports/mnv2"},
     }
     assert volumes["dshm"] == {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}
+    # Writable space for the C++ kernels' build cache under a read-only root filesystem (issue 14).
+    assert volumes["mnv2-kernel-cache"] == {"name": "mnv2-kernel-cache", "emptyDir": {"sizeLimit": "512Mi"}}
     mounts = {m["name"]: m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
-    assert mounts == {"dataset": "/datasets", "output": "/output", "dshm": "/dev/shm"}
+    assert mounts == {
+        "dataset": "/datasets",
+        "output": "/output",
+        "dshm": "/dev/shm",
+        "mnv2-kernel-cache": "/var/cache/mnv2",
+    }
+
+
+def test_kernel_cache_volume_name_and_mount_path_are_the_operators(config):
+    job = make_job(
+        "CPU",
+        template={
+            "volumes": [{"name": "mnv2-kernel-cache", "emptyDir": {}}, {"name": "cache", "emptyDir": {}}],
+            "volumeMounts": [{"name": "cache", "mountPath": "/var/cache/mnv2/x"}],
+        },
+    )
+    with pytest.raises(SpecError) as caught:
+        render_pod(job, config, 0)
+    fields = {path for path, _ in caught.value.problems}
+    assert {"spec.template.volumes[0].name", "spec.template.volumeMounts[0].mountPath"} <= fields
 
 
 def test_restricted_security_context_except_where_ascend_needs_root(config):

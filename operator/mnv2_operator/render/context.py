@@ -15,6 +15,8 @@ from mnv2_operator.api import API_VERSION, KIND, GangScheduler, Job, SpecError, 
 from mnv2_operator.profiles import OperatorConfig, PlatformProfile
 from mnv2_operator.validation import DEFAULT_DEVICES_PER_REPLICA
 
+CONTAINER_NAME = "trainer"
+
 
 @dataclass(frozen=True)
 class RenderContext:

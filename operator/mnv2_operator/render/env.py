@@ -13,7 +13,8 @@ from mnv2 import launchenv
 
 from mnv2_operator import names
 from mnv2_operator.api import Mode, effective_training_config
-from mnv2_operator.render.context import RenderContext
+from mnv2_operator.render.context import CONTAINER_NAME, RenderContext
+from mnv2_operator.validation import KERNEL_CACHE_PATH
 
 
 def launch_command(ctx: RenderContext) -> str:
@@ -67,6 +68,22 @@ def render_env(ctx: RenderContext, index: int) -> list[dict[str, Any]]:
     ]
     env.append({"name": launchenv.POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     env.append({"name": launchenv.POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+    # The pod's CPU limit in millicores (the node's allocatable CPUs when the pod has none): the
+    # launcher shares it among its trainer processes for MindSpore's threads, OpenMP and the pipeline.
+    env.append(
+        {
+            "name": launchenv.CPU_LIMIT_MILLICORES,
+            "valueFrom": {
+                "resourceFieldRef": {
+                    "containerName": CONTAINER_NAME,
+                    "resource": "limits.cpu",
+                    "divisor": "1m",
+                }
+            },
+        }
+    )
+    # The C++ kernels' build cache, on the pod's emptyDir (the root filesystem may be read-only).
+    env.append({"name": launchenv.KERNEL_CACHE_DIR, "value": KERNEL_CACHE_PATH})
     seen = {item["name"] for item in env}
     for extra in [*ctx.profile.env, *ctx.job.spec.template.env]:
         item = extra.model_dump(by_alias=True, exclude_none=True, mode="json")

@@ -14,11 +14,12 @@ from mnv2 import launchenv
 from mnv2_operator import names
 from mnv2_operator.api import GangScheduler, Job
 from mnv2_operator.profiles import OperatorConfig, SecuritySettings
-from mnv2_operator.render.context import RenderContext, object_meta, resolve
+from mnv2_operator.render.context import CONTAINER_NAME, RenderContext, object_meta, resolve
 from mnv2_operator.render.env import render_env
-from mnv2_operator.validation import RANK_TABLE_DIR, SHM_PATH
+from mnv2_operator.validation import KERNEL_CACHE_PATH, KERNEL_CACHE_VOLUME, RANK_TABLE_DIR, SHM_PATH
 
-CONTAINER_NAME = "trainer"
+__all__ = ["CONTAINER_NAME", "render_pod", "render_pod_from_context"]
+KERNEL_CACHE_SIZE = "512Mi"  # the kernels' shared objects, a few MB per build
 COMMAND = ["mnv2", "launch"]
 VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -77,11 +78,13 @@ def _volumes(ctx: RenderContext) -> tuple[list[dict[str, Any]], list[dict[str, A
         {"name": "dataset", **spec.dataset.volume.to_k8s()},
         {"name": "output", **spec.output.volume.to_k8s()},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": ctx.profile.shm_size}},
+        {"name": KERNEL_CACHE_VOLUME, "emptyDir": {"sizeLimit": KERNEL_CACHE_SIZE}},
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "dataset", "mountPath": spec.dataset.mount_path, "readOnly": True},
         {"name": "output", "mountPath": spec.output.path},
         {"name": "dshm", "mountPath": SHM_PATH},
+        {"name": KERNEL_CACHE_VOLUME, "mountPath": KERNEL_CACHE_PATH},
     ]
     if ctx.uses_rank_table:
         volumes.append(
