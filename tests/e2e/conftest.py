@@ -28,14 +28,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    """The double (default) or the real cluster named by MNV2_E2E_KUBECONFIG."""
+    """The double (default) or the real cluster of MNV2_E2E_KUBECONFIG, with the operator's identity."""
     previous = os.environ.get("KUBECONFIG")
     if REAL_KUBECONFIG:
-        os.environ["KUBECONFIG"] = REAL_KUBECONFIG
-        started = RealCluster(REAL_KUBECONFIG).start()
+        started = RealCluster(REAL_KUBECONFIG, tmp_path_factory.mktemp("real")).start()
     else:
         started = DoubleCluster(tmp_path_factory.mktemp("double")).start()
-        os.environ["KUBECONFIG"] = str(started.kubeconfig)
+    # The operator (OperatorRunner reads KUBECONFIG) runs as the chart's ServiceAccount; tests use
+    # `kube`, an administrator.
+    os.environ["KUBECONFIG"] = str(started.operator_kubeconfig)
     yield started
     started.stop()
     if previous is None:

@@ -4,6 +4,11 @@ real kopf operator running in a thread against it over HTTP.
 Test code talks to the cluster only through `mnv2_operator.k8s.Kube` over HTTP, the same client the
 operator uses, so a scenario reads the same on the double and on a real cluster. The simulator is
 reached through `cluster.sim` (None on a real cluster: those scenarios skip).
+
+Two identities, on the double and on a real cluster alike: `cluster.kubeconfig` is an administrator
+(the tests), `cluster.operator_kubeconfig` is the chart's ServiceAccount with exactly the chart's RBAC
+rules (charts/mobilenetv2-operator/rbac-rules.yaml, bound cluster-wide) and a TokenRequest token, so a
+permission the operator lacks fails the suite instead of passing as cluster-admin.
 """
 
 from __future__ import annotations
@@ -22,9 +27,16 @@ from typing import Any, TypeVar
 
 import kmock
 import yaml
-from apiserver_double import ApiServerDouble, kubeconfig_for
+from apiserver_double import CRD_RES, ApiServerDouble, kubeconfig_for
 from kubelet_sim import JobPlan, Kubelet
 from mnv2_operator import api, k8s
+
+ROOT = Path(__file__).resolve().parents[2]
+RBAC_RULES = ROOT / "charts" / "mobilenetv2-operator" / "rbac-rules.yaml"
+OPERATOR_NAMESPACE = "mnv2-e2e-system"
+OPERATOR_ACCOUNT = "mnv2-operator"
+OPERATOR_ROLE = "mnv2-e2e-operator"
+OPERATOR_FINALIZER = "training.mindspore.io/operator"  # kopf's finalizer (OperatorSettings.finalizer)
 
 T = TypeVar("T")
 
@@ -85,7 +97,32 @@ class SimHandle:
         return opened
 
     def delete(self, namespace: str, pod: str) -> None:
+        """Force-delete a pod (grace period 0): it is gone at once."""
         self._cluster.call(self._cluster.kubelet.delete(namespace, pod))
+
+    def disrupt(self, namespace: str, pod: str, reason: str = "EvictionByEvictionAPI") -> None:
+        """DisruptionTarget (EvictionByEvictionAPI, PreemptionByScheduler, ...) then graceful deletion."""
+        self._cluster.call(self._cluster.kubelet.disrupt(namespace, pod, reason))
+
+    def node_lost(self, node: str, unreachable: bool = True) -> None:
+        """The node goes unreachable (or NotReady): its pods are evicted and stay Terminating."""
+        self._cluster.call(self._cluster.kubelet.node_lost(node, unreachable))
+
+    def node_recovered(self, node: str) -> None:
+        self._cluster.call(self._cluster.kubelet.node_recovered(node))
+
+    def delete_node(self, node: str) -> None:
+        """The Node object goes: the pod garbage collector force-deletes its pods."""
+        self._cluster.call(self._cluster.kubelet.delete_node(node))
+
+    def hold_termination(self, namespace: str, pod: str, held: bool = True) -> None:
+        """Keep (or stop keeping) a deleted pod Terminating: its kubelet does not confirm."""
+        key = (namespace, pod)
+        (self._cluster.kubelet.hold.add if held else self._cluster.kubelet.hold.discard)(key)
+
+    def set_pod_quota(self, namespace: str, limit: int | None) -> None:
+        """A ResourceQuota `pods: limit`: pod creations beyond it get 403 exceeded quota (None lifts it)."""
+        self._cluster.call(self._async(lambda: self._cluster.double.set_pod_quota(namespace, limit)))
 
     def creations(self, resource: str, namespace: str, name: str) -> int:
         return self._cluster.call(
@@ -122,15 +159,15 @@ class DoubleCluster:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
+        from mnv2_operator.crd import generate_crd
+
         self.double = ApiServerDouble()
-        self.double.add_resource(
-            api.GROUP, api.VERSION, api.PLURAL, kind=api.KIND, namespaced=True, subresources={"status"}
-        )
         async with self.double, kmock.Server(self.double) as server:
             self.url = str(server.url).rstrip("/")
             self.kubelet = Kubelet(self.double)
             self.kubelet.start()
             await self.double.create(kmock.resource("v1/namespaces"), None, {"metadata": {"name": "default"}})
+            await self.double.create(CRD_RES, None, generate_crd())  # served with its schema, as applied
             self._ready.set()
             await self._stop.wait()
             await self.double.close()
@@ -142,6 +179,7 @@ class DoubleCluster:
             raise RuntimeError("the API-server double did not start")
         self.kubeconfig = self.workdir / "kubeconfig.yaml"
         self.kubeconfig.write_text(yaml.safe_dump(kubeconfig_for(self.url)))
+        self.operator_kubeconfig = install_operator_identity(self.kubeconfig, self.workdir)
         return self
 
     def call(self, coro: Any, timeout: float = 10.0) -> Any:
@@ -162,8 +200,9 @@ class RealCluster:
     simulated = False
     sim = None
 
-    def __init__(self, kubeconfig: str):
+    def __init__(self, kubeconfig: str, workdir: Path):
         self.kubeconfig = Path(kubeconfig)
+        self.workdir = workdir
 
     def start(self) -> RealCluster:
         from mnv2_operator.crd import generate_crd
@@ -171,10 +210,15 @@ class RealCluster:
         kube = k8s.Kube.from_environment(str(self.kubeconfig))
         crd = generate_crd()
         crds = k8s.Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False)
-        with contextlib.suppress(k8s.Conflict):  # already installed (e.g. by the chart)
+        try:
             kube._call("POST", crds.path(), body=crd)
+        except k8s.Conflict:  # installed before (by the chart or an earlier run): bring it up to date
+            current = kube._call("GET", crds.path(name=crd["metadata"]["name"]))
+            crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            kube._call("PUT", crds.path(name=crd["metadata"]["name"]), body=crd)
         wait_for(lambda: kube.list(k8s.JOBS, "default") is not None, timeout=60, what="the CRD to be served")
         kube.close()
+        self.operator_kubeconfig = install_operator_identity(self.kubeconfig, self.workdir)
         return self
 
     def stop(self) -> None:
@@ -185,6 +229,92 @@ class RealCluster:
 
 
 NAMESPACES = k8s.Resource("", "v1", "namespaces", namespaced=False)
+SERVICE_ACCOUNTS = k8s.Resource("", "v1", "serviceaccounts")
+CLUSTER_ROLES = k8s.Resource("rbac.authorization.k8s.io", "v1", "clusterroles", namespaced=False)
+CLUSTER_ROLE_BINDINGS = k8s.Resource(
+    "rbac.authorization.k8s.io", "v1", "clusterrolebindings", namespaced=False
+)
+
+
+def _create_or_replace(kube: k8s.Kube, resource: k8s.Resource, body: dict[str, Any]) -> None:
+    namespace = body["metadata"].get("namespace")
+    try:
+        kube._call("POST", resource.path(namespace), body=body)
+    except k8s.Conflict:
+        current = kube._call("GET", resource.path(namespace, body["metadata"]["name"]))
+        body = {
+            **body,
+            "metadata": {**body["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]},
+        }
+        kube._call("PUT", resource.path(namespace, body["metadata"]["name"]), body=body)
+
+
+def install_operator_identity(admin_kubeconfig: Path, workdir: Path) -> Path:
+    """The chart's ServiceAccount with the chart's rules (a ClusterRole bound cluster-wide, as the chart
+    does with `watchNamespaces: []`), and a kubeconfig with a TokenRequest token for it.
+
+    The same calls on the double and on a real cluster: the double authorizes from these objects."""
+    kube = k8s.Kube.from_environment(str(admin_kubeconfig), user_agent="mnv2-e2e")
+    try:
+        with contextlib.suppress(k8s.Conflict):
+            kube._call(
+                "POST",
+                NAMESPACES.path(),
+                body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}},
+            )
+        with contextlib.suppress(k8s.Conflict):
+            account = {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE},
+            }
+            kube._call("POST", SERVICE_ACCOUNTS.path(OPERATOR_NAMESPACE), body=account)
+        rules = yaml.safe_load(RBAC_RULES.read_text())
+        role = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": OPERATOR_ROLE},
+            "rules": rules,
+        }
+        _create_or_replace(kube, CLUSTER_ROLES, role)
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": OPERATOR_ROLE},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": OPERATOR_ROLE,
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE}
+            ],
+        }
+        _create_or_replace(kube, CLUSTER_ROLE_BINDINGS, binding)
+        request = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 6 * 3600},
+        }
+        token = kube._call(
+            "POST", SERVICE_ACCOUNTS.path(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, "token"), body=request
+        )
+    finally:
+        kube.close()
+    config = yaml.safe_load(Path(admin_kubeconfig).read_text())
+    context = next(c for c in config["contexts"] if c["name"] == config["current-context"])["context"]
+    cluster = next(c for c in config["clusters"] if c["name"] == context["cluster"])
+    operator = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": OPERATOR_ACCOUNT, "user": {"token": token["status"]["token"]}}],
+        "contexts": [{"name": "operator", "context": {"cluster": cluster["name"], "user": OPERATOR_ACCOUNT}}],
+        "current-context": "operator",
+    }
+    path = workdir / "operator-kubeconfig.yaml"
+    path.write_text(yaml.safe_dump(operator))
+    return path
 
 
 def create_namespace(kube: k8s.Kube) -> str:
@@ -196,6 +326,17 @@ def create_namespace(kube: k8s.Kube) -> str:
 
 
 def delete_namespace(kube: k8s.Kube, name: str) -> None:
+    """Delete a test namespace; first release the jobs the (stopped) operator's kopf finalizer would
+    hold, so that the namespace does not stay Terminating (Namespaces; Finalizers)."""
+    with contextlib.suppress(k8s.ApiError):
+        for job in kube._call("GET", k8s.JOBS.path(name)).get("items", []):
+            finalizers = job["metadata"].get("finalizers") or []
+            if OPERATOR_FINALIZER in finalizers:
+                kept = [f for f in finalizers if f != OPERATOR_FINALIZER]
+                with contextlib.suppress(k8s.ApiError):
+                    kube.patch(
+                        k8s.JOBS, name, job["metadata"]["name"], {"metadata": {"finalizers": kept or None}}
+                    )
     with contextlib.suppress(k8s.ApiError):
         kube.delete(NAMESPACES, None, name)
 
@@ -303,3 +444,33 @@ def job_manifest(name: str, namespace: str, platform: str = "CPU", replicas: int
         else:
             body["spec"][key] = copy.deepcopy(value)
     return body
+
+
+def http(
+    url: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    token: str | None = "admin",
+    content_type: str = "application/json",
+    query: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """One raw request -> (status code, decoded JSON body): what kube-apiserver answers, byte for byte
+    (k8s.Kube turns errors into exceptions and keeps only the message)."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    target = url + path + ("?" + urllib.parse.urlencode(query) if query else "")
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": content_type, "Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(target, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")

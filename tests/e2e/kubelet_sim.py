@@ -7,6 +7,15 @@ next is the scenario's choice, per job and per attempt (an attempt is one genera
 operator deletes and recreates all pods on a restart): stay running, or end every rank with an exit
 code (0 = Succeeded). Tests can also act on single pods: fail a rank with a code, evict, delete.
 All writes go through the double's own write path, so resourceVersions, watches and events are real.
+
+Like a real kubelet it confirms graceful deletions (Pod lifecycle: termination of pods): a pod the API
+server marked with deletionTimestamp is removed (grace period 0) by the kubelet of its node, unless that
+node is lost (`node_lost`) or the pod is held (`hold`). Pods with `spec.schedulingGates` are not
+scheduled until their gates are removed (Pod scheduling readiness). Nodes (`node-<replica index>`) are
+Node objects; losing one does what the node lifecycle controller and the taint manager do (Taints and
+Tolerations: taint-based evictions): the node is NotReady/unreachable with a NoExecute taint, its pods
+get Ready=False and `DisruptionTarget` (DeletionByTaintManager) and are deleted, and stay Terminating
+since no kubelet confirms. Deleting the node lets the pod garbage collector force-delete its pods.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kmock
-from apiserver_double import POD_RES, ApiServerDouble, now_iso
+from apiserver_double import NODE_RES, POD_RES, ApiServerDouble, add_condition, disruption, now_iso
 from mnv2_operator import api
 
 JOB_RES = kmock.resource(api.GROUP, api.VERSION, api.PLURAL)
@@ -83,6 +92,8 @@ class Kubelet:
         self._ips = 0
         self.errors: list[BaseException] = []
         self.skipped: list[BaseException] = []
+        self.lost: set[str] = set()  # nodes whose kubelet does not answer
+        self.hold: set[tuple[str, str]] = set()  # (namespace, pod) whose termination is not confirmed
         double.listeners.append(self._listen)
 
     def plan(self, namespace: str, job: str) -> JobPlan:
@@ -113,17 +124,30 @@ class Kubelet:
 
     async def _step(self, kind: str, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
+        node = (pod.get("spec") or {}).get("nodeName")
         if meta.get("deletionTimestamp"):
+            await self._confirm_termination(pod)
             return
         job = (meta.get("labels") or {}).get(JOB_LABEL)
         if job is None:
             return
         plan = self.plan(meta["namespace"], job)
         status = pod.get("status") or {}
-        if kind == "ADDED":
+        gated = bool((pod.get("spec") or {}).get("schedulingGates"))
+        was_gated = any(c.get("reason") == "SchedulingGated" for c in status.get("conditions") or [])
+        if not node and not gated and (kind == "ADDED" or was_gated):
             await self._schedule(pod, plan)
         elif status.get("phase") == "Running":
             await self._maybe_finish(meta["namespace"], job, plan)
+
+    async def _confirm_termination(self, pod: dict[str, Any]) -> None:
+        """The node's kubelet stopped the containers: it deletes the pod for good (grace period 0)."""
+        meta = pod["metadata"]
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node in self.lost or (meta["namespace"], meta["name"]) in self.hold or not node:
+            return
+        if meta.get("deletionGracePeriodSeconds"):
+            await self.double.delete(POD_RES, meta["namespace"], meta["name"], grace_period=0)
 
     async def _schedule(self, pod: dict[str, Any], plan: JobPlan) -> None:
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
@@ -158,6 +182,7 @@ class Kubelet:
                 obj["metadata"].setdefault("annotations", {}).update(device_annotations(index, devices))
             return obj
 
+        await self._ensure_node(f"node-{index}")
         await self.double.update(POD_RES, ns, name, bind)
         containers = [c["name"] for c in pod["spec"].get("containers", [])]
         await self._set_status(
@@ -209,9 +234,8 @@ class Kubelet:
     def _job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         return [
             p
-            for p in self.double.live_objects(POD_RES, namespace)
-            if (p["metadata"].get("labels") or {}).get(JOB_LABEL) == job
-            and not p["metadata"].get("deletionTimestamp")
+            for p in self.double.select(POD_RES, namespace, f"{JOB_LABEL}={job}")
+            if not p["metadata"].get("deletionTimestamp")
         ]
 
     @staticmethod
@@ -266,8 +290,110 @@ class Kubelet:
         await self.double.update(POD_RES, namespace, name, change, subresource="status")
 
     async def delete(self, namespace: str, name: str) -> None:
-        """A pod vanishes (node deleted, someone ran kubectl delete)."""
-        await self.double.delete(POD_RES, namespace, name)
+        """A pod vanishes at once (force deletion: `kubectl delete --grace-period=0 --force`)."""
+        await self.double.delete(POD_RES, namespace, name, grace_period=0)
+
+    async def disrupt(self, namespace: str, name: str, reason: str = "EvictionByEvictionAPI") -> None:
+        """A disruption (Pod disruption conditions): DisruptionTarget with `reason`, then graceful deletion.
+
+        EvictionByEvictionAPI (kubectl drain, the Eviction API), PreemptionByScheduler (a higher-priority
+        pod took the node), DeletionByTaintManager (a NoExecute taint), TerminationByKubelet."""
+        messages = {
+            "EvictionByEvictionAPI": "Eviction API: evicting",
+            "PreemptionByScheduler": "default-scheduler: preempting to accommodate a higher priority pod",
+            "DeletionByTaintManager": "Taint manager: deleting due to NoExecute taint",
+            "TerminationByKubelet": "Pod was terminated in response to imminent node shutdown.",
+        }
+        await self.double.evict(namespace, name, reason, messages.get(reason, reason))
+
+    # -- nodes -------------------------------------------------------------------------------------
+
+    async def _ensure_node(self, name: str) -> None:
+        if self.double.get_object(NODE_RES, None, name) is None:
+            node = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+                "spec": {},
+            }
+            with contextlib.suppress(kmock.KubernetesError):  # created meanwhile
+                await self.double.create(NODE_RES, None, node)
+                await self._node_ready(name, "True", "KubeletReady", "kubelet is posting ready status")
+
+    async def _node_ready(self, name: str, status: str, reason: str, message: str) -> None:
+        condition = {
+            "type": "Ready",
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now_iso(),
+        }
+        await self.double.update(
+            NODE_RES, None, name, lambda n: add_condition(n, condition), subresource="status"
+        )
+
+    def _pods_on(self, node: str) -> list[dict[str, Any]]:
+        return [p for p in self.double.live_objects(POD_RES) if (p.get("spec") or {}).get("nodeName") == node]
+
+    async def node_lost(self, node: str, unreachable: bool = True) -> None:
+        """The node stops reporting (unreachable) or reports NotReady: taint, DisruptionTarget, deletion."""
+        await self._ensure_node(node)
+        self.lost.add(node)
+        key = "node.kubernetes.io/unreachable" if unreachable else "node.kubernetes.io/not-ready"
+        if unreachable:
+            await self._node_ready(
+                node, "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status."
+            )
+        else:
+            await self._node_ready(node, "False", "KubeletNotReady", "container runtime is down")
+
+        def taint(obj: dict[str, Any]) -> dict[str, Any]:
+            taints = [t for t in obj["spec"].get("taints") or [] if t.get("key") != key]
+            obj["spec"]["taints"] = [*taints, {"key": key, "effect": "NoExecute", "timeAdded": now_iso()}]
+            return obj
+
+        await self.double.update(NODE_RES, None, node, taint)
+        for pod in self._pods_on(node):
+            ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+            not_ready = {
+                "type": "Ready",
+                "status": "False",
+                "reason": "NodeNotReady",
+                "lastTransitionTime": now_iso(),
+            }
+            with contextlib.suppress(kmock.KubernetesError):
+                await self.double.update(
+                    POD_RES, ns, name, lambda p, c=not_ready: add_condition(p, c), subresource="status"
+                )
+                await self.disrupt(ns, name, "DeletionByTaintManager")
+
+    async def node_recovered(self, node: str) -> None:
+        """The node's kubelet is back: Ready, untainted, and it finishes terminating its pods."""
+        self.lost.discard(node)
+        await self._node_ready(node, "True", "KubeletReady", "kubelet is posting ready status")
+
+        def untaint(obj: dict[str, Any]) -> dict[str, Any]:
+            obj["spec"].pop("taints", None)
+            return obj
+
+        await self.double.update(NODE_RES, None, node, untaint)
+        for pod in self._pods_on(node):
+            if pod["metadata"].get("deletionTimestamp"):
+                with contextlib.suppress(kmock.KubernetesError):
+                    await self._confirm_termination(pod)
+
+    async def delete_node(self, node: str) -> None:
+        """The Node object is deleted: the pod garbage collector force-deletes the pods bound to it."""
+        with contextlib.suppress(kmock.KubernetesError):
+            await self.double.delete(NODE_RES, None, node)
+        for pod in self._pods_on(node):
+            ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+            condition = disruption("DeletionByPodGC", "PodGC: node no longer exists")
+            with contextlib.suppress(kmock.KubernetesError):
+                await self.double.update(
+                    POD_RES, ns, name, lambda p, c=condition: add_condition(p, c), subresource="status"
+                )
+                await self.double.delete(POD_RES, ns, name, grace_period=0)
 
     async def annotate(self, namespace: str, name: str) -> None:
         """The device plugin's late annotation (for pods planned with annotate_devices=False)."""

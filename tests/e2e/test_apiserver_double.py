@@ -81,13 +81,13 @@ def test_patch_types_and_status_subresource(kube, namespace, job_factory):
     )
     job = kube.get(k8s.JOBS, namespace, "p")
     assert job["status"] == {"state": "Running"} and job["spec"]["replicas"] == 2
-    kube.patch(k8s.JOBS, namespace, "p", {"spec": {"replicas": 3}})
+    kube.patch(k8s.JOBS, namespace, "p", {"spec": {"runPolicy": {"backoffLimit": 5}}})
     assert kube.get(k8s.JOBS, namespace, "p")["metadata"]["generation"] == 2
     path = k8s.JOBS.path(namespace, "p")
     kube._call(
         "PATCH",
         path,
-        body=[{"op": "replace", "path": "/spec/replicas", "value": 4}],
+        body=[{"op": "replace", "path": "/spec/runPolicy/backoffLimit", "value": 4}],
         content_type="application/json-patch+json",
     )
     kube._call(
@@ -97,7 +97,7 @@ def test_patch_types_and_status_subresource(kube, namespace, job_factory):
         content_type="application/strategic-merge-patch+json",
     )
     job = kube.get(k8s.JOBS, namespace, "p")
-    assert job["spec"]["replicas"] == 4 and job["metadata"]["labels"] == {"c": "d"}
+    assert job["spec"]["runPolicy"]["backoffLimit"] == 4 and job["metadata"]["labels"] == {"c": "d"}
     with pytest.raises(k8s.ApiError, match="415"):
         kube._call("PATCH", path, body={}, content_type="application/apply-patch+yaml")
 
