@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 from mnv2 import launchenv as le
-from mnv2 import localrun
+from mnv2_operator import localrun
 from mnv2.exitcodes import ConfigError
-from mnv2.localrun import Mount, translate_path
+from mnv2_operator.localrun import Mount, translate_path
 from mnv2_operator.profiles import load_operator_config
 from mnv2_operator.render import render_job
 from mnv2_operator.status import compute_status

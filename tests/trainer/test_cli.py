@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import re
 import signal
@@ -125,7 +127,9 @@ def test_eval_reports_the_training_accuracy(trained, trees):
 
 
 @pytest.mark.slow
-def test_export_reloads_with_the_same_outputs(trained, device, tmp_path):
+def test_export_writes_logits_and_the_zoos_softmax_graph_with_a_manifest(trained, device, tmp_path):
+    import json
+
     import mindspore as ms
     from mnv2 import checkpoint as ckpt
     from mnv2.export import load_mindir
@@ -136,12 +140,58 @@ def test_export_reloads_with_the_same_outputs(trained, device, tmp_path):
     run = mnv2("export", "--pretrain_ckpt", str(checkpoint), "--file_format", "all", "--file_name", str(stem),
                "--export_batch_size", "2")
     assert run.returncode == 0, run.stderr
-    assert Path(f"{stem}.onnx").stat().st_size > 100_000
+    manifest = json.loads(Path(f"{stem}.json").read_text())
+    files = {(f["format"], f["output"]): f for f in manifest["files"]}
+    # CPU: no AIR (Ascend only); both graphs in both formats, each file named for what it holds.
+    assert set(files) == {(fmt, out) for fmt in ("MINDIR", "ONNX") for out in ("logits", "softmax")}
+    assert files[("ONNX", "softmax")]["file"] == "mnv2_softmax.onnx"
+    assert Path(f"{stem}_logits.onnx").stat().st_size > 100_000
+    assert manifest["checkpoint"] == str(checkpoint) and manifest["network"]["num_classes"] == 4
+    assert manifest["input"]["height"] == 32 and manifest["input"]["layout"] == "NCHW"
+    assert f"exported {stem}_softmax.mindir: MINDIR, output softmax" in run.stdout
 
     network = create_network("mobilenetv2", num_classes=4, width_mult=0.25)
     ckpt.load_for_inference(network, checkpoint)
     network.set_train(False)
     images = ms.Tensor(np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32))
-    expected = network(images).asnumpy()
-    reloaded = load_mindir(f"{stem}.mindir")(images).asnumpy()
-    np.testing.assert_allclose(reloaded, expected, rtol=1e-4, atol=1e-5)
+    logits = network(images).asnumpy()
+    np.testing.assert_allclose(load_mindir(f"{stem}_logits.mindir")(images).asnumpy(), logits,
+                               rtol=1e-4, atol=1e-5)
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(load_mindir(f"{stem}_softmax.mindir")(images).asnumpy(), probabilities,
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_air_export_is_refused_off_ascend(tmp_path):
+    run = mnv2("export", "--file_format", "AIR", "--pretrain_ckpt", str(tmp_path / "absent.ckpt"),
+               "--platform", "CPU", "--file_name", str(tmp_path / "m"))
+    assert run.returncode == ExitCode.INVALID_CONFIG
+    assert "file_format: AIR is written only on Ascend" in run.stderr and "this platform is CPU" in run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_trainer_package_never_imports_the_operator():
+    """Trainer images carry `mnv2`; the operator (`mnv2_operator`, kopf) must never come with it.
+    `mnv2 run` is the operator's job run locally, so it lives in mnv2_operator.localrun."""
+    script = (
+        "import importlib, json, pkgutil, sys\n"
+        "import mnv2\n"
+        "names = [m.name for m in pkgutil.walk_packages(mnv2.__path__, 'mnv2.')]\n"
+        "names.remove('mnv2.__main__')  # runs the command line\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('mnv2_operator', 'kopf', 'kubernetes'))\n"
+        "print(json.dumps([names, bad]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    names, bad = json.loads(done.stdout.splitlines()[-1])
+    assert {"mnv2.cli", "mnv2.config", "mnv2.train", "mnv2.console", "mnv2.report"} <= set(names)
+    assert bad == [], f"importing the mnv2 package imported {bad}"
+    # Lazy imports inside functions count too: none of the trainer's modules names the operator's.
+    for path in (REPO / "trainer" / "mnv2").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(m.split(".")[0] == "mnv2_operator" for m in modules), f"{path}:{node.lineno}"

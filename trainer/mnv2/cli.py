@@ -17,7 +17,7 @@ COMMANDS: dict[str, str] = {
     "eval": "mnv2.commands.eval",
     "export": "mnv2.commands.export",
     "launch": "mnv2.commands.launch",
-    "run": "mnv2.commands.run",
+    "run": "mnv2_operator.commands.run",
     "report": "mnv2.commands.report",
     "render": "mnv2_operator.commands.render",
     "validate": "mnv2_operator.commands.validate",

@@ -1,6 +1,6 @@
 """`mnv2 run job.yaml`: run a MobileNetV2TrainJob on this machine, one process group per replica.
 
-The pods are the operator's own rendering; see mnv2.localrun for what is translated locally.
+The pods are the operator's own rendering; see mnv2_operator.localrun for what is translated locally.
 Exit code: 0 when the job succeeded, else the failing trainer's code (mnv2.exitcodes).
 """
 
@@ -53,7 +53,7 @@ def _volumes(items: list[str]) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mnv2 import localrun
+    from mnv2_operator import localrun
 
     options = localrun.RunOptions(
         run_dir=args.run_dir, operator_config=args.operator_config,
