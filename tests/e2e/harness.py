@@ -116,9 +116,8 @@ class SimHandle:
         self._cluster.call(self._cluster.kubelet.delete_node(node))
 
     def hold_termination(self, namespace: str, pod: str, held: bool = True) -> None:
-        """Keep (or stop keeping) a deleted pod Terminating: its kubelet does not confirm."""
-        key = (namespace, pod)
-        (self._cluster.kubelet.hold.add if held else self._cluster.kubelet.hold.discard)(key)
+        """Keep a deleted pod Terminating (its kubelet does not confirm); held=False confirms it now."""
+        self._cluster.call(self._cluster.kubelet.set_hold(namespace, pod, held))
 
     def set_pod_quota(self, namespace: str, limit: int | None) -> None:
         """A ResourceQuota `pods: limit`: pod creations beyond it get 403 exceeded quota (None lifts it)."""

@@ -306,6 +306,16 @@ class Kubelet:
         }
         await self.double.evict(namespace, name, reason, messages.get(reason, reason))
 
+    async def set_hold(self, namespace: str, name: str, held: bool) -> None:
+        """Hold a pod's termination (not confirmed when deleted), or release it (confirmed now if due)."""
+        if held:
+            self.hold.add((namespace, name))
+            return
+        self.hold.discard((namespace, name))
+        pod = self.double.get_object(POD_RES, namespace, name)
+        if pod is not None and pod["metadata"].get("deletionTimestamp"):
+            await self._confirm_termination(pod)
+
     # -- nodes -------------------------------------------------------------------------------------
 
     async def _ensure_node(self, name: str) -> None:
@@ -370,6 +380,7 @@ class Kubelet:
     async def node_recovered(self, node: str) -> None:
         """The node's kubelet is back: Ready, untainted, and it finishes terminating its pods."""
         self.lost.discard(node)
+        await self._ensure_node(node)  # re-registers if the Node object was deleted
         await self._node_ready(node, "True", "KubeletReady", "kubelet is posting ready status")
 
         def untaint(obj: dict[str, Any]) -> dict[str, Any]:
