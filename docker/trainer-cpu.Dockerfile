@@ -18,13 +18,16 @@ FROM python:3.11.10-slim-bookworm
 LABEL org.opencontainers.image.title="mnv2-trainer-cpu" \
       org.opencontainers.image.description="MobileNetV2 training on MindSpore, CPU" \
       org.opencontainers.image.licenses="Apache-2.0"
-# g++ compiles the trainer's CPU depthwise-convolution kernel (mnv2/csrc) on first use, into
-# ~/.cache/mnv2/ops (or a temp dir); it also brings libgomp1, the OpenMP runtime MindSpore uses.
+# g++ compiles the trainer's C++ CPU kernels (mnv2/csrc), here once and in a pod only for a CPU the
+# prebuilt copies do not fit; it also brings libgomp1, the OpenMP runtime MindSpore and the kernels use.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends g++=4:12.2.0-3 \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 10001 mnv2 && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin mnv2
 COPY --from=build /opt/mnv2 /opt/mnv2
+# Portable copies of the kernels (-march=x86-64-v3 and x86-64-v2, never native: the image runs on
+# other CPUs than the one building it), so pods load them instead of each compiling at start.
+RUN /opt/mnv2/bin/python -m mnv2.ops._build --prebuild
 ENV PATH=/opt/mnv2/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/home/mnv2
 USER 10001:10001
 WORKDIR /home/mnv2

@@ -155,3 +155,14 @@ def test_dockerignore_keeps_only_what_the_builds_copy():
         assert any(fnmatch.fnmatch(source, pattern) for pattern in allowed), (
             f".dockerignore excludes {source}, which a Dockerfile copies"
         )
+
+
+def test_cpu_image_prebuilds_portable_kernels_before_dropping_root():
+    """Pods load the image's portable kernels instead of each compiling at start (issue 14); the
+    build writes into the installed package, so it runs as root, before USER, with no -march=native."""
+    final = _final_stage((DOCKER / "trainer-cpu.Dockerfile").read_text())
+    command = r"^RUN /opt/mnv2/bin/python -m mnv2\.ops\._build --prebuild$"
+    prebuild = re.search(command, final, flags=re.MULTILINE)
+    assert prebuild, "the CPU image prebuilds the kernels"
+    assert final.index("COPY --from=build /opt/mnv2") < prebuild.start() < final.index("USER ")
+    assert "MNV2_OPS_MARCH" not in final, "an -march override would make the copies non-portable"

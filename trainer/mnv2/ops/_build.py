@@ -9,7 +9,7 @@ the CPU it runs on. Lookup order for ``lib<name>.so``:
    $MNV2_OPS_CACHE, else a per-user directory;
 3. a fresh compile into that cache, for this CPU (``-march=native``).
 
-Files are named by a hash of the source, the compiler command and (for ``-march=native``) the
+Files are named by a hash of the source, the compiler flags and (for ``-march=native``) the
 CPU's feature flags, so a cache shared between different machines never hands one a library it
 cannot run. The build writes to a temporary file and renames it into place, so concurrent
 processes (data-parallel ranks on one node) never load a half-written library.
@@ -163,7 +163,7 @@ def _march() -> str:
 
 
 def compile_command(source: Path, output: Path, *, march: str | None = None) -> list[str]:
-    """The compiler command line (also part of the cache key); ``march`` defaults to this CPU's."""
+    """The compiler command line (its flags are part of the cache key); ``march`` defaults to this CPU's."""
     cxx = os.environ.get(CXX_ENV) or "g++"
     return [
         cxx, "-O3", f"-march={march or _march()}", "-fopenmp", "-shared", "-fPIC", "-std=c++17",
@@ -172,11 +172,12 @@ def compile_command(source: Path, output: Path, *, march: str | None = None) -> 
 
 
 def _library_name(name: str, source: Path, march: str | None = None) -> str:
-    cmd = compile_command(source, Path("OUT"), march=march)
+    # The compiler's path is left out: a pod with CXX set, or with none, still finds the image's copies.
+    flags = compile_command(source, Path("OUT"), march=march)[1:]
     key = hashlib.sha256()
     key.update(source.read_bytes())
-    key.update(" ".join(cmd).encode())
-    if "-march=native" in cmd:
+    key.update(" ".join(flags).encode())
+    if "-march=native" in flags:
         key.update(_cpu_signature().encode())
     return f"lib{name}-{key.hexdigest()[:16]}.so"
 
