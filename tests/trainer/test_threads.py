@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,8 +74,6 @@ def test_cgroup_quota_is_read_in_both_versions(tmp_path: Path, files: dict[str, 
 
 
 def test_host_cpus_is_the_affinity_here():
-    import os
-
     assert 1 <= launcher.host_cpus() <= len(os.sched_getaffinity(0))
 
 
@@ -132,3 +131,15 @@ def test_the_planned_environment_sizes_the_openmp_team():
     out = subprocess.run([sys.executable, "-c", OMP_CHILD, library], env=env, capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert json.loads(out) == {"omp": 1, "threads": "1"}
+
+
+def test_launch_dry_run_shows_each_process_its_share():
+    """`mnv2 launch --dry-run` in a 3-CPU pod of two ranks: 1 thread each (3000m // 2, rounded down)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MNV2_", "MS_", "OMP_"))}
+    env |= _pod("CPU", 2, **{le.CPU_LIMIT_MILLICORES: 3000})
+    out = subprocess.run([sys.executable, "-m", "mnv2", "launch", "--dry-run"], env=env, capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    plan = {p["name"]: p["env"] for p in json.loads(out)}
+    assert {name: (e[le.THREADS], e[le.OMP_NUM_THREADS]) for name, e in plan.items()} == {
+        "scheduler": ("1", "1"), "rank 0": ("1", "1"), "rank 1": ("1", "1"),
+    }
