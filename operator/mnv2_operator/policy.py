@@ -17,6 +17,7 @@ The operator's own volumes (shared memory, rank table, kernel cache) and the pla
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 from collections.abc import Mapping
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from mnv2_operator import names
-from mnv2_operator.api import ABS_PATH_PATTERN, GROUP, KIND, PLURAL, VERSION
+from mnv2_operator.api import ABS_PATH_PATTERN, GROUP, PLURAL, VERSION
 from mnv2_operator.validation import RESERVED_ENV_PREFIX
 
 if TYPE_CHECKING:
@@ -182,14 +183,15 @@ def image_repositories(config: OperatorConfig) -> list[str]:
 
 
 def driver_host_paths(config: OperatorConfig) -> list[str]:
-    """Host paths only profiles may mount: the known driver paths and every profile's hostPaths."""
+    """Host paths only profiles may mount: the known driver paths and every profile's hostPaths
+    (those below another one left out: they add nothing to an overlap check)."""
     paths = set(DRIVER_HOST_PATHS)
     for profile in config.profiles.values():
         for volume in profile.volumes:
             host_path = (volume.model_extra or {}).get("hostPath")
             if isinstance(host_path, dict) and isinstance(host_path.get("path"), str):
                 paths.add(posixpath.normpath(host_path["path"]))
-    return sorted(paths)
+    return sorted(p for p in paths if not any(q != p and _under(p, q) for q in paths))
 
 
 def reserved_label_prefixes(config: OperatorConfig) -> list[str]:
@@ -208,7 +210,7 @@ def read_write_prefixes(config: OperatorConfig) -> list[str]:
     return sorted({p.path for p in config.policy.host_path_prefixes if p.read_write})
 
 
-# --- the checks ---
+# --- the checks: one function per rule, each naming the fields it refuses ---
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -217,6 +219,11 @@ def _dict(value: Any) -> dict[str, Any]:
 
 def _list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else []
+
+
+def _matches(pattern: str, text: Any) -> bool:
+    """RE2's (CEL's) `matches` for an anchored pattern: `$` is the end of the text, never before a newline."""
+    return isinstance(text, str) and re.fullmatch(pattern, text) is not None
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -228,16 +235,11 @@ def _overlap(a: str, b: str) -> bool:
     return _under(a, b) or _under(b, a)
 
 
-def _key_path(field: str, key: str) -> str:
-    return f"spec.template.{field}[{key!r}]"
-
-
-def _volume_types(source: Mapping[str, Any]) -> list[str]:
-    return [k for k, v in source.items() if k != "name" and v is not None]
+Violation = tuple[str, str, str]  # (field path, what the rule says, rule name)
 
 
 def _job_volumes(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any], bool]]:
-    """(field, volume source, mounted read-write) of every volume the job brings."""
+    """(field, volume, mounted read-write) of every volume the job brings."""
     template = _dict(spec.get("template"))
     mounts = [_dict(m) for m in _list(template.get("volumeMounts"))]
     out = [
@@ -251,87 +253,53 @@ def _job_volumes(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any], bool]]
     return out
 
 
-def _host_path_problems(
-    field: str, source: dict[str, Any], writable: bool, config: OperatorConfig
-) -> Problems:
-    host_path = _dict(source.get("hostPath"))
-    path, kind = host_path.get("path"), host_path.get("type")
-    problems: Problems = []
-    if kind in HOST_PATH_DEVICE_TYPES:
-        problems.append(
-            (f"{field}.hostPath.type", f"{kind}: a job may not mount a socket or device of the node")
-        )
-    if not isinstance(path, str) or not re.match(ABS_PATH_PATTERN, path):
-        problems.append(
-            (
-                f"{field}.hostPath.path",
-                "must be a normalised absolute path (no '.', '..', '//' or trailing '/')",
-            )
-        )
-        return problems
-    prefixes = host_path_prefixes(config)
-    if not any(_under(path, prefix) for prefix in prefixes):
-        allowed = ", ".join(prefixes) or "none"
-        problems.append(
-            (f"{field}.hostPath.path", f"{path} is outside the host paths the policy allows ({allowed})")
-        )
-        return problems
-    drivers = [d for d in driver_host_paths(config) if _overlap(path, d)]
-    if drivers:
-        problems.append(
-            (
-                f"{field}.hostPath.path",
-                f"{path} overlaps {drivers[0]}: driver paths come from the platform profile only",
-            )
-        )
-    if writable and not any(_under(path, prefix) for prefix in read_write_prefixes(config)):
-        if field == "spec.output.volume":
-            problems.append(
-                (
-                    f"{field}.hostPath.path",
-                    f"{path} is read-only by policy; the output needs a readWrite prefix",
-                )
-            )
-        else:
-            problems.append(
-                (f"{field}.hostPath.path", f"{path} is read-only by policy: mount it with readOnly: true")
-            )
-    return problems
-
-
-def _volume_problems(spec: dict[str, Any], config: OperatorConfig) -> Problems:
+def _volume_violations(spec: dict[str, Any], config: OperatorConfig) -> list[Violation]:
     allowed = config.policy.volume_types
-    problems: Problems = []
-    for field, source, writable in _job_volumes(spec):
-        kinds = _volume_types(source)
+    out: list[Violation] = []
+    for field, volume, writable in _job_volumes(spec):
+        kinds = [k for k, v in volume.items() if k != "name" and v is not None]
         for kind in kinds:
             if kind not in allowed:
-                problems.append(
+                out.append(
                     (
                         f"{field}.{kind}",
-                        f"volume type {kind} is not allowed by policy (allowed: {', '.join(allowed)})",
+                        f"volume type {kind} is not allowed (allowed: {', '.join(allowed)})",
+                        "volumeType",
                     )
                 )
         if "hostPath" in kinds and "hostPath" in allowed:
-            problems += _host_path_problems(field, source, writable, config)
-    return problems
+            out += _host_path_violations(field, _dict(volume.get("hostPath")), writable, config)
+    return out
 
 
-def _image_problems(spec: dict[str, Any], config: OperatorConfig) -> Problems:
-    image = spec.get("image")
-    if not isinstance(image, str) or not image:
-        return []  # the profile's image
-    if not re.match(IMAGE_REFERENCE_PATTERN, image):
-        return [("spec.image", f"{image!r} is not an image reference (registry/repository:tag or @digest)")]
-    repos = image_repositories(config)
-    if not any(_image_allowed(image, repo) for repo in repos):
-        return [
+def _host_path_violations(
+    field: str, host_path: dict[str, Any], writable: bool, config: OperatorConfig
+) -> list[Violation]:
+    path, kind = host_path.get("path"), host_path.get("type")
+    out: list[Violation] = []
+    if kind in HOST_PATH_DEVICE_TYPES:
+        out.append(
             (
-                "spec.image",
-                f"repository {repository(image)!r} is not allowed by policy (allowed: {', '.join(repos)})",
+                f"{field}.hostPath.type",
+                f"{kind}: a job may not mount a socket or device of the node",
+                "hostPathType",
             )
-        ]
-    return []
+        )
+    if not _matches(ABS_PATH_PATTERN, path):
+        text = "must be a normalised absolute path (no '.', '..', '//' or trailing '/')"
+        return [*out, (f"{field}.hostPath.path", text, "hostPathNormalised")]
+    prefixes = host_path_prefixes(config)
+    if not any(_under(path, prefix) for prefix in prefixes):
+        text = f"{path} is outside the host paths the policy allows ({', '.join(prefixes) or 'none'})"
+        return [*out, (f"{field}.hostPath.path", text, "hostPathPrefix")]
+    drivers = [d for d in driver_host_paths(config) if _overlap(path, d)]
+    if drivers:
+        text = f"{path} overlaps {drivers[0]}: driver paths come from the platform profile only"
+        out.append((f"{field}.hostPath.path", text, "driverHostPath"))
+    if writable and not any(_under(path, prefix) for prefix in read_write_prefixes(config)):
+        need = "the output needs a readWrite prefix" if field == "spec.output.volume" else "mount it readOnly"
+        out.append((f"{field}.hostPath.path", f"{path} is read-only by policy: {need}", "hostPathReadOnly"))
+    return out
 
 
 def _image_allowed(image: str, repo: str) -> bool:
@@ -340,70 +308,298 @@ def _image_allowed(image: str, repo: str) -> bool:
     return image == repo or image.startswith(repo + ":") or image.startswith(repo + "@")
 
 
-def _key_problems(spec: dict[str, Any], config: OperatorConfig) -> Problems:
+def _image_violations(spec: dict[str, Any], config: OperatorConfig) -> list[Violation]:
+    image = spec.get("image")
+    if not isinstance(image, str) or not image:
+        return []  # the profile's image
+    repos = image_repositories(config)
+    if not _matches(IMAGE_REFERENCE_PATTERN, image):
+        return [("spec.image", f"{image!r} is not an image reference (repository:tag or @digest)", "image")]
+    if not any(_image_allowed(image, repo) for repo in repos):
+        text = f"repository {repository(image)!r} is not allowed (allowed: {', '.join(repos)})"
+        return [("spec.image", text, "image")]
+    return []
+
+
+def _key_violations(spec: dict[str, Any], config: OperatorConfig) -> list[Violation]:
     template = _dict(spec.get("template"))
-    problems: Problems = []
-    for field, prefixes in (
-        ("labels", reserved_label_prefixes(config)),
-        ("annotations", reserved_annotation_prefixes(config)),
+    out: list[Violation] = []
+    for field, prefixes, rule in (
+        ("labels", reserved_label_prefixes(config), "reservedLabel"),
+        ("annotations", reserved_annotation_prefixes(config), "reservedAnnotation"),
     ):
         for key in _dict(template.get(field)):
             hit = next((p for p in prefixes if isinstance(key, str) and key.startswith(p)), None)
             if hit is not None:
-                problems.append((_key_path(field, key), f"keys with prefix {hit!r} are reserved"))
+                out.append(
+                    (f"spec.template.{field}[{key!r}]", f"keys with prefix {hit!r} are reserved", rule)
+                )
     for i, env in enumerate(_list(template.get("env"))):
         name = _dict(env).get("name")
         if isinstance(name, str) and name.startswith(RESERVED_ENV_PREFIX):
-            problems.append(
-                (f"spec.template.env[{i}].name", f"{RESERVED_ENV_PREFIX}* variables are set by the operator")
-            )
-    return problems
+            text = f"{RESERVED_ENV_PREFIX}* variables are set by the operator"
+            out.append((f"spec.template.env[{i}].name", text, "reservedEnv"))
+    return out
 
 
-def _output_problems(spec: dict[str, Any], config: OperatorConfig) -> Problems:
+def _output_violations(spec: dict[str, Any], config: OperatorConfig) -> list[Violation]:
     replicas = spec.get("replicas", 1)
-    if not isinstance(replicas, int) or replicas <= 1:
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas <= 1:
         return []
-    source = _dict(_dict(spec.get("output")).get("volume"))
-    if source.get("emptyDir") is not None:
-        return [
-            (
-                "spec.output.volume.emptyDir",
-                f"{replicas} replicas cannot share an emptyDir output (each pod gets its own): "
-                "use a shared volume",
-            )
-        ]
-    if source.get("hostPath") is not None and not config.policy.single_node:
-        return [
-            (
-                "spec.output.volume.hostPath",
-                f"{replicas} replicas cannot share a node-local hostPath output: use a shared volume",
-            )
-        ]
+    volume = _dict(_dict(spec.get("output")).get("volume"))
+    if volume.get("emptyDir") is not None:
+        text = (
+            f"{replicas} replicas cannot share an emptyDir output (each pod has its own): use a shared volume"
+        )
+        return [("spec.output.volume.emptyDir", text, "nodeLocalOutput")]
+    if volume.get("hostPath") is not None and not config.policy.single_node:
+        text = f"{replicas} replicas cannot share a node-local hostPath output: use a shared volume"
+        return [("spec.output.volume.hostPath", text, "nodeLocalOutput")]
     return []
 
 
-def violations(job: Mapping[str, Any], config: OperatorConfig) -> Problems:
-    """(field path, rule) for everything `job` asks that `config.policy` does not allow; [] when none."""
+def rule_violations(job: Mapping[str, Any], config: OperatorConfig) -> list[Violation]:
+    """(field path, rule text, rule name) for everything `job` asks that `config.policy` does not allow."""
     spec = _dict(_dict(job).get("spec"))
     return [
-        *_volume_problems(spec, config),
-        *_image_problems(spec, config),
-        *_key_problems(spec, config),
-        *_output_problems(spec, config),
+        *_volume_violations(spec, config),
+        *_image_violations(spec, config),
+        *_key_violations(spec, config),
+        *_output_violations(spec, config),
     ]
 
 
-__all__ = [
-    "DEFAULT_VOLUME_TYPES",
-    "DRIVER_HOST_PATHS",
-    "GROUP",
-    "KIND",
-    "LOCAL_POLICY",
-    "PLURAL",
-    "VERSION",
-    "HostPathPrefix",
-    "Policy",
-    "violations",
-    "with_local_policy",
+def violations(job: Mapping[str, Any], config: OperatorConfig) -> list[tuple[str, str]]:
+    """(field path, rule) for everything `job` asks that `config.policy` does not allow; [] when none.
+
+    The operator calls this before creating anything (a job that breaks the policy fails with
+    reason PolicyViolation); `mnv2 validate` and `mnv2 render` print the same list.
+    """
+    return [(path, text) for path, text, _ in rule_violations(job, config)]
+
+
+# --- the same rules as a ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1, Kubernetes 1.30+) ---
+#
+# The policy's data (allowed types, prefixes, repositories) are CEL variables rendered from the
+# operator configuration; the rules below are fixed text, each the CEL twin of one check above.
+# The chart writes the variables from its values and copies these rules from files/ (hack/generate.py).
+
+_ABS = ABS_PATH_PATTERN.replace("\\", "\\\\")
+_IMG = IMAGE_REFERENCE_PATTERN.replace("\\", "\\\\")
+_DEVICE_TYPES = "[" + ", ".join(f"'{t}'" for t in HOST_PATH_DEVICE_TYPES) + "]"
+
+
+def _cel_under(path: str, prefix: str) -> str:
+    return f"({prefix} == '/' || {path} == {prefix} || {path}.startsWith({prefix} + '/'))"
+
+
+def _cel_overlap(a: str, b: str) -> str:
+    return f"({_cel_under(a, b)} || {_cel_under(b, a)})"
+
+
+def _template_list(field: str) -> str:
+    return (
+        f"has(object.spec.template) && has(object.spec.template.{field}) ? object.spec.template.{field} : []"
+    )
+
+
+def _template_map(field: str) -> str:
+    present = f"has(object.spec.template) && has(object.spec.template.{field})"
+    return f"{present} ? object.spec.template.{field} : {{}}"
+
+
+# Variables computed from the object (after the data variables).
+DERIVED_VARIABLES = [
+    ("templateVolumes", _template_list("volumes")),
+    ("templateMounts", _template_list("volumeMounts")),
+    ("templateEnv", _template_list("env")),
+    ("labels", _template_map("labels")),
+    ("annotations", _template_map("annotations")),
+    ("hostPathAllowed", "'hostPath' in variables.volumeTypes"),
+    # Host paths a job brings, as [field, path, type, writable] rows of strings (CEL lists are homogeneous).
+    (
+        "hostPaths",
+        "(has(object.spec.dataset.volume.hostPath) ? [['spec.dataset.volume', "
+        "object.spec.dataset.volume.hostPath.path, has(object.spec.dataset.volume.hostPath.type) ? "
+        "object.spec.dataset.volume.hostPath.type : '', 'ro']] : []) + "
+        "(has(object.spec.output.volume.hostPath) ? [['spec.output.volume', "
+        "object.spec.output.volume.hostPath.path, has(object.spec.output.volume.hostPath.type) ? "
+        "object.spec.output.volume.hostPath.type : '', 'rw']] : []) + "
+        "variables.templateVolumes.filter(v, has(v.hostPath))"
+        ".map(v, ['spec.template.volumes[' + v.name + ']', "
+        "has(v.hostPath.path) ? string(v.hostPath.path) : '', "
+        "has(v.hostPath.type) ? string(v.hostPath.type) : '', "
+        "variables.templateMounts.exists(m, m.name == v.name && !(has(m.readOnly) && m.readOnly == true)) "
+        "? 'rw' : 'ro'])",
+    ),
+    # ... of them, those that are normalised and inside an allowed prefix.
+    (
+        "allowedHostPaths",
+        f"variables.hostPaths.filter(h, h[1].matches('{_ABS}') && "
+        f"variables.hostPathPrefixes.exists(p, {_cel_under('h[1]', 'p')}))",
+    ),
 ]
+
+_TYPES_OF = "v.filter(k, k != 'name' && !(k in variables.volumeTypes))"
+# (rule name, CEL that must hold, CEL naming what breaks it); names match rule_violations().
+ADMISSION_RULES: list[tuple[str, str, str]] = [
+    (
+        "volumeType",
+        "[object.spec.dataset.volume, object.spec.output.volume].all(v, v.all(k, k in variables.volumeTypes))"
+        " && variables.templateVolumes.all(v, v.all(k, k == 'name' || k in variables.volumeTypes))",
+        "'volume types the policy does not allow (allowed: ' + variables.volumeTypes.join(', ') + '): ' + "
+        f"([object.spec.dataset.volume].filter(v, {_TYPES_OF}.size() > 0).map(v, 'spec.dataset.volume') + "
+        f"[object.spec.output.volume].filter(v, {_TYPES_OF}.size() > 0).map(v, 'spec.output.volume') + "
+        f"variables.templateVolumes.filter(v, {_TYPES_OF}.size() > 0)"
+        ".map(v, 'spec.template.volumes[' + v.name + ']')).join(', ')",
+    ),
+    (
+        "hostPathType",
+        f"!variables.hostPathAllowed || variables.hostPaths.all(h, !(h[2] in {_DEVICE_TYPES}))",
+        f"'a job may not mount a socket or device of the node: ' + variables.hostPaths.filter(h, h[2] in "
+        f"{_DEVICE_TYPES}).map(h, h[0] + '.hostPath.type').join(', ')",
+    ),
+    (
+        "hostPathNormalised",
+        f"!variables.hostPathAllowed || variables.hostPaths.all(h, h[1].matches('{_ABS}'))",
+        "'host paths must be normalised absolute paths (no ., .., // or trailing /): ' + "
+        f"variables.hostPaths.filter(h, !h[1].matches('{_ABS}')).map(h, h[0] + '.hostPath.path').join(', ')",
+    ),
+    (
+        "hostPathPrefix",
+        f"!variables.hostPathAllowed || variables.hostPaths.all(h, !h[1].matches('{_ABS}') || "
+        f"variables.hostPathPrefixes.exists(p, {_cel_under('h[1]', 'p')}))",
+        "'host paths outside the prefixes the policy allows (' + "
+        "variables.hostPathPrefixes.join(', ') + '): ' + "
+        f"variables.hostPaths.filter(h, h[1].matches('{_ABS}') && "
+        f"!variables.hostPathPrefixes.exists(p, {_cel_under('h[1]', 'p')}))"
+        ".map(h, h[0] + '.hostPath.path ' + h[1]).join(', ')",
+    ),
+    (
+        "driverHostPath",
+        f"!variables.hostPathAllowed || variables.allowedHostPaths.all(h, "
+        f"!variables.driverHostPaths.exists(d, {_cel_overlap('h[1]', 'd')}))",
+        "'driver paths come from the platform profile only: ' + variables.allowedHostPaths.filter(h, "
+        f"variables.driverHostPaths.exists(d, {_cel_overlap('h[1]', 'd')}))"
+        ".map(h, h[0] + '.hostPath.path ' + h[1]).join(', ')",
+    ),
+    (
+        "hostPathReadOnly",
+        "!variables.hostPathAllowed || variables.allowedHostPaths.all(h, h[3] == 'ro' || "
+        f"variables.readWritePrefixes.exists(p, {_cel_under('h[1]', 'p')}))",
+        "'read-only host paths (mount them readOnly; an output needs a readWrite prefix): ' + "
+        "variables.allowedHostPaths.filter(h, h[3] == 'rw' && "
+        f"!variables.readWritePrefixes.exists(p, {_cel_under('h[1]', 'p')}))"
+        ".map(h, h[0] + '.hostPath.path ' + h[1]).join(', ')",
+    ),
+    (
+        "image",
+        "!has(object.spec.image) || object.spec.image == '' || "
+        f"(object.spec.image.matches('{_IMG}') && variables.imageRepositories.exists(r, r.endsWith('/') ? "
+        "object.spec.image.startsWith(r) : (object.spec.image == r || "
+        "object.spec.image.startsWith(r + ':') || "
+        "object.spec.image.startsWith(r + '@'))))",
+        "'spec.image: ' + object.spec.image + ' is not from a repository the policy allows (' + "
+        "variables.imageRepositories.join(', ') + ')'",
+    ),
+    (
+        "reservedLabel",
+        "variables.labels.all(k, !variables.reservedLabelPrefixes.exists(p, k.startsWith(p)))",
+        "'reserved label keys in spec.template.labels: ' + "
+        "variables.labels.filter(k, variables.reservedLabelPrefixes.exists(p, k.startsWith(p))).join(', ')",
+    ),
+    (
+        "reservedAnnotation",
+        "variables.annotations.all(k, !variables.reservedAnnotationPrefixes.exists(p, k.startsWith(p)))",
+        "'reserved annotation keys in spec.template.annotations: ' + "
+        "variables.annotations.filter(k, variables.reservedAnnotationPrefixes.exists(p, k.startsWith(p)))"
+        ".join(', ')",
+    ),
+    (
+        "reservedEnv",
+        f"variables.templateEnv.all(e, !e.name.startsWith('{RESERVED_ENV_PREFIX}'))",
+        f"'spec.template.env: {RESERVED_ENV_PREFIX}* variables are set by the operator: ' + "
+        f"variables.templateEnv.filter(e, e.name.startsWith('{RESERVED_ENV_PREFIX}'))"
+        ".map(e, e.name).join(', ')",
+    ),
+    (
+        "nodeLocalOutput",
+        "!has(object.spec.replicas) || object.spec.replicas <= 1 || "
+        "(!has(object.spec.output.volume.emptyDir) && "
+        "(variables.singleNode || !has(object.spec.output.volume.hostPath)))",
+        "'spec.output.volume: ' + string(object.spec.replicas) + ' replicas cannot share a node-local "
+        "(emptyDir or hostPath) output: use a shared volume'",
+    ),
+]
+
+
+def data_variables(config: OperatorConfig) -> dict[str, Any]:
+    """The policy's data, as the admission policy's CEL variables hold them."""
+    return {
+        "volumeTypes": list(config.policy.volume_types),
+        "hostPathPrefixes": host_path_prefixes(config),
+        "readWritePrefixes": read_write_prefixes(config),
+        "driverHostPaths": driver_host_paths(config),
+        "imageRepositories": image_repositories(config),
+        "reservedLabelPrefixes": reserved_label_prefixes(config),
+        "reservedAnnotationPrefixes": reserved_annotation_prefixes(config),
+        "singleNode": config.policy.single_node,
+    }
+
+
+def admission_variables(config: OperatorConfig) -> list[dict[str, str]]:
+    """Every variable of the admission policy: the data (JSON literals are CEL literals), then the derived."""
+    data = [{"name": k, "expression": json.dumps(v)} for k, v in data_variables(config).items()]
+    return data + [{"name": name, "expression": expression} for name, expression in DERIVED_VARIABLES]
+
+
+# Only a new job or a changed spec is checked: the operator must still be able to remove its
+# finalizer from (and so delete) a job created before the policy changed.
+MATCH_CONDITIONS = [
+    {"name": "spec-changed", "expression": "request.operation == 'CREATE' || object.spec != oldObject.spec"}
+]
+
+
+def admission_validations() -> list[dict[str, str]]:
+    return [
+        {
+            "expression": expression,
+            "messageExpression": message,
+            "message": f"the job breaks the operator's policy ({name}); see docs/security.md",
+            "reason": "Forbidden",
+        }
+        for name, expression, message in ADMISSION_RULES
+    ]
+
+
+def admission_policy(config: OperatorConfig, name: str = "mnv2-job-policy") -> list[dict[str, Any]]:
+    """The ValidatingAdmissionPolicy and its binding that refuse, at `kubectl apply`, the jobs
+    `violations()` refuses (the chart renders the same objects from its values)."""
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [GROUP],
+                        "apiVersions": [VERSION],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": [PLURAL],
+                    }
+                ]
+            },
+            "matchConditions": MATCH_CONDITIONS,
+            "variables": admission_variables(config),
+            "validations": admission_validations(),
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
+    }
+    return [policy, binding]

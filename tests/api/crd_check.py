@@ -63,15 +63,27 @@ def typed(value: Any, node: dict[str, Any]) -> Any:
 
 
 class Cel:
-    def __init__(self):
+    def __init__(self, functions: dict[str, Any] | None = None):
         self.celpy = pytest.importorskip("celpy", reason="cel-python (test extra) is not installed")
         self.env = self.celpy.Environment()
+        self.functions = functions or {}
         self.programs: dict[str, Any] = {}
 
+    def value(self, expression: str, activation: dict[str, Any]) -> Any:
+        """The CEL value of `expression`; activation values are JSON (or already CEL values)."""
+        if expression not in self.programs:
+            ast = self.env.compile(expression)
+            self.programs[expression] = self.env.program(ast, functions=self.functions)
+        return self.programs[expression].evaluate({k: self._cel(v) for k, v in activation.items()})
+
+    def _cel(self, value: Any) -> Any:
+        """JSON to CEL; CEL values pass unchanged (json_to_cel would turn a BoolType into an IntType)."""
+        if type(value).__module__ == self.celpy.celtypes.__name__:
+            return value
+        return self.celpy.json_to_cel(value)
+
     def evaluate(self, rule: str, activation: dict[str, Any]) -> bool:
-        if rule not in self.programs:
-            self.programs[rule] = self.env.program(self.env.compile(rule))
-        result = self.programs[rule].evaluate({k: self.celpy.json_to_cel(v) for k, v in activation.items()})
+        result = self.value(rule, activation)
         assert isinstance(result, self.celpy.celtypes.BoolType), (rule, result)
         return bool(result)
 
