@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mnv2 import launchenv as le
+from mnv2.console import Quiet
 from mnv2.exitcodes import ConfigError, ExitCode
 from mnv2.launcher import STOP_GRACE, ProcessSpec, Supervisor
 
@@ -327,7 +328,56 @@ def progress_line(progress: Any) -> str:
     return ", ".join(parts)
 
 
+STEP_LINE = re.compile(
+    r"^\[rank (\d+)\] epoch: \[\s*(\d+)/\s*(\d+)\], step:\[\s*(\d+)/\s*(\d+)\], loss:\[\s*([^/\]]+)/"
+)
+
+
+def replica_activity(line: str) -> str | None:
+    """A short "rank 0: epoch 3/20, step 22/22, loss 1.234" from a prefixed zoo step line (1-based)."""
+    match = STEP_LINE.match(line)
+    if not match:
+        return None
+    rank, epoch, epochs, step, steps, loss = match.groups()
+    return f"rank {rank}: epoch {int(epoch) + 1}/{epochs}, step {int(step) + 1}/{steps}, loss {loss.strip()}"
+
+
+def replica_state(code: int | None) -> str:
+    """What `kubectl get pods` would say about a local replica, from its launcher's exit code."""
+    if code is None:
+        return "Running"
+    return "Succeeded" if code == 0 else f"Failed (exit {code})"
+
+
+def local_artifacts(artifacts: Any, mounts: tuple[Mount, ...], prefix: str = "") -> list[tuple[str, str]]:
+    """The status's artifacts as (name, value) lines, pod paths turned into this machine's paths."""
+    if isinstance(artifacts, Mapping):
+        lines: list[tuple[str, str]] = []
+        for key, value in artifacts.items():
+            lines += local_artifacts(value, mounts, f"{prefix}.{key}" if prefix else str(key))
+        return lines
+    if isinstance(artifacts, list):
+        lines = []
+        for position, value in enumerate(artifacts):
+            lines += local_artifacts(value, mounts, f"{prefix}[{position}]")
+        return lines
+    if isinstance(artifacts, str):
+        return [(prefix, translate_path(artifacts, mounts))]
+    return [(prefix, str(artifacts))]
+
+
 # ----------------------------------------------------------------------------- running
+
+
+class _CurrentStdout:
+    """sys.stdout as it is at each write: on a terminal the live table swaps in its own stdout, which
+    prints every line above the table."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
 
 
 @dataclass
@@ -383,8 +433,9 @@ def _render(job: dict[str, Any], operator_config: str | None) -> list[dict[str, 
 class _Progress:
     """Polls rank 0's /metrics every `interval` seconds and prints a line when training moved."""
 
-    def __init__(self, port: int | None, interval: float, say: Callable[[str], None]):
-        self.port, self.interval, self.say = port, interval, say
+    def __init__(self, port: int | None, interval: float, say: Callable[[str], None],
+                 tick: Callable[[], None] | None = None):
+        self.port, self.interval, self.say, self.tick = port, interval, say, tick
         self.last: Any = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -405,6 +456,8 @@ class _Progress:
         url = progress_url(LOCAL_HOST, self.port)
         shown = None
         while not self._stop.wait(self.interval):
+            if self.tick is not None:
+                self.tick()
             try:
                 progress = fetch_progress(url, timeout=2.0)
             except (ProgressError, OSError):
@@ -473,9 +526,10 @@ def dry_run(manifest: Path, options: RunOptions) -> int:
 def run_job(manifest: Path, options: RunOptions) -> int:
     """Run every replica of the job locally until the job ends; print its final status as YAML."""
     import yaml
+
     from mnv2_operator.status import compute_status
 
-    out = options.out or sys.stdout
+    out = options.out or _CurrentStdout()
     lock = threading.RLock()
 
     def say(message: str) -> None:
@@ -506,7 +560,8 @@ def run_job(manifest: Path, options: RunOptions) -> int:
         say(f"job {job.name}: {len(local_pods)} replica(s), attempt {attempt}, "
             f"volumes under {run_dir / job.name}")
         status = _observe(raw, status, pods, attempt, None, compute_status)  # all replicas running
-        results = _run_attempt(local_pods, options, out, lock, say)
+        title = f"job {job.name}, attempt {attempt}"
+        results = _run_attempt(local_pods, options, out, lock, say, title=title)
         status = _observe(raw, status, pods, attempt, results, compute_status)
         if status.get("state") == "Restarting" and not results.interrupted:
             attempt = int(status.get("restartCount") or attempt + 1)
@@ -518,6 +573,9 @@ def run_job(manifest: Path, options: RunOptions) -> int:
     with lock:
         out.write(yaml.safe_dump({"status": status}, sort_keys=False))
         out.flush()
+    rank0 = min(local_pods, key=lambda lp: lp.index)
+    for name, value in local_artifacts(status.get("artifacts") or {}, rank0.mounts):
+        say(f"artifact {name}: {value}")
     if status.get("state") == "Succeeded":
         return int(ExitCode.SUCCESS)
     return results.exit_code or int(ExitCode.FAILURE)
@@ -553,15 +611,27 @@ class _AttemptResult:
 
 def _run_attempt(
     local_pods: list[LocalPod], options: RunOptions, out: IO[str], lock: threading.RLock,
-    say: Callable[[str], None],
+    say: Callable[[str], None], title: str = "job",
 ) -> _AttemptResult:
-    """Start every replica's launcher in its own process group and supervise them together."""
+    """Start every replica's launcher in its own process group and supervise them together.
+
+    On a terminal (and when writing to this process's stdout) a live table shows every replica's
+    state and latest step, with rank 0's progress below it; otherwise the output is line by line.
+    """
+    from mnv2.console import live_table
+
     found: dict[str, float | None] = {"top1": None}
+    table = live_table(title) if options.out is None else live_table(title, stream=options.out)
+    activity = {lp.name: "" for lp in local_pods}
 
     def format_line(spec: ProcessSpec, line: str) -> str | None:
         result = parse_result_line(line)
         if result is not None:
             found["top1"] = result[0]
+        latest = replica_activity(line)
+        if latest is not None:
+            activity[spec.name] = latest
+            table.update({spec.name: f"{replica_state(None)}  {latest}"})
         if line.startswith("[launcher] "):
             return f"[launcher {spec.name}] {line[len('[launcher] '):]}"
         if line.startswith("["):
@@ -580,9 +650,24 @@ def _run_attempt(
         label="mnv2 run",
         lock=lock,
     )
+
+    def show_states() -> None:
+        codes = supervisor.codes
+        table.update({name: f"{replica_state(codes.get(name))}  {text}".rstrip()
+                      for name, text in activity.items()})
+
+    live = not isinstance(table, Quiet)
+    interval = min(options.progress_interval, 2.0) if live and options.progress_interval > 0 else (
+        options.progress_interval)
+    show = (lambda line: table.update({}, footer=f"rank 0: {line}")) if live else say
     rank0 = min(local_pods, key=lambda lp: lp.index)
-    with _Progress(rank0.metrics_port, options.progress_interval, say) as progress:
-        code = supervisor.run()
+    show_states()
+    try:
+        with _Progress(rank0.metrics_port, interval, show, tick=show_states if live else None) as progress:
+            code = supervisor.run()
+        show_states()
+    finally:
+        table.close()
     interrupted = None
     if supervisor.signal_received is not None:
         interrupted = "Ctrl-C" if supervisor.signal_received == signal.SIGINT else "SIGTERM"

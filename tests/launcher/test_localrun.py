@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 from mnv2 import launchenv as le
-from mnv2_operator import localrun
 from mnv2.exitcodes import ConfigError
+from mnv2_operator import localrun
 from mnv2_operator.localrun import Mount, translate_path
 from mnv2_operator.profiles import load_operator_config
 from mnv2_operator.render import render_job
@@ -242,7 +242,7 @@ def test_retryable_failures_restart_the_whole_job_up_to_the_backoff_limit(tmp_pa
     ])  # fmt: skip
     attempts: list[list[str]] = []
 
-    def attempt(local_pods, options, out, lock, say):
+    def attempt(local_pods, options, out, lock, say, **kwargs):
         attempts.append([lp.spec.env[le.SCHEDULER_PORT] for lp in local_pods])
         codes = next(outcomes)
         return localrun._AttemptResult(

@@ -90,3 +90,38 @@ def test_evaluation_and_replica_table_on_a_terminal():
     plain = ANSI.sub(b"", table)
     assert re.search(rb"demo-0\s+Running", plain) and re.search(rb"demo-1\s+Succeeded \(exit 0\)", plain)
     assert b"[rank 0] a line from a replica" in plain
+
+
+RUN_CHILD = str(Path(__file__).with_name("run_child.py"))
+
+
+def test_mnv2_run_shows_every_replica_live_on_a_terminal_and_plain_lines_elsewhere(tmp_path):
+    piped = subprocess.run([sys.executable, RUN_CHILD, str(tmp_path / "a")], capture_output=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert b"\x1b" not in piped.stdout + piped.stderr
+    lines = piped.stdout.decode().splitlines()
+    last_step = "[rank 1] epoch: [  1/  2], step:[    2/    3], loss:[0.750/0.800], time:[12.500], lr:[0.050]"
+    assert last_step in lines
+    assert "  state: Succeeded" in lines
+
+    leader, follower = pty.openpty()
+    child = subprocess.Popen([sys.executable, RUN_CHILD, str(tmp_path / "b")], stdin=follower,
+                             stdout=follower, stderr=follower, env={**os.environ, "COLUMNS": "160"})
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    assert child.wait(timeout=120) == 0
+    text = ANSI.sub(b"", output).decode()
+    assert "job cpu-quickstart, attempt 0" in text
+    for replica in (0, 1):  # each replica's state and latest step, 1-based like the live training line
+        row = rf"cpu-quickstart-{replica}\s+Succeeded\s+rank {replica}: epoch 2/2, step 3/3, loss 0.750"
+        assert re.search(row, text), text
+    assert "state: Succeeded" in text  # the final status still follows, in full

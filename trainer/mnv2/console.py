@@ -145,7 +145,7 @@ class _LiveTable(Quiet):
         self._rows: dict[str, str] = {}
         self._footer = ""
         self._live = Live(
-            self._render(), console=_console(stream), auto_refresh=False, transient=False,
+            self._render(), console=_console(stream), refresh_per_second=4, transient=False,
             redirect_stdout=is_terminal(sys.stdout), redirect_stderr=is_terminal(sys.stderr),
         )
         self._live.start()
@@ -166,7 +166,7 @@ class _LiveTable(Quiet):
         self._rows.update(rows)
         if footer is not None:
             self._footer = footer
-        self._live.update(self._render(), refresh=True)
+        self._live.update(self._render())  # drawn at the next refresh (4 per second at most)
 
     def close(self) -> None:
         self._live.stop()

@@ -1,0 +1,44 @@
+"""`mnv2 run` on a two-replica job whose launchers are stand-ins printing the zoo's step lines as the
+launcher prefixes them, for tests/report/test_console.py (argv[1]: a scratch folder)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import yaml
+from mnv2_operator import localrun
+
+LINES = [
+    "[rank {i}] epoch: [  0/  2], step:[    2/    3], loss:[1.250/1.500], time:[12.500], lr:[0.100]",
+    "[rank {i}] epoch: [  1/  2], step:[    2/    3], loss:[0.750/0.800], time:[12.500], lr:[0.050]",
+]
+
+
+def stand_ins(real):
+    def plan(pods, **kwargs):
+        planned = real(pods, **kwargs)
+        stand_in = []
+        for lp in planned:
+            text = "\n".join(line.format(i=lp.index) for line in LINES)
+            argv = [sys.executable, "-c", f"print({text!r})"]
+            stand_in.append(dataclasses.replace(lp, spec=dataclasses.replace(lp.spec, argv=argv)))
+        return stand_in
+
+    return plan
+
+
+def main(folder: Path) -> int:
+    job = yaml.safe_load((Path(__file__).parents[2] / "examples" / "cpu-quickstart.yaml").read_text())
+    job["spec"]["dataset"]["volume"]["hostPath"] = {"path": str(folder / "data"), "type": "DirectoryOrCreate"}
+    job["spec"]["output"]["volume"]["hostPath"] = {"path": str(folder / "out"), "type": "DirectoryOrCreate"}
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "job.yaml"
+    manifest.write_text(yaml.safe_dump(job))
+    localrun.plan_local_pods = stand_ins(localrun.plan_local_pods)
+    return localrun.run_job(manifest, localrun.RunOptions(run_dir=folder / "run", progress_interval=0.2))
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))
