@@ -187,7 +187,7 @@ def test_values_fuzz(soak: bool) -> None:
     stats: Counter[str] = Counter()
     examples = SOAK_EXAMPLES if soak else EXAMPLES
 
-    @settings(max_examples=examples, deadline=None, database=None,
+    @settings(max_examples=examples, deadline=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(case=values_case(), release_name=release, ns=namespace)
     def check(case: tuple[dict[str, Any], tuple[str, ...] | None], release_name: str, ns: str) -> None:
