@@ -152,3 +152,21 @@ def test_the_trainer_falls_back_and_trains(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count(WARNING) == 1, proc.stderr[-3000:]
     assert "epoch: [  0/  1], step:[    0/    1]" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_the_hint_names_switches_that_exist():
+    """The flag parses in `mnv2 train`, the key in a config file, the field in the job's CRD schema."""
+    import argparse
+
+    import yaml
+    from mnv2.options import add_config_arguments
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    assert "--no_fast_depthwise" in _build.OFF_SWITCH
+    assert parser.parse_args(["--no_fast_depthwise"]).fast_depthwise is False
+    assert "fast_depthwise: false" in _build.OFF_SWITCH
+    crd = Path(__file__).resolve().parents[2] / "charts/mobilenetv2-operator/crds/mobilenetv2trainjobs.yaml"
+    spec = yaml.safe_load(crd.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert "fastDepthwise" in spec["properties"]["spec"]["properties"]["training"]["properties"]
+    assert "training.fastDepthwise: false" in _build.OFF_SWITCH
