@@ -285,7 +285,7 @@ def _host_path_violations(
                 "hostPathType",
             )
         )
-    if not _matches(ABS_PATH_PATTERN, path):
+    if not _matches(ROOT_OR_ABS_PATH_PATTERN, path):
         text = "must be a normalised absolute path (no '.', '..', '//' or trailing '/')"
         return [*out, (f"{field}.hostPath.path", text, "hostPathNormalised")]
     prefixes = host_path_prefixes(config)
@@ -384,7 +384,7 @@ def violations(job: Mapping[str, Any], config: OperatorConfig) -> list[tuple[str
 # operator configuration; the rules below are fixed text, each the CEL twin of one check above.
 # The chart writes the variables from its values and copies these rules from files/ (hack/generate.py).
 
-_ABS = ABS_PATH_PATTERN.replace("\\", "\\\\")
+_ABS = ROOT_OR_ABS_PATH_PATTERN.replace("\\", "\\\\")
 _IMG = IMAGE_REFERENCE_PATTERN.replace("\\", "\\\\")
 _DEVICE_TYPES = "[" + ", ".join(f"'{t}'" for t in HOST_PATH_DEVICE_TYPES) + "]"
 
