@@ -36,6 +36,15 @@ from mnv2_operator.validation import (
     SHM_PATH,
 )
 
+# Scheduling directives that may change while the job is suspended (batch/v1 Job's mutable
+# scheduling directives; Kueue sets them at admission): (parent, field) under spec. Kept equal to
+# reconcile.MUTABLE_WHILE_SUSPENDED (a test checks).
+MUTABLE_WHILE_SUSPENDED = (
+    ("template", "nodeSelector"),
+    ("template", "tolerations"),
+    ("scheduling", "queue"),
+    ("scheduling", "priorityClassName"),
+)
 # Objects whose absence means "all defaults": defaulted to {} so the API server fills their fields.
 # Immutable, but checked only by the operator: no CEL cost bound is possible for pass-through data.
 CEL_UNBOUNDED_TEMPLATE_FIELDS = ("volumes",)
@@ -417,13 +426,14 @@ def _immutable(spec_schema: dict[str, Any]) -> None:
                         )
                     )
             continue
-        if name == "template":
+        if name in ("template", "scheduling"):
             # Per field: template.volumes holds arbitrary volume sources (unknown fields kept), whose
-            # size CEL cannot bound, so its immutability is the operator's alone (immutable_changes).
+            # size CEL cannot bound, so its immutability is the operator's alone (immutable_changes);
+            # scheduling directives may change while suspended (_suspended_changes below).
             for sub_name, sub in prop["properties"].items():
-                if sub_name in CEL_UNBOUNDED_TEMPLATE_FIELDS:
+                if sub_name in CEL_UNBOUNDED_TEMPLATE_FIELDS or (name, sub_name) in MUTABLE_WHILE_SUSPENDED:
                     continue
-                message = f"spec.template.{sub_name} is immutable"
+                message = f"spec.{name}.{sub_name} is immutable"
                 sub.setdefault("x-kubernetes-validations", []).append(
                     _rule("self == oldSelf", message, reason="FieldValueForbidden")
                 )
@@ -448,7 +458,29 @@ def _immutable(spec_schema: dict[str, Any]) -> None:
                     "FieldValueForbidden",
                 )
             )
-    spec_schema.setdefault("x-kubernetes-validations", []).extend(presence)
+    spec_schema.setdefault("x-kubernetes-validations", []).extend(presence + _suspended_changes())
+
+
+def _suspended_changes() -> list[dict[str, Any]]:
+    """Transition rules: a scheduling directive changes only while the stored job is suspended (the
+    update that resumes it may carry the change, as Kueue's admission does)."""
+    was_suspended = "(has(oldSelf.runPolicy) && has(oldSelf.runPolicy.suspend) && oldSelf.runPolicy.suspend)"
+    rules = []
+    for parent, field in MUTABLE_WHILE_SUSPENDED:
+        new, old = f"self.{parent}", f"oldSelf.{parent}"
+        same = (
+            f"has({new}) == has({old}) && (!has({new}) || (has({new}.{field}) == has({old}.{field}) && "
+            f"(!has({new}.{field}) || {new}.{field} == {old}.{field})))"
+        )
+        rules.append(
+            _rule(
+                f"{was_suspended} || ({same})",
+                f"spec.{parent}.{field} is immutable unless the job is suspended",
+                f".{parent}.{field}",
+                "FieldValueForbidden",
+            )
+        )
+    return rules
 
 
 def spec_schema() -> dict[str, Any]:
@@ -463,13 +495,83 @@ def spec_schema() -> dict[str, Any]:
     return schema
 
 
+# Status fields the operator writes beyond api.JobStatus (setdefault: a no-op once the model declares
+# them). Anything written but undeclared is pruned by the API server, so every comparison of the
+# computed status with the stored one would see a change (REFERENCE §7, CRD pruning).
+EXTRA_STATUS_FIELDS: dict[str, dict[str, Any]] = {
+    "disruptionCount": {
+        "type": "integer",
+        "description": "Restarts caused by disruptions (preemption, eviction, lost node); not counted "
+        "against backoffLimit.",
+        "minimum": 0,
+    },
+    "restartAfter": {
+        "type": "string",
+        "description": "A restart's new pods are created at this time (exponential backoff).",
+        "format": "date-time",
+    },
+}
+EXTRA_CONDITION_FIELDS: dict[str, dict[str, Any]] = {
+    "observedGeneration": {
+        "type": "integer",
+        "description": "The spec generation the condition was set from (metav1.Condition).",
+        "minimum": 0,
+    },
+}
+
+
 def status_schema() -> dict[str, Any]:
     schema = _model_schema(JobStatus)
     schema["description"] = "Observed state, written by the operator."
+    for name, prop in EXTRA_STATUS_FIELDS.items():
+        schema["properties"].setdefault(name, copy.deepcopy(prop))
     conditions = schema["properties"]["conditions"]
+    for name, prop in EXTRA_CONDITION_FIELDS.items():
+        conditions["items"]["properties"].setdefault(name, copy.deepcopy(prop))
     conditions["x-kubernetes-list-type"] = "map"
     conditions["x-kubernetes-list-map-keys"] = ["type"]
     return schema
+
+
+def stored_form(value: Any, schema: dict[str, Any]) -> Any:
+    """`value` as kube-apiserver stores it under the structural `schema`: unknown fields pruned
+    (unless x-kubernetes-preserve-unknown-fields), then defaults applied, recursively.
+
+    The operator compares what it computes with what is stored through this, so a field the CRD
+    does not keep can never cause a write on every pass.
+    """
+    if isinstance(value, dict) and schema.get("type") == "object":
+        properties = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        keep = schema.get("x-kubernetes-preserve-unknown-fields", False)
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if item is None and not (properties.get(key) or {}).get("nullable"):
+                continue  # a null for a non-nullable field is pruned before defaulting
+            if key in properties:
+                out[key] = stored_form(item, properties[key])
+            elif isinstance(extra, dict):
+                out[key] = stored_form(item, extra)
+            elif keep:
+                out[key] = copy.deepcopy(item)
+        for key, prop in properties.items():
+            if key not in out and "default" in prop:
+                out[key] = stored_form(copy.deepcopy(prop["default"]), prop)
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [stored_form(item, schema["items"]) for item in value]
+    return copy.deepcopy(value)
+
+
+_STATUS_SCHEMA: dict[str, Any] | None = None
+
+
+def stored_status(status: dict[str, Any]) -> dict[str, Any]:
+    """The job status as the API server would keep it (see stored_form)."""
+    global _STATUS_SCHEMA
+    if _STATUS_SCHEMA is None:
+        _STATUS_SCHEMA = status_schema()
+    return stored_form(status, _STATUS_SCHEMA)
 
 
 def openapi_schema() -> dict[str, Any]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -26,7 +28,13 @@ log = logging.getLogger(__name__)
 
 # (namespace, job) -> the event its daemon sleeps on; created in the daemon's own loop.
 _WAKE: dict[tuple[str, str], asyncio.Event] = {}
-ERROR_BACKOFF_SECONDS = 2.0
+
+
+def error_backoff(failures: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
+    """Seconds before retrying after `failures` consecutive failed passes (1, 2, ...): exponential,
+    capped, with +-50% jitter so that jobs failing together (an API outage) do not retry in step."""
+    delay = min(cap, base * 2 ** max(0, min(failures - 1, 30)))
+    return min(cap, delay * (0.5 + rand()))
 
 
 def _poke(namespace: str | None, job: str | None) -> None:
@@ -43,9 +51,13 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     ours.apply(settings)
     _WAKE.clear()
     memo.reconciler = Reconciler(
-        k8s.shared(ours.kubeconfig), load_operator_config(ours.config_path), ours.progress_seconds
+        k8s.shared(ours.kubeconfig),
+        load_operator_config(ours.config_path),
+        ours.progress_seconds,
+        (ours.restart_backoff_seconds, ours.restart_backoff_max_seconds),
     )
     memo.resync_seconds = ours.resync_seconds
+    memo.error_backoff = (ours.error_backoff_seconds, ours.error_backoff_max_seconds)
     if ours.metrics_port:
         try:
             METRICS.serve(ours.metrics_port)
@@ -86,6 +98,7 @@ async def job_daemon(
     """The job's reconciliation loop (see the module docstring)."""
     key = (namespace, name)
     wake = _WAKE[key] = asyncio.Event()
+    failures = 0
     try:
         while not stopped:
             wake.clear()
@@ -93,9 +106,13 @@ async def job_daemon(
                 outcome = await asyncio.to_thread(memo.reconciler.reconcile, namespace, name)
             except Exception as error:
                 METRICS.reconcile_error("reconcile")
-                logger.warning(f"reconciliation failed, retrying in {ERROR_BACKOFF_SECONDS}s: {error!r}")
-                timeout = ERROR_BACKOFF_SECONDS
+                failures += 1
+                timeout = error_backoff(failures, *memo.error_backoff)
+                logger.warning(f"reconciliation failed, retrying in {timeout:.1f}s: {error!r}")
+                await stopped.wait(timeout)  # events do not shorten an error backoff
+                continue
             else:
+                failures = 0
                 if outcome.created or outcome.deleted:
                     logger.info(
                         f"state {outcome.state}; created {outcome.created}; deleted {outcome.deleted}"

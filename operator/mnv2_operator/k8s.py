@@ -68,6 +68,7 @@ SERVICES = Resource("", "v1", "services")
 CONFIGMAPS = Resource("", "v1", "configmaps")
 EVENTS = Resource("", "v1", "events")
 PODGROUPS = Resource("scheduling.volcano.sh", "v1beta1", "podgroups")
+NODES = Resource("", "v1", "nodes", namespaced=False)
 
 _BY_KIND = {
     ("v1", "Pod"): PODS,
@@ -183,11 +184,20 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
-    def delete(self, resource: Resource, namespace: str | None, name: str, *, uid: str | None = None) -> bool:
+    def delete(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        *,
+        uid: str | None = None,
+        grace_period_seconds: int | None = None,
+    ) -> bool:
         """Delete in the background (dependents by the garbage collector); False when already gone.
 
         With `uid`, only that incarnation is deleted (a precondition): a pod recreated meanwhile
-        under the same name survives.
+        under the same name survives. `grace_period_seconds=0` removes a pod at once, without the
+        kubelet's confirmation (a force deletion: only for pods whose node is gone).
         """
         body: dict[str, Any] = {
             "apiVersion": "v1",
@@ -196,11 +206,27 @@ class Kube:
         }
         if uid is not None:
             body["preconditions"] = {"uid": uid}
+        if grace_period_seconds is not None:
+            body["gracePeriodSeconds"] = grace_period_seconds
         try:
             self._call("DELETE", resource.path(namespace, name), body=body)
             return True
         except NotFound:
             return False
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """The JSON merge patch (RFC 7386) that turns `old` into `new`: only what differs, removed keys
+    as null (a plain `{"status": new}` patch would leave removed fields in place for ever)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            patch[key] = merge_patch(old[key], value)
+    return patch
 
 
 def configuration(kubeconfig: str | None = None, context: str | None = None) -> Any:

@@ -20,13 +20,26 @@ RULES: list[dict[str, list[str]]] = [
         "verbs": ["get", "list", "watch", "patch", "delete"],
     },
     {"apiGroups": [api.GROUP], "resources": [f"{api.PLURAL}/status"], "verbs": ["patch"]},
+    # Never called: admission checks it. Children carry `blockOwnerDeletion: true`, which under the
+    # OwnerReferencesPermissionEnforcement plugin (OpenShift, hardened clusters) needs `update` on
+    # the owner's finalizers subresource, or every child creation is refused with 403.
+    {"apiGroups": [api.GROUP], "resources": [f"{api.PLURAL}/finalizers"], "verbs": ["update"]},
     # Children. Pods: listed by the reconciler, watched by kopf (wake-ups), created, deleted on
     # restart/suspend/cleanup. Service, ConfigMap and PodGroup: created when absent (the garbage
     # collector deletes them with the job); the rank-table ConfigMap is rewritten as pods change.
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "create", "delete"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]},
-    {"apiGroups": ["scheduling.volcano.sh"], "resources": ["podgroups"], "verbs": ["get", "create"]},
+    # The PodGroup is deleted when the job is suspended or finishes (its minResources stay reserved
+    # otherwise) and created again on resume.
+    {
+        "apiGroups": ["scheduling.volcano.sh"],
+        "resources": ["podgroups"],
+        "verbs": ["get", "create", "delete"],
+    },
+    # A pod Terminating past its grace period is force-deleted only when its node is lost (Ready not
+    # True, or tainted unreachable). Nodes are cluster-scoped: see CLUSTER_SCOPED below.
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
     # Events for every transition (ours) and kopf's own.
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     # Kopf's discovery: CRD changes always; namespaces when --namespace is a pattern (e.g. team-*).
@@ -44,6 +57,13 @@ RULES: list[dict[str, list[str]]] = [
         "verbs": ["list", "watch", "patch"],
     },
 ]
+
+
+# Grants the operator needs but never exercises as an API call (admission checks them).
+ADMISSION_ONLY = {(api.GROUP, f"{api.PLURAL}/finalizers", "update")}
+# Cluster-scoped resources: a namespaced Role cannot grant them, so the chart needs a ClusterRole
+# for these rules even when the operator watches one namespace.
+CLUSTER_SCOPED = {("", "nodes"), ("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces")}
 
 
 def allows(group: str, resource: str, verb: str) -> bool:

@@ -11,6 +11,7 @@ after the operator was killed at any point, creates nothing twice:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -23,9 +24,11 @@ from mnv2 import launchenv
 
 from mnv2_operator import events, k8s, names
 from mnv2_operator.api import GROUP, SpecError, parse_job
+from mnv2_operator.crd import stored_status
 from mnv2_operator.metrics import METRICS
 from mnv2_operator.status import (
     ATTEMPT_LABEL,
+    RESTART_BACKOFF,
     SPEC_REJECTED,
     TERMINAL_STATES,
     compute_status,
@@ -44,6 +47,15 @@ from mnv2_operator.status import (
 
 ACCEPTED_SPEC_ANNOTATION = f"{GROUP}/accepted-spec"
 WARNING_STATES = ("Failed", "Restarting")
+# Scheduling directives that may change while the job is suspended (batch/v1 Job's mutable
+# scheduling directives, what Kueue sets at admission); the new values apply from the resume.
+MUTABLE_WHILE_SUSPENDED = (
+    ("template", "nodeSelector"),
+    ("template", "tolerations"),
+    ("scheduling", "queue"),
+    ("scheduling", "priorityClassName"),
+)
+NODE_LOST_TAINTS = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
 log = logging.getLogger(__name__)
 
 # (namespace, name) -> (platform, state): the jobs this process has seen, for the jobs-by-state gauge.
@@ -109,6 +121,30 @@ def foreign_message(kind: str, name: str) -> str:
     return f"{kind} {name} already exists and is not owned by this job; delete or rename it"
 
 
+def is_suspended(job: dict[str, Any]) -> bool:
+    """Suspended in the spec, or still recorded Suspended (a resume that also changes scheduling
+    directives, as Kueue's admission does, comes in one update)."""
+    policy = (job.get("spec") or {}).get("runPolicy") or {}
+    return bool(policy.get("suspend")) or (job.get("status") or {}).get("state") == "Suspended"
+
+
+def accepted_spec(job: dict[str, Any]) -> dict[str, Any] | None:
+    """The accepted spec, with the current scheduling directives while the job is suspended."""
+    raw = ((job.get("metadata") or {}).get("annotations") or {}).get(ACCEPTED_SPEC_ANNOTATION)
+    if not raw:
+        return None
+    accepted = json.loads(raw)
+    if is_suspended(job):
+        spec = job.get("spec") or {}
+        for parent, field in MUTABLE_WHILE_SUSPENDED:
+            current = spec.get(parent) or {}
+            if field in current:
+                accepted.setdefault(parent, {})[field] = copy.deepcopy(current[field])
+            elif isinstance(accepted.get(parent), dict):
+                accepted[parent].pop(field, None)
+    return accepted
+
+
 def effective_job(job: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The job as the operator runs it: the accepted spec plus the fields that may change later.
 
@@ -117,10 +153,9 @@ def effective_job(job: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """
     from mnv2_operator.validation import MUTABLE_RUN_POLICY_FIELDS, immutable_changes
 
-    raw = ((job.get("metadata") or {}).get("annotations") or {}).get(ACCEPTED_SPEC_ANNOTATION)
-    if not raw:
+    accepted = accepted_spec(job)
+    if accepted is None:
         return job, []
-    accepted = json.loads(raw)
     changes = immutable_changes(accepted, job.get("spec") or {})
     if not changes:
         return job, []
@@ -138,15 +173,48 @@ def effective_job(job: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 class Reconciler:
     """Holds the client and the operator configuration; `reconcile` is the whole loop body."""
 
-    def __init__(self, kube: k8s.Kube, config: Any, progress_seconds: float = 30.0):
+    def __init__(
+        self,
+        kube: k8s.Kube,
+        config: Any,
+        progress_seconds: float = 30.0,
+        restart_backoff: tuple[float, float] = RESTART_BACKOFF,
+    ):
         self.kube = kube
         self.config = config
         self.progress_seconds = progress_seconds
+        self.restart_backoff = restart_backoff
         self._progress_read: dict[tuple[str, str], float] = {}  # job -> monotonic time of the last read
         self._last_create_error: dict[tuple[str, str], str] = {}  # job -> last creation error posted
         # Children's names taken by objects the job does not own: confirmed (in the status) and suspected.
         self._conflicts: dict[tuple[str, str], list[str]] = {}
         self._suspected: dict[tuple[str, str], set[str]] = {}
+        # Jobs (by uid) whose PodGroup this process has seen gone while suspended or finished.
+        self._podgroup_gone: dict[tuple[str, str], str] = {}
+        self._nodes_forbidden = False  # no permission to read nodes: lost-node pods are not forced
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop everything this process keeps about a job (it was deleted)."""
+        key = (namespace, name)
+        for cache in (
+            self._progress_read,
+            self._last_create_error,
+            self._conflicts,
+            self._suspected,
+            self._podgroup_gone,
+            _STATES,
+        ):
+            cache.pop(key, None)
+
+    def cache_sizes(self) -> dict[str, int]:
+        return {
+            "progress_read": len(self._progress_read),
+            "last_create_error": len(self._last_create_error),
+            "conflicts": len(self._conflicts),
+            "suspected": len(self._suspected),
+            "podgroup_gone": len(self._podgroup_gone),
+            "states": len(_STATES),
+        }
 
     # -- the loop body ---------------------------------------------------------------------------
 
@@ -154,7 +222,7 @@ class Reconciler:
         now = now or datetime.now(tz=UTC)
         job = self.kube.get(k8s.JOBS, namespace, name)
         if job is None or job["metadata"].get("deletionTimestamp"):
-            _STATES.pop((namespace, name), None)
+            self.forget(namespace, name)
             self._publish_states()
             return Outcome(None, None, [], [])
         for _ in range(5):
@@ -165,16 +233,20 @@ class Reconciler:
                 job = self.kube.get(k8s.JOBS, namespace, name)
                 if job is None:
                     return Outcome(None, None, [], [])
+        job = self._reschedule(job)
         running_job, refused = effective_job(job)
         # Only pods this job owns count: a foreign pod carrying the label is never counted or deleted.
         labelled = self.kube.list(k8s.PODS, namespace, {names.LABEL_JOB_NAME: name})
         pods = [p for p in labelled if owned_by(p, job)]
         key = (namespace, name)
         old = job.get("status") or {}
-        new = compute_status(running_job, pods, now)
+        new = compute_status(running_job, pods, now, self.restart_backoff)
         refusal = self._render_problems(running_job)
         if refusal:
             new = with_failure(new, "InvalidSpec", refusal, now, job["metadata"].get("generation"))
+        breaches = self._policy_problems(running_job)
+        if breaches:
+            new = with_failure(new, "PolicyViolation", breaches, now, job["metadata"].get("generation"))
         new = self._with_progress(running_job, new, pods)
         new = with_rejected_changes(
             new,
@@ -182,28 +254,51 @@ class Reconciler:
             job["metadata"].get("generation"),
             now,
         )
-        new = with_name_conflicts(new, self._conflicts.get(key, []))
-        if new != old:
-            self.kube.patch(k8s.JOBS, namespace, name, {"status": new}, subresource="status")
-            self._announce(job, old, new, pods, now)
+        new = stored_status(with_name_conflicts(new, self._conflicts.get(key, [])))
+        self._write_status(job, old, new, pods, now)
         found: list[tuple[str, bool]] = []
         created, deleted = self._act(running_job, new, pods, now, found)
         if self._settle_conflicts(job, found, now):
-            latest = with_name_conflicts(new, self._conflicts.get(key, []))
-            if latest != new:
-                self.kube.patch(k8s.JOBS, namespace, name, {"status": latest}, subresource="status")
-                self._announce(job, new, latest, pods, now)
-                new = latest
+            latest = stored_status(with_name_conflicts(new, self._conflicts.get(key, [])))
+            self._write_status(job, new, latest, pods, now)
+            new = latest
         platform = str((job.get("spec") or {}).get("platform", ""))
         _STATES[(namespace, name)] = (platform, new.get("state") or "Created")
         self._publish_states()
         if deleted == ["job"]:
             return Outcome(new.get("state"), None, created, deleted)
-        due = next_deadline(running_job, new, pods)
+        due = next_deadline(running_job, new, pods, now)
         wake_in = max(0.0, (due - now).total_seconds()) + 0.05 if due is not None else None
         if new.get("state") == "Running":  # come back for the next progress reading
             wake_in = min(wake_in if wake_in is not None else self.progress_seconds, self.progress_seconds)
         return Outcome(new.get("state"), wake_in, created, deleted)
+
+    def _write_status(
+        self, job: dict[str, Any], old: dict[str, Any], new: dict[str, Any], pods: list[dict], now: datetime
+    ) -> None:
+        """Patch only what differs from the stored status (both in the CRD's pruned form), then
+        announce the transitions; an unchanged status costs no request and no event."""
+        if new == old:
+            return
+        meta = job["metadata"]
+        patch = {"status": k8s.merge_patch(old, new)}
+        self.kube.patch(k8s.JOBS, meta["namespace"], meta["name"], patch, subresource="status")
+        self._announce(job, old, new, pods, now)
+
+    def _reschedule(self, job: dict[str, Any]) -> dict[str, Any]:
+        """While suspended, take changed scheduling directives into the accepted spec (once)."""
+        raw = ((job.get("metadata") or {}).get("annotations") or {}).get(ACCEPTED_SPEC_ANNOTATION)
+        accepted = accepted_spec(job)
+        if raw is None or accepted is None or accepted == json.loads(raw):
+            return job
+        value = json.dumps(accepted, sort_keys=True, separators=(",", ":"))
+        patch = {
+            "metadata": {
+                "annotations": {ACCEPTED_SPEC_ANNOTATION: value},
+                "resourceVersion": job["metadata"].get("resourceVersion"),
+            }
+        }
+        return self.kube.patch(k8s.JOBS, job["metadata"]["namespace"], job["metadata"]["name"], patch)
 
     def _settle_conflicts(self, job: dict[str, Any], found: list[tuple[str, bool]], now: datetime) -> bool:
         """Name conflicts found by this pass become the job's (status, one Warning event each) when
@@ -233,6 +328,16 @@ class Reconciler:
         except SpecError as error:
             return "the job's spec is invalid: " + "; ".join(f"{path}: {why}" for path, why in error.problems)
         return ""
+
+    def _policy_problems(self, job: dict[str, Any]) -> str:
+        """What the job asks beyond the namespace's policy (issue 13), as a message naming each
+        field and rule: the job fails with PolicyViolation and nothing is created for it."""
+        from mnv2_operator.policy import violations
+
+        found = violations(job, self.config)
+        if not found:
+            return ""
+        return "the job breaks the operator's policy: " + "; ".join(f"{path}: {rule}" for path, rule in found)
 
     def _with_progress(self, job: dict[str, Any], status: dict[str, Any], pods: list[dict]) -> dict[str, Any]:
         """status.progress from rank 0's /metrics while running, at most every `progress_seconds`.
@@ -316,8 +421,11 @@ class Reconciler:
                         METRICS.observe_pending(
                             ns, platform, max(0.0, (started - pod_created).total_seconds())
                         )
-        if is_true(new, SPEC_REJECTED) and condition(new, SPEC_REJECTED) != condition(old, SPEC_REJECTED):
-            found = condition(new, SPEC_REJECTED)
+        # A lasting condition is announced once: when it turns True or its message changes.
+        found, before = condition(new, SPEC_REJECTED), condition(old, SPEC_REJECTED) or {}
+        if is_true(new, SPEC_REJECTED) and (
+            before.get("status") != "True" or before.get("message") != found.get("message")
+        ):
             events.post(self.kube, job, "Warning", found["reason"], found["message"], now)
 
     @staticmethod
@@ -351,19 +459,100 @@ class Reconciler:
         found: list[tuple[str, bool]],
     ) -> tuple[list[str], list[str]]:
         state = status.get("state")
+        forced = self._force_delete_lost(pods, now)
         if state in TERMINAL_STATES:
-            return [], self._finish(job, status, pods, now)
+            self._delete_podgroup(job)
+            return [], forced + self._finish(job, status, pods, now)
         if state == "Suspended":
-            return [], self._delete_pods(pods)
+            self._delete_podgroup(job)
+            return [], forced + self._delete_pods(pods)
+        self._podgroup_gone.pop((job["metadata"]["namespace"], job["metadata"]["name"]), None)
         attempt = int(status.get("restartCount") or 0)
         stale = [p for p in pods if pod_attempt(p) != attempt]
         if stale:
             # Old attempt first: the new one starts only when every old rank is gone.
-            return [], self._delete_pods(stale)
+            return [], forced + self._delete_pods(stale)
+        after = parse_time(status.get("restartAfter"))
+        if state == "Restarting" and after is not None and now < after:
+            return [], forced  # restart backoff: woken at restartAfter (next_deadline)
         resume = attempt > 0 or condition(status, "Suspended") is not None
         created = self._create_missing(job, pods, attempt, resume, found)
         self._sync_rank_table(job, [p for p in pods if not terminating(p)])
         return created, []
+
+    def _force_delete_lost(self, pods: list[dict[str, Any]], now: datetime) -> list[str]:
+        """Pods still Terminating past their grace period on a node that is gone, NotReady or
+        unreachable are force-deleted (grace period 0): no kubelet will ever confirm them
+        (REFERENCE §7, lost nodes), and the job waits for its old pods to vanish."""
+        forced = []
+        nodes: dict[str, bool] = {}
+        for pod in pods:
+            meta = pod["metadata"]
+            grace_end = parse_time(meta.get("deletionTimestamp"))
+            node = (pod.get("spec") or {}).get("nodeName")
+            if grace_end is None or now < grace_end or not node:
+                continue
+            if node not in nodes:
+                nodes[node] = self._node_lost(node)
+            if not nodes[node]:
+                continue
+            try:
+                if self.kube.delete(
+                    k8s.PODS, meta["namespace"], meta["name"], uid=meta.get("uid"), grace_period_seconds=0
+                ):
+                    log.info(
+                        "force-deleted pod %s/%s: node %s is lost", meta["namespace"], meta["name"], node
+                    )
+                    forced.append(meta["name"])
+            except k8s.Conflict:
+                pass  # a newer pod of that name: not the one that was stuck
+        return forced
+
+    def _node_lost(self, name: str) -> bool:
+        """Whether the node is gone, its Ready condition is not True, or it is tainted unreachable."""
+        if self._nodes_forbidden:
+            return False
+        try:
+            node = self.kube.get(k8s.NODES, None, name)
+        except k8s.ApiError as error:
+            if error.status == 403:
+                self._nodes_forbidden = True
+                log.warning("cannot read nodes (%s): pods on lost nodes are not force-deleted", error)
+            return False
+        if node is None:
+            return True
+        ready = next(
+            (c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None
+        )
+        taints = {t.get("key") for t in (node.get("spec") or {}).get("taints") or []}
+        return (ready is not None and ready.get("status") != "True") or bool(taints & set(NODE_LOST_TAINTS))
+
+    def _delete_podgroup(self, job: dict[str, Any]) -> None:
+        """A suspended or finished job gives its PodGroup back (its minResources stay reserved in
+        Volcano's queue otherwise); a resume creates it again."""
+        from mnv2_operator.render import render_job
+
+        meta = job["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if self._podgroup_gone.get(key) == meta.get("uid"):
+            return
+        try:
+            rendered = render_job(job, self.config)
+        except SpecError:
+            rendered = []
+        for obj in rendered:
+            if obj["kind"] != "PodGroup":
+                continue
+            present = self.kube.get(k8s.PODGROUPS, meta["namespace"], obj["metadata"]["name"])
+            if present is not None and owned_by(present, job):
+                with contextlib.suppress(k8s.Conflict):
+                    self.kube.delete(
+                        k8s.PODGROUPS,
+                        meta["namespace"],
+                        obj["metadata"]["name"],
+                        uid=present["metadata"].get("uid"),
+                    )
+        self._podgroup_gone[key] = meta.get("uid") or ""
 
     def _create_missing(
         self, job: dict[str, Any], pods: list[dict], attempt: int, resume: bool, found: list[tuple[str, bool]]
@@ -418,7 +607,7 @@ class Reconciler:
         if not owned_by(current, job):
             return  # someone else's ConfigMap: never rewritten (_create_missing reported the conflict)
         started = time.perf_counter()
-        desired = render_rank_table_configmap(job, pods)
+        desired = render_rank_table_configmap(job, pods, self.config)
         METRICS.observe_rank_table_render(time.perf_counter() - started)
         if (current.get("data") or {}) != (desired.get("data") or {}):
             self.kube.patch(k8s.CONFIGMAPS, ns, name, {"data": desired.get("data") or {}})
@@ -449,7 +638,7 @@ class Reconciler:
                 f"deleting the job {ttl}s after it finished (ttlSecondsAfterFinished)",
                 now,
             )
-            if self.kube.delete(k8s.JOBS, meta["namespace"], meta["name"], uid=meta.get("uid")):
-                METRICS.job_deleted(meta["namespace"], str(spec.get("platform", "")))
+            # Counted in jobs_deleted_total by the DELETED watch event, like any other deletion.
+            self.kube.delete(k8s.JOBS, meta["namespace"], meta["name"], uid=meta.get("uid"))
             return ["job"]
         return deleted

@@ -37,6 +37,14 @@ class OperatorSettings:
     request_timeout: float = 30.0
     resync_seconds: float = 30.0  # each job is re-checked at least this often, events or not
     progress_seconds: float = 30.0  # how often rank 0's /metrics is read into status.progress
+    # Whole-job restarts wait restart_backoff_seconds, doubled per restart, at most the max (the Job
+    # controller's 10 s and 6 min).
+    restart_backoff_seconds: float = 10.0
+    restart_backoff_max_seconds: float = 360.0
+    # A failed reconciliation is retried after this, doubled per consecutive failure (with jitter),
+    # at most the max.
+    error_backoff_seconds: float = 1.0
+    error_backoff_max_seconds: float = 120.0
     post_kopf_events: bool = True
     kopf_event_level: int = logging.WARNING
     finalizer: str = "training.mindspore.io/operator"

@@ -9,13 +9,26 @@ actions from it (a raised restartCount means "delete this attempt's pods"; a ter
 Attempts: all pods of one run of the job carry `ATTEMPT_LABEL = <restartCount>`. A failed rank ends
 the whole attempt (collective training cannot go on with a rank missing); pods of older attempts
 that still exist are only waited for, never counted.
+
+Kubernetes semantics followed (REFERENCE §7):
+- suspend is batch/v1 Job's: suspending clears startTime, so activeDeadlineSeconds counts running
+  time only, from the resume;
+- a pod with `DisruptionTarget=True` (preemption, API eviction, taint manager, lost node) restarts the
+  job without counting against backoffLimit (Job's podFailurePolicy `Ignore` on DisruptionTarget,
+  Volcano's PodEvicted -> RestartJob); such restarts are counted in `disruptionCount`;
+- every whole-job restart waits `restartAfter` (10 s doubling per restart, capped, like the Job
+  controller's pod backoff) before its pods are created;
+- a pod held by scheduling gates (`PodScheduled=False, reason=SchedulingGated`, e.g. Kueue's
+  `kueue.x-k8s.io/admission`) is queued, not unschedulable: the job is Pending/Queued (condition
+  Queued), with no Warning, and pendingTimeoutSeconds counts only pods the scheduler reports
+  Unschedulable, from when the job left the queue.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mnv2.exitcodes import describe, is_retryable
@@ -24,9 +37,13 @@ ATTEMPT_LABEL = "training.mindspore.io/restart-count"
 INDEX_LABEL = "training.mindspore.io/replica-index"
 TRAINER_CONTAINER = "trainer"
 
-CONDITION_TYPES = ("Created", "Running", "Restarting", "Succeeded", "Failed", "Suspended")
+CONDITION_TYPES = ("Created", "Queued", "Running", "Restarting", "Succeeded", "Failed", "Suspended")
 TERMINAL_STATES = ("Succeeded", "Failed")
 SPEC_REJECTED = "SpecChangeRejected"
+QUEUED = "Queued"
+DISRUPTION_TARGET = "DisruptionTarget"
+# The Job controller's pod-failure backoff: 10 s, doubled per failure, at most 6 minutes.
+RESTART_BACKOFF = (10.0, 360.0)
 
 
 def format_time(moment: datetime) -> str:
@@ -116,11 +133,51 @@ def classify_failure(pod: dict[str, Any], restart_policy: str) -> PodFailure:
     return PodFailure(name, pod_index(pod), code, reason, retryable)
 
 
+def pod_condition(pod: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for found in (pod.get("status") or {}).get("conditions") or []:
+        if found.get("type") == type_:
+            return found
+    return None
+
+
+def scheduling_gates(pod: dict[str, Any]) -> list[str]:
+    """The gates holding the pod before scheduling (`spec.schedulingGates`, or the scheduler's
+    `PodScheduled=False, reason=SchedulingGated` when the spec is not at hand)."""
+    gates = [g.get("name", "") for g in (pod.get("spec") or {}).get("schedulingGates") or []]
+    scheduled = pod_condition(pod, "PodScheduled")
+    gated = (
+        bool(scheduled)
+        and scheduled.get("status") == "False"
+        and scheduled.get("reason") == "SchedulingGated"
+    )
+    if not gates and gated:
+        gates = ["(unnamed)"]
+    return gates
+
+
 def unschedulable_message(pod: dict[str, Any]) -> str:
-    for condition in (pod.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            return condition.get("message") or condition.get("reason") or ""
+    """The scheduler's message for a pod it could not place; "" for any other pod (gated included)."""
+    if scheduling_gates(pod):
+        return ""
+    scheduled = pod_condition(pod, "PodScheduled")
+    if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+        return scheduled.get("message") or "Unschedulable"
     return ""
+
+
+def disruption(pod: dict[str, Any]) -> str:
+    """Why the pod was disrupted ("" when it was not): its DisruptionTarget=True condition."""
+    found = pod_condition(pod, DISRUPTION_TARGET)
+    if not found or found.get("status") != "True":
+        return ""
+    reason = found.get("reason") or DISRUPTION_TARGET
+    return f"{reason} ({found['message']})" if found.get("message") else reason
+
+
+def restart_delay(restarts: int, backoff: tuple[float, float] = RESTART_BACKOFF) -> float:
+    """Seconds to wait before the pods of restart number `restarts` (1, 2, ...) are created."""
+    base, cap = backoff
+    return min(cap, base * 2 ** max(0, min(restarts - 1, 30)))
 
 
 # --- conditions ------------------------------------------------------------------------------------
@@ -194,7 +251,12 @@ def _spec(job: dict[str, Any]) -> tuple[Any | None, str]:
         return None, "; ".join(f"{path}: {message}" for path, message in error.problems)
 
 
-def compute_status(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+def compute_status(
+    job: dict[str, Any],
+    pods: list[dict[str, Any]],
+    now: datetime,
+    restart_backoff: tuple[float, float] = RESTART_BACKOFF,
+) -> dict[str, Any]:
     """The job's next status from its current status, its spec and its pods (see module docstring)."""
     old = job.get("status") or {}
     status: dict[str, Any] = copy.deepcopy(old)
@@ -203,18 +265,32 @@ def compute_status(job: dict[str, Any], pods: list[dict[str, Any]], now: datetim
     if generation is not None:
         status["observedGeneration"] = generation
     restart_count = int(old.get("restartCount") or 0)
+    disruptions = int(old.get("disruptionCount") or 0)
     status["restartCount"] = restart_count
 
     def transition(state: str, reason: str, message: str) -> dict[str, Any]:
         status.update(state=state, reason=reason, message=message)
+        if state not in ("Restarting", "Created", "Pending"):
+            status.pop("restartAfter", None)
         return status
 
     def finish(state: str, reason: str, message: str) -> dict[str, Any]:
         set_condition(conditions, state, True, reason, message, now, generation)
         clear_condition(conditions, "Running", reason, "the job has finished", now, generation)
         clear_condition(conditions, "Restarting", reason, "the job has finished", now, generation)
+        clear_condition(conditions, QUEUED, reason, "the job has finished", now, generation)
         status.setdefault("completionTime", format_time(now))
         return transition(state, reason, message)
+
+    def restart(reason: str, message: str) -> dict[str, Any]:
+        status["restartCount"] = restart_count + 1
+        delay = restart_delay(restart_count + 1, restart_backoff)
+        status["restartAfter"] = format_time(now + timedelta(seconds=delay))
+        message = f"{message}; new pods in {delay:.0f}s"
+        set_condition(conditions, "Restarting", True, reason, message, now, generation)
+        clear_condition(conditions, "Running", reason, "a rank failed", now, generation)
+        status["replicas"] = {"pending": 0, "running": 0, "succeeded": 0, "failed": 0}
+        return transition("Restarting", reason, message)
 
     parsed, problems = _spec(job)
     current = [p for p in pods if pod_attempt(p) == restart_count]
@@ -236,7 +312,6 @@ def compute_status(job: dict[str, Any], pods: list[dict[str, Any]], now: datetim
     spec = parsed.spec
     policy = spec.run_policy
     replicas = spec.replicas
-    status.setdefault("startTime", format_time(now))
     set_condition(conditions, "Created", True, "JobCreated", f"{replicas} pod(s) requested", now, generation)
 
     if policy.suspend:
@@ -251,11 +326,16 @@ def compute_status(job: dict[str, Any], pods: list[dict[str, Any]], now: datetim
         )
         clear_condition(conditions, "Running", "JobSuspended", "the job is suspended", now, generation)
         clear_condition(conditions, "Restarting", "JobSuspended", "the job is suspended", now, generation)
+        clear_condition(conditions, QUEUED, "JobSuspended", "the job is suspended", now, generation)
+        # batch/v1 Job: the deadline counts running time only; a resume starts it afresh.
+        status.pop("startTime", None)
+        status.pop("restartAfter", None)
         return transition("Suspended", "JobSuspended", "the job is suspended; its pods are deleted")
     if is_true(old, "Suspended"):
         set_condition(conditions, "Suspended", False, "JobResumed", "the job is resumed", now, generation)
+    status.setdefault("startTime", format_time(now))
 
-    # Deadline over the whole job, restarts included (Kubeflow's activeDeadlineSeconds).
+    # Deadline over the job's running time, restarts included (Kubeflow's activeDeadlineSeconds).
     started = parse_time(status.get("startTime"))
     if policy.active_deadline_seconds is not None and started is not None:
         elapsed = (now - started).total_seconds()
@@ -266,6 +346,20 @@ def compute_status(job: dict[str, Any], pods: list[dict[str, Any]], now: datetim
                 f"the job ran {elapsed:.0f}s, longer than activeDeadlineSeconds "
                 f"({policy.active_deadline_seconds}s)",
             )
+
+    # Disruptions end the attempt without counting against backoffLimit, whatever the restartPolicy.
+    disrupted = [p for p in current if disruption(p)]
+    if disrupted:
+        status["disruptionCount"] = disruptions + 1
+        details = "; ".join(
+            f"pod {p['metadata']['name']} (replica {pod_index(p)}) was disrupted: {disruption(p)}"
+            for p in disrupted
+        )
+        return restart(
+            "PodDisrupted",
+            f"{details}; restarting every pod from the latest checkpoint "
+            f"(disruption {disruptions + 1}, not counted against backoffLimit)",
+        )
 
     live = [p for p in current if not terminating(p)]
     # Failed pods, and pods whose node stopped reporting (phase Unknown: node lost) count as failed.
@@ -295,35 +389,50 @@ def compute_status(job: dict[str, Any], pods: list[dict[str, Any]], now: datetim
             return finish(
                 "Failed", reason, f"{details}: not retryable (restartPolicy {policy.restart_policy.value})"
             )
-        if restart_count >= policy.backoff_limit:
+        failed_restarts = restart_count - disruptions
+        if failed_restarts >= policy.backoff_limit:
             return finish(
                 "Failed",
                 "BackoffLimitExceeded",
-                f"{details}; the job was already restarted {restart_count} time(s), "
+                f"{details}; the job was already restarted {failed_restarts} time(s) after failures, "
                 f"backoffLimit is {policy.backoff_limit}",
             )
-        status["restartCount"] = restart_count + 1
-        message = (
-            f"{details}; restarting every pod ({restart_count + 1}/{policy.backoff_limit}) "
-            "from the latest checkpoint"
+        return restart(
+            "RetryableFailure",
+            f"{details}; restarting every pod ({failed_restarts + 1}/{policy.backoff_limit}) "
+            "from the latest checkpoint",
         )
-        set_condition(conditions, "Restarting", True, "RetryableFailure", message, now, generation)
-        clear_condition(conditions, "Running", "RetryableFailure", "a rank failed", now, generation)
-        status["replicas"] = {"pending": 0, "running": 0, "succeeded": 0, "failed": 0}
-        return transition("Restarting", "RetryableFailure", message)
+
+    # Queued (held by scheduling gates) is not unschedulable: a condition, no timeout, no Warning.
+    gated = [p for p in live if scheduling_gates(p)]
+    if gated:
+        gates = ", ".join(sorted({g for p in gated for g in scheduling_gates(p)}))
+        set_condition(
+            conditions,
+            QUEUED,
+            True,
+            "SchedulingGated",
+            f"{len(gated)} pod(s) held by scheduling gates ({gates}): waiting for admission",
+            now,
+            generation,
+        )
+    else:
+        clear_condition(
+            conditions, QUEUED, "Admitted", "no pod is held by a scheduling gate", now, generation
+        )
 
     if policy.pending_timeout_seconds is not None:
         for pod in live:
-            created = parse_time(pod["metadata"].get("creationTimestamp"))
-            if pod_phase(pod) == "Pending" and created is not None:
-                waited = (now - created).total_seconds()
+            since = unschedulable_since(pod, status)
+            if pod_phase(pod) == "Pending" and since is not None:
+                waited = (now - since).total_seconds()
                 if waited >= policy.pending_timeout_seconds:
-                    why = unschedulable_message(pod) or "no scheduling message"
                     return finish(
                         "Failed",
                         "PendingTimeout",
-                        f"pod {pod['metadata']['name']} was Pending for {waited:.0f}s "
-                        f"(pendingTimeoutSeconds {policy.pending_timeout_seconds}): {why}",
+                        f"pod {pod['metadata']['name']} was unschedulable for {waited:.0f}s "
+                        f"(pendingTimeoutSeconds {policy.pending_timeout_seconds}): "
+                        f"{unschedulable_message(pod)}",
                     )
 
     if len(live) >= replicas and counts["succeeded"] >= replicas:
@@ -335,7 +444,13 @@ def compute_status(job: dict[str, Any], pods: list[dict[str, Any]], now: datetim
         clear_condition(conditions, "Restarting", "JobRunning", "every pod is running again", now, generation)
         return transition("Running", "JobRunning", f"all {replicas} pod(s) are running")
     if is_true(status, "Restarting"):
-        return transition("Restarting", "RetryableFailure", condition(status, "Restarting")["message"])
+        return transition(
+            "Restarting",
+            condition(status, "Restarting")["reason"],
+            condition(status, "Restarting")["message"],
+        )
+    if gated:
+        return transition("Pending", "Queued", condition(status, QUEUED)["message"])
     waiting = [p for p in live if unschedulable_message(p)]
     if waiting:
         return transition(
@@ -346,6 +461,19 @@ def compute_status(job: dict[str, Any], pods: list[dict[str, Any]], now: datetim
     if live:
         return transition("Pending", "PodsStarting", f"{counts['running']}/{replicas} pod(s) running")
     return transition("Created", "JobCreated", f"{replicas} pod(s) requested")
+
+
+def unschedulable_since(pod: dict[str, Any], status: dict[str, Any]) -> datetime | None:
+    """When the pod's pending timeout started: None unless the scheduler reports it Unschedulable;
+    else its creation or the job leaving the queue (Queued turning False), whichever is later."""
+    if not unschedulable_message(pod):
+        return None
+    moments = [parse_time(pod["metadata"].get("creationTimestamp"))]
+    queued = condition(status, QUEUED)
+    if queued is not None and queued.get("status") == "False":
+        moments.append(parse_time(queued.get("lastTransitionTime")))
+    known = [m for m in moments if m is not None]
+    return max(known) if known else None
 
 
 def with_failure(
@@ -397,14 +525,16 @@ def with_rejected_changes(
     return status
 
 
-def next_deadline(job: dict[str, Any], status: dict[str, Any], pods: list[dict[str, Any]]) -> datetime | None:
-    """The earliest moment a time-based rule could change the status (deadline, pending, TTL)."""
+def next_deadline(
+    job: dict[str, Any], status: dict[str, Any], pods: list[dict[str, Any]], now: datetime | None = None
+) -> datetime | None:
+    """The earliest moment a time-based rule could change the status or call for an action
+    (deadline, pending timeout, restart backoff, a deletion's grace period ending, TTL)."""
     parsed, _ = _spec(job)
     if parsed is None:
         return None
     policy = parsed.spec.run_policy
     moments: list[datetime] = []
-    from datetime import timedelta
 
     if status.get("state") in TERMINAL_STATES:
         done = parse_time(status.get("completionTime"))
@@ -414,9 +544,17 @@ def next_deadline(job: dict[str, Any], status: dict[str, Any], pods: list[dict[s
     started = parse_time(status.get("startTime"))
     if started is not None and policy.active_deadline_seconds is not None:
         moments.append(started + timedelta(seconds=policy.active_deadline_seconds))
-    if policy.pending_timeout_seconds is not None:
-        for pod in pods:
-            created = parse_time(pod["metadata"].get("creationTimestamp"))
-            if created is not None and pod_phase(pod) == "Pending":
-                moments.append(created + timedelta(seconds=policy.pending_timeout_seconds))
+    after = parse_time(status.get("restartAfter"))
+    if status.get("state") == "Restarting" and after is not None and (now is None or after > now):
+        moments.append(after)
+    for pod in pods:
+        if terminating(pod):
+            # Past its grace period a pod on a lost node is force-deleted (see the reconciler).
+            grace_end = parse_time(pod["metadata"].get("deletionTimestamp"))
+            if grace_end is not None and (now is None or grace_end > now):
+                moments.append(grace_end)
+            continue
+        since = unschedulable_since(pod, status)
+        if policy.pending_timeout_seconds is not None and since is not None and pod_phase(pod) == "Pending":
+            moments.append(since + timedelta(seconds=policy.pending_timeout_seconds))
     return min(moments) if moments else None

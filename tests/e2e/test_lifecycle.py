@@ -15,6 +15,17 @@ from mnv2_operator import k8s, names
 from mnv2_operator.status import ATTEMPT_LABEL, condition
 
 JOB = "mnv2"
+# Restart backoff in these scenarios: the Job controller's 10 s would only slow the suite; the
+# backoff itself is tested in test_semantics_restarts.py and tests/operator.
+FAST = {"restart_backoff_seconds": 0.2, "restart_backoff_max_seconds": 1.0}
+
+
+@pytest.fixture
+def operator(namespace: str):
+    """The real kopf operator watching this test's namespace (conftest's, with a short backoff)."""
+    runner = OperatorRunner([namespace], **FAST).start()
+    yield runner
+    runner.stop()
 
 
 def get_job(kube: k8s.Kube, namespace: str, name: str = JOB) -> dict[str, Any]:
@@ -254,21 +265,42 @@ def test_active_deadline_fails_a_running_job(kube, namespace, sim, operator, job
 # --- suspend, TTL, cleanup --------------------------------------------------------------------------------
 
 
-def test_suspend_deletes_pods_keeps_status_and_resume_restarts(kube, namespace, sim, operator, job_factory):
+def test_suspend_deletes_pods_and_podgroup_and_resume_restarts(kube, namespace, sim, operator, job_factory):
+    """batch/v1 Job suspend (REFERENCE §7): pods deleted, startTime cleared and set afresh on resume;
+    the Volcano PodGroup is deleted (its minResources stay reserved otherwise) and created again;
+    scheduling directives may change while suspended (the CRD's transition rule and the operator
+    agree) and the resumed pods carry them."""
     sim.plan(namespace, JOB, outcomes=[None, None])
-    job_factory(JOB)
+    job_factory(JOB, scheduling={"gang": True, "gangScheduler": "volcano", "queue": "research"})
     running = wait_state(kube, namespace, "Running")
+    assert kube.get(k8s.PODGROUPS, namespace, names.podgroup_name(JOB)) is not None
     kube.patch(k8s.JOBS, namespace, JOB, {"spec": {"runPolicy": {"suspend": True}}})
     suspended = wait_state(kube, namespace, "Suspended")
     wait_for(lambda: pod_names(kube, namespace) == [], what="pods deleted on suspend")
+    wait_for(
+        lambda: kube.get(k8s.PODGROUPS, namespace, names.podgroup_name(JOB)) is None,
+        what="PodGroup deleted on suspend",
+    )
     assert cond(suspended, "Suspended")["status"] == "True"
-    assert suspended["status"]["startTime"] == running["status"]["startTime"]
-    assert kube.get(k8s.SERVICES, namespace, JOB) is not None  # only pods go away
+    assert "startTime" not in suspended["status"]
+    assert kube.get(k8s.SERVICES, namespace, JOB) is not None  # the Service stays
+    kube.patch(
+        k8s.JOBS,
+        namespace,
+        JOB,
+        {"spec": {"scheduling": {"queue": "urgent"}, "template": {"nodeSelector": {"pool": "b"}}}},
+    )
     kube.patch(k8s.JOBS, namespace, JOB, {"spec": {"runPolicy": {"suspend": False}}})
     resumed = wait_state(kube, namespace, "Running")
     assert cond(resumed, "Suspended")["status"] == "False"
+    assert resumed["status"]["startTime"] >= running["status"]["startTime"]
+    assert (condition(resumed["status"], "SpecChangeRejected") or {}).get("status") != "True"
     assert sim.creations("v1/pods", namespace, "mnv2-0") == 2
-    assert all(training_config(p)["resume"] is True for p in pods_of(kube, namespace))
+    pods = pods_of(kube, namespace)
+    assert all(training_config(p)["resume"] is True for p in pods)
+    assert all(p["spec"]["nodeSelector"].get("pool") == "b" for p in pods)
+    podgroup = kube.get(k8s.PODGROUPS, namespace, names.podgroup_name(JOB))
+    assert podgroup is not None and podgroup["spec"]["queue"] == "urgent"
 
 
 def test_ttl_deletes_the_finished_job_even_across_an_operator_restart(
@@ -279,7 +311,7 @@ def test_ttl_deletes_the_finished_job_even_across_an_operator_restart(
     done = wait_state(kube, namespace, "Succeeded")
     assert done["status"]["completionTime"]
     operator.stop()  # the TTL is computed from completionTime, not from an in-memory timer
-    restarted = OperatorRunner([namespace]).start()
+    restarted = OperatorRunner([namespace], **FAST).start()
     try:
         wait_for(lambda: kube.get(k8s.JOBS, namespace, JOB) is None, timeout=60, what="job deleted by TTL")
         wait_for(lambda: pod_names(kube, namespace) == [], what="children garbage-collected")
@@ -320,7 +352,18 @@ def test_immutable_change_is_refused_and_the_job_keeps_running(kube, namespace, 
     sim.plan(namespace, JOB, outcomes=[None])
     job_factory(JOB, replicas=2)
     wait_state(kube, namespace, "Running")
-    kube.patch(k8s.JOBS, namespace, JOB, {"spec": {"replicas": 3, "runPolicy": {"backoffLimit": 5}}})
+    # The CRD's transition rules refuse what they can bound (422, like kube-apiserver) ...
+    with pytest.raises(k8s.ApiError) as refused:
+        kube.patch(k8s.JOBS, namespace, JOB, {"spec": {"replicas": 3}})
+    assert refused.value.status == 422 and "spec.replicas" in str(refused.value)
+    # ... and the operator refuses what CEL cannot bound (template.volumes: arbitrary sources).
+    volumes = [{"name": "extra", "persistentVolumeClaim": {"claimName": "x"}}]
+    kube.patch(
+        k8s.JOBS,
+        namespace,
+        JOB,
+        {"spec": {"template": {"volumes": volumes}, "runPolicy": {"backoffLimit": 5}}},
+    )
     job = wait_for(
         lambda: (
             condition(get_job(kube, namespace).get("status") or {}, "SpecChangeRejected")
@@ -329,10 +372,10 @@ def test_immutable_change_is_refused_and_the_job_keeps_running(kube, namespace, 
         what="SpecChangeRejected",
     )
     rejected = cond(job, "SpecChangeRejected")
-    assert rejected["status"] == "True" and "spec.replicas" in rejected["message"]
+    assert rejected["status"] == "True" and "spec.template.volumes" in rejected["message"]
     assert "backoffLimit" not in rejected["message"]  # mutable: accepted
     assert job["status"]["state"] == "Running" and pod_names(kube, namespace) == ["mnv2-0", "mnv2-1"]
-    assert ("Warning", "ImmutableFieldChanged") in event_reasons(sim, namespace)
+    assert event_reasons(sim, namespace).count(("Warning", "ImmutableFieldChanged")) == 1
 
 
 # --- operator restarts ---------------------------------------------------------------------------------
@@ -341,13 +384,13 @@ def test_immutable_change_is_refused_and_the_job_keeps_running(kube, namespace, 
 def test_operator_killed_mid_creation_creates_nothing_twice(kube, namespace, sim, job_factory):
     sim.plan(namespace, JOB, outcomes=[{0: 0, 1: 0, 2: 0}])
     gate = sim.gate_pod_creation(namespace)  # the first pod creation hangs in the API server
-    first = OperatorRunner([namespace]).start()
+    first = OperatorRunner([namespace], **FAST).start()
     job_factory(JOB, replicas=3)
     wait_for(lambda: kube.get(k8s.SERVICES, namespace, JOB), what="service created before the pods")
     first.signal_stop()  # killed while its pod creation is in flight
     gate.set()  # ... which the API server still completes
     first.stop()
-    second = OperatorRunner([namespace]).start()
+    second = OperatorRunner([namespace], **FAST).start()
     try:
         wait_state(kube, namespace, "Succeeded")
     finally:

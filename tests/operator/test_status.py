@@ -206,9 +206,10 @@ def test_missing_pods_before_running_are_just_not_created_yet():
     assert compute_status(job(), [pod(0)], T0)["state"] == "Pending"
 
 
-def test_pending_timeout_carries_the_schedulers_message():
-    unschedulable = pod(
-        0,
+def unschedulable(index: int, **fields: Any) -> dict:
+    """A pod the scheduler could not place: PodScheduled=False, reason Unschedulable."""
+    return pod(
+        index,
         "Pending",
         conditions=[
             {
@@ -218,12 +219,36 @@ def test_pending_timeout_carries_the_schedulers_message():
                 "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
             }
         ],
+        **fields,
     )
+
+
+def gated(index: int, created: datetime = T0) -> dict:
+    """A pod held by Kueue's admission gate: the scheduler reports PodScheduled=False,
+    reason=SchedulingGated until every gate is removed (REFERENCE §7, scheduling gates)."""
+    held = pod(
+        index,
+        "Pending",
+        created=created,
+        conditions=[
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "SchedulingGated",
+                "message": "Scheduling is blocked due to non-empty scheduling gates",
+            }
+        ],
+    )
+    held["spec"] = {"schedulingGates": [{"name": "kueue.x-k8s.io/admission"}]}
+    return held
+
+
+def test_pending_timeout_carries_the_schedulers_message():
     j = job(pendingTimeoutSeconds=60)
-    status = step(j, [unschedulable, pod(1)], T0 + timedelta(seconds=30))
+    status = step(j, [unschedulable(0), pod(1)], T0 + timedelta(seconds=30))
     assert status["state"] == "Pending" and status["reason"] == "Unschedulable"
     assert "Insufficient nvidia.com/gpu" in status["message"]
-    status = step(j, [unschedulable, pod(1)], T0 + timedelta(seconds=61))
+    status = step(j, [unschedulable(0), pod(1)], T0 + timedelta(seconds=61))
     assert status["state"] == "Failed"
     failed = condition(status, "Failed")
     assert failed["reason"] == "PendingTimeout" and "3 Insufficient nvidia.com/gpu" in failed["message"]
@@ -244,11 +269,30 @@ def test_suspend_and_resume():
     status = step(j, [pod(0), pod(1)], T0 + timedelta(seconds=5))
     assert status["state"] == "Suspended"
     assert types(status)["Suspended"] == "True" and types(status)["Running"] == "False"
-    assert status["startTime"] == iso(T0)  # the status is kept
+    assert "startTime" not in status  # batch/v1 Job: a resume starts the clock afresh
     j["spec"]["runPolicy"]["suspend"] = False
     status = step(j, [], T0 + timedelta(seconds=9))
     assert status["state"] == "Created" and types(status)["Suspended"] == "False"
     assert condition(status, "Suspended")["reason"] == "JobResumed"
+    assert status["startTime"] == iso(T0 + timedelta(seconds=9))
+
+
+def test_suspended_time_does_not_count_against_the_active_deadline():
+    """batch/v1 Job (REFERENCE §7): suspending resets startTime; activeDeadlineSeconds counts from
+    the resume. On the first version a job suspended longer than its deadline failed on resume."""
+    j = job(activeDeadlineSeconds=100)
+    step(j, [pod(0), pod(1)], T0)
+    j["spec"]["runPolicy"]["suspend"] = True
+    step(j, [], T0 + timedelta(seconds=50))
+    j["spec"]["runPolicy"]["suspend"] = False
+    resumed_at = T0 + timedelta(hours=2)
+    status = step(j, [], resumed_at)
+    assert status["state"] == "Created" and status["startTime"] == iso(resumed_at)
+    assert next_deadline(j, status, []) == resumed_at + timedelta(seconds=100)
+    status = step(j, [pod(0, attempt=0), pod(1, attempt=0)], resumed_at + timedelta(seconds=99))
+    assert status["state"] == "Running"
+    status = step(j, [pod(0), pod(1)], resumed_at + timedelta(seconds=100))
+    assert status["state"] == "Failed" and status["reason"] == "DeadlineExceeded"
 
 
 def test_invalid_spec_fails_naming_the_field():
@@ -274,8 +318,10 @@ def test_rejected_immutable_change_is_a_condition_until_reverted():
 
 def test_next_deadline_picks_the_earliest_rule():
     j = job(activeDeadlineSeconds=300, pendingTimeoutSeconds=60)
-    status = step(j, [pod(0, "Pending"), pod(1)], T0)
-    assert next_deadline(j, status, [pod(0, "Pending"), pod(1)]) == T0 + timedelta(seconds=60)
+    status = step(j, [unschedulable(0), pod(1)], T0)
+    assert next_deadline(j, status, [unschedulable(0), pod(1)]) == T0 + timedelta(seconds=60)
+    # A pod that is merely Pending (scheduled, pulling its image) has no pending timeout.
+    assert next_deadline(j, status, [pod(0, "Pending"), pod(1)]) == T0 + timedelta(seconds=300)
     finished = job(status={"state": "Succeeded", "completionTime": iso(T0)}, ttlSecondsAfterFinished=30)
     assert next_deadline(finished, finished["status"], []) == T0 + timedelta(seconds=30)
     assert next_deadline(job(), compute_status(job(), [], T0), []) is None
@@ -299,3 +345,134 @@ def test_name_conflicts_explain_a_job_that_cannot_start():
     running = compute_status(job(), [pod(0), pod(1)], T0)
     assert with_name_conflicts(running, ["x"]) == running
     assert with_name_conflicts(created, []) == created
+
+
+# --- issue 12: Kubernetes semantics -------------------------------------------------------------
+
+
+def test_gated_pods_are_queued_not_unschedulable_and_never_time_out():
+    """Issue 12 (4): a job waiting in Kueue's queue for 601 s with a 600 s pending timeout stayed
+    Pending/Unschedulable and then Failed PendingTimeout on the first version."""
+    j = job(pendingTimeoutSeconds=600)
+    status = step(j, [gated(0), gated(1)], T0 + timedelta(seconds=1))
+    assert (status["state"], status["reason"]) == ("Pending", "Queued")
+    assert "kueue.x-k8s.io/admission" in status["message"]
+    assert condition(status, "Queued")["status"] == "True"
+    assert next_deadline(j, status, [gated(0), gated(1)]) is None
+    status = step(j, [gated(0), gated(1)], T0 + timedelta(seconds=3601))
+    assert (status["state"], status["reason"]) == ("Pending", "Queued")
+    # Admitted: the gates are removed; the cluster has no room. The timeout counts from admission.
+    admitted = T0 + timedelta(hours=2)
+    status = step(j, [unschedulable(0), unschedulable(1)], admitted)
+    assert (status["state"], status["reason"]) == ("Pending", "Unschedulable")
+    assert condition(status, "Queued")["status"] == "False"
+    assert next_deadline(j, status, [unschedulable(0)]) == admitted + timedelta(seconds=600)
+    assert (
+        step(j, [unschedulable(0), unschedulable(1)], admitted + timedelta(seconds=599))["state"] == "Pending"
+    )
+    status = step(j, [unschedulable(0), unschedulable(1)], admitted + timedelta(seconds=600))
+    assert status["state"] == "Failed" and status["reason"] == "PendingTimeout"
+
+
+def disrupted(index: int, reason: str = "PreemptionByScheduler", attempt: int = 0, **fields: Any) -> dict:
+    """A pod with DisruptionTarget=True (Kubernetes >= 1.26: preemption, eviction, taint manager)."""
+    victim = pod(index, attempt=attempt, **fields)
+    victim["status"]["conditions"] = [
+        {"type": "DisruptionTarget", "status": "True", "reason": reason, "message": "preempted by a-job"}
+    ]
+    return victim
+
+
+@pytest.mark.parametrize("restart_policy", ["Never", "OnFailure", "ExitCode"])
+def test_a_disruption_restarts_without_counting_against_backoff_limit(restart_policy):
+    """Issue 12 (5): Job's podFailurePolicy Ignore on DisruptionTarget, Volcano's PodEvicted ->
+    RestartJob. The first version failed a restartPolicy Never job and used up backoffLimit."""
+    j = job(backoffLimit=0, restartPolicy=restart_policy)
+    step(j, [pod(0), pod(1)], T0)
+    victim = disrupted(1, phase="Failed")
+    victim["metadata"]["deletionTimestamp"] = iso(T0 + timedelta(seconds=30))
+    status = step(j, [pod(0), victim], T0 + timedelta(seconds=5))
+    assert status["state"] == "Restarting" and status["reason"] == "PodDisrupted"
+    assert status["restartCount"] == 1 and status["disruptionCount"] == 1
+    assert "j-1" in status["message"] and "PreemptionByScheduler" in status["message"]
+    # The next attempt fails for real: backoffLimit 0 counts failures only, so it fails now.
+    status = step(j, [pod(0, attempt=1), pod(1, attempt=1)], T0 + timedelta(seconds=60))
+    assert status["state"] == "Running"
+    status = step(
+        j, [pod(0, "Failed", attempt=1, exit_code=76), pod(1, attempt=1)], T0 + timedelta(seconds=70)
+    )
+    expected = "BackoffLimitExceeded" if restart_policy != "Never" else "RestartPolicyNever"
+    assert status["state"] == "Failed" and status["reason"] == expected
+
+
+def test_restarts_back_off_exponentially_and_say_when():
+    """Issue 12 (5): whole-job restarts wait 10 s, doubled per restart, capped (Job controller)."""
+    j = job(backoffLimit=20, restartPolicy="OnFailure")
+    delays = []
+    moment = T0
+    for attempt in range(7):
+        step(j, [pod(0, attempt=attempt), pod(1, attempt=attempt)], moment)
+        moment += timedelta(seconds=1)
+        status = step(j, [pod(0, "Failed", attempt=attempt, exit_code=76), pod(1, attempt=attempt)], moment)
+        after = datetime.fromisoformat(status["restartAfter"].replace("Z", "+00:00"))
+        delays.append((after - moment).total_seconds())
+        assert next_deadline(j, status, []) == after
+    assert delays == [10, 20, 40, 80, 160, 320, 360]
+    running = step(j, [pod(0, attempt=7), pod(1, attempt=7)], moment + timedelta(seconds=400))
+    assert running["state"] == "Running" and "restartAfter" not in running
+
+
+def test_every_status_field_survives_the_crds_pruning():
+    """Issue 12 (1): the status the operator computes is exactly what kube-apiserver keeps under the
+    CRD's structural schema (REFERENCE §7, CRD pruning). On the first version conditions carried
+    observedGeneration, which the schema did not declare: pruned, so every pass wrote again."""
+    from mnv2_operator.crd import stored_status
+
+    j = job(backoffLimit=3, pendingTimeoutSeconds=60)
+    moments = iter(T0 + timedelta(seconds=10 * i) for i in range(100))
+    observed = [
+        [gated(0), gated(1)],
+        [unschedulable(0), pod(1)],
+        [pod(0), pod(1)],
+        [disrupted(0), pod(1)],
+        [pod(0, attempt=1), pod(1, "Failed", attempt=1, exit_code=76)],
+        [pod(0, attempt=2), pod(1, attempt=2)],
+    ]
+    seen = set()
+    for pods in observed:
+        status = step(j, pods, next(moments))
+        assert stored_status(status) == status, status
+        seen |= set(status) | {k for c in status["conditions"] for k in c}
+    assert {"observedGeneration", "disruptionCount", "restartAfter", "lastTransitionTime"} <= seen
+    j["spec"]["runPolicy"]["suspend"] = True
+    status = step(j, [], next(moments))
+    assert stored_status(status) == status
+
+
+def test_stored_form_prunes_unknown_fields_and_applies_defaults():
+    """kube-apiserver's structural pruning and defaulting, as the operator models it."""
+    from mnv2_operator.crd import stored_form
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "object", "properties": {"b": {"type": "integer", "default": 3}}},
+            "l": {"type": "array", "items": {"type": "object", "properties": {"x": {"type": "string"}}}},
+            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+            "m": {"type": "object", "additionalProperties": {"type": "object", "properties": {}}},
+        },
+    }
+    value = {
+        "a": {"zz": 1},
+        "l": [{"x": "1", "y": 2}],
+        "free": {"k": {"deep": 1}},
+        "m": {"k": {"gone": 1}},
+        "unknown": 1,
+        "nulled": None,
+    }
+    assert stored_form(value, schema) == {
+        "a": {"b": 3},
+        "l": [{"x": "1"}],
+        "free": {"k": {"deep": 1}},
+        "m": {"k": {}},
+    }
