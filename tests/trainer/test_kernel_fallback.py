@@ -170,3 +170,16 @@ def test_the_hint_names_switches_that_exist():
     spec = yaml.safe_load(crd.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     assert "fastDepthwise" in spec["properties"]["spec"]["properties"]["training"]["properties"]
     assert "training.fastDepthwise: false" in _build.OFF_SWITCH
+
+
+def test_a_broken_prebuilt_copy_is_preferred_then_refused(tmp_path: Path, fresh: Path, monkeypatch, capsys):
+    """The loader takes the prebuilt copy over compiling (so this one is chosen), and a file that does
+    not load (truncated, another architecture's) makes the trainer fall back instead of crashing later."""
+    prebuilt = tmp_path / "prebuilt"
+    prebuilt.mkdir()
+    level = _build.runnable_levels()[0]
+    name = _build.source_names()[0]
+    broken = prebuilt / _build._library_name(name, _build.CSRC / f"{name}.cc", level)
+    broken.write_bytes(b"\x7fELF truncated")
+    assert _build.build_library(name) == broken
+    _check_falls_back(capsys, f"cannot load {broken}")

@@ -22,6 +22,7 @@ no flags for), prints one warning and returns False so the trainer keeps MindSpo
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import os
 import platform
@@ -258,7 +259,7 @@ def fallback_reason() -> str | None:
 
 @cache
 def kernels_available() -> bool:
-    """Find or build every kernel library; False, after one warning on stderr, when any cannot be.
+    """Find or build, and load, every kernel library; False, after one warning on stderr, when any cannot be.
 
     Call it before swapping layers: a network is then either fully on our kernels or untouched.
     Memoised, so the warning appears once per process however often it is asked.
@@ -266,7 +267,11 @@ def kernels_available() -> bool:
     global _fallback_reason
     try:
         for name in source_names():
-            build(name)
+            path = build(name)
+            try:
+                ctypes.CDLL(str(path))  # what MindSpore's Custom op will do: a broken file fails here
+            except OSError as error:
+                raise BuildError(f"cannot load {path}: {error}") from None
     except BuildError as error:
         _fallback_reason = str(error).splitlines()[0]
         detail = "\n".join(f"    {line}" for line in str(error).splitlines()[1:21])
