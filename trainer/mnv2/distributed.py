@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,50 @@ def all_reduce_sum(values: np.ndarray, ctx: DistContext) -> np.ndarray:
     return result.asnumpy()
 
 
+def broadcast_from_main(values: tuple[Any, ...], ctx: DistContext) -> tuple[np.ndarray, ...]:
+    """Rank 0's arrays on every rank (the others' inputs give only shape and dtype), in one collective.
+
+    Every rank must call it with the same shapes and dtypes in the same order, as with any collective.
+    """
+    arrays = tuple(np.ascontiguousarray(np.asarray(v)) for v in values)
+    if not ctx.distributed or not arrays:
+        return arrays
+    from mindspore import Tensor
+
+    result = _broadcast_cell()(tuple(Tensor(a) for a in arrays))
+    return tuple(r.asnumpy() for r in result)
+
+
+def broadcast_parameters(params: list[Any], ctx: DistContext) -> None:
+    """Overwrite every rank's parameters with rank 0's values (weights, optimizer state)."""
+    if not ctx.distributed or not params:
+        return
+    from mindspore import Tensor
+
+    values = broadcast_from_main(tuple(p.asnumpy() for p in params), ctx)
+    for param, value in zip(params, values, strict=True):
+        param.set_data(Tensor(value, dtype=param.dtype))
+
+
 _CELL: list = []
+_BROADCAST: list = []
+
+
+def _broadcast_cell():
+    """A compiled cell around Broadcast from rank 0 (one call carries a whole tuple of tensors)."""
+    if not _BROADCAST:
+        from mindspore import nn, ops
+
+        class BroadcastFromMain(nn.Cell):
+            def __init__(self):
+                super().__init__()
+                self.broadcast = ops.Broadcast(0)
+
+            def construct(self, values):
+                return self.broadcast(values)
+
+        _BROADCAST.append(BroadcastFromMain())
+    return _BROADCAST[0]
 
 
 def _all_reduce_cell():

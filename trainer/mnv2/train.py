@@ -23,7 +23,7 @@ import numpy as np
 from mnv2 import checkpoint as ckpt
 from mnv2 import data, launchenv
 from mnv2.config import AmpLevel, FreezeLayer, Platform, TrainingConfig, save_config
-from mnv2.distributed import DistContext, all_reduce_sum
+from mnv2.distributed import DistContext, all_reduce_sum, broadcast_from_main, broadcast_parameters
 from mnv2.exitcodes import DivergedError, ExitCode
 from mnv2.logs import emit, epoch_line, notice, result_line, step_line
 
@@ -42,6 +42,7 @@ class TrainResult:
     top1: float | None = None
     top5: float | None = None
     steps_per_epoch: int = 0
+    network: Any = None  # the trained network (in-process callers: tests, export after training)
 
 
 def set_device_context(config: TrainingConfig) -> None:
@@ -223,29 +224,15 @@ def train(
     )
     train_cell, _ = build_train_cell(trained_cell, loss_fn, trainable, lr_values, config, amp=not head_only)
 
-    start_epoch, start_step = 0, 0
-    resumed_from: Path | None = None
+    start_epoch, start_step, resumed_from = 0, 0, None
     if config.resume:
-        state = ckpt.latest_resume_state(ckpt_dir)
-        if state is None:
-            notice(f"resume: no checkpoint in {ckpt_dir}; starting from the beginning")
-        else:
-            if state.steps_per_epoch != spe:
-                raise ckpt.CheckpointError(
-                    f"resume: {state.path} was written with {state.steps_per_epoch} steps per epoch, "
-                    f"this run has {spe} (dataset, batch_size or device count changed)"
-                )
-            ckpt.restore(state.path, network, train_cell)
-            start_epoch, start_step = state.epoch, state.step_in_epoch
-            resumed_from = state.path
-            notice(f"resume: {state.path} at epoch {start_epoch}, step {start_step}, "
-                   f"global step {state.global_step}")
+        start_epoch, start_step, resumed_from = resume_point(ctx, (network, train_cell), spe, ckpt_dir)
 
     metrics = _make_metrics(config, ctx)
     metrics.set_plan(epochs=config.epochs, steps_per_epoch=spe, batch_size=config.batch_size,
                      world_size=ctx.world)
     result = TrainResult(steps_per_epoch=spe, global_step=start_epoch * spe + start_step,
-                         last_checkpoint=resumed_from)
+                         last_checkpoint=resumed_from, network=network)
     try:
         _loop(config, ctx, stop, network, train_cell, batches, spe, lr_values, start_epoch, start_step,
               metrics, result, ckpt_dir)
@@ -263,6 +250,51 @@ def train(
     finally:
         metrics.close()
     return result
+
+
+RESUME_NONE, RESUME_FROM, RESUME_FAILED = 0, 1, 2
+
+
+def resume_point(
+    ctx: DistContext, cells: tuple[Any, ...], spe: int, ckpt_dir: Path
+) -> tuple[int, int, Path | None]:
+    """(epoch, step in epoch, checkpoint) to continue from; every rank gets the same, before any step.
+
+    Rank 0 alone decides, from its own checkpoint folder (only rank 0 writes checkpoints; other ranks
+    may have node-local outputs, or not see the newest file yet), and loads it. Its decision and
+    then its weights and optimizer state reach every rank through a broadcast. When rank 0 cannot
+    resume, every rank stops with it instead of waiting in a collective.
+    """
+    status, position, failure = RESUME_NONE, (0, 0, 0), None
+    path: Path | None = None
+    if ctx.is_main:
+        try:
+            state = ckpt.latest_resume_state(ckpt_dir)
+            if state is not None:
+                if state.steps_per_epoch != spe:
+                    raise ckpt.CheckpointError(
+                        f"resume: {state.path} was written with {state.steps_per_epoch} steps per epoch, "
+                        f"this run has {spe} (dataset, batch_size or device count changed)"
+                    )
+                ckpt.restore(state.path, *cells)
+                status, path = RESUME_FROM, state.path
+                position = (state.epoch, state.step_in_epoch, state.global_step)
+        except Exception as error:  # any failure: the other ranks must hear of it, not hang
+            status, failure = RESUME_FAILED, error
+    decision = np.array([status, *position], dtype=np.int32)
+    status, epoch, step, global_step = (int(v) for v in broadcast_from_main((decision,), ctx)[0])
+    if status == RESUME_FAILED:
+        if failure is not None:
+            raise failure
+        raise ckpt.CheckpointError("resume: rank 0 could not resume from its checkpoint (see its log)")
+    if status == RESUME_NONE:
+        notice(f"resume: no checkpoint in rank 0's {ckpt_dir}; starting from the beginning")
+        return 0, 0, None
+    broadcast_parameters([entry["data"] for entry in ckpt.collect_parameters(*cells)], ctx)
+    where = str(path) if path else "rank 0's checkpoint"
+    notice(f"resume: {where} at epoch {epoch}, step {step}, global step {global_step}"
+           + (f" (weights from rank 0, {ctx.world} ranks)" if ctx.distributed else ""))
+    return epoch, step, path
 
 
 def eval_dataset(index: data.ImageFolderIndex, config: TrainingConfig, ctx: DistContext):
