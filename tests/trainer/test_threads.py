@@ -143,3 +143,35 @@ def test_launch_dry_run_shows_each_process_its_share():
     assert {name: (e[le.THREADS], e[le.OMP_NUM_THREADS]) for name, e in plan.items()} == {
         "scheduler": ("1", "1"), "rank 0": ("1", "1"), "rank 1": ("1", "1"),
     }
+
+
+# The trainer's side: set_device_context sizes MindSpore's CPU kernel pool from MNV2_THREADS with
+# mindspore.device_context.cpu.op_tuning.threads_num (MindSpore 2.10; `runtime_num_threads` in
+# set_context is its deprecated name). MindSpore offers no getter for the number, only whether it
+# was configured; threads_num raises if called twice, so a second training in a process must not.
+MS_CHILD = r"""
+import json
+from mindspore._c_expression import RuntimeConf
+from mnv2.config import build_config
+from mnv2.train import set_device_context
+set_device_context(build_config({"platform": "CPU"}))
+set_device_context(build_config({"platform": "CPU"}))  # a second run in one process
+print(json.dumps(RuntimeConf.get_instance().is_op_threads_num_configured()))
+"""
+
+
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError,
+    reason="needs mnv2.train.set_device_context to apply MNV2_THREADS (train.py is not the launcher "
+    "helper's file; see its report). Remove this marker with that change.",
+)
+def test_the_trainer_sizes_mindspores_kernel_threads_from_its_share():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MNV2_", "MS_", "OMP_"))}
+    pod = _pod("CPU", 1, **{le.CPU_LIMIT_MILLICORES: 1000})
+    env |= launcher.plan_processes(pod, None, detect=NO_HOST)[0].env
+    assert env[le.THREADS] == "1"
+    proc = subprocess.run(
+        [sys.executable, "-c", MS_CHILD], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) is True
