@@ -2,7 +2,9 @@
 
 Every pod runs `mnv2 launch`. Planning is a pure function of the launch environment (and, in
 rank-table mode, the parsed rank table): it returns each process's argv and complete environment,
-so tests and `mnv2 launch --dry-run` can see exactly what would run. Supervision is the one place
+so tests and `mnv2 launch --dry-run` can see exactly what would run: the rank, the card (the
+logical index inside a container) and the process's share of the pod's CPU limit for its threads
+(the CPUs are detected only when the pod does not state its limit). Supervision is the one place
 with side effects: it starts the processes, prefixes their output with their rank, forwards
 SIGTERM/SIGINT, and turns the first failure into the pod's exit code (mnv2.exitcodes), stopping the
 other ranks so a broken collective never hangs the pod. No MindSpore import here.
