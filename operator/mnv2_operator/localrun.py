@@ -424,10 +424,18 @@ def _now() -> datetime:
 
 
 def _render(job: dict[str, Any], operator_config: str | None) -> list[dict[str, Any]]:
+    """The pods the operator would create, after the same policy check, with the local policy:
+    local folders stand in for volumes, so any folder may be a hostPath (mnv2_operator.policy)."""
+    from mnv2_operator.policy import violations, with_local_policy
     from mnv2_operator.profiles import load_operator_config
     from mnv2_operator.render import render_job
 
-    return render_job(job, load_operator_config(operator_config))
+    config = with_local_policy(load_operator_config(operator_config))
+    found = violations(job, config)
+    if found:
+        lines = "\n".join(f"  {path}: {text}" for path, text in found)
+        raise ConfigError(f"the job breaks the local policy (mnv2_operator.policy.LOCAL_POLICY):\n{lines}")
+    return render_job(job, config)
 
 
 class _Progress:

@@ -266,3 +266,19 @@ def test_retryable_failures_restart_the_whole_job_up_to_the_backoff_limit(tmp_pa
     assert code == 143 and len(attempts) == 3  # first try + backoffLimit 2 restarts
     status = yaml.safe_load(out.getvalue()[out.getvalue().index("status:") :])["status"]
     assert status["state"] == "Failed" and status["reason"] == "BackoffLimitExceeded"
+
+
+def test_the_local_policy_allows_any_folder_and_refuses_the_rest(tmp_path: Path) -> None:
+    """mnv2 run checks the operator's rules with mnv2_operator.policy.LOCAL_POLICY: local folders
+    stand in for volumes (any hostPath, read-write, shared by the replicas), nothing else is relaxed."""
+    job = _job(tmp_path)
+    job["spec"]["output"] = {"volume": {"hostPath": {"path": str(tmp_path / "out")}}, "path": "/output"}
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump(job))
+    options = localrun.RunOptions(run_dir=tmp_path / "run", out=io.StringIO())
+    assert localrun.dry_run(manifest, options) == 0  # node-local output shared by 2 replicas: fine here
+
+    job["spec"]["image"] = "registry.evil.example/trainer:1"
+    manifest.write_text(yaml.safe_dump(job))
+    with pytest.raises(ConfigError, match=r"local policy.*\n  spec\.image: "):
+        localrun.dry_run(manifest, options)
