@@ -20,10 +20,14 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 QUICKSTART_DATA := /tmp/mnv2-quickstart/data
+QUICKSTART_OUT := /tmp/mnv2-quickstart/output
 
+# A fresh run each time: the job resumes from checkpoints it finds in its output folder.
 quickstart: setup
 	test -d $(QUICKSTART_DATA)/train || $(BIN)/python -m mnv2.datasets digits $(QUICKSTART_DATA)
+	rm -rf $(QUICKSTART_OUT)
 	$(BIN)/mnv2 run examples/cpu-quickstart.yaml
+	@if [ -f $(QUICKSTART_OUT)/training_report.csv ]; then $(BIN)/mnv2 report $(QUICKSTART_OUT); fi
 
 test: setup
 	$(BIN)/ruff check .
