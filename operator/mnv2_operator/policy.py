@@ -88,7 +88,8 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 _TAG = r":[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _DIGEST = r"@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 IMAGE_REFERENCE_PATTERN = f"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?:{_TAG})?(?:{_DIGEST})?$"
-_TAG_OR_DIGEST_SUFFIX = re.compile(f"(?:{_TAG})?(?:{_DIGEST})?$")
+TAG_OR_DIGEST_SUFFIX = f"(?:{_TAG})?(?:{_DIGEST})?$"  # Python re and Go RE2 alike (the chart uses it)
+_TAG_OR_DIGEST_SUFFIX = re.compile(TAG_OR_DIGEST_SUFFIX)
 ROOT_OR_ABS_PATH_PATTERN = f"^/$|{ABS_PATH_PATTERN}"
 
 Problems = list[tuple[str, str]]
@@ -553,6 +554,7 @@ def admission_variables(config: OperatorConfig) -> list[dict[str, str]]:
     return data + [{"name": name, "expression": expression} for name, expression in DERIVED_VARIABLES]
 
 
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by kube-apiserver on every namespace
 # Only a new job or a changed spec is checked: the operator must still be able to remove its
 # finalizer from (and so delete) a job created before the policy changed.
 MATCH_CONDITIONS = [
@@ -596,10 +598,18 @@ def admission_policy(config: OperatorConfig, name: str = "mnv2-job-policy") -> l
             "validations": admission_validations(),
         },
     }
-    binding = {
+    binding: dict[str, Any] = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicyBinding",
         "metadata": {"name": name},
         "spec": {"policyName": name, "validationActions": ["Deny"]},
     }
+    if config.namespaces:  # the namespaces this operator watches (the chart's watchNamespaces)
+        binding["spec"]["matchResources"] = {
+            "namespaceSelector": {
+                "matchExpressions": [
+                    {"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": sorted(set(config.namespaces))}
+                ]
+            }
+        }
     return [policy, binding]

@@ -171,3 +171,10 @@ def test_chart_readme_is_generated_from_values_and_rules():
     keys = [key for key, _, _ in generator.documented_values((CHART / "values.yaml").read_text())]
     assert "monitoring.serviceMonitor.interval" in keys and "operatorConfig" in keys
     assert len(keys) == len(set(keys))
+
+
+def test_admission_policy_file_equals_the_policy_module():
+    """files/admission-policy.yaml carries mnv2_operator.policy's CEL rules and defaults unchanged."""
+    assert (CHART / "files" / "admission-policy.yaml").read_text() == _generator().admission_text(), (
+        f"files/admission-policy.yaml is stale: {REGENERATE}"
+    )

@@ -14,11 +14,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-JOBS = sorted(p for p in EXAMPLES.glob("*.yaml") if p.name != "operator-config.yaml")
+CONFIGS = {"operator-config.yaml", "policy-single-node.yaml"}  # operator configurations, not jobs
+JOBS = sorted(p for p in EXAMPLES.glob("*.yaml") if p.name not in CONFIGS)
 KUBE_VERSION = "1.37"
 EXPECTED = {
-    "cpu-quickstart.yaml", "ascend-2x8-train.yaml", "gpu-finetune.yaml", "cpu-head-only.yaml",
-    "eval.yaml", "kueue-queued.yaml", "volcano-gang.yaml",
+    "cpu-quickstart.yaml",
+    "ascend-2x8-train.yaml",
+    "gpu-finetune.yaml",
+    "cpu-head-only.yaml",
+    "eval.yaml",
+    "kueue-queued.yaml",
+    "volcano-gang.yaml",
 }
 
 api = pytest.importorskip("mnv2_operator.api", reason="mnv2_operator.api (API helper) not written yet")
@@ -71,8 +77,10 @@ def test_operator_config_example_loads_and_sets_images():
     config = profiles.load_operator_config(EXAMPLES / "operator-config.yaml")
     for platform in ("CPU", "GPU", "Ascend"):
         assert config.profile(platform).image.startswith("registry.example.internal/mnv2/")
-    images = {p["spec"]["containers"][0]["image"] for p in _pods(_objects("volcano-gang.yaml",
-                                                                          EXAMPLES / "operator-config.yaml"))}
+    images = {
+        p["spec"]["containers"][0]["image"]
+        for p in _pods(_objects("volcano-gang.yaml", EXAMPLES / "operator-config.yaml"))
+    }
     assert images == {"registry.example.internal/mnv2/mnv2-trainer-gpu:0.1.0"}
 
 
@@ -91,8 +99,10 @@ def test_quickstart_is_the_small_cpu_job_the_readme_runs():
     for pod in pods:
         (container,) = pod["spec"]["containers"]
         assert container["command"] == ["mnv2", "launch"]
-        assert not any("nvidia.com" in key or "huawei.com" in key
-                       for key in container.get("resources", {}).get("limits", {}))
+        assert not any(
+            "nvidia.com" in key or "huawei.com" in key
+            for key in container.get("resources", {}).get("limits", {})
+        )
 
 
 def test_ascend_example_is_the_seed_recipe():
@@ -157,6 +167,27 @@ def test_volcano_example_gang_schedules_every_replica():
         assert pod["metadata"]["annotations"]["scheduling.k8s.io/group-name"] == group["metadata"]["name"]
 
 
+def test_examples_pass_the_default_policy_and_the_quickstart_its_single_node_one():
+    """Issue 13: every example validates under the default policy, except the quickstart, whose
+    hostPath folders need the policy a single-node cluster's administrator sets (stated in it)."""
+    from mnv2_operator import policy
+
+    default = profiles.load_operator_config(None)
+    single_node = profiles.load_operator_config(EXAMPLES / "policy-single-node.yaml")
+    for path in JOBS:
+        job = api.load_job_file(path)
+        if path.name == "cpu-quickstart.yaml":
+            refused = {rule for _, _, rule in policy.rule_violations(job, default)}
+            assert refused == {"volumeType", "nodeLocalOutput"}, refused
+            assert policy.violations(job, single_node) == []
+        else:
+            assert policy.violations(job, default) == [], path.name
+    assert policy.violations(
+        api.load_job_file(EXAMPLES / "cpu-quickstart.yaml"),
+        profiles.load_operator_config(EXAMPLES / "operator-config.yaml"),
+    )
+
+
 def test_a_broken_example_is_reported_with_field_paths(tmp_path: Path):
     """The check above is only worth something if parse_job rejects bad manifests naming the field."""
     text = (EXAMPLES / "cpu-quickstart.yaml").read_text().replace("replicas: 2", "replicas: 0")
@@ -183,7 +214,8 @@ EXPECTED_EXCEPTIONS = {
     "cpu-quickstart.yaml": {"volume dataset uses {'hostPath'}", "volume output uses {'hostPath'}"},
     "volcano-gang.yaml": {"volume dataset uses {'nfs'}"},
     "ascend-2x8-train.yaml": {
-        "volume ascend-driver uses {'hostPath'}", "volume ascend-dcmi uses {'hostPath'}",
+        "volume ascend-driver uses {'hostPath'}",
+        "volume ascend-dcmi uses {'hostPath'}",
         "trainer: runAsNonRoot must be true",
     },
 }

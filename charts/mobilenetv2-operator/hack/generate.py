@@ -5,6 +5,8 @@
 - values.schema.json's operatorConfig part = mnv2_operator.profiles.OperatorConfig's JSON schema,
   every field optional (the operator merges the ConfigMap over its packaged defaults)
 - README.md                        = the values table, from values.yaml's `# --` comments (helm-docs style)
+- files/admission-policy.yaml      = mnv2_operator.policy's admission rules (CEL) and the defaults the
+  template merges values over (templates/admission-policy.yaml renders the policy's data from values)
 
 Run after changing any of those: `.venv/bin/python charts/mobilenetv2-operator/hack/generate.py`.
 """
@@ -26,6 +28,7 @@ RULES_FILE = CHART / "rbac-rules.yaml"
 SCHEMA_FILE = CHART / "values.schema.json"
 VALUES_FILE = CHART / "values.yaml"
 README_FILE = CHART / "README.md"
+ADMISSION_FILE = CHART / "files" / "admission-policy.yaml"
 DEF_PREFIX = "operatorConfig."
 # Set by the chart from other values, so not settable under operatorConfig.
 CHART_OWNED_CONFIG_KEYS = ("namespaces",)
@@ -148,6 +151,43 @@ def documented_values(text: str) -> list[tuple[str, str, str]]:
     return rows
 
 
+def admission_data() -> dict[str, Any]:
+    """What templates/admission-policy.yaml needs besides values: the fixed CEL and every default."""
+    from mnv2_operator import names, policy
+    from mnv2_operator.api import GROUP, PLURAL, VERSION
+    from mnv2_operator.profiles import OperatorConfig, default_config_dict
+
+    defaults = OperatorConfig.model_validate(default_config_dict())
+    return {
+        "resource": {"group": GROUP, "version": VERSION, "plural": PLURAL},
+        "policyDefaults": policy.Policy().model_dump(by_alias=True, mode="json"),
+        "operatorLabelPrefixes": list(names.RESERVED_LABEL_PREFIXES),
+        "operatorAnnotationPrefixes": list(names.RESERVED_ANNOTATION_PREFIXES),
+        "driverHostPaths": list(policy.DRIVER_HOST_PATHS),
+        "profileDefaults": {
+            platform.value: {
+                "image": profile.image,
+                "volumes": [v.model_dump(mode="json", exclude_none=True) for v in profile.volumes],
+            }
+            for platform, profile in defaults.profiles.items()
+        },
+        "tagOrDigestSuffix": policy.TAG_OR_DIGEST_SUFFIX,
+        "namespaceLabel": policy.NAMESPACE_NAME_LABEL,
+        "matchConditions": policy.MATCH_CONDITIONS,
+        "derivedVariables": [{"name": n, "expression": e} for n, e in policy.DERIVED_VARIABLES],
+        "validations": policy.admission_validations(),
+    }
+
+
+def admission_text() -> str:
+    header = (
+        "# Generated from mnv2_operator.policy by hack/generate.py: do not edit.\n"
+        "# templates/admission-policy.yaml merges values.operatorConfig over these defaults and renders\n"
+        "# the ValidatingAdmissionPolicy that policy.admission_policy() builds from the same config.\n"
+    )
+    return header + dump_yaml(admission_data())
+
+
 def readme_text() -> str:
     """The chart's README: what it installs and every value, from values.yaml."""
     from mnv2_operator.rbac import RULES
@@ -197,6 +237,8 @@ def main() -> int:
     print(f"wrote {SCHEMA_FILE.relative_to(CHART)}")
     README_FILE.write_text(readme_text())
     print(f"wrote {README_FILE.relative_to(CHART)}")
+    ADMISSION_FILE.write_text(admission_text())
+    print(f"wrote {ADMISSION_FILE.relative_to(CHART)}")
     try:
         text = crd_text()
     except ImportError as error:
