@@ -38,6 +38,9 @@ CPU_LIMIT_MILLICORES = "MNV2_CPU_LIMIT_MILLICORES"
 # where the C++ kernels' build cache lives; pods have a read-only root filesystem, so the operator
 # mounts a small emptyDir at KERNEL_CACHE_MOUNT and points this variable at it
 KERNEL_CACHE_DIR = "MNV2_KERNEL_CACHE"
+# the file rank 0 writes the run's artifacts to (mnv2.artifacts); the operator sets the container's
+# terminationMessagePath to the same file and copies the message into the job's status
+TERMINATION_MESSAGE_PATH = "MNV2_TERMINATION_MESSAGE_PATH"
 
 DEFAULT_SCHEDULER_PORT = 8118
 DEFAULT_METRICS_PORT = 9090
@@ -46,6 +49,7 @@ DEFAULT_RANK_TABLE_TIMEOUT_SECONDS = 600
 DEFAULT_STOP_GRACE_SECONDS = 110.0  # below the pods' default terminationGracePeriodSeconds (120)
 DEFAULT_SCHEDULER_DNS_TIMEOUT_SECONDS = 300.0
 KERNEL_CACHE_MOUNT = "/var/cache/mnv2"  # the operator's emptyDir for KERNEL_CACHE_DIR
+DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
 
 # Set per process by the launcher (MindSpore's own names).
 MS_SCHED_HOST = "MS_SCHED_HOST"
