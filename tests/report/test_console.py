@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mnv2.console import Quiet, live_eval, live_progress, live_table
+from mnv2.console import Quiet, _Pace, eta_text, live_eval, live_progress, live_table
 
 CHILD = str(Path(__file__).with_name("live_child.py"))
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
@@ -77,13 +77,14 @@ def test_on_a_terminal_one_line_moves_and_the_log_lines_stay_above_it():
                            b"[mnv2] checkpoint of epoch 0"]
     assert len(logged) == 2 * (3 + 2)
     # The live line: epoch, step, loss, images/s and ETA, finishing at the last step.
-    assert re.search(rb"epoch 1/2 step 1/3 loss 2\.0000 321\.5 img/s .*ETA", text)
-    assert re.search(rb"epoch 2/2 step 3/3 loss 0\.3333 321\.5 img/s .*100%.*ETA 00:00", text)
+    assert re.search(rb"epoch 1/2 step 1/3 loss 2\.0000 321\.5 img/s ETA -:--", text)
+    assert re.search(rb"epoch 1/2 step 2/3 loss 1\.0000 321\.5 img/s ETA \d+:\d\d", text)
+    assert re.search(rb"epoch 2/2 step 3/3 loss 0\.3333 321\.5 img/s ETA 0:00", text)
 
 
 def test_evaluation_and_replica_table_on_a_terminal():
     evaluation = ANSI.sub(b"", run_on_terminal("eval"))
-    assert re.search(rb"evaluating batch 4/4 .*img/s .*100%", evaluation)
+    assert re.search(rb"evaluating batch 4/4 [0-9.]+ img/s ETA 0:00", evaluation)
     assert b"result: {'acc': 0.5, 'top_5_accuracy': 1.0} ckpt=x.ckpt" in evaluation
     table = run_on_terminal("table")
     assert b"\x1b[" in table  # redrawn with cursor movements
@@ -125,3 +126,13 @@ def test_mnv2_run_shows_every_replica_live_on_a_terminal_and_plain_lines_elsewhe
         row = rf"cpu-quickstart-{replica}\s+Succeeded\s+rank {replica}: epoch 2/2, step 3/3, loss 0.750"
         assert re.search(row, text), text
     assert "state: Succeeded" in text  # the final status still follows, in full
+
+
+def test_eta_counts_only_this_runs_own_pace(monkeypatch):
+    clock = iter([100.0, 110.0, 130.0])
+    monkeypatch.setattr("mnv2.console.time.perf_counter", lambda: next(clock))
+    pace = _Pace()
+    assert pace.eta(500, 1000) is None  # a resumed run starts at step 500: no pace yet
+    assert pace.eta(510, 1000) == 490.0  # 10 steps in 10 s
+    assert pace.eta(520, 1000) == 30 / 20 * 480
+    assert [eta_text(s) for s in (None, 59.6, 3725)] == ["ETA -:--", "ETA 1:00", "ETA 1:02:05"]

@@ -56,7 +56,7 @@ class Quiet:
 def _console(stream: TextIO):
     from rich.console import Console
 
-    return Console(file=stream, highlight=False, soft_wrap=False)
+    return Console(file=stream, highlight=False, soft_wrap=True)  # log lines keep their length
 
 
 def _progress(stream: TextIO, *columns: Any):
@@ -68,47 +68,65 @@ def _progress(stream: TextIO, *columns: Any):
     )
 
 
-def _eta_columns() -> tuple[Any, ...]:
-    from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
+def _columns() -> tuple[Any, ...]:
+    """The figures as one text (never cut on a narrow terminal) and the bar after it."""
+    from rich.progress import BarColumn, TextColumn
+    from rich.table import Column
 
-    return (BarColumn(bar_width=24), TaskProgressColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(compact=True))
+    return (TextColumn("{task.description}", table_column=Column(no_wrap=True, min_width=20)),
+            BarColumn(bar_width=20))
+
+
+def eta_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "ETA -:--"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"ETA {hours}:{minutes:02d}:{secs:02d}" if hours else f"ETA {minutes}:{secs:02d}"
+
+
+class _Pace:
+    """Seconds left at this run's own pace so far (a resumed run counts only its own steps)."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.first = 0
+
+    def eta(self, done: int, total: int) -> float | None:
+        now = time.perf_counter()
+        if self.started is None:
+            self.started, self.first = now, done
+            return None
+        steps = done - self.first
+        return (now - self.started) / steps * max(0, total - done) if steps > 0 else None
 
 
 class _LiveTraining(Quiet):
     def __init__(self, total_epochs: int, steps_per_epoch: int, stream: TextIO) -> None:
-        from rich.progress import TextColumn
-
         self.total_epochs, self.steps_per_epoch = total_epochs, max(1, steps_per_epoch)
-        self._progress = _progress(
-            stream,
-            TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]} "
-                       "step {task.fields[step]}/{task.fields[steps]}"),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[ips]} img/s"),
-            *_eta_columns(),
-        )
-        self._task: Any = None
+        self.total = self.total_epochs * self.steps_per_epoch
+        self._pace = _Pace()
+        self._progress = _progress(stream, *_columns())
+        self._task = self._progress.add_task("starting", total=self.total)
+        self._last = ("-", "-")
         self._progress.start()
 
-    def _fields(self, epoch: int, step: int, loss: float, ips: float | None) -> dict[str, Any]:
-        return dict(epoch=epoch + 1, epochs=self.total_epochs, step=step + 1, steps=self.steps_per_epoch,
-                    loss=f"{loss:.4f}", ips="-" if ips is None else f"{ips:.1f}")
+    def _show(self, epoch: int, step: int, done: int) -> None:
+        loss, ips = self._last
+        text = (f"epoch {epoch + 1}/{self.total_epochs} step {step + 1}/{self.steps_per_epoch} "
+                f"loss {loss} {ips} img/s {eta_text(self._pace.eta(done, self.total))}")
+        self._progress.update(self._task, completed=done, description=text, refresh=True)
 
     def step(self, epoch: int, step: int, loss: float, images_per_s: float | None = None) -> None:
         done = epoch * self.steps_per_epoch + step + 1
-        fields = self._fields(epoch, step, loss, images_per_s)
-        if self._task is None:
-            # Start the bar where this run starts (a resumed run), so the ETA counts only its own pace.
-            self._task = self._progress.add_task(
-                "train", total=self.total_epochs * self.steps_per_epoch, completed=done - 1, **fields
-            )
-        self._progress.update(self._task, completed=done, **fields)
+        if self._pace.started is None:
+            self._pace.eta(done, self.total)  # the pace starts after this run's first step (compilation)
+        self._last = (f"{loss:.4f}", "-" if images_per_s is None else f"{images_per_s:.1f}")
+        self._show(epoch, step, done)
 
     def epoch_done(self, epoch: int, loss: float, seconds: float) -> None:
-        if self._task is not None:
-            self._progress.update(self._task, completed=(epoch + 1) * self.steps_per_epoch,
-                                  step=self.steps_per_epoch, loss=f"{loss:.4f}")
+        self._last = (f"{loss:.4f}", self._last[1])
+        self._show(epoch, self.steps_per_epoch - 1, (epoch + 1) * self.steps_per_epoch)
 
     def close(self) -> None:
         self._progress.stop()
@@ -116,22 +134,22 @@ class _LiveTraining(Quiet):
 
 class _LiveEval(Quiet):
     def __init__(self, total_batches: int, stream: TextIO) -> None:
-        from rich.progress import TextColumn
-
-        self._progress = _progress(
-            stream, TextColumn("evaluating batch {task.completed}/{task.total}"),
-            TextColumn("{task.fields[ips]} img/s"), *_eta_columns(),
-        )
-        self._task = self._progress.add_task("eval", total=max(1, total_batches), ips="-")
+        self.total = max(1, total_batches)
+        self._pace = _Pace()
+        self._pace.eta(0, self.total)
         self._started = time.perf_counter()
         self._images = 0
+        self._progress = _progress(stream, *_columns())
+        self._task = self._progress.add_task(f"evaluating batch 0/{self.total}", total=self.total)
         self._progress.start()
 
     def step(self, batches_done: int, images: int = 0) -> None:
         self._images += images
         elapsed = time.perf_counter() - self._started
         ips = f"{self._images / elapsed:.1f}" if self._images and elapsed > 0 else "-"
-        self._progress.update(self._task, completed=batches_done, ips=ips)
+        text = (f"evaluating batch {batches_done}/{self.total} {ips} img/s "
+                f"{eta_text(self._pace.eta(batches_done, self.total))}")
+        self._progress.update(self._task, completed=batches_done, description=text, refresh=True)
 
     def close(self) -> None:
         self._progress.stop()
