@@ -38,6 +38,11 @@ class SecuritySettings(_Model):
     run_as_user: int | None = Field(1000, ge=0)
     run_as_group: int | None = Field(1000, ge=0)
     fs_group: int | None = Field(1000, ge=0)
+    supplemental_groups: list[int] = Field(
+        default_factory=list,
+        description="Extra groups of the trainer (e.g. the gid of the Ascend driver's HwHiAiUser group, "
+        "to open the NPU devices without root).",
+    )
     allow_privilege_escalation: bool = False
     drop_all_capabilities: bool = True
     add_capabilities: list[str] = Field(default_factory=list)
@@ -159,6 +164,5 @@ _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 def config_path(loc: tuple[Any, ...]) -> str:
     """("profiles", "CPU", "env", 0) -> "profiles.CPU.env.0"; a key that is not a plain word is quoted
     ("profiles.'\\x1e'", "profiles.'a.b'"), so a user's key never reads as structure or breaks a line."""
-    return ".".join(
-        str(p) if isinstance(p, int) or p == "[key]" or _PLAIN_KEY.match(str(p)) else repr(str(p)) for p in loc
-    )
+    plain = [str(p) if isinstance(p, int) or p == "[key]" or _PLAIN_KEY.match(str(p)) else None for p in loc]
+    return ".".join(text if text is not None else repr(str(p)) for text, p in zip(plain, loc, strict=True))

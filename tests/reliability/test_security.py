@@ -85,6 +85,21 @@ def test_ascend_exception_is_only_root_and_is_documented() -> None:
         assert all(m.get("readOnly") for m in mounts if m["name"] in host), "host paths must be read-only"
 
 
+def test_ascend_can_run_without_root_in_the_driver_group(tmp_path: Path) -> None:
+    """Root is only the owner of the NPU device nodes; where the nodes' HwHiAiUser gid is known the
+    profile runs the trainer as a plain user in that group, and the pod meets runAsNonRoot."""
+    override = tmp_path / "operator.yaml"
+    override.write_text(yaml.safe_dump({"profiles": {"Ascend": {"security": {
+        "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "supplementalGroups": [1001]}}}}))
+    config = load_operator_config(override)
+    for pod in [o for o in render_job(job("Ascend"), config) if o["kind"] == "Pod"]:
+        context = pod["spec"]["securityContext"]
+        assert context["runAsNonRoot"] is True and context["runAsUser"] == 1000
+        assert context["supplementalGroups"] == [1001]
+        for container in containers(pod):
+            assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
 def test_operator_deployment_is_restricted() -> None:
     helm = pytest.importorskip("helm_python")
     rendered = helm.Chart.load(str(CHART)).render({}, name="mnv2", namespace="mnv2-system", is_install=True)

@@ -38,6 +38,8 @@ def _pod_security_context(security: SecuritySettings) -> dict[str, Any]:
         out["runAsGroup"] = security.run_as_group
     if security.fs_group is not None:
         out["fsGroup"] = security.fs_group
+    if security.supplemental_groups:
+        out["supplementalGroups"] = list(security.supplemental_groups)
     return out
 
 
