@@ -25,7 +25,12 @@ from mnv2.exitcodes import CheckpointError, ExitCode, TrainerError
 from mnv2.logs import notice
 
 PREFIX = "mobilenetv2"
-NAME_RE = re.compile(rf"^{PREFIX}-(\d+)_(\d+)\.ckpt$")
+# `<run prefix>-<epoch>_<step>.ckpt`; the run prefix is `mobilenetv2`, or `mobilenetv2_<n>` for a later
+# run in the same folder (MindSpore's ModelCheckpoint rule, mindspore/train/callback/_checkpoint.py
+# `_chg_ckpt_file_name_if_same_exist`: a new run never takes over another run's files).
+NAME_RE = re.compile(rf"^({PREFIX}(?:_\d+)?)-(\d+)_(\d+)\.ckpt$")
+ANY_RUN_RE = re.compile(rf"^{PREFIX}(?:_(\d+))?-.*\.ckpt$")
+BEST_SUFFIX = "-best.ckpt"  # `<run prefix>-best.ckpt`: the best by top-1 (never rotated, never resumed)
 HEAD_PARAMS = ("dense.weight", "dense.bias")
 BACKBONE_PREFIX = "features."
 # Our first naming scheme put the sub-cells' names in front: `backbone.features.*`, `head.dense.*`,
@@ -45,23 +50,65 @@ class ResumeState:
     global_step: int
     steps_per_epoch: int
 
+    @property
+    def prefix(self) -> str:
+        """The run the checkpoint belongs to: a resumed run keeps writing (and rotating) its own files."""
+        return run_prefix(self.path)
 
-def checkpoint_name(epoch: int, step_in_epoch: int) -> str:
+
+def checkpoint_name(epoch: int, step_in_epoch: int, prefix: str = PREFIX) -> str:
     """The zoo's naming: `mobilenetv2-<epoch, 1-based>_<step in that epoch>.ckpt`."""
-    return f"{PREFIX}-{epoch + 1}_{step_in_epoch}.ckpt"
+    return f"{prefix}-{epoch + 1}_{step_in_epoch}.ckpt"
 
 
-def list_checkpoints(folder: str | Path) -> list[Path]:
-    """Our checkpoints in `folder`, oldest first (by epoch, then step)."""
+def best_name(prefix: str = PREFIX) -> str:
+    return prefix + BEST_SUFFIX
+
+
+def run_prefix(path: str | Path) -> str:
+    match = NAME_RE.match(Path(path).name)
+    return match.group(1) if match else PREFIX
+
+
+def new_run_prefix(folder: str | Path) -> str:
+    """The prefix of a new run in `folder`: `mobilenetv2` in a fresh folder, else the next `_<n>`."""
+    folder = Path(folder)
+    numbers = []
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            match = ANY_RUN_RE.match(entry.name)
+            if match:
+                numbers.append(int(match.group(1) or 0))
+    return f"{PREFIX}_{max(numbers) + 1}" if numbers else PREFIX
+
+
+def list_checkpoints(folder: str | Path, prefix: str | None = None) -> list[Path]:
+    """One run's checkpoints in `folder`, oldest first (by epoch, then step).
+
+    With no `prefix`, the run written most recently (the run whose newest checkpoint is the newest file).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = []
+    runs: dict[str, list[tuple[tuple[int, int], Path]]] = {}
     for entry in folder.iterdir():
         match = NAME_RE.match(entry.name)
         if match:
-            found.append(((int(match.group(1)), int(match.group(2))), entry))
-    return [path for _, path in sorted(found)]
+            runs.setdefault(match.group(1), []).append(((int(match.group(2)), int(match.group(3))), entry))
+    if prefix is None and runs:
+        prefix = max(runs, key=lambda run: (_mtime(max(runs[run])[1]), _run_number(run)))
+    return [path for _, path in sorted(runs.get(prefix or PREFIX, []))]
+
+
+def _run_number(prefix: str) -> int:
+    return int(prefix.rpartition("_")[2]) if prefix != PREFIX else 0
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -109,9 +156,9 @@ def save_atomic(save_obj: list[dict[str, Any]], path: str | Path, meta: dict[str
     return path
 
 
-def rotate(folder: str | Path, keep: int) -> list[Path]:
-    """Delete the oldest checkpoints beyond `keep`; returns what was deleted."""
-    existing = list_checkpoints(folder)
+def rotate(folder: str | Path, keep: int, prefix: str = PREFIX) -> list[Path]:
+    """Delete this run's oldest checkpoints beyond `keep` (other runs' files are not ours to delete)."""
+    existing = list_checkpoints(folder, prefix)
     doomed = existing[: max(0, len(existing) - keep)]
     for path in doomed:
         try:
@@ -223,7 +270,10 @@ def load_pretrained(network: Any, path: str | Path, num_classes: int) -> dict[st
 
 
 def resolve_checkpoint(path: str | Path, what: str = "pretrain_ckpt") -> Path:
-    """A checkpoint file, or the newest of ours in a folder (or its `checkpoint/` sub-folder)."""
+    """A checkpoint file, or the newest of ours in a folder (or its `checkpoint/` sub-folder).
+
+    The newest is the last checkpoint of the run written most recently.
+    """
     path = Path(path)
     if path.is_dir():
         for folder in (path, path / "checkpoint"):

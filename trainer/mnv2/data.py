@@ -11,7 +11,9 @@ lets the `skip` policy leave out bad files, and gives evaluation exact, non-over
 from __future__ import annotations
 
 import os
+import random
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,9 +151,36 @@ def eval_resize(image_size: int) -> int:
     return round(image_size * 256 / 224)
 
 
+_CLAMPED: set[tuple[int, int]] = set()
+
+
+def pipeline_workers(requested: int) -> int:
+    """`requested` parallel workers, at most one per CPU (MindSpore refuses more), with a notice once."""
+    cpus = os.cpu_count() or 1
+    if requested <= cpus:
+        return requested
+    if (requested, cpus) not in _CLAMPED:
+        _CLAMPED.add((requested, cpus))
+        notice(f"num_workers: {requested} is more than the {cpus} CPU(s) here; using {cpus}")
+    return cpus
+
+
+@contextmanager
+def _global_generators_kept():
+    """MindSpore's dataset `set_seed` also seeds Python's `random` and numpy's global generator
+    (mindspore/dataset/core/config.py); a pipeline seed must not reset other code's randomness."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
 def _source(index: ImageFolderIndex, indices: np.ndarray, workers: int):
     import mindspore.dataset as ds
 
+    workers = pipeline_workers(workers)
     return ds.ImageFolderDataset(
         str(index.root),
         sampler=ds.SubsetSampler([int(i) for i in indices]),
@@ -173,7 +202,9 @@ def create_train_dataset(
     from mindspore.common import dtype as mstype
 
     # The augmentation RNG is seeded per (seed, epoch, rank): a resumed epoch draws the same crops.
-    ds.config.set_seed(int(seed) * 100_003 + epoch * 1_009 + rank)
+    with _global_generators_kept():
+        ds.config.set_seed(int(seed) * 100_003 + epoch * 1_009 + rank)
+    workers = pipeline_workers(workers)
     indices = epoch_indices(index, epoch=epoch, seed=seed, rank=rank, world=world)
     data = _source(index, indices, workers)
     image_ops = [
@@ -197,6 +228,7 @@ def create_eval_dataset(
     import mindspore.dataset.vision as V
     from mindspore.common import dtype as mstype
 
+    workers = pipeline_workers(workers)
     data = _source(index, eval_indices(index, rank=rank, world=world), workers)
     resize = eval_resize(image_size)
     image_ops = [

@@ -227,6 +227,10 @@ def train(
     start_epoch, start_step, resumed_from = 0, 0, None
     if config.resume:
         start_epoch, start_step, resumed_from = resume_point(ctx, (network, train_cell), spe, ckpt_dir)
+    # This run's checkpoint names: a resumed run keeps its own; a new run beside another's takes the next.
+    prefix = ckpt.run_prefix(resumed_from) if resumed_from else ckpt.new_run_prefix(ckpt_dir)
+    if ctx.is_main and config.save_checkpoint and prefix != ckpt.PREFIX and not resumed_from:
+        notice(f"checkpoint: {ckpt_dir} holds another run's checkpoints; this run writes {prefix}-*.ckpt")
 
     metrics = _make_metrics(config, ctx)
     metrics.set_plan(epochs=config.epochs, steps_per_epoch=spe, batch_size=config.batch_size,
@@ -235,7 +239,7 @@ def train(
                          last_checkpoint=resumed_from, network=network)
     try:
         _loop(config, ctx, stop, network, train_cell, batches, spe, lr_values, start_epoch, start_step,
-              metrics, result, ckpt_dir)
+              metrics, result, ckpt_dir, prefix)
         if result.exit_code == ExitCode.SUCCESS and eval_index is not None:
             from mnv2.evaluate import evaluate
 
@@ -359,7 +363,7 @@ def _log_every() -> int:
 
 
 def _loop(config, ctx, stop, network, train_cell, batches, spe, lr_values, start_epoch, start_step,
-          metrics, result: TrainResult, ckpt_dir: Path) -> None:
+          metrics, result: TrainResult, ckpt_dir: Path, prefix: str = ckpt.PREFIX) -> None:
     log_every = _log_every()
     images_per_step = config.batch_size * ctx.world
 
@@ -371,8 +375,8 @@ def _loop(config, ctx, stop, network, train_cell, batches, spe, lr_values, start
         meta = {"epoch": next_epoch, "step_in_epoch": next_step, "global_step": epoch * spe + steps_done,
                 "steps_per_epoch": spe}
         path = ckpt.save_atomic(ckpt.collect_parameters(network, train_cell),
-                                ckpt_dir / ckpt.checkpoint_name(epoch, steps_done), meta)
-        ckpt.rotate(ckpt_dir, config.keep_checkpoint_max)
+                                ckpt_dir / ckpt.checkpoint_name(epoch, steps_done, prefix), meta)
+        ckpt.rotate(ckpt_dir, config.keep_checkpoint_max, prefix)
         result.last_checkpoint = path
         metrics.on_checkpoint(seconds=time.perf_counter() - started)
 
