@@ -1,4 +1,4 @@
-"""A short training run gives the same loss curve with the custom kernel as with nn.Conv2d."""
+"""A short training run gives the same loss curve with the custom kernels as with MindSpore's own layers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 ms = pytest.importorskip("mindspore")
 from mindspore import Tensor, nn, ops  # noqa: E402
+from mnv2.ops.batchnorm import replace_batchnorm  # noqa: E402
 from mnv2.ops.depthwise import depthwise_conv2d  # noqa: E402
 
 STEPS = 8
@@ -39,9 +40,12 @@ class _TinyMobileNet(nn.Cell):
         return self.dense(ops.mean(self.features(x), (2, 3)))
 
 
-def _train(fast: bool, init: dict[str, np.ndarray] | None, data) -> tuple[list[float], dict[str, np.ndarray]]:
+def _train(fast: bool, init: dict[str, np.ndarray] | None, data):
+    """Losses along the run, the initial parameters, and the trained net's evaluation-mode logits."""
     ms.set_seed(0)
     net = _TinyMobileNet(fast)
+    if fast:
+        assert replace_batchnorm(net) == {"batchnorm_relu6": 4, "batchnorm": 1}
     if init is not None:
         for p in net.get_parameters():
             p.set_data(Tensor(init[p.name]))
@@ -51,7 +55,8 @@ def _train(fast: bool, init: dict[str, np.ndarray] | None, data) -> tuple[list[f
     step = nn.TrainOneStepCell(nn.WithLossCell(net, loss_fn), opt)
     step.set_train()
     losses = [float(step(x, y).asnumpy()) for x, y in data]
-    return losses, start
+    net.set_train(False)  # evaluation uses the moving statistics the training steps accumulated
+    return losses, start, net(data[0][0]).asnumpy()
 
 
 @pytest.mark.slow
@@ -62,42 +67,52 @@ def test_same_loss_curve(graph_mode):
          Tensor(rng.integers(0, 4, 4).astype(np.int32)))
         for _ in range(2)
     ] * (STEPS // 2)  # repeat two batches so the loss must fall
-    ref_losses, init = _train(False, None, data)
-    fast_losses, _ = _train(True, init, data)
+    ref_losses, init, ref_eval = _train(False, None, data)
+    fast_losses, _, fast_eval = _train(True, init, data)
     np.testing.assert_allclose(fast_losses, ref_losses, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fast_eval, ref_eval, rtol=1e-4, atol=1e-4)
     assert ref_losses[-1] < ref_losses[0]  # it trained, so equal curves mean equal gradients
 
 
 @pytest.mark.slow
 def test_trainer_model_same_gradients_with_kernels_swapped(graph_mode):
-    """The trainer's MobileNetV2 (width 0.35, 32 px): same loss and gradients with stem and depthwise swapped.
+    """The trainer's MobileNetV2 (width 0.35, 32 px): same loss and gradients with every kernel swapped.
 
-    Compared at one step rather than along a curve: at 32 px with batch 4 the last BatchNorms
-    normalise over 4 values, gradients reach ~20, and a 1e-6 difference grows chaotically within
-    a few steps whichever kernel is used (the tiny net above gives the curve check).
+    Compared at one step rather than along a curve: at 32 px the last BatchNorms normalise over a
+    handful of values, gradients reach ~20, and a 1e-6 difference grows chaotically within a few
+    steps whichever kernel is used (the tiny net above gives the curve check). Batch 8, not 4: with
+    4 values per channel one ReLU6 whose input lies within float rounding of 0 flips its mask
+    between any two correct implementations and moves a whole channel's gradient (seen with the
+    depthwise kernel alone too); at batch 8 the worst parameter differs by under 0.1 %.
     """
     from mnv2.loss import LabelSmoothingCrossEntropy
     from mnv2.model import MobileNetV2
     from mnv2.ops.depthwise import replace_slow_convolutions
 
     rng = np.random.default_rng(1)
-    x = Tensor(rng.standard_normal((4, 3, 32, 32)).astype(np.float32))
-    y = Tensor(rng.integers(0, 5, 4).astype(np.int32))
+    x = Tensor(rng.standard_normal((8, 3, 32, 32)).astype(np.float32))
+    y = Tensor(rng.integers(0, 5, 8).astype(np.int32))
 
-    def run(fast: bool) -> tuple[float, dict[str, np.ndarray]]:
+    def run(fast: bool) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
         net = MobileNetV2(num_classes=5, width_mult=0.35, seed=3)
         if fast:
-            assert replace_slow_convolutions(net, dense_input_grad=False) == {"depthwise": 17, "dense": 1}
+            # 52 BatchNorms: 35 followed by ReLU6 (stem, expansions, depthwise, last 1x1), 17 projections.
+            assert replace_slow_convolutions(net, dense_input_grad=False) == {
+                "depthwise": 17, "dense": 1, "batchnorm_relu6": 35, "batchnorm": 17}
         with_loss = nn.WithLossCell(net, LabelSmoothingCrossEntropy(5, 0.1))
         with_loss.set_train()
         params = net.trainable_params()
         grads = ops.GradOperation(get_by_list=True)(with_loss, params)(x, y)
-        loss = float(with_loss(x, y).asnumpy())
-        return loss, {p.name: g.asnumpy() for p, g in zip(params, grads, strict=True)}
+        loss = float(with_loss(x, y).asnumpy())  # the second training forward: moving stats updated twice
+        moving = {p.name: p.asnumpy() for p in net.get_parameters() if not p.requires_grad}
+        return loss, {p.name: g.asnumpy() for p, g in zip(params, grads, strict=True)}, moving
 
-    ref_loss, ref_grads = run(False)
-    fast_loss, fast_grads = run(True)
+    ref_loss, ref_grads, ref_moving = run(False)
+    fast_loss, fast_grads, fast_moving = run(True)
     assert fast_loss == pytest.approx(ref_loss, rel=1e-5)
+    assert fast_moving.keys() == ref_moving.keys() and len(ref_moving) == 2 * 52  # each BN's mean, variance
+    for name, ref in ref_moving.items():
+        np.testing.assert_allclose(fast_moving[name], ref, rtol=1e-4, atol=1e-5, err_msg=name)
     assert fast_grads.keys() == ref_grads.keys()  # same parameters, same names (checkpoint keys)
     for name, ref in ref_grads.items():
         # 1 % of the tensor's largest gradient, floored for gradients that are zero in exact arithmetic

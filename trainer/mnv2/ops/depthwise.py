@@ -245,22 +245,30 @@ def _swap(network: nn.Cell, match, make) -> int:
     return replaced
 
 
-def replace_slow_convolutions(network: nn.Cell, dense_input_grad: bool = True) -> dict[str, int]:
-    """Swap MindSpore's slow CPU convolutions in ``network`` for the custom kernels, in place.
+def replace_slow_convolutions(
+    network: nn.Cell, dense_input_grad: bool = True, fuse_batchnorm: bool = True
+) -> dict[str, int]:
+    """Swap MindSpore's slow CPU layers in ``network`` for the custom kernels, in place.
 
     Depthwise 3x3 convs become DepthwiseConv2d and dense 3x3 convs with few input channels (the
-    stem) become Conv3x3. Parameters are moved, not copied, so names (checkpoint keys), values and
-    optimizer bindings are unchanged; call it before building the optimizer or compiling. Pass
-    ``dense_input_grad=False`` when the dense convs only ever see the input images (MobileNetV2's
-    stem): their input gradient, a third of the stem's backward cost, is then skipped. Returns how
-    many of each were replaced.
+    stem) become Conv3x3. With ``fuse_batchnorm`` (the default), every nn.BatchNorm2d becomes
+    ``mnv2.ops.batchnorm.FusedBatchNorm2d``, absorbing the nn.ReLU6 that follows it. This is the
+    trainer's one swap point (``mnv2.train.use_fast_cpu_kernels``). Parameters are moved, not
+    copied, so names (checkpoint keys), values and optimizer bindings are unchanged; call it before
+    building the optimizer or compiling. Pass ``dense_input_grad=False`` when the dense convs only
+    ever see the input images (MobileNetV2's stem): their input gradient, a third of the stem's
+    backward cost, is then skipped. Returns how many of each were replaced.
     """
 
     def make(conv: nn.Conv2d) -> Conv3x3:
         return Conv3x3(conv.in_channels, conv.out_channels, *_geometry(conv), input_grad=dense_input_grad)
 
-    dense = _swap(network, is_replaceable_dense, make)
-    return {"depthwise": replace_depthwise(network), "dense": dense}
+    counts = {"dense": _swap(network, is_replaceable_dense, make), "depthwise": replace_depthwise(network)}
+    if fuse_batchnorm:
+        from mnv2.ops.batchnorm import replace_batchnorm
+
+        counts.update(replace_batchnorm(network))
+    return counts
 
 
 def replace_depthwise(network: nn.Cell) -> int:

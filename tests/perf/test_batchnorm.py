@@ -1,0 +1,140 @@
+"""The fused BatchNorm (+ ReLU6) kernel agrees with MindSpore's nn.BatchNorm2d (+ nn.ReLU6).
+
+Values, gradients for the input, gamma and beta, and the moving statistics, at every BatchNorm
+shape MobileNetV2 has at widths 0.35 and 1.4 on odd image sizes, in training and evaluation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+ms = pytest.importorskip("mindspore")
+from mindspore import Tensor, nn, ops  # noqa: E402
+from mnv2.model import FIRST_CHANNELS, INVERTED_RESIDUAL_SETTINGS, LAST_CHANNELS, make_divisible  # noqa: E402
+from mnv2.ops.batchnorm import FusedBatchNorm2d, replace_batchnorm  # noqa: E402
+
+
+def _out(size: int, stride: int) -> int:
+    return (size - 1) // stride + 1  # 3x3, padding 1
+
+
+def mobilenetv2_batchnorms(width: float, image: int) -> set[tuple[int, int, bool]]:
+    """(channels, spatial size, followed by ReLU6) of every BatchNorm in MobileNetV2 (paper's table)."""
+    size = _out(image, 2)
+    channels = make_divisible(FIRST_CHANNELS * width)
+    shapes = {(channels, size, True)}
+    for t, c, n, s in INVERTED_RESIDUAL_SETTINGS:
+        out = make_divisible(c * width)
+        for i in range(n):
+            hidden = round(channels * t)
+            if t != 1:
+                shapes.add((hidden, size, True))  # expansion 1x1
+            size = _out(size, s if i == 0 else 1)
+            shapes.add((hidden, size, True))  # depthwise 3x3
+            shapes.add((out, size, False))  # linear projection
+            channels = out
+    shapes.add((make_divisible(LAST_CHANNELS * max(1.0, width)), size, True))
+    return shapes
+
+
+SHAPES = sorted(set().union(*(mobilenetv2_batchnorms(w, s) for w in (0.35, 1.4) for s in (33, 97))))
+
+
+def test_shape_table_matches_the_model():
+    """The table above is the trainer's model: 52 BatchNorms, 35 of them followed by ReLU6."""
+    from mnv2.model import MobileNetV2
+
+    net = MobileNetV2(num_classes=10, width_mult=0.35)
+    assert replace_batchnorm(net) == {"batchnorm_relu6": 35, "batchnorm": 17}
+    fused = [c for _, c in net.cells_and_names() if isinstance(c, FusedBatchNorm2d)]
+    table = {(c, r) for c, _, r in mobilenetv2_batchnorms(0.35, 33)}
+    assert {(c.num_features, c.relu6) for c in fused} == table
+
+
+class _Loss(nn.Cell):
+    """sum(layer(x) * g): its gradients are the layer's backward applied to g."""
+
+    def __init__(self, layer: nn.Cell) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def construct(self, x, g):
+        return ops.reduce_sum(ops.mul(self.layer(x), g))
+
+
+def _run(layer: nn.Cell, bn, x: Tensor, g: Tensor, training: bool) -> dict[str, np.ndarray]:
+    layer.set_train(training)
+    loss = _Loss(layer)
+    loss.set_train(training)
+    grad = ops.GradOperation(get_all=True, get_by_list=True)(loss, [bn.gamma, bn.beta])
+    (dx, _), (dgamma, dbeta) = grad(x, g)  # one forward: the moving statistics move once
+    return {"y": layer(x).asnumpy(), "dx": dx.asnumpy(), "dgamma": dgamma.asnumpy(), "dbeta": dbeta.asnumpy(),
+            "moving_mean": bn.moving_mean.asnumpy(), "moving_variance": bn.moving_variance.asnumpy()}
+
+
+def _compare(
+    batch: int, channels: int, size: int, relu6: bool, training: bool, seed: int
+) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    params = {
+        "gamma": rng.uniform(0.5, 1.5, channels), "beta": rng.normal(0.5, 1.0, channels),
+        "moving_mean": rng.normal(0, 1, channels), "moving_variance": rng.uniform(0.5, 2, channels),
+    }
+    ref_bn, fast_bn = nn.BatchNorm2d(channels), nn.BatchNorm2d(channels)
+    for bn in (ref_bn, fast_bn):
+        for name, value in params.items():
+            getattr(bn, name).set_data(Tensor(value.astype(np.float32)))
+    ref = nn.SequentialCell([ref_bn, nn.ReLU6()]) if relu6 else ref_bn
+    fast = FusedBatchNorm2d(fast_bn, relu6=relu6)
+    # A mean far from zero and a spread of ~2 (conv outputs), so ReLU6 clips on both sides.
+    x = Tensor((rng.normal(1.0, 2.0, (batch, channels, size, size)) + rng.normal(0, 3, (1, channels, 1, 1)))
+               .astype(np.float32))
+    g = Tensor(rng.standard_normal((batch, channels, size, size)).astype(np.float32))
+    want, got = _run(ref, ref_bn, x, g, training), _run(fast, fast, x, g, training)
+    for key, expected in want.items():
+        if key == "moving_variance" and training and batch * size * size == 1:
+            # One value per channel has no unbiased variance: MindSpore stores NaN, which would poison
+            # every later evaluation; the kernel takes the biased one (0). Checked by the caller.
+            assert np.isnan(expected).all()
+            continue
+        # Sums over up to 2 x 49 x 49 values: float32 rounding differs with the order of summation.
+        scale = float(np.abs(expected).max()) or 1.0
+        where = f"{key} {batch}x{channels}x{size}x{size} relu6={relu6} train={training}"
+        np.testing.assert_allclose(got[key], expected, rtol=1e-4, atol=2e-5 * scale, err_msg=where)
+    return got
+
+
+@pytest.fixture
+def pynative():
+    """PYNATIVE_MODE on CPU: one compile per shape would take minutes in GRAPH_MODE."""
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+    yield
+    ms.set_context(mode=previous)
+
+
+def test_every_mobilenetv2_shape(pynative):
+    """Training (batch statistics) at every shape; evaluation (moving statistics) at every fourth."""
+    assert len(SHAPES) > 60
+    for i, (channels, size, relu6) in enumerate(SHAPES):
+        _compare(2, channels, size, relu6, training=True, seed=i)
+        if i % 4 == 0:
+            _compare(2, channels, size, relu6, training=False, seed=i)
+
+
+@pytest.mark.parametrize("relu6", [False, True])
+def test_graph_mode_and_edge_shapes(graph_mode, relu6):
+    """GRAPH_MODE (the trainer's), one value per channel (batch 1 of 1x1), and a large plane."""
+    single = _compare(1, 3, 1, relu6, training=True, seed=1)
+    assert np.isfinite(single["moving_variance"]).all()
+    for batch, channels, size in ((3, 5, 1), (4, 7, 65)):
+        _compare(batch, channels, size, relu6, training=True, seed=batch)
+    _compare(4, 7, 65, relu6, training=False, seed=9)
+
+
+def test_rejects_what_it_does_not_compute():
+    with pytest.raises(ValueError, match="use_batch_statistics"):
+        FusedBatchNorm2d(nn.BatchNorm2d(4, use_batch_statistics=True))
+    net = nn.SequentialCell([nn.BatchNorm2d(4, use_batch_statistics=False), nn.ReLU6()])
+    assert replace_batchnorm(net) == {"batchnorm_relu6": 0, "batchnorm": 0}  # left to MindSpore

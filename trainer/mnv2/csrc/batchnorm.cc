@@ -1,0 +1,296 @@
+// BatchNorm over (N, H, W) per channel, optionally followed by ReLU6, fused into one pass for
+// MindSpore's CPU backend through ops.Custom(func_type="aot"). NCHW, float32.
+//
+// Why: in MindSpore 2.10's CPU profile of MobileNetV2 training, BatchNorm and BatchNormGrad take
+// 43 % of the step and ReLU6 with its gradient another 12 % (bench/RESULTS.md). All of it is
+// memory traffic over the same activations: these kernels read x once for the statistics and once
+// to write the clipped output, and in backward recompute the ReLU6 mask from x instead of
+// reading a stored output, so BatchNorm + ReLU6 costs what BatchNorm alone cost.
+//
+// Semantics follow nn.BatchNorm2d (checked against it in tests/perf/test_batchnorm.py):
+//   training: y = gamma * (x - mean) / sqrt(var + eps) + beta with the batch mean and biased
+//             variance; moving = momentum * moving + (1 - momentum) * batch, where the moving
+//             variance takes the unbiased batch variance (M / (M - 1), M = N * H * W; with
+//             M = 1 the biased one, 0, where MindSpore stores NaN).
+//   inference: the same with the moving statistics.
+//   ReLU6 (R = 1): y = min(max(y, 0), 6), gradient passed where 0 < y < 6 (ReLU6Grad's rule).
+//
+// Entry points (inputs first, outputs last in `params`; hp = [eps, momentum], float32):
+//   mnv2_bn_train_fwd_r{R}(x, gamma, beta, mmean, mvar, hp)
+//       -> y[N,C,H,W], save_mean[C], save_invstd[C], new_mmean[C], new_mvar[C]
+//   mnv2_bn_train_bwd_r{R}(dy, x, gamma, beta, save_mean, save_invstd) -> dx, dgamma, dbeta
+//   mnv2_bn_infer_fwd_r{R}(x, gamma, beta, mmean, mvar, hp) -> y
+//   mnv2_bn_infer_bwd_r{R}(dy, x, gamma, beta, mmean, mvar, hp) -> dx, dgamma, dbeta
+// Return value 0 is success, non-zero a shape or dtype mismatch.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+// Below this many elements a call runs on one thread (waking the OpenMP team costs more).
+constexpr int64_t kParallelMin = 1 << 15;
+// Float partial sums run over at most this many elements before going into a double.
+constexpr int64_t kBlock = 2048;
+
+struct Shape {
+  int64_t n = 0, c = 0, hw = 0;
+  int64_t count() const { return n * hw; }  // elements per channel
+};
+
+bool check_dtypes(int nparam, const char **dtypes) {
+  for (int i = 0; i < nparam; ++i) {
+    if (std::strcmp(dtypes[i], "float32") != 0) return false;
+  }
+  return true;
+}
+
+// x is 4-D (N, C, H, W); every vector parameter is 1-D of length C.
+bool shape_of(int *ndims, int64_t **shapes, int tensor, Shape &s) {
+  if (ndims[tensor] != 4) return false;
+  s.n = shapes[tensor][0];
+  s.c = shapes[tensor][1];
+  s.hw = shapes[tensor][2] * shapes[tensor][3];
+  return true;
+}
+
+bool same4(int *ndims, int64_t **shapes, int a, int b) {
+  if (ndims[a] != 4 || ndims[b] != 4) return false;
+  for (int i = 0; i < 4; ++i) {
+    if (shapes[a][i] != shapes[b][i]) return false;
+  }
+  return true;
+}
+
+bool vec(int *ndims, int64_t **shapes, int t, int64_t c) { return ndims[t] == 1 && shapes[t][0] == c; }
+
+template <bool RELU6>
+inline float act(float v) {
+  return RELU6 ? std::min(std::max(v, 0.0f), 6.0f) : v;
+}
+
+template <bool RELU6>
+inline float pass(float v, float g) {
+  return RELU6 ? ((v > 0.0f && v < 6.0f) ? g : 0.0f) : g;
+}
+
+// y = act(x * scale + bias) over one channel's N planes.
+template <bool RELU6>
+void affine(const float *__restrict x, float *__restrict y, const Shape &s, int64_t c, float scale,
+            float bias) {
+  for (int64_t n = 0; n < s.n; ++n) {
+    const float *p = x + (n * s.c + c) * s.hw;
+    float *q = y + (n * s.c + c) * s.hw;
+#pragma omp simd
+    for (int64_t i = 0; i < s.hw; ++i) q[i] = act<RELU6>(p[i] * scale + bias);
+  }
+}
+
+template <bool RELU6>
+int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 11 || !check_dtypes(nparam, dtypes)) return 1;
+  Shape s;
+  if (!shape_of(ndims, shapes, 0, s) || !same4(ndims, shapes, 0, 6)) return 2;
+  for (int t : {1, 2, 3, 4, 7, 8, 9, 10}) {
+    if (!vec(ndims, shapes, t, s.c)) return 2;
+  }
+  if (ndims[5] != 1 || shapes[5][0] != 2) return 2;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *gamma = static_cast<const float *>(params[1]);
+  const float *beta = static_cast<const float *>(params[2]);
+  const float *mmean = static_cast<const float *>(params[3]);
+  const float *mvar = static_cast<const float *>(params[4]);
+  const float *hp = static_cast<const float *>(params[5]);
+  float *y = static_cast<float *>(params[6]);
+  float *save_mean = static_cast<float *>(params[7]);
+  float *save_invstd = static_cast<float *>(params[8]);
+  float *new_mmean = static_cast<float *>(params[9]);
+  float *new_mvar = static_cast<float *>(params[10]);
+  const double eps = hp[0], momentum = hp[1];
+  const int64_t m = s.count();
+  if (m == 0) return 3;
+#pragma omp parallel for schedule(static) if (s.c * m >= kParallelMin)
+  for (int64_t c = 0; c < s.c; ++c) {
+    // Sums of (x - shift): the shift (the channel's first value) keeps E[d^2] - E[d]^2 accurate
+    // when the mean is large against the spread.
+    const float shift = x[c * s.hw];
+    double sum = 0.0, sq = 0.0;
+    for (int64_t n = 0; n < s.n; ++n) {
+      const float *p = x + (n * s.c + c) * s.hw;
+      for (int64_t b = 0; b < s.hw; b += kBlock) {
+        const int64_t e = std::min(s.hw, b + kBlock);
+        float a = 0.0f, q = 0.0f;
+#pragma omp simd reduction(+ : a, q)
+        for (int64_t i = b; i < e; ++i) {
+          const float d = p[i] - shift;
+          a += d;
+          q += d * d;
+        }
+        sum += a;
+        sq += q;
+      }
+    }
+    const double dmean = sum / m;
+    const double var = std::max(0.0, sq / m - dmean * dmean);
+    const double mean = shift + dmean;
+    const double invstd = 1.0 / std::sqrt(var + eps);
+    const double scale = gamma[c] * invstd;
+    affine<RELU6>(x, y, s, c, static_cast<float>(scale), static_cast<float>(beta[c] - mean * scale));
+    save_mean[c] = static_cast<float>(mean);
+    save_invstd[c] = static_cast<float>(invstd);
+    const double unbiased = m > 1 ? var * m / (m - 1) : var;
+    new_mmean[c] = static_cast<float>(momentum * mmean[c] + (1.0 - momentum) * mean);
+    new_mvar[c] = static_cast<float>(momentum * mvar[c] + (1.0 - momentum) * unbiased);
+  }
+  return 0;
+}
+
+// Sums over one channel of g = dy masked by the activation, and of g * xhat.
+template <bool RELU6>
+void grad_sums(const float *__restrict dy, const float *__restrict x, const Shape &s, int64_t c, float mean,
+               float invstd, float gamma, float beta, double &sg, double &sgx) {
+  sg = 0.0;
+  sgx = 0.0;
+  for (int64_t n = 0; n < s.n; ++n) {
+    const float *p = x + (n * s.c + c) * s.hw;
+    const float *g = dy + (n * s.c + c) * s.hw;
+    for (int64_t b = 0; b < s.hw; b += kBlock) {
+      const int64_t e = std::min(s.hw, b + kBlock);
+      float a = 0.0f, q = 0.0f;
+#pragma omp simd reduction(+ : a, q)
+      for (int64_t i = b; i < e; ++i) {
+        const float xh = (p[i] - mean) * invstd;
+        const float gi = pass<RELU6>(xh * gamma + beta, g[i]);
+        a += gi;
+        q += gi * xh;
+      }
+      sg += a;
+      sgx += q;
+    }
+  }
+}
+
+template <bool RELU6>
+int train_backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 9 || !check_dtypes(nparam, dtypes)) return 1;
+  Shape s;
+  if (!shape_of(ndims, shapes, 1, s) || !same4(ndims, shapes, 0, 1) || !same4(ndims, shapes, 1, 6)) return 2;
+  for (int t : {2, 3, 4, 5, 7, 8}) {
+    if (!vec(ndims, shapes, t, s.c)) return 2;
+  }
+  const float *dy = static_cast<const float *>(params[0]);
+  const float *x = static_cast<const float *>(params[1]);
+  const float *gamma = static_cast<const float *>(params[2]);
+  const float *beta = static_cast<const float *>(params[3]);
+  const float *save_mean = static_cast<const float *>(params[4]);
+  const float *save_invstd = static_cast<const float *>(params[5]);
+  float *dx = static_cast<float *>(params[6]);
+  float *dgamma = static_cast<float *>(params[7]);
+  float *dbeta = static_cast<float *>(params[8]);
+  const int64_t m = s.count();
+  if (m == 0) return 3;
+#pragma omp parallel for schedule(static) if (s.c * m >= kParallelMin)
+  for (int64_t c = 0; c < s.c; ++c) {
+    const float mean = save_mean[c], invstd = save_invstd[c], gm = gamma[c], bt = beta[c];
+    double sg, sgx;
+    grad_sums<RELU6>(dy, x, s, c, mean, invstd, gm, bt, sg, sgx);
+    dbeta[c] = static_cast<float>(sg);
+    dgamma[c] = static_cast<float>(sgx);
+    // dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat))
+    const float k = gm * invstd;
+    const float mg = static_cast<float>(sg / m), mgx = static_cast<float>(sgx / m);
+    for (int64_t n = 0; n < s.n; ++n) {
+      const float *p = x + (n * s.c + c) * s.hw;
+      const float *g = dy + (n * s.c + c) * s.hw;
+      float *q = dx + (n * s.c + c) * s.hw;
+#pragma omp simd
+      for (int64_t i = 0; i < s.hw; ++i) {
+        const float xh = (p[i] - mean) * invstd;
+        const float gi = pass<RELU6>(xh * gm + bt, g[i]);
+        q[i] = k * (gi - mg - xh * mgx);
+      }
+    }
+  }
+  return 0;
+}
+
+template <bool RELU6>
+int infer_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 7 || !check_dtypes(nparam, dtypes)) return 1;
+  Shape s;
+  if (!shape_of(ndims, shapes, 0, s) || !same4(ndims, shapes, 0, 6)) return 2;
+  for (int t : {1, 2, 3, 4}) {
+    if (!vec(ndims, shapes, t, s.c)) return 2;
+  }
+  if (ndims[5] != 1 || shapes[5][0] != 2) return 2;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *gamma = static_cast<const float *>(params[1]);
+  const float *beta = static_cast<const float *>(params[2]);
+  const float *mmean = static_cast<const float *>(params[3]);
+  const float *mvar = static_cast<const float *>(params[4]);
+  const float eps = static_cast<const float *>(params[5])[0];
+  float *y = static_cast<float *>(params[6]);
+#pragma omp parallel for schedule(static) if (s.c * s.count() >= kParallelMin)
+  for (int64_t c = 0; c < s.c; ++c) {
+    const float invstd = 1.0f / std::sqrt(mvar[c] + eps);
+    const float scale = gamma[c] * invstd;
+    affine<RELU6>(x, y, s, c, scale, beta[c] - mmean[c] * scale);
+  }
+  return 0;
+}
+
+template <bool RELU6>
+int infer_backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 10 || !check_dtypes(nparam, dtypes)) return 1;
+  Shape s;
+  if (!shape_of(ndims, shapes, 1, s) || !same4(ndims, shapes, 0, 1) || !same4(ndims, shapes, 1, 7)) return 2;
+  for (int t : {2, 3, 4, 5, 8, 9}) {
+    if (!vec(ndims, shapes, t, s.c)) return 2;
+  }
+  const float *dy = static_cast<const float *>(params[0]);
+  const float *x = static_cast<const float *>(params[1]);
+  const float *gamma = static_cast<const float *>(params[2]);
+  const float *beta = static_cast<const float *>(params[3]);
+  const float *mmean = static_cast<const float *>(params[4]);
+  const float *mvar = static_cast<const float *>(params[5]);
+  const float eps = static_cast<const float *>(params[6])[0];
+  float *dx = static_cast<float *>(params[7]);
+  float *dgamma = static_cast<float *>(params[8]);
+  float *dbeta = static_cast<float *>(params[9]);
+#pragma omp parallel for schedule(static) if (s.c * s.count() >= kParallelMin)
+  for (int64_t c = 0; c < s.c; ++c) {
+    const float mean = mmean[c], invstd = 1.0f / std::sqrt(mvar[c] + eps), gm = gamma[c], bt = beta[c];
+    double sg, sgx;
+    grad_sums<RELU6>(dy, x, s, c, mean, invstd, gm, bt, sg, sgx);
+    dbeta[c] = static_cast<float>(sg);
+    dgamma[c] = static_cast<float>(sgx);
+    const float k = gm * invstd;
+    for (int64_t n = 0; n < s.n; ++n) {
+      const float *p = x + (n * s.c + c) * s.hw;
+      const float *g = dy + (n * s.c + c) * s.hw;
+      float *q = dx + (n * s.c + c) * s.hw;
+#pragma omp simd
+      for (int64_t i = 0; i < s.hw; ++i) q[i] = k * pass<RELU6>((p[i] - mean) * invstd * gm + bt, g[i]);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+#define MNV2_BN_EXPORT(NAME, FN, R)                                                                 \
+  extern "C" int mnv2_bn_##NAME##_r##R(int nparam, void **params, int *ndims, int64_t **shapes,    \
+                                       const char **dtypes, void *, void *) {                     \
+    return FN<R == 1>(nparam, params, ndims, shapes, dtypes);                                       \
+  }
+
+MNV2_BN_EXPORT(train_fwd, train_forward, 0)
+MNV2_BN_EXPORT(train_fwd, train_forward, 1)
+MNV2_BN_EXPORT(train_bwd, train_backward, 0)
+MNV2_BN_EXPORT(train_bwd, train_backward, 1)
+MNV2_BN_EXPORT(infer_fwd, infer_forward, 0)
+MNV2_BN_EXPORT(infer_fwd, infer_forward, 1)
+MNV2_BN_EXPORT(infer_bwd, infer_backward, 0)
+MNV2_BN_EXPORT(infer_bwd, infer_backward, 1)

@@ -1,0 +1,155 @@
+"""BatchNorm (+ ReLU6) fused into one custom CPU kernel, forward and backward.
+
+MindSpore 2.10's CPU BatchNorm, BatchNormGrad, ReLU6 and ReLU6Grad take over half of a
+MobileNetV2 training step (bench/RESULTS.md profile), all of it memory traffic over the same
+activations. ``FusedBatchNorm2d`` computes what ``nn.BatchNorm2d`` (optionally followed by
+``nn.ReLU6``) computes through ``csrc/batchnorm.cc``: batch statistics and the moving-average
+update in training, the moving statistics in evaluation, and gradients for the input, gamma and
+beta. It holds the same four Parameter objects as the BatchNorm it replaces, so names (checkpoint
+keys), values and optimizer bindings are unchanged.
+
+Use through ``replace_batchnorm(network)`` (called by ``mnv2.ops.depthwise.replace_slow_convolutions``,
+the trainer's one swap point) before building the optimizer or compiling.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+from mnv2.ops._build import build
+
+
+def _vec(shape):
+    return [shape[1]]
+
+
+@cache
+def _kernels(relu6: bool) -> tuple[ops.Custom, ops.Custom]:
+    """(training op, inference op) with their bprops, shared by every cell of one kind."""
+    lib = build("batchnorm")
+    r = int(relu6)
+    zeros_like = ops.ZerosLike()
+
+    train_bwd = ops.Custom(
+        f"{lib}:mnv2_bn_train_bwd_r{r}",
+        out_shape=lambda dy, x, g, b, m, v: (x, g, g),
+        out_dtype=lambda dy, x, g, b, m, v: (x, g, g),
+        func_type="aot",
+    )
+
+    def train_bprop(x, gamma, beta, mmean, mvar, hp, out, dout):
+        dx, dgamma, dbeta = train_bwd(dout[0], x, gamma, beta, out[1], out[2])
+        return dx, dgamma, dbeta, zeros_like(mmean), zeros_like(mvar), zeros_like(hp)
+
+    train = ops.Custom(
+        f"{lib}:mnv2_bn_train_fwd_r{r}",
+        out_shape=lambda x, g, b, m, v, hp: (x, g, g, g, g),
+        out_dtype=lambda x, g, b, m, v, hp: (x, g, g, g, g),
+        func_type="aot",
+        bprop=train_bprop,
+    )
+
+    infer_bwd = ops.Custom(
+        f"{lib}:mnv2_bn_infer_bwd_r{r}",
+        out_shape=lambda dy, x, g, b, m, v, hp: (x, g, g),
+        out_dtype=lambda dy, x, g, b, m, v, hp: (x, g, g),
+        func_type="aot",
+    )
+
+    def infer_bprop(x, gamma, beta, mmean, mvar, hp, out, dout):
+        dx, dgamma, dbeta = infer_bwd(dout, x, gamma, beta, mmean, mvar, hp)
+        return dx, dgamma, dbeta, zeros_like(mmean), zeros_like(mvar), zeros_like(hp)
+
+    infer = ops.Custom(
+        f"{lib}:mnv2_bn_infer_fwd_r{r}",
+        out_shape=lambda x, g, b, m, v, hp: x,
+        out_dtype=lambda x, g, b, m, v, hp: x,
+        func_type="aot",
+        bprop=infer_bprop,
+    )
+    return train, infer
+
+
+class FusedBatchNorm2d(nn.Cell):
+    """nn.BatchNorm2d (NCHW, float32), optionally followed by ReLU6, in one custom kernel.
+
+    Built from an existing ``nn.BatchNorm2d`` with ``from_batchnorm`` so that its Parameters move
+    over; ``momentum`` has nn.BatchNorm2d's meaning (moving = momentum * moving + (1 - momentum) * batch).
+    """
+
+    def __init__(self, bn: nn.BatchNorm2d, relu6: bool = False) -> None:
+        super().__init__()
+        if bn.use_batch_statistics is not None:
+            raise ValueError("FusedBatchNorm2d: use_batch_statistics must be None (follow the training flag)")
+        self.num_features = bn.num_features
+        self.eps = float(bn.eps)
+        self.momentum = 1.0 - float(bn.momentum)  # nn.BatchNorm2d stores the op's 1 - momentum
+        self.relu6 = relu6
+        # The same Parameter objects: names, values and optimizer bindings are kept.
+        self.gamma = bn.gamma
+        self.beta = bn.beta
+        self.moving_mean = bn.moving_mean
+        self.moving_variance = bn.moving_variance
+        self._hp = Tensor([self.eps, self.momentum], ms.float32)
+        self._train, self._infer = _kernels(relu6)
+
+    def construct(self, x):
+        if self.training:
+            y, _, _, mean, var = self._train(x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+                                             self._hp)
+            y = ops.depend(y, ops.assign(self.moving_mean, mean))
+            return ops.depend(y, ops.assign(self.moving_variance, var))
+        return self._infer(x, self.gamma, self.beta, self.moving_mean, self.moving_variance, self._hp)
+
+    def extend_repr(self) -> str:
+        return (f"num_features={self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"relu6={self.relu6}")
+
+
+class _Fused(nn.Cell):
+    """Stands where the ReLU6 fused into the preceding FusedBatchNorm2d was: passes its input on."""
+
+    def construct(self, x):
+        return x
+
+
+def is_replaceable_batchnorm(cell: nn.Cell) -> bool:
+    """True for an nn.BatchNorm2d the fused kernel computes exactly (NCHW, follows the training flag)."""
+    return (
+        type(cell) is nn.BatchNorm2d
+        and cell.format == "NCHW"
+        and cell.use_batch_statistics is None
+    )
+
+
+def replace_batchnorm(network: nn.Cell) -> dict[str, int]:
+    """Swap every nn.BatchNorm2d in ``network`` for FusedBatchNorm2d, in place; fuse a following ReLU6.
+
+    A BatchNorm directly followed by nn.ReLU6 in the same SequentialCell absorbs it (the ReLU6's
+    slot then holds a pass-through cell, so cell indices and parameter names do not move). Call it
+    before building the optimizer or compiling. Returns how many of each kind were replaced.
+    """
+    counts = {"batchnorm_relu6": 0, "batchnorm": 0}
+    for _, parent in list(network.cells_and_names()):
+        children = list(parent.name_cells().items())
+        for i, (child_name, child) in enumerate(children):
+            if not is_replaceable_batchnorm(child):
+                continue
+            follower = children[i + 1] if i + 1 < len(children) else None
+            relu6 = (
+                isinstance(parent, nn.SequentialCell)
+                and follower is not None
+                and type(follower[1]) is nn.ReLU6
+            )
+            fused = FusedBatchNorm2d(child, relu6=relu6)
+            if isinstance(parent, nn.SequentialCell):
+                parent[int(child_name)] = fused
+                if relu6:
+                    parent[int(follower[0])] = _Fused()
+            else:
+                setattr(parent, child_name, fused)
+            counts["batchnorm_relu6" if relu6 else "batchnorm"] += 1
+    return counts
