@@ -336,12 +336,7 @@ CEL_CASES = [
         {"platform": "GPU", "template": {"resources": {"requests": {"nvidia.com/gpu": 1}}}},
         "spec.template.resources",
     ),
-    ({"platform": "GPU", "training": {"lrEnd": 0.9}}, "spec.training"),  # the GPU preset's lrMax is 0.8
-    ({"platform": "CPU", "training": {"lrMax": 0.01}}, "spec.training"),  # the CPU preset's lrEnd is 0.03
-    (
-        {"platform": "Ascend", "training": {"epochs": 3}},
-        "spec.training",
-    ),  # the Ascend preset warms up 4 epochs
+    ({"platform": "GPU", "training": {"lrEnd": 0.9, "lrMax": 0.8}}, "spec.training"),
     ({"platform": "GPU", "training": {"warmupEpochs": 9, "epochs": 8}}, "spec.training"),
     ({"name": "a" * 54}, "metadata.name"),
     ({"name": "-bad"}, "metadata.name"),
@@ -363,6 +358,27 @@ def test_cel_rules_reject_what_parse_job_rejects(cel, case, path):
     assert path in cel_paths, cel_paths
     python = _python_problems(obj)
     assert any(p == path or p.startswith((f"{path}.", f"{path}[")) for p in python), python
+
+
+# A value the user gives never fails on a preset they did not give (mnv2.config since d20024d: lr_end
+# lifts a preset lr_max, a preset warm-up is cut to given epochs); the API server must agree.
+ONE_SIDED_TRAINING = [
+    {"platform": "GPU", "training": {"lrEnd": 0.9}},  # the GPU preset's lrMax is 0.8
+    {"platform": "CPU", "training": {"lrMax": 0.01}},  # the CPU preset's lrEnd is 0.03
+    {"platform": "Ascend", "training": {"epochs": 3}},  # the Ascend preset warms up 4 epochs
+]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding: crd._preset_rules still compare a given value with the preset the trainer now adapts "
+    "(lr_end <= lr_max, warmup_epochs <= epochs should hold only when the user gives both)",
+)
+@pytest.mark.parametrize("case", ONE_SIDED_TRAINING, ids=lambda c: f"{c['platform']}-{c['training']}")
+def test_cel_accepts_a_value_that_only_meets_a_preset(cel, case):
+    obj = _case_job(case)
+    assert _python_problems(obj) == set()
+    assert cel_failures(cel, obj) == set()
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)

@@ -224,6 +224,8 @@ def test_launch_environment_golden(config):
         "num_workers": 2,
         "on_corrupt_image": "error",
         "fast_depthwise": True,
+        "eval_interval": 0,
+        "keep_best": False,
         "metrics_port": 9090,
     }
     assert TrainingConfig.model_validate(training).pretrain_ckpt == "/data/ckpt/mobilenetv2.ckpt"
@@ -418,7 +420,7 @@ def test_rank_table_follows_the_devices_the_pods_were_started_with(tmp_path):
 
 def test_launch_values_reach_the_trainer_literally_through_kubelet(config):
     """A `$(` in a user path must not be expanded by kubelet: launch values are rendered `$$`-escaped."""
-    from mnv2.localrun import resolve_env
+    from mnv2_operator.localrun import resolve_env
 
     job = make_job("CPU")
     job["spec"]["dataset"]["trainPath"] = "/data/$(MNV2_JOB_NAME)/x$y"
