@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 
 # (namespace, job) -> the event its daemon sleeps on; created in the daemon's own loop.
 _WAKE: dict[tuple[str, str], asyncio.Event] = {}
+# (namespace, job) -> monotonic time it was woken and its pass has not started yet (the work queue).
+_WOKEN: dict[tuple[str, str], float] = {}
 
 
 def error_backoff(failures: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
@@ -39,7 +42,21 @@ def error_backoff(failures: int, base: float, cap: float, rand: Callable[[], flo
 
 def _poke(namespace: str | None, job: str | None) -> None:
     if namespace and job and (namespace, job) in _WAKE:
+        _WOKEN.setdefault((namespace, job), time.monotonic())
+        METRICS.queue_depth.set(len(_WOKEN))
         _WAKE[(namespace, job)].set()
+
+
+def _pass(reconciler: Reconciler, namespace: str, name: str) -> Any:
+    """One reconciliation in a worker thread, timed; the wait since the wake-up is the queue wait."""
+    started = time.monotonic()
+    woken = _WOKEN.pop((namespace, name), None)
+    METRICS.queue_depth.set(len(_WOKEN))
+    try:
+        return reconciler.reconcile(namespace, name)
+    finally:
+        METRICS.observe_pass(time.monotonic() - started, None if woken is None else started - woken)
+        METRICS.set_cache_sizes(reconciler.cache_sizes())
 
 
 @kopf.on.startup()
@@ -103,7 +120,7 @@ async def job_daemon(
         while not stopped:
             wake.clear()
             try:
-                outcome = await asyncio.to_thread(memo.reconciler.reconcile, namespace, name)
+                outcome = await asyncio.to_thread(_pass, memo.reconciler, namespace, name)
             except Exception as error:
                 METRICS.reconcile_error("reconcile")
                 failures += 1
@@ -128,6 +145,7 @@ async def job_daemon(
     finally:
         if _WAKE.get(key) is wake:
             del _WAKE[key]
+            _WOKEN.pop(key, None)
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
@@ -139,6 +157,10 @@ async def job_event(type: str, name: str, namespace: str, body: kopf.Body, **_: 
 
 
 @kopf.on.event("", "v1", "pods", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
-async def pod_event(labels: kopf.Labels, namespace: str, **_: Any) -> None:
-    """A pod of a job changed phase, IP, annotations, or went away: wake the job's loop."""
+async def pod_event(labels: kopf.Labels, namespace: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A pod of a job changed phase, IP, annotations, or went away: wake the job's loop (and note
+    a disruption, which the pod's own deletion may erase before the pass reads it)."""
+    reconciler = getattr(memo, "reconciler", None)
+    if reconciler is not None:
+        reconciler.note_pod(dict(body))
     _poke(namespace, labels.get(names.LABEL_JOB_NAME))

@@ -123,6 +123,7 @@ class Kube:
         from urllib3.exceptions import HTTPError
 
         headers = {"Accept": "application/json", "Content-Type": content_type}
+        verb = _verb(method, path, query)
         try:
             request = self._client.param_serialize(
                 method,
@@ -135,9 +136,12 @@ class Kube:
             response = self._client.call_api(*request, _request_timeout=(5, 30))
             response.read()
         except ApiException as error:
+            _count(verb, path, error.status or 0)
             raise ApiError(error.status or 0, f"{method} {path}: {error.reason}") from None
         except HTTPError as error:
+            _count(verb, path, 0)
             raise ApiError(0, f"{method} {path}: {error}") from None
+        _count(verb, path, response.status)
         data = response.data
         if not 200 <= response.status <= 299:
             raise _mapped(response.status, data.decode(errors="replace") if data else "")
@@ -213,6 +217,36 @@ class Kube:
             return True
         except NotFound:
             return False
+
+
+def _verb(method: str, path: str, query: dict[str, Any] | None) -> str:
+    """The RBAC verb of a request (as kube-apiserver's audit names it)."""
+    if method == "GET":
+        if (query or {}).get("watch"):
+            return "watch"
+        return "list" if _resource_name(path)[1] is None else "get"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
+        method, method.lower()
+    )
+
+
+def _resource_name(path: str) -> tuple[str, str | None]:
+    """(plural[/subresource], name or None) of an API path."""
+    parts = [p for p in path.split("/") if p]
+    parts = parts[2:] if parts[0] == "api" else parts[3:]  # drop api/v1 or apis/<group>/<version>
+    if len(parts) >= 2 and parts[0] == "namespaces" and len(parts) > 2:
+        parts = parts[2:]
+    plural = parts[0]
+    name = parts[1] if len(parts) > 1 else None
+    if len(parts) > 2:
+        plural = f"{plural}/{parts[2]}"
+    return plural, name
+
+
+def _count(verb: str, path: str, code: int) -> None:
+    from mnv2_operator.metrics import METRICS
+
+    METRICS.api_request(verb, _resource_name(path)[0], code)
 
 
 def merge_patch(old: Any, new: Any) -> Any:

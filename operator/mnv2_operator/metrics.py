@@ -30,6 +30,8 @@ JOB_LABELS = ("job_namespace", "platform")
 WAIT_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
 # Rendering a rank table is pure Python over a handful of pods: sub-millisecond to a few ms.
 RENDER_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+# One reconciliation pass: a few ms from cache to seconds when the API server is slow.
+PASS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # Every metric this module exports (full exposition names of the families), for drift checks.
 METRIC_NAMES: tuple[str, ...] = tuple(
@@ -45,6 +47,11 @@ METRIC_NAMES: tuple[str, ...] = tuple(
         "pod_pending_seconds",
         "rank_table_render_seconds",
         "reconcile_errors_total",
+        "reconcile_duration_seconds",
+        "queue_wait_seconds",
+        "queue_depth",
+        "api_requests_total",
+        "cache_objects",
     )
 )
 
@@ -96,6 +103,33 @@ class OperatorMetrics:
             ("handler",),
             registry=r,
         )
+        self.reconcile_duration = Histogram(
+            PREFIX + "reconcile_duration_seconds",
+            "Time one reconciliation pass of one job took.",
+            buckets=PASS_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            PREFIX + "queue_wait_seconds",
+            "Time from a job being woken (event or deadline) until its pass started.",
+            buckets=PASS_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            PREFIX + "queue_depth", "Jobs woken and waiting for their pass to start.", registry=r
+        )
+        self.api_requests = Counter(
+            PREFIX + "api_requests",
+            "Requests the operator's own client made to the API server (kopf's watches excluded).",
+            ("verb", "resource", "code"),
+            registry=r,
+        )
+        self.cache_objects = Gauge(
+            PREFIX + "cache_objects",
+            "Entries in the operator's in-memory caches, by cache.",
+            ("cache",),
+            registry=r,
+        )
         self._lock = threading.Lock()
         self._http: MetricsServer | None = None
 
@@ -144,6 +178,40 @@ class OperatorMetrics:
 
     def reconcile_error(self, handler: str) -> None:
         self.reconcile_errors.labels(handler).inc()
+
+    def observe_pass(self, seconds: float, waited: float | None = None) -> None:
+        self.reconcile_duration.observe(max(seconds, 0.0))
+        if waited is not None:
+            self.queue_wait.observe(max(waited, 0.0))
+
+    def api_request(self, verb: str, resource: str, code: int) -> None:
+        self.api_requests.labels(verb, resource, str(code)).inc()
+
+    def set_cache_sizes(self, sizes: dict[str, int]) -> None:
+        for cache, size in sizes.items():
+            self.cache_objects.labels(cache).set(size)
+
+    def passes(self) -> int:
+        """How many reconciliation passes this process ran (tests count resyncs with it)."""
+        return int(
+            sum(
+                s.value
+                for m in self.reconcile_duration.collect()
+                for s in m.samples
+                if s.name.endswith("_count")
+            )
+        )
+
+    def requests(self, verbs: tuple[str, ...] = ("create", "patch", "update", "delete")) -> int:
+        """Requests of these verbs made so far (default: writes)."""
+        return int(
+            sum(
+                s.value
+                for m in self.api_requests.collect()
+                for s in m.samples
+                if s.name.endswith("_total") and s.labels.get("verb") in verbs
+            )
+        )
 
     # ---- serving -----------------------------------------------------------------------------
     def exposition(self) -> str:

@@ -33,6 +33,7 @@ from mnv2_operator.status import (
     TERMINAL_STATES,
     compute_status,
     condition,
+    disruption,
     is_true,
     next_deadline,
     parse_time,
@@ -192,6 +193,35 @@ class Reconciler:
         # Jobs (by uid) whose PodGroup this process has seen gone while suspended or finished.
         self._podgroup_gone: dict[tuple[str, str], str] = {}
         self._nodes_forbidden = False  # no permission to read nodes: lost-node pods are not forced
+        # job -> pod uid -> the pod as last seen with DisruptionTarget=True (from the pod watch): a
+        # disrupted pod whose kubelet confirms its deletion at once is gone before a pass reads it.
+        self._disrupted: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+
+    def note_pod(self, pod: dict[str, Any]) -> None:
+        """Remember a pod of ours seen with DisruptionTarget=True (called from the pod watch)."""
+        meta = pod.get("metadata") or {}
+        job = (meta.get("labels") or {}).get(names.LABEL_JOB_NAME)
+        if job and meta.get("uid") and disruption(pod):
+            self._disrupted.setdefault((meta.get("namespace", ""), job), {})[meta["uid"]] = copy.deepcopy(pod)
+
+    def _with_departed(self, key: tuple[str, str], job: dict[str, Any], pods: list[dict]) -> list[dict]:
+        """The observed pods plus disrupted pods of the current attempt already gone (as last seen,
+        Terminating), so the attempt's end is a disruption, not a failure; older ones are dropped."""
+        seen = self._disrupted.get(key)
+        if not seen:
+            return pods
+        attempt = int((job.get("status") or {}).get("restartCount") or 0)
+        present = {p["metadata"].get("uid") for p in pods}
+        for uid, pod in list(seen.items()):
+            if pod_attempt(pod) < attempt or not owned_by(pod, job):
+                del seen[uid]
+        if not seen:
+            self._disrupted.pop(key, None)
+            return pods
+        gone = [p for uid, p in seen.items() if uid not in present]
+        for pod in gone:
+            pod["metadata"].setdefault("deletionTimestamp", pod["metadata"].get("creationTimestamp"))
+        return pods + gone
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop everything this process keeps about a job (it was deleted)."""
@@ -202,6 +232,7 @@ class Reconciler:
             self._conflicts,
             self._suspected,
             self._podgroup_gone,
+            self._disrupted,
             _STATES,
         ):
             cache.pop(key, None)
@@ -213,6 +244,7 @@ class Reconciler:
             "conflicts": len(self._conflicts),
             "suspected": len(self._suspected),
             "podgroup_gone": len(self._podgroup_gone),
+            "disrupted": sum(len(v) for v in self._disrupted.values()),
             "states": len(_STATES),
         }
 
@@ -240,7 +272,7 @@ class Reconciler:
         pods = [p for p in labelled if owned_by(p, job)]
         key = (namespace, name)
         old = job.get("status") or {}
-        new = compute_status(running_job, pods, now, self.restart_backoff)
+        new = compute_status(running_job, self._with_departed(key, job, pods), now, self.restart_backoff)
         refusal = self._render_problems(running_job)
         if refusal:
             new = with_failure(new, "InvalidSpec", refusal, now, job["metadata"].get("generation"))

@@ -7,6 +7,7 @@ import argparse
 import json
 from datetime import UTC, datetime
 
+import pytest
 from mnv2 import launchenv
 from mnv2_operator import events, rbac
 from mnv2_operator.commands import operator as command
@@ -142,3 +143,23 @@ def test_rbac_allows():
     assert rbac.allows("", "pods", "create")
     assert not rbac.allows("", "pods", "update")
     assert not rbac.allows("", "secrets", "get")
+
+
+def test_error_backoff_is_exponential_capped_and_jittered():
+    """Issue 12 (8): failed passes were retried every 2 s for ever; now 1 s doubling, capped, with
+    +-50% jitter so that jobs failing together (an API outage) spread their retries."""
+    from mnv2_operator.handlers import error_backoff
+
+    middle = [error_backoff(n, 1.0, 120.0, rand=lambda: 0.5) for n in range(1, 10)]
+    assert middle == [1, 2, 4, 8, 16, 32, 64, 120, 120]
+    assert error_backoff(3, 1.0, 120.0, rand=lambda: 0.0) == 2.0
+    assert error_backoff(3, 1.0, 120.0, rand=lambda: 0.999) == pytest.approx(5.996)
+    assert error_backoff(50, 1.0, 120.0, rand=lambda: 0.999) == 120.0
+
+
+def test_restart_backoff_flags_map_to_settings():
+    settings = command.settings_from_args(
+        parse("--restart-backoff-seconds=2", "--restart-backoff-max-seconds=30")
+    )
+    assert (settings.restart_backoff_seconds, settings.restart_backoff_max_seconds) == (2.0, 30.0)
+    assert command.settings_from_args(parse()).restart_backoff_seconds == 10.0

@@ -320,3 +320,22 @@ def test_a_resume_that_changes_scheduling_directives_in_one_update_is_accepted()
     cluster.run()
     assert condition(cluster.status(), "SpecChangeRejected") is None
     assert all(p["spec"]["nodeSelector"].get("pool") == "b" for p in cluster.pods())
+
+
+def test_a_disrupted_pod_gone_before_the_pass_still_counts_as_a_disruption():
+    """A kubelet may confirm a disrupted pod's deletion before the next pass lists the pods: the pod
+    watch's last sight of it (DisruptionTarget=True) decides, not "a replica vanished" (a failure,
+    fatal under restartPolicy Never)."""
+    cluster = running_cluster(runPolicy={"restartPolicy": "Never", "backoffLimit": 0})
+    victim = cluster.pods()[1]
+    victim["status"]["conditions"] = [
+        {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}
+    ]
+    cluster.reconciler.note_pod(victim)
+    del cluster.kube.objects[("pods", NS, victim["metadata"]["name"])]
+    cluster.run()
+    status = cluster.status()
+    assert (status["state"], status["reason"], status["disruptionCount"]) == ("Restarting", "PodDisrupted", 1)
+    cluster.run(11)
+    cluster.run()
+    assert cluster.reconciler.cache_sizes()["disrupted"] == 0  # dropped once the attempt moved on

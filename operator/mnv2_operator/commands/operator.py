@@ -76,6 +76,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="re-check every job at least this often (default: %(default)s)",
     )
     parser.add_argument(
+        "--restart-backoff-seconds",
+        type=float,
+        default=10.0,
+        help="a whole-job restart waits this long, doubled per restart (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--restart-backoff-max-seconds",
+        type=float,
+        default=360.0,
+        help="the longest wait before a restart (default: %(default)s)",
+    )
+    parser.add_argument(
         "--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster, then KUBECONFIG)"
     )
 
@@ -99,6 +111,8 @@ def settings_from_args(args: argparse.Namespace):
         watch_server_timeout=args.watch_server_timeout,
         watch_client_timeout=args.watch_client_timeout,
         resync_seconds=args.resync_seconds,
+        restart_backoff_seconds=args.restart_backoff_seconds,
+        restart_backoff_max_seconds=args.restart_backoff_max_seconds,
         kubeconfig=args.kubeconfig,
     )
 
