@@ -8,7 +8,6 @@ parts of the restricted security context the platform cannot live with (Ascend).
 
 from __future__ import annotations
 
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +22,7 @@ from pydantic.alias_generators import to_camel
 
 from mnv2_operator.api import EnvVar, GangScheduler, Quantity, Toleration, Volume, VolumeMount, one_line
 from mnv2_operator.policy import Policy
+from mnv2_operator.validation import PLAIN_KEY
 
 DEFAULT_CONFIG_RESOURCE = "profiles/default.yaml"
 
@@ -158,11 +158,11 @@ def load_operator_config(path: str | Path | None = None) -> OperatorConfig:
         raise ConfigError("\n".join(lines)) from None
 
 
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-
-
 def config_path(loc: tuple[Any, ...]) -> str:
     """("profiles", "CPU", "env", 0) -> "profiles.CPU.env.0"; a key that is not a plain word is quoted
     ("profiles.'\\x1e'", "profiles.'a.b'"), so a user's key never reads as structure or breaks a line."""
-    plain = [str(p) if isinstance(p, int) or p == "[key]" or _PLAIN_KEY.match(str(p)) else None for p in loc]
-    return ".".join(text if text is not None else repr(str(p)) for text, p in zip(plain, loc, strict=True))
+
+    def part(p: Any) -> str:
+        return str(p) if isinstance(p, int) or p == "[key]" or PLAIN_KEY.fullmatch(str(p)) else repr(str(p))
+
+    return ".".join(part(p) for p in loc)

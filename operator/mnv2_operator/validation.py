@@ -64,7 +64,7 @@ MUTABLE_RUN_POLICY_FIELDS = (
 Problems = list[tuple[str, str]]
 
 
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")  # used with fullmatch: `$` would let "key\n" through
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -73,7 +73,7 @@ def _path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif _PLAIN_KEY.match(str(part)):
+        elif PLAIN_KEY.fullmatch(str(part)):
             out += f".{part}" if out else str(part)
         else:
             out += f"[{str(part)!r}]"

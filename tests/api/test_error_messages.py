@@ -67,3 +67,17 @@ def test_job_problems_never_break_a_line(char: str):
     assert first.startswith("job") and "problem(s):" in first
     assert len(problems) == len(caught.value.problems) >= 3
     assert all(line.startswith("  spec.") for line in problems), problems
+
+
+def test_a_key_ending_in_a_newline_is_quoted_not_shown_as_a_plain_word(tmp_path: Path):
+    """`$` in a Python pattern also matches before a final newline: "team\\n" must not pass as plain."""
+    job = make_job("CPU")
+    job["spec"]["template"] = {"labels": {"team\n": "v\n"}}
+    with pytest.raises(SpecError) as caught:
+        parse_job(job)
+    assert "spec.template.labels['team\\n']" in str(caught.value), str(caught.value)
+    path = tmp_path / "operator.yaml"
+    path.write_text(yaml.safe_dump({"profiles": {"CPU\n": {"image": "x"}}}))
+    with pytest.raises(ConfigError) as config_error:
+        load_operator_config(path)
+    assert "profiles.'CPU\\n'" in str(config_error.value), str(config_error.value)
