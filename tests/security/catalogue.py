@@ -204,6 +204,18 @@ ATTEMPTS += [
         configs=("admin",),
         replicas=1,
     ),
+    # Volume types that reach around the other rules: an OCI image volume pulls any image, gitRepo
+    # runs git on the node (CVE-2024-10220).
+    Attempt(
+        "an image volume",
+        {"template": {"volumes": [{"name": "tools", "image": {"reference": "docker.io/attacker/tools:1"}}]}},
+        {("spec.template.volumes[0].image", "volumeType")},
+    ),
+    Attempt(
+        "a gitRepo volume",
+        {"template": {"volumes": [{"name": "src", "gitRepo": {"repository": "https://example.com/x.git"}}]}},
+        {("spec.template.volumes[0].gitRepo", "volumeType")},
+    ),
     # Images from elsewhere.
     Attempt(
         "an image from Docker Hub", {"image": "docker.io/attacker/miner:latest"}, {("spec.image", "image")}
