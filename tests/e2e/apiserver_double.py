@@ -665,6 +665,7 @@ class ApiServerDouble(kmock.KubernetesEmulator):
     _schemas: dict[Any, CrdSchema] = attrs.field(factory=dict, init=False)
     _quotas: dict[str, tuple[str, int]] = attrs.field(factory=dict, init=False)
     _tasks: set[asyncio.Task] = attrs.field(factory=set, init=False)
+    _infos: dict[Any, kmock.ResourceInfo] = attrs.field(factory=dict, init=False)  # KMock's lookup is slow
     # Replaced by a fresh event on every change (any resource): the namespace controller waits on it.
     _changed: asyncio.Event | None = attrs.field(default=None, init=False)
     _closing: bool = attrs.field(default=False, init=False)
@@ -708,13 +709,15 @@ class ApiServerDouble(kmock.KubernetesEmulator):
         subresources: Iterable[str] = (),
     ) -> None:
         """Make a resource discoverable and servable (CRDs are served by creating them instead)."""
-        self.resources[kmock.resource(group, version, plural)] = kmock.ResourceInfo(
+        info = kmock.ResourceInfo(
             kind=kind,
             namespaced=namespaced,
             verbs=VERBS,
             subresources=set(subresources),
             singular=kind.lower(),
         )
+        self.resources[kmock.resource(group, version, plural)] = info
+        self._infos[kmock.resource(group, version, plural)] = info
 
     # KMock's emulator mutates its store in `_handle` before any reaction runs; we mutate inside the
     # fallback handlers instead, so that an injected fault (a reaction) really prevents the write.
@@ -795,9 +798,10 @@ class ApiServerDouble(kmock.KubernetesEmulator):
     # -- the store ----------------------------------------------------------------------------------
 
     def _info(self, resource: kmock.resource | None) -> kmock.ResourceInfo:
-        if resource is None or resource not in self.resources:
+        info = self._infos.get(resource)
+        if info is None:
             raise _error(404, "NotFound", f"the server could not find the requested resource {resource}")
-        return self.resources[resource]
+        return info
 
     def _kind(self, resource: kmock.resource) -> str:
         return self._info(resource).kind or resource.plural.capitalize()
@@ -1053,9 +1057,12 @@ class ApiServerDouble(kmock.KubernetesEmulator):
         *,
         user: User = ADMIN,
         strict: bool = False,
+        owned: bool = False,
     ) -> dict:
+        """Create as kube-apiserver does; `owned`: the body is ours (a decoded request) and the stored
+        object is returned as is (it is never mutated), which spares two deep copies per request."""
         info = self._info(resource)
-        obj = copy.deepcopy(body)
+        obj = body if owned else copy.deepcopy(body)
         meta = obj.setdefault("metadata", {})
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
@@ -1127,7 +1134,7 @@ class ApiServerDouble(kmock.KubernetesEmulator):
             self._put("ADDED", resource, obj, None)
         if resource == CRD_RES:
             self._serve_crd(obj)
-        return copy.deepcopy(obj)
+        return obj if owned else copy.deepcopy(obj)
 
     def _serve_crd(self, crd: dict[str, Any]) -> None:
         """A created CustomResourceDefinition is served at once (the real server takes a moment)."""
@@ -1164,7 +1171,8 @@ class ApiServerDouble(kmock.KubernetesEmulator):
         """Apply `change` (old -> new) with the API server's rules for subresources and versions.
 
         `from_client` marks a client's request (HTTP): pod spec immutability applies to it, not to the
-        simulated scheduler's binding."""
+        simulated scheduler's binding; its body is ours, and the stored object is returned uncopied."""
+        owned = from_client
         info = self._info(resource)
         if subresource not in (None, "status") or (subresource and subresource not in info.subresources):
             raise _error(404, "NotFound", f"{resource.plural}/{subresource} is not served")
@@ -1186,7 +1194,9 @@ class ApiServerDouble(kmock.KubernetesEmulator):
                     "modified; please apply your changes to the latest version and try again",
                     {"name": name, "group": resource.group, "kind": resource.plural},
                 )
-            new = copy.deepcopy(change(copy.deepcopy(old)))
+            new = change(copy.deepcopy(old))
+            if not owned:
+                new = copy.deepcopy(new)
             meta = new.setdefault("metadata", {})
             # Fields the server owns, whatever the client sent.
             for field in (
@@ -1244,7 +1254,7 @@ class ApiServerDouble(kmock.KubernetesEmulator):
             new = self._admit_schema(resource, name, new, old, strict)
             self._admit_owner_references(resource, namespace, name, new, old, user)
             if new == old:
-                return copy.deepcopy(old)  # a no-op write changes nothing, like the real server
+                return old if owned else copy.deepcopy(old)  # a no-op write changes nothing
             if {k: v for k, v in new.items() if k not in ("metadata", "status")} != {
                 k: v for k, v in old.items() if k not in ("metadata", "status")
             }:
@@ -1262,7 +1272,7 @@ class ApiServerDouble(kmock.KubernetesEmulator):
                 self._put("MODIFIED", resource, new, old)
         if gone and resource != NAMESPACE_RES:
             self._collect_garbage(new)
-        return copy.deepcopy(new)
+        return new if owned else copy.deepcopy(new)
 
     async def delete(
         self,
@@ -1311,13 +1321,13 @@ class ApiServerDouble(kmock.KubernetesEmulator):
                 if grace >= current or (held and current == 0):
                     return copy.deepcopy(old)  # already terminating, no shorter grace period asked for
                 if grace > 0 or held:
-                    obj = copy.deepcopy(old)
+                    obj = {**old, "metadata": dict(old["metadata"])}  # stored objects are never mutated
                     obj["metadata"].update(deletionTimestamp=now_iso(grace), deletionGracePeriodSeconds=grace)
                     self._bump(obj)
                     self._put("MODIFIED", resource, obj, old)
                     return copy.deepcopy(obj)
             elif grace > 0 or held:
-                obj = copy.deepcopy(old)
+                obj = {**old, "metadata": dict(old["metadata"])}  # stored objects are never mutated
                 obj["metadata"].update(
                     deletionTimestamp=now_iso(grace),
                     deletionGracePeriodSeconds=grace,
@@ -1326,7 +1336,7 @@ class ApiServerDouble(kmock.KubernetesEmulator):
                 self._bump(obj)
                 self._put("MODIFIED", resource, obj, old)
                 return copy.deepcopy(obj)
-            obj = copy.deepcopy(old)
+            obj = {**old, "metadata": dict(old["metadata"])}  # stored objects are never mutated
             self._bump(obj)
             self._put("DELETED", resource, obj, old)
         if propagation != "Orphan":
@@ -1351,7 +1361,7 @@ class ApiServerDouble(kmock.KubernetesEmulator):
         name = old["metadata"]["name"]
         if old["metadata"].get("deletionTimestamp"):
             return copy.deepcopy(old)
-        obj = copy.deepcopy(old)
+        obj = {**old, "metadata": dict(old["metadata"])}  # stored objects are never mutated
         obj["metadata"]["deletionTimestamp"] = now_iso()
         obj["status"] = {**(obj.get("status") or {}), "phase": "Terminating"}
         self._bump(obj)
@@ -1412,8 +1422,9 @@ class ApiServerDouble(kmock.KubernetesEmulator):
         self._authorize(request, user)
         if not isinstance(request.data, dict):
             raise _error(400, "BadRequest", "the body of the request was not a JSON object")
+        strict = self._strict(request)
         obj = await self.create(
-            request.resource, request.namespace, request.data, user=user, strict=self._strict(request)
+            request.resource, request.namespace, request.data, user=user, strict=strict, owned=True
         )
         return kmock.Response(status=201, payload=obj)
 
