@@ -21,9 +21,9 @@ import json
 import posixpath
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from mnv2_operator import names
@@ -91,6 +91,9 @@ IMAGE_REFERENCE_PATTERN = f"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?:{_T
 TAG_OR_DIGEST_SUFFIX = f"(?:{_TAG})?(?:{_DIGEST})?$"  # Python re and Go RE2 alike (the chart uses it)
 _TAG_OR_DIGEST_SUFFIX = re.compile(TAG_OR_DIGEST_SUFFIX)
 ROOT_OR_ABS_PATH_PATTERN = f"^/$|{ABS_PATH_PATTERN}"
+# A repository (no tag, no digest), or a prefix ending in '/' ("registry.example.internal/team/").
+REPOSITORY_PATTERN = f"^(?:{_DOMAIN}/)?(?:{_COMPONENT}/)*(?:{_COMPONENT})?$"
+Repository = Annotated[str, Field(min_length=1, max_length=1024, pattern=REPOSITORY_PATTERN)]
 
 Problems = list[tuple[str, str]]
 
@@ -126,7 +129,7 @@ class Policy(_Model):
         description="Node folders hostPath volumes may name when volumeTypes allows hostPath; "
         "read-only unless readWrite.",
     )
-    image_repositories: list[str] = Field(
+    image_repositories: list[Repository] = Field(
         default_factory=list,
         description="Image repositories spec.image may name besides the profiles' "
         "(an entry ending in '/' allows every repository below it).",
@@ -144,15 +147,6 @@ class Policy(_Model):
         description="The cluster has one node, so a hostPath output is one folder for every replica.",
     )
 
-    @field_validator("image_repositories")
-    @classmethod
-    def _repositories(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            if not entry or re.search(r"[\s:@]", entry.split("/", 1)[-1] if "/" in entry else entry):
-                raise ValueError(
-                    f"{entry!r}: a repository without tag or digest (e.g. 'ghcr.io/team/trainer')"
-                )
-        return value
 
 
 # `mnv2 run`: the job runs as local processes of the user who starts it, with local folders in place

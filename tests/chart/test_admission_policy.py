@@ -111,6 +111,8 @@ def test_the_policy_needs_the_api_or_kubernetes_1_30():
         {"hostPathPrefixes": [{"path": "/mnt/data/"}]},
         {"hostPathPrefixes": [{"path": "/mnt", "writable": True}]},
         {"singleNode": "yes"},
+        {"imageRepositories": ["ghcr.io/team/trainer:1"]},
+        {"imageRepositories": ["ghcr.io/team/../other"]},
         {"allowEverything": True},
     ],
 )
