@@ -184,7 +184,12 @@ def test_launch_environment_golden(config):
         "MNV2_METRICS_PORT": "9090",
         "MNV2_STOP_GRACE_SECONDS": "110",  # terminationGracePeriodSeconds 120 - 10
         "MNV2_KERNEL_CACHE": "/var/cache/mnv2",  # the kernel-cache emptyDir (issue 14)
+        # Kubernetes' default terminationMessagePath: rank 0's artifacts reach the pod's status
+        "MNV2_TERMINATION_MESSAGE_PATH": "/dev/termination-log",
     }
+    container = pod["spec"]["containers"][0]
+    assert container["terminationMessagePath"] == env["MNV2_TERMINATION_MESSAGE_PATH"]["value"]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert env["MNV2_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["MNV2_POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     # The pod's CPU limit in millicores, through the downward API (issue 14, "Threads").

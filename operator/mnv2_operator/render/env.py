@@ -44,6 +44,9 @@ def launch_env_values(ctx: RenderContext, index: int) -> dict[str, str]:
         launchenv.TRAINING_CONFIG: training_config_json(ctx),
         # The launcher must finish stopping its trainers before kubelet's SIGKILL.
         launchenv.STOP_GRACE: str(max(1, ctx.config.termination_grace_period_seconds - 10)),
+        # Rank 0 writes the run's artifacts here; the container's terminationMessagePath is the same
+        # file, so the operator reads them from the pod's status (mnv2.artifacts).
+        launchenv.TERMINATION_MESSAGE_PATH: launchenv.DEFAULT_TERMINATION_MESSAGE_PATH,
     }
     if ctx.uses_rank_table:
         values[launchenv.RANK_TABLE_PATH] = launchenv.DEFAULT_RANK_TABLE_PATH

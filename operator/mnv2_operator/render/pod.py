@@ -151,6 +151,10 @@ def render_pod_from_context(ctx: RenderContext, index: int) -> dict[str, Any]:
         "resources": _resources(ctx),
         "volumeMounts": mounts,
         "securityContext": _container_security_context(profile.security),
+        # The artifacts summary rank 0 writes (mnv2.artifacts); a failed container without one gets
+        # its last log lines instead, which `kubectl describe pod` shows.
+        "terminationMessagePath": launchenv.DEFAULT_TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     tolerations = [
         t.model_dump(by_alias=True, exclude_none=True, mode="json")
