@@ -4,7 +4,8 @@ Run in a fresh process per peer so its peak resident memory is its own. Prints o
 per-step seconds, images/s from the median step, peak RSS (ru_maxrss of this process), and
 for the MindSpore peers which model definition was used.
 
-Peers: `ms-fast` (MindSpore, custom depthwise kernel), `ms-ref` (MindSpore, nn.Conv2d group=c),
+Peers: `ms-fast` (MindSpore with all the project's kernels, as the trainer runs it), `ms-dw` (only
+the depthwise and stem kernels: the previous step), `ms-ref` (MindSpore's own layers),
 `torch` (PyTorch eager, NCHW), `torch-cl` (PyTorch channels_last, for reference only).
 Modes: `train` (forward, backward, momentum SGD update) and `forward` (eval-mode inference, the
 head-only fine-tuning path's feature extraction).
@@ -24,6 +25,10 @@ import numpy as np
 
 NUM_CLASSES = 1000
 LR, MOMENTUM, WEIGHT_DECAY, SMOOTHING = 0.03, 0.9, 4e-5, 0.1
+
+
+#: MindSpore peers: which of the project's kernels they swap in ("" = none, MindSpore's own layers).
+MS_KERNELS = {"ms-fast": "all", "ms-dw": "conv", "ms-ref": ""}
 
 
 def _peak_rss_mb() -> float:
@@ -46,7 +51,7 @@ def _timed(step, steps: int, warmup: int) -> list[float]:
     return times
 
 
-def run_mindspore(fast: bool, mode: str, batch: int, image: int, steps: int, warmup: int,
+def run_mindspore(fast: str, mode: str, batch: int, image: int, steps: int, warmup: int,
                   data_root: str | None = None) -> dict:
     import mindspore as ms
     from mindspore import Tensor, nn
@@ -62,9 +67,11 @@ def run_mindspore(fast: bool, mode: str, batch: int, image: int, steps: int, war
         # bench needs no TrainingConfig. The stem only ever sees the images.
         from mnv2.ops.depthwise import replace_slow_convolutions
 
-        replaced = replace_slow_convolutions(net, dense_input_grad=False)
-        if replaced != {"depthwise": 17, "dense": 1}:  # never bench the slow kernels by mistake
-            raise RuntimeError(f"expected 17 depthwise convolutions and the stem replaced, got {replaced}")
+        fuse = fast == "all"
+        replaced = replace_slow_convolutions(net, dense_input_grad=False, fuse_batchnorm=fuse)
+        expected = {"depthwise": 17, "dense": 1, **({"batchnorm_relu6": 35, "batchnorm": 17} if fuse else {})}
+        if replaced != expected:  # never bench the slow kernels by mistake
+            raise RuntimeError(f"expected {expected} replaced, got {replaced}")
     rng = np.random.default_rng(0)
     x = Tensor(rng.standard_normal((batch, 3, image, image)).astype(np.float32))
     y = Tensor(rng.integers(0, NUM_CLASSES, batch).astype(np.int32))
@@ -180,7 +187,7 @@ def run_torch(channels_last: bool, mode: str, batch: int, image: int, steps: int
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("peer", choices=["ms-fast", "ms-ref", "torch", "torch-cl"])
+    parser.add_argument("peer", choices=[*MS_KERNELS, "torch", "torch-cl"])
     parser.add_argument("mode", choices=["train", "forward"])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--image", type=int, default=224)
@@ -195,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--serve and --data do not combine")
     shape = (args.mode, args.batch, args.image, args.steps, args.warmup)
     if args.peer.startswith("ms-"):
-        result = run_mindspore(args.peer == "ms-fast", *shape, data_root=args.data)
+        result = run_mindspore(MS_KERNELS[args.peer], *shape, data_root=args.data)
     else:
         if args.data:
             parser.error("--data is for the MindSpore peers")

@@ -28,9 +28,11 @@
 #include <cstdint>
 #include <cstring>
 
+#include "parallel.h"
+
 namespace {
 
-// Below this many elements a call runs on one thread (waking the OpenMP team costs more).
+// Below this many elements a call runs on one thread (waking the pool costs more).
 constexpr int64_t kParallelMin = 1 << 15;
 // Float partial sums run over at most this many elements before going into a double.
 constexpr int64_t kBlock = 2048;
@@ -111,8 +113,7 @@ int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
   const double eps = hp[0], momentum = hp[1];
   const int64_t m = s.count();
   if (m == 0) return 3;
-#pragma omp parallel for schedule(static) if (s.c * m >= kParallelMin)
-  for (int64_t c = 0; c < s.c; ++c) {
+  mnv2::parallel_for_each(s.c, s.c * m >= kParallelMin, [&](int64_t c) {
     // Sums of (x - shift): the shift (the channel's first value) keeps E[d^2] - E[d]^2 accurate
     // when the mean is large against the spread.
     const float shift = x[c * s.hw];
@@ -143,7 +144,7 @@ int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
     const double unbiased = m > 1 ? var * m / (m - 1) : var;
     new_mmean[c] = static_cast<float>(momentum * mmean[c] + (1.0 - momentum) * mean);
     new_mvar[c] = static_cast<float>(momentum * mvar[c] + (1.0 - momentum) * unbiased);
-  }
+  });
   return 0;
 }
 
@@ -191,8 +192,7 @@ int train_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   float *dbeta = static_cast<float *>(params[8]);
   const int64_t m = s.count();
   if (m == 0) return 3;
-#pragma omp parallel for schedule(static) if (s.c * m >= kParallelMin)
-  for (int64_t c = 0; c < s.c; ++c) {
+  mnv2::parallel_for_each(s.c, s.c * m >= kParallelMin, [&](int64_t c) {
     const float mean = save_mean[c], invstd = save_invstd[c], gm = gamma[c], bt = beta[c];
     double sg, sgx;
     grad_sums<RELU6>(dy, x, s, c, mean, invstd, gm, bt, sg, sgx);
@@ -212,7 +212,7 @@ int train_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
         q[i] = k * (gi - mg - xh * mgx);
       }
     }
-  }
+  });
   return 0;
 }
 
@@ -232,12 +232,11 @@ int infer_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
   const float *mvar = static_cast<const float *>(params[4]);
   const float eps = static_cast<const float *>(params[5])[0];
   float *y = static_cast<float *>(params[6]);
-#pragma omp parallel for schedule(static) if (s.c * s.count() >= kParallelMin)
-  for (int64_t c = 0; c < s.c; ++c) {
+  mnv2::parallel_for_each(s.c, s.c * s.count() >= kParallelMin, [&](int64_t c) {
     const float invstd = 1.0f / std::sqrt(mvar[c] + eps);
     const float scale = gamma[c] * invstd;
     affine<RELU6>(x, y, s, c, scale, beta[c] - mmean[c] * scale);
-  }
+  });
   return 0;
 }
 
@@ -259,8 +258,7 @@ int infer_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   float *dx = static_cast<float *>(params[7]);
   float *dgamma = static_cast<float *>(params[8]);
   float *dbeta = static_cast<float *>(params[9]);
-#pragma omp parallel for schedule(static) if (s.c * s.count() >= kParallelMin)
-  for (int64_t c = 0; c < s.c; ++c) {
+  mnv2::parallel_for_each(s.c, s.c * s.count() >= kParallelMin, [&](int64_t c) {
     const float mean = mmean[c], invstd = 1.0f / std::sqrt(mvar[c] + eps), gm = gamma[c], bt = beta[c];
     double sg, sgx;
     grad_sums<RELU6>(dy, x, s, c, mean, invstd, gm, bt, sg, sgx);
@@ -274,7 +272,7 @@ int infer_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
 #pragma omp simd
       for (int64_t i = 0; i < s.hw; ++i) q[i] = k * pass<RELU6>((p[i] - mean) * invstd * gm + bt, g[i]);
     }
-  }
+  });
   return 0;
 }
 

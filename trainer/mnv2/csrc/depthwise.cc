@@ -5,8 +5,8 @@
 // MobileNetV2 training time (REFERENCE.md section 5). These kernels copy one (n, c) plane at a
 // time into a zero-padded thread-local buffer (split into even and odd columns for stride 2),
 // so every inner loop runs over contiguous memory without bounds checks and the compiler
-// vectorises it. OpenMP parallelises over planes (forward) or channels (backward, so that each
-// thread owns its weight-gradient accumulators and no reduction between threads is needed).
+// vectorises it. The thread pool of parallel.h splits the work over planes (forward) or channels
+// (backward, so that each thread owns its weight-gradient accumulators and needs no reduction).
 //
 // Exported entry points, one per (stride, padding), following MindSpore's aot signature
 // (inputs first, outputs last in `params`):
@@ -19,16 +19,14 @@
 #include <cstring>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "parallel.h"
 
 namespace {
 
 constexpr int K = 3;
 
-// Below this many output values a call runs on one thread: waking the OpenMP team costs more than
-// it saves on MobileNetV2's small late layers, and far more on a machine whose cores are busy.
+// Below this many output values a call runs on one thread: waking the pool's workers costs more
+// than it saves on MobileNetV2's small late layers, and far more on a machine whose cores are busy.
 constexpr int64_t kParallelMin = 1 << 15;
 
 // One scratch buffer per thread, reused across calls so that no call allocates.
@@ -253,8 +251,7 @@ int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   // Padded plane: rows 0 .. S*(oh-1)+2, columns 0 .. S*(ow-1)+2.
   const int64_t rows = S * (d.oh - 1) + K;
   const int64_t cols = S == 1 ? d.ow + 2 : d.ow + 1;  // for S == 2: columns per even/odd half
-#pragma omp parallel for schedule(static) if (planes * d.oh * d.ow >= kParallelMin)
-  for (int64_t pl = 0; pl < planes; ++pl) {
+  mnv2::parallel_for_each(planes, planes * d.oh * d.ow >= kParallelMin, [&](int64_t pl) {
     const float *src = x + pl * d.h * d.w;
     const float *k = wt + (pl % d.c) * K * K;
     float *dst = y + pl * d.oh * d.ow;
@@ -268,7 +265,7 @@ int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char 
       pad_plane_split(src, d.h, d.w, ev, od, rows, cols, P, P);
       corr_s2(ev, od, cols, k, dst, d.oh, d.ow);
     }
-  }
+  });
   return 0;
 }
 
@@ -291,8 +288,7 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
   const int64_t grows = d.oh + 2 * q, gcols = d.ow + 2 * q;
   // Stride 2: dy padded by one row/column before and one row after (see igrad_s2).
   const int64_t yrows = d.oh + 2, ycols = d.ow + 2;
-#pragma omp parallel for schedule(static) if (d.n * d.c * d.h * d.w >= kParallelMin)
-  for (int64_t c = 0; c < d.c; ++c) {
+  mnv2::parallel_for_each(d.c, d.n * d.c * d.h * d.w >= kParallelMin, [&](int64_t c) {
     const float *k = wt + c * K * K;
     float flipped[K * K];
     for (int i = 0; i < K * K; ++i) flipped[i] = k[K * K - 1 - i];
@@ -323,7 +319,7 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
       }
     }
     for (int i = 0; i < K * K; ++i) dw[c * K * K + i] = static_cast<float>(acc[i]);
-  }
+  });
   return 0;
 }
 
@@ -343,15 +339,14 @@ void pad_all(const float *t, int64_t planes, int64_t h, int64_t w, int64_t rows,
              std::vector<float> &buf, int64_t &plane_size) {
   plane_size = S == 1 ? rows * cols : 2 * rows * cols;
   buf.resize(static_cast<size_t>(planes * plane_size));
-#pragma omp parallel for schedule(static)
-  for (int64_t pl = 0; pl < planes; ++pl) {
+  mnv2::parallel_for_each(planes, true, [&](int64_t pl) {
     float *dst = buf.data() + pl * plane_size;
     if (S == 1) {
       pad_plane(t + pl * h * w, h, w, dst, rows, cols, P, P);
     } else {
       pad_plane_split(t + pl * h * w, h, w, dst, dst + rows * cols, rows, cols, P, P);
     }
-  }
+  });
 }
 
 template <int S, int P>
@@ -369,8 +364,7 @@ int dense_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
   std::vector<float> xp;
   int64_t psz = 0;
   pad_all<S, P>(x, n * ci, h, w, rows, cols, xp, psz);
-#pragma omp parallel for schedule(static)
-  for (int64_t pl = 0; pl < n * co; ++pl) {
+  mnv2::parallel_for_each(n * co, true, [&](int64_t pl) {
     const int64_t b = pl / co, o = pl % co;
     float *dst = y + pl * oh * ow;
     for (int64_t i = 0; i < ci; ++i) {
@@ -383,7 +377,7 @@ int dense_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
         if (i == 0) corr_s2<false>(src, od, cols, k, dst, oh, ow); else corr_s2<true>(src, od, cols, k, dst, oh, ow);
       }
     }
-  }
+  });
   return 0;
 }
 
@@ -408,8 +402,7 @@ int dense_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   int64_t psz = 0;
   pad_all<S, P>(x, n * ci, h, w, rows, cols, xp, psz);
   // Weight gradient: one thread per output channel owns its CI x 9 accumulators.
-#pragma omp parallel for schedule(static)
-  for (int64_t o = 0; o < co; ++o) {
+  mnv2::parallel_for_each(co, true, [&](int64_t o) {
     std::vector<double> acc(static_cast<size_t>(ci * K * K), 0.0);
     for (int64_t b = 0; b < n; ++b) {
       const float *g = dy + (b * co + o) * oh * ow;
@@ -423,23 +416,21 @@ int dense_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
       }
     }
     for (int64_t j = 0; j < ci * K * K; ++j) dw[o * ci * K * K + j] = static_cast<float>(acc[j]);
-  }
+  });
   if (!DX) return 0;
   // Input gradient: pad every dy plane once, then each (n, ci) plane sums CO contributions.
   const int64_t q = K - 1 - P;
   const int64_t grows = S == 1 ? oh + 2 * q : oh + 2, gcols = S == 1 ? ow + 2 * q : ow + 2;
   const int64_t gsz = grows * gcols;
   std::vector<float> gp(static_cast<size_t>(n * co * gsz));
-#pragma omp parallel for schedule(static)
-  for (int64_t pl = 0; pl < n * co; ++pl) {
+  mnv2::parallel_for_each(n * co, true, [&](int64_t pl) {
     if (S == 1) {
       pad_plane(dy + pl * oh * ow, oh, ow, gp.data() + pl * gsz, grows, gcols, q, q);
     } else {
       pad_plane(dy + pl * oh * ow, oh, ow, gp.data() + pl * gsz, grows, gcols, 1, 1);
     }
-  }
-#pragma omp parallel for schedule(static)
-  for (int64_t pl = 0; pl < n * ci; ++pl) {
+  });
+  mnv2::parallel_for_each(n * ci, true, [&](int64_t pl) {
     const int64_t b = pl / ci, i = pl % ci;
     float *gx = dx + pl * h * w;
     const int64_t half = gcols - 1;
@@ -460,7 +451,7 @@ int dense_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
       }
     }
     if (S == 2) interleave(gev, god, half, gx, h, w, P);
-  }
+  });
   return 0;
 }
 
