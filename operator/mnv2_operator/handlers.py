@@ -24,6 +24,7 @@ from mnv2_operator import api, k8s, names
 from mnv2_operator import settings as operator_settings
 from mnv2_operator.metrics import METRICS
 from mnv2_operator.reconcile import Reconciler
+from mnv2_operator.status import at_rest
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,15 @@ def jobs_probe(**_: Any) -> int:
     return len(_WAKE)
 
 
-@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, id="reconcile", cancellation_timeout=10.0)
+def _needs_daemon(body: kopf.Body, **_: Any) -> bool:
+    """A finished job with no TTL and its pods cleaned up costs nothing: no daemon, no timer (kopf
+    stops a daemon whose filter stops matching and starts it again when it matches)."""
+    return not at_rest({"spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})})
+
+
+@kopf.daemon(
+    api.GROUP, api.VERSION, api.PLURAL, id="reconcile", cancellation_timeout=10.0, when=_needs_daemon
+)
 async def job_daemon(
     name: str, namespace: str, memo: kopf.Memo, stopped: Any, logger: logging.Logger, **_: Any
 ) -> None:
@@ -149,10 +158,14 @@ async def job_daemon(
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-async def job_event(type: str, name: str, namespace: str, body: kopf.Body, **_: Any) -> None:
+async def job_event(type: str, name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Any change of the job (spec, suspend, deletion) wakes its loop."""
     if type == "DELETED":
         METRICS.job_deleted(namespace, str(body.get("spec", {}).get("platform", "")))
+        reconciler = getattr(memo, "reconciler", None)
+        if reconciler is not None:  # a finished job has no daemon whose last pass would forget it
+            reconciler.forget(namespace, name)
+            reconciler.publish_states()
     _poke(namespace, name)
 
 

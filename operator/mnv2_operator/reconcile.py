@@ -16,6 +16,7 @@ import copy
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -61,6 +62,10 @@ log = logging.getLogger(__name__)
 
 # (namespace, name) -> (platform, state): the jobs this process has seen, for the jobs-by-state gauge.
 _STATES: dict[tuple[str, str], tuple[str, str]] = {}
+
+
+class Stale(Exception):
+    """A write was refused because the job changed since it was read (409): read afresh."""
 
 
 @dataclass
@@ -180,8 +185,13 @@ class Reconciler:
         config: Any,
         progress_seconds: float = 30.0,
         restart_backoff: tuple[float, float] = RESTART_BACKOFF,
+        create_concurrency: int = 16,
     ):
         self.kube = kube
+        # A job's pods are created concurrently, at most this many requests at once.
+        self._creator = ThreadPoolExecutor(
+            max_workers=max(1, create_concurrency), thread_name_prefix="create"
+        )
         self.config = config
         self.progress_seconds = progress_seconds
         self.restart_backoff = restart_backoff
@@ -196,6 +206,12 @@ class Reconciler:
         # job -> pod uid -> the pod as last seen with DisruptionTarget=True (from the pod watch): a
         # disrupted pod whose kubelet confirms its deletion at once is gone before a pass reads it.
         self._disrupted: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        # Passes may read the job and its pods from watch caches (issue 16), which lag behind our own
+        # writes: job -> {resourceVersion written over: the job our write returned}, and job -> pod
+        # name -> (the pod we created, monotonic time), until the cache shows them.
+        self._written: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        self._created: dict[tuple[str, str], dict[str, tuple[dict[str, Any], float]]] = {}
+        self._rank_tables: dict[tuple[str, str], dict[str, str]] = {}  # the rank-table data last seen
 
     def note_pod(self, pod: dict[str, Any]) -> None:
         """Remember a pod of ours seen with DisruptionTarget=True (called from the pod watch)."""
@@ -233,6 +249,9 @@ class Reconciler:
             self._suspected,
             self._podgroup_gone,
             self._disrupted,
+            self._written,
+            self._created,
+            self._rank_tables,
             _STATES,
         ):
             cache.pop(key, None)
@@ -245,14 +264,74 @@ class Reconciler:
             "suspected": len(self._suspected),
             "podgroup_gone": len(self._podgroup_gone),
             "disrupted": sum(len(v) for v in self._disrupted.values()),
+            "written": len(self._written),
+            "created": sum(len(v) for v in self._created.values()),
+            "rank_tables": len(self._rank_tables),
             "states": len(_STATES),
         }
 
     # -- the loop body ---------------------------------------------------------------------------
 
-    def reconcile(self, namespace: str, name: str, now: datetime | None = None) -> Outcome:
+    def reconcile(
+        self,
+        namespace: str,
+        name: str,
+        now: datetime | None = None,
+        job: dict[str, Any] | None = None,
+        pods: list[dict[str, Any]] | None = None,
+    ) -> Outcome:
+        """One pass. With `job` and `pods` (from the watch caches) it makes no read request; every
+        status write carries the resourceVersion it was computed from, and a conflict means the
+        cache was stale: read afresh and compute again."""
         now = now or datetime.now(tz=UTC)
-        job = self.kube.get(k8s.JOBS, namespace, name)
+        if job is not None:
+            try:
+                return self._reconcile(namespace, name, now, self._newest((namespace, name), job), pods)
+            except Stale as error:
+                log.info("stale cache for %s/%s (%s): reading afresh", namespace, name, error)
+        return self._reconcile(namespace, name, now, self.kube.get(k8s.JOBS, namespace, name), None)
+
+    def _newest(self, key: tuple[str, str], job: dict[str, Any]) -> dict[str, Any]:
+        """The cached job, or what our own later write returned when the cache has not caught up."""
+        chain = self._written.get(key)
+        if not chain:
+            return job
+        rv, followed = job["metadata"].get("resourceVersion"), False
+        while rv in chain:
+            job, followed = chain[rv], True
+            rv = job["metadata"].get("resourceVersion")
+        if not followed:
+            self._written.pop(key, None)  # the cache has caught up with our writes
+        return copy.deepcopy(job)
+
+    def _remember(self, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+        meta = before["metadata"]
+        chain = self._written.setdefault((meta["namespace"], meta["name"]), {})
+        chain[meta.get("resourceVersion")] = copy.deepcopy(after)
+        return after
+
+    def _observed_pods(self, key: tuple[str, str], pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Cached pods plus the ones we created that the cache does not show yet (for a minute)."""
+        created = self._created.get(key)
+        if not created:
+            return pods
+        names_seen = {p["metadata"]["name"] for p in pods}
+        horizon = time.monotonic() - 60.0
+        for pod_name, (_pod, at) in list(created.items()):
+            if pod_name in names_seen or at < horizon:
+                del created[pod_name]
+        if not created:
+            self._created.pop(key, None)
+        return pods + [pod for pod, _ in created.values()]
+
+    def _reconcile(
+        self,
+        namespace: str,
+        name: str,
+        now: datetime,
+        job: dict[str, Any] | None,
+        cached_pods: list[dict[str, Any]] | None,
+    ) -> Outcome:
         if job is None or job["metadata"].get("deletionTimestamp"):
             self.forget(namespace, name)
             self._publish_states()
@@ -268,9 +347,13 @@ class Reconciler:
         job = self._reschedule(job)
         running_job, refused = effective_job(job)
         # Only pods this job owns count: a foreign pod carrying the label is never counted or deleted.
-        labelled = self.kube.list(k8s.PODS, namespace, {names.LABEL_JOB_NAME: name})
-        pods = [p for p in labelled if owned_by(p, job)]
         key = (namespace, name)
+        if cached_pods is None:
+            labelled = self.kube.list(k8s.PODS, namespace, {names.LABEL_JOB_NAME: name})
+            self._created.pop(key, None)
+        else:
+            labelled = self._observed_pods(key, cached_pods)
+        pods = [p for p in labelled if owned_by(p, job)]
         old = job.get("status") or {}
         new = compute_status(running_job, self._with_departed(key, job, pods), now, self.restart_backoff)
         refusal = self._render_problems(running_job)
@@ -287,7 +370,7 @@ class Reconciler:
             now,
         )
         new = stored_status(with_name_conflicts(new, self._conflicts.get(key, [])))
-        self._write_status(job, old, new, pods, now)
+        job = self._write_status(job, old, new, pods, now)
         found: list[tuple[str, bool]] = []
         created, deleted = self._act(running_job, new, pods, now, found)
         if self._settle_conflicts(job, found, now):
@@ -307,15 +390,27 @@ class Reconciler:
 
     def _write_status(
         self, job: dict[str, Any], old: dict[str, Any], new: dict[str, Any], pods: list[dict], now: datetime
-    ) -> None:
+    ) -> dict[str, Any]:
         """Patch only what differs from the stored status (both in the CRD's pruned form), then
-        announce the transitions; an unchanged status costs no request and no event."""
+        announce the transitions; an unchanged status costs no request and no event.
+
+        The patch carries the resourceVersion the status was computed from (fencing): a 409 means
+        someone (another replica, or our own write the cache has not shown yet) changed the job, and
+        nothing is acted on until the pass is computed again from a fresh read."""
         if new == old:
-            return
+            return job
         meta = job["metadata"]
-        patch = {"status": k8s.merge_patch(old, new)}
-        self.kube.patch(k8s.JOBS, meta["namespace"], meta["name"], patch, subresource="status")
+        patch = {
+            "metadata": {"resourceVersion": meta.get("resourceVersion")},
+            "status": k8s.merge_patch(old, new),
+        }
+        try:
+            written = self.kube.patch(k8s.JOBS, meta["namespace"], meta["name"], patch, subresource="status")
+        except k8s.Conflict as error:
+            raise Stale(str(error)) from None
+        self._remember(job, written)
         self._announce(job, old, new, pods, now)
+        return written
 
     def _reschedule(self, job: dict[str, Any]) -> dict[str, Any]:
         """While suspended, take changed scheduling directives into the accepted spec (once)."""
@@ -330,7 +425,11 @@ class Reconciler:
                 "resourceVersion": job["metadata"].get("resourceVersion"),
             }
         }
-        return self.kube.patch(k8s.JOBS, job["metadata"]["namespace"], job["metadata"]["name"], patch)
+        try:
+            written = self.kube.patch(k8s.JOBS, job["metadata"]["namespace"], job["metadata"]["name"], patch)
+        except k8s.Conflict as error:
+            raise Stale(str(error)) from None
+        return self._remember(job, written)
 
     def _settle_conflicts(self, job: dict[str, Any], found: list[tuple[str, bool]], now: datetime) -> bool:
         """Name conflicts found by this pass become the job's (status, one Warning event each) when
@@ -416,7 +515,8 @@ class Reconciler:
                 "resourceVersion": job["metadata"].get("resourceVersion"),
             }
         }
-        return self.kube.patch(k8s.JOBS, job["metadata"]["namespace"], job["metadata"]["name"], patch)
+        written = self.kube.patch(k8s.JOBS, job["metadata"]["namespace"], job["metadata"]["name"], patch)
+        return self._remember(job, written)
 
     # -- reporting -------------------------------------------------------------------------------
 
@@ -459,6 +559,9 @@ class Reconciler:
             before.get("status") != "True" or before.get("message") != found.get("message")
         ):
             events.post(self.kube, job, "Warning", found["reason"], found["message"], now)
+
+    def publish_states(self) -> None:
+        self._publish_states()
 
     @staticmethod
     def _publish_states() -> None:
@@ -589,42 +692,68 @@ class Reconciler:
     def _create_missing(
         self, job: dict[str, Any], pods: list[dict], attempt: int, resume: bool, found: list[tuple[str, bool]]
     ) -> list[str]:
+        """Create the children that are missing: PodGroup, Service, ConfigMap in order, then the
+        pods concurrently (at most `create_concurrency` requests at once)."""
         from mnv2_operator.render import render_job
 
+        key = (job["metadata"]["namespace"], job["metadata"]["name"])
         existing_pods = {p["metadata"]["name"] for p in pods}
-        created = []
+        created: list[str] = []
+        failures: list[str] = []
+        missing_pods = []
         for obj in render_job(job, self.config):
             obj = adopt(obj, job)
             kind, obj_name = obj["kind"], obj["metadata"]["name"]
             if kind == "Pod":
-                if obj_name in existing_pods:
-                    continue
-                obj = for_attempt(obj, attempt, resume)
-            else:
-                present = self.kube.get(k8s.resource_of(obj), obj["metadata"]["namespace"], obj_name)
-                if present is not None:
-                    if not owned_by(present, job):
-                        found.append((foreign_message(kind, obj_name), True))
-                    continue
-            try:
-                self.kube.create(obj)
+                if obj_name not in existing_pods:
+                    missing_pods.append(for_attempt(obj, attempt, resume))
+                continue
+            present = self.kube.get(k8s.resource_of(obj), obj["metadata"]["namespace"], obj_name)
+            if present is not None:
+                if not owned_by(present, job):
+                    found.append((foreign_message(kind, obj_name), True))
+                continue
+            outcome = self._create(obj, found)
+            if outcome is None:
                 created.append(f"{kind}/{obj_name}")
-            except k8s.Conflict:
-                # Created by an earlier pass (e.g. before an operator restart): exists is fine. A pod
-                # that is still not ours on the next pass belongs to someone else.
-                if kind == "Pod":
-                    found.append((foreign_message(kind, obj_name), False))
-            except k8s.ApiError as error:
-                # Refused (e.g. no Volcano installed for a PodGroup, a quota, an admission webhook): say
-                # so on the job once per distinct error, then retry with backoff.
-                message = f"cannot create {kind} {obj_name}: {error}"
-                key = (job["metadata"]["namespace"], job["metadata"]["name"])
-                if self._last_create_error.get(key) != message:
-                    self._last_create_error[key] = message
-                    events.post(self.kube, job, "Warning", "CreateFailed", message, datetime.now(tz=UTC))
-                raise
-        self._last_create_error.pop((job["metadata"]["namespace"], job["metadata"]["name"]), None)
+            elif outcome:
+                failures.append(outcome)
+                break  # the pods wait for the objects before them
+        if not failures:
+            outcomes = list(self._creator.map(lambda pod: (pod, self._create(pod, found)), missing_pods))
+            for pod, outcome in outcomes:
+                if outcome is None:
+                    created.append(f"Pod/{pod['metadata']['name']}")
+                elif outcome:
+                    failures.append(outcome)
+        if failures:
+            # Refused (e.g. no Volcano installed for a PodGroup, a quota, an admission webhook): say
+            # so on the job once per distinct error, then retry with backoff.
+            message = failures[0]
+            if self._last_create_error.get(key) != message:
+                self._last_create_error[key] = message
+                events.post(self.kube, job, "Warning", "CreateFailed", message, datetime.now(tz=UTC))
+            raise k8s.ApiError(0, message)
+        self._last_create_error.pop(key, None)
         return created
+
+    def _create(self, obj: dict[str, Any], found: list[tuple[str, bool]]) -> str | None:
+        """Create one child: None when created, "" when it exists already, else the error message."""
+        kind, obj_name = obj["kind"], obj["metadata"]["name"]
+        try:
+            made = self.kube.create(obj)
+        except k8s.Conflict:
+            # Created by an earlier pass (e.g. before an operator restart): exists is fine. A pod
+            # that is still not ours on the next pass belongs to someone else.
+            if kind == "Pod":
+                found.append((foreign_message(kind, obj_name), False))
+            return ""
+        except k8s.ApiError as error:
+            return f"cannot create {kind} {obj_name}: {error}"
+        if kind == "Pod":
+            key = (obj["metadata"]["namespace"], obj["metadata"]["labels"][names.LABEL_JOB_NAME])
+            self._created.setdefault(key, {})[obj_name] = (made, time.monotonic())
+        return None
 
     def _sync_rank_table(self, job: dict[str, Any], pods: list[dict[str, Any]]) -> None:
         """Ascend rank-table mode: rewrite hccl.json whenever the pods' IPs or devices change."""
@@ -632,17 +761,21 @@ class Reconciler:
 
         if str((job.get("spec") or {}).get("platform")) != "Ascend":
             return
+        key = (job["metadata"]["namespace"], job["metadata"]["name"])
         ns, name = job["metadata"]["namespace"], names.rank_table_configmap_name(job["metadata"]["name"])
+        started = time.perf_counter()
+        desired = render_rank_table_configmap(job, pods, self.config).get("data") or {}
+        METRICS.observe_rank_table_render(time.perf_counter() - started)
+        if self._rank_tables.get(key) == desired:
+            return  # what we last read or wrote: no request
         current = self.kube.get(k8s.CONFIGMAPS, ns, name)
         if current is None:
             return  # created by _create_missing on this pass when the mode needs one
         if not owned_by(current, job):
             return  # someone else's ConfigMap: never rewritten (_create_missing reported the conflict)
-        started = time.perf_counter()
-        desired = render_rank_table_configmap(job, pods, self.config)
-        METRICS.observe_rank_table_render(time.perf_counter() - started)
-        if (current.get("data") or {}) != (desired.get("data") or {}):
-            self.kube.patch(k8s.CONFIGMAPS, ns, name, {"data": desired.get("data") or {}})
+        if (current.get("data") or {}) != desired:
+            self.kube.patch(k8s.CONFIGMAPS, ns, name, {"data": desired})
+        self._rank_tables[key] = desired
 
     def _finish(
         self, job: dict[str, Any], status: dict[str, Any], pods: list[dict[str, Any]], now: datetime

@@ -558,3 +558,22 @@ def next_deadline(
         if policy.pending_timeout_seconds is not None and since is not None and pod_phase(pod) == "Pending":
             moments.append(since + timedelta(seconds=policy.pending_timeout_seconds))
     return min(moments) if moments else None
+
+
+def at_rest(job: dict[str, Any]) -> bool:
+    """Whether nothing can ever be left to do for the job: finished, no TTL, and its pods cleaned
+    up as cleanPodPolicy asks (by the recorded counts). Such a job needs no daemon and no timer; a
+    change of its spec (a TTL added) makes it need one again."""
+    status = job.get("status") or {}
+    if status.get("state") not in TERMINAL_STATES:
+        return False
+    policy = (job.get("spec") or {}).get("runPolicy") or {}
+    if policy.get("ttlSecondsAfterFinished") is not None:
+        return False
+    counts = status.get("replicas") or {}
+    clean = policy.get("cleanPodPolicy", "Running")
+    if clean == "All":
+        return not any(counts.get(k) for k in ("pending", "running", "succeeded", "failed"))
+    if clean == "Running":
+        return not counts.get("pending") and not counts.get("running")
+    return True

@@ -13,6 +13,7 @@ from mnv2_operator import k8s
 from mnv2_operator.metrics import METRICS
 
 JOB = "mnv2"
+WRITES = ("create", "patch", "update", "delete")
 
 
 def test_a_running_job_at_rest_makes_no_writes(kube, namespace, sim, job_factory):
@@ -58,5 +59,39 @@ def test_a_ttl_deletion_is_counted_once(kube, namespace, sim, job_factory):
         # Whatever the operator still does (nothing: the job is gone) must not count it again.
         wait_for(lambda: time.monotonic() - moment > 1.5 or METRICS.passes() > start + 3, what="a moment")
         assert counter._value.get() == 1
+    finally:
+        runner.stop()
+
+
+def test_a_finished_job_without_ttl_costs_nothing(kube, namespace, sim, job_factory):
+    """Issue 16: once finished, cleaned up per cleanPodPolicy and without a TTL, a job has no daemon
+    and no timer (kopf stops a daemon whose `when` filter stops matching): no pass, no request."""
+    from mnv2_operator import handlers
+
+    runner = OperatorRunner([namespace])
+    runner.settings.resync_seconds = 0.2  # a daemon left running would show many passes at once
+    runner.start()
+    try:
+        sim.plan(namespace, JOB, outcomes=[{0: 0, 1: 0}])
+        job_factory(JOB, runPolicy={"cleanPodPolicy": "All"})
+        wait_for(
+            lambda: (
+                ((kube.get(k8s.JOBS, namespace, JOB) or {}).get("status") or {}).get("replicas", {})
+                == {"pending": 0, "running": 0, "succeeded": 0, "failed": 0}
+                and kube.get(k8s.JOBS, namespace, JOB)["status"]["state"] == "Succeeded"
+            ),
+            what="Succeeded and cleaned up",
+        )
+        wait_for(lambda: (namespace, JOB) not in handlers._WAKE, what="the daemon stopped")
+        passes, requests, moment = (
+            METRICS.passes(),
+            METRICS.requests(("get", "list", *WRITES)),
+            time.monotonic(),
+        )
+        wait_for(lambda: time.monotonic() - moment > 1.5, what="a few resync intervals")
+        assert METRICS.passes() == passes and METRICS.requests(("get", "list", *WRITES)) == requests
+        # A TTL added later needs the daemon again: it comes back and deletes the job.
+        kube.patch(k8s.JOBS, namespace, JOB, {"spec": {"runPolicy": {"ttlSecondsAfterFinished": 0}}})
+        wait_for(lambda: kube.get(k8s.JOBS, namespace, JOB) is None, what="deleted by the new TTL")
     finally:
         runner.stop()

@@ -163,3 +163,19 @@ def test_restart_backoff_flags_map_to_settings():
     )
     assert (settings.restart_backoff_seconds, settings.restart_backoff_max_seconds) == (2.0, 30.0)
     assert command.settings_from_args(parse()).restart_backoff_seconds == 10.0
+
+
+def test_the_pod_watch_is_filtered_by_the_api_server():
+    """Issue 16: settings.watching.label_selectors (kopf 1.45) applies to the pod watch only."""
+    import kopf
+    from kopf._cogs.structs import references
+
+    kopf_settings = kopf.OperatorSettings()
+    OperatorSettings().apply(kopf_settings)
+
+    def selectors(group: str, version: str, plural: str) -> list[str]:
+        resource = references.Resource(group=group, version=version, plural=plural, namespaced=True)
+        return list(kopf_settings.watching.label_selectors.collect(resource))
+
+    assert selectors("", "v1", "pods") == ["app.kubernetes.io/managed-by=mnv2-operator"]
+    assert selectors("training.mindspore.io", "v1alpha1", "mobilenetv2trainjobs") == []
