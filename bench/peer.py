@@ -6,7 +6,8 @@ for the MindSpore peers which model definition was used.
 
 Peers: `ms-fast` (MindSpore with all the project's kernels, as the trainer runs it), `ms-dw` (only
 the depthwise and stem kernels: the previous step), `ms-ref` (MindSpore's own layers),
-`torch` (PyTorch eager, NCHW), `torch-cl` (PyTorch channels_last, for reference only).
+`torch` (PyTorch eager, NCHW), `torch-cl` (PyTorch eager, channels_last), `torch-compile`
+(torch.compile of the channels_last model).
 Modes: `train` (forward, backward, momentum SGD update) and `forward` (eval-mode inference, the
 head-only fine-tuning path's feature extraction).
 """
@@ -151,7 +152,8 @@ def _train_from_data(cell, root: str, batch: int, image: int, steps: int, warmup
     }
 
 
-def run_torch(channels_last: bool, mode: str, batch: int, image: int, steps: int, warmup: int) -> dict:
+def run_torch(channels_last: bool, mode: str, batch: int, image: int, steps: int, warmup: int,
+              compiled: bool = False) -> dict:
     import torch
 
     from bench.torch_mobilenetv2 import MobileNetV2
@@ -164,6 +166,8 @@ def run_torch(channels_last: bool, mode: str, batch: int, image: int, steps: int
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    if compiled:  # inductor's C++ backend; the first (warm-up) step compiles
+        net = torch.compile(net)
     if mode == "train":
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=SMOOTHING)
         opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
@@ -187,7 +191,7 @@ def run_torch(channels_last: bool, mode: str, batch: int, image: int, steps: int
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("peer", choices=[*MS_KERNELS, "torch", "torch-cl"])
+    parser.add_argument("peer", choices=[*MS_KERNELS, "torch", "torch-cl", "torch-compile"])
     parser.add_argument("mode", choices=["train", "forward"])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--image", type=int, default=224)
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.data:
             parser.error("--data is for the MindSpore peers")
-        result = run_torch(args.peer == "torch-cl", *shape)
+        result = run_torch(args.peer != "torch", *shape, compiled=args.peer == "torch-compile")
     median = statistics.median(result["times"])
     result.update(
         peer=args.peer, mode=args.mode, batch=args.batch, image=args.image, median_s=median,

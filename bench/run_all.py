@@ -27,12 +27,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-SECTIONS = ("train", "forward", "data", "ranktable", "operator", "profile")
+SECTIONS = ("trainer", "train", "forward", "data", "ranktable", "operator", "profile")
 PEER_LABELS = {
-    "ms-fast": "MindSpore 2.10, custom depthwise kernel (ours)",
+    "ms-fast": "MindSpore 2.10, all the project's kernels (ours)",
+    "ms-dw": "MindSpore 2.10, depthwise and stem kernels only (previous step)",
     "ms-ref": "MindSpore 2.10, nn.Conv2d(group=c)",
     "torch": "PyTorch 2.13 eager, NCHW",
-    "torch-cl": "PyTorch 2.13 eager, channels_last (reference only)",
+    "torch-cl": "PyTorch 2.13 eager, channels_last",
+    "torch-compile": "PyTorch 2.13 torch.compile, channels_last",
 }
 
 
@@ -248,10 +250,11 @@ def run_interleaved(peers: list[str], mode: str, batch: int, steps: int, warmup:
 
 def throughput_section(report: Report, mode: str, batches: list[int], peers: list[str], steps: int,
                        warmup: int, timeout: float, max_steps: dict[str, int] | None = None) -> None:
-    """One table per mode: every peer at every batch size, with ratios against PyTorch NCHW."""
+    """One table per mode (a bench-only loop beside `trainer`): every peer at every batch size, ratios
+    against PyTorch NCHW."""
     rows = [
-        "| batch | peer | images/s | vs PyTorch | median step s | min-max s | CPU s/step | peak RSS MB "
-        "| RSS vs PyTorch | background cores |",
+        "| batch | peer | images/s | vs PyTorch NCHW | median step s | min-max s | CPU s/step | peak RSS MB "
+        "| RSS vs PyTorch NCHW | background cores |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for batch in batches:
@@ -284,8 +287,9 @@ def throughput_section(report: Report, mode: str, batches: list[int], peers: lis
              f"{f' (fewer for the slow reference: {capped})' if capped else ''}; images/s is from "
              "the median step. CPU s/step is the peer's own CPU time per step (user + system, all its "
              "threads). MindSpore peers use the trainer's `mnv2.model.MobileNetV2` and "
-             "`mnv2.loss.LabelSmoothingCrossEntropy` in GRAPH_MODE (ours: the 17 depthwise convolutions and "
-             "the stem swapped by `mnv2.ops.depthwise.replace_slow_convolutions`); PyTorch runs "
+             "`mnv2.loss.LabelSmoothingCrossEntropy` in GRAPH_MODE (ours: the 17 depthwise convolutions, "
+             "the stem and the 52 BatchNorms with their ReLU6 swapped by "
+             "`mnv2.ops.depthwise.replace_slow_convolutions`, as the trainer does); PyTorch runs "
              "`bench/torch_mobilenetv2.py` (same table, layer order and init) with "
              "CrossEntropyLoss(label_smoothing=0.1) and SGD(momentum 0.9, weight decay 4e-5), 2 threads.")
     report.add(title, "\n".join(rows) + "\n" + notes)
@@ -363,13 +367,18 @@ def main(argv: list[str] | None = None) -> int:
     steps, warmup = (3, 1) if args.quick else (8, 2)
     timeout = 3600.0
     report = Report(args.output, args.quick, keep=bool(args.only))
+    if "trainer" in sections:  # the figure that counts: `mnv2 train` itself against PyTorch
+        from bench import trainer_bench
+
+        trainer_bench.section(report, quick=args.quick)
     if "train" in sections:
-        peers = ["torch", "ms-fast", "ms-ref"] + ([] if args.quick else ["torch-cl"])
+        peers = ["torch", "torch-cl", "ms-fast", "ms-dw", "ms-ref"]
         # The reference kernel takes minutes per step at batch 32: in quick mode it runs 2 steps.
         cap = {"ms-ref": 2} if args.quick else None
         throughput_section(report, "train", [8, 32], peers, steps, warmup, timeout, cap)
     if "forward" in sections:
-        throughput_section(report, "forward", [32] if args.quick else [8, 32], ["torch", "ms-fast", "ms-ref"],
+        throughput_section(report, "forward", [32] if args.quick else [8, 32],
+                           ["torch", "torch-cl", "ms-fast", "ms-ref"],
                            steps, warmup, timeout, {"ms-ref": 2} if args.quick else None)
     if "data" in sections:
         data_section(report, 128 if args.quick else 512, 3 if args.quick else 6, timeout)

@@ -60,3 +60,34 @@ def test_rank_table_bench_checks_the_table():
 
     r = bench_rank_table(servers=4, devices=8, repeats=1)
     assert r["servers"] == 4 and r["json_bytes"] > 0 and r["render_median_s"] > 0
+
+
+def test_forward_macs_is_mobilenetv2s_published_cost():
+    """The paper's Table 4: MobileNetV2 1.0 at 224 px costs 300 M multiply-adds (1.4: 585 M)."""
+    pytest.importorskip("mindspore")
+    from bench.trainer_bench import forward_macs
+
+    assert 295e6 < forward_macs(1.0, 224) < 310e6
+    assert 570e6 < forward_macs(1.4, 224) < 600e6
+
+
+def test_trainer_bench_folder_and_table(tmp_path):
+    """Exactly batch x steps images in every class folder, and a table that leads with the best PyTorch."""
+    pytest.importorskip("mindspore")
+    from bench.trainer_bench import CLASSES, image_folder, summarise, table
+
+    root = image_folder(tmp_path, 23)
+    counts = sorted(len(list(d.glob("*.jpg"))) for d in root.iterdir() if d.is_dir())
+    assert len(counts) == CLASSES and sum(counts) == 23 and counts[-1] - counts[0] <= 1
+    raw = {"8-trainer": [{"per_step_s": 1.0, "background_cores": 0.1, "peak_rss_mb": 900.0}],
+           "8-torch": [{"per_step_s": 4.0, "background_cores": 0.0, "peak_rss_mb": 800.0}],
+           "8-torch-cl": [{"per_step_s": 2.0, "background_cores": 0.0, "peak_rss_mb": 800.0},
+                          {"per_step_s": 3.0, "background_cores": 0.2, "peak_rss_mb": 850.0}],
+           "8-torch-compile": [{"error": "inductor failed"}]}
+    peers = ("trainer", "torch", "torch-cl", "torch-compile")
+    summary = summarise(raw, [8], peers)
+    assert summary["8-torch-cl"]["per_step_s"] == 2.5
+    assert summary["8-torch-compile"] == {"error": "inductor failed"}
+    text = table(summary, [8], peers)
+    assert "batch 8: **2.50x** the best PyTorch (PyTorch 2.13 eager, channels_last)" in text
+    assert "| 4.00x |" in text and "failed: inductor failed" in text

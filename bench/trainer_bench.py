@@ -1,0 +1,269 @@
+"""The trainer's own path against PyTorch: `mnv2 train` as users run it, peers interleaved.
+
+`python -m bench.trainer_bench [--batches 8,32,150] [--steps 20] [--rounds 2]` (also the `trainer`
+section of `bench.run_all`). For each batch size, every round runs, each in its own process and in
+an order that rotates between rounds:
+
+- `mnv2 train` (CPU, MobileNetV2 1.0, 224 px, its own data pipeline and default kernels) for two
+  epochs over a generated ImageFolder of exactly `steps` batches; its figure is the seed's
+  "per step time" of the last epoch (the first epoch compiles and warms up), so data loading, the
+  loop and logging are in it;
+- the PyTorch peers of `bench.peer` (eager NCHW, eager channels_last, torch.compile), `steps`
+  timed steps on one random batch after warm-up. Their input costs them nothing, so the
+  comparison favours PyTorch.
+
+Per run the machine's background load (CPU used by other processes, in cores) is recorded. The
+figure of a peer is the median over rounds. Achieved GFLOP/s counts 3x the forward pass's
+multiply-adds x 2 per image (forward, input gradient, weight gradient), against the peak of
+`peak_gflops()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGE = 224
+CLASSES = 10
+TORCH_PEERS = ("torch", "torch-cl", "torch-compile")
+LABELS = {
+    "trainer": "`mnv2 train` (MindSpore 2.10, the project's kernels, its data pipeline)",
+    "torch": "PyTorch 2.13 eager, NCHW",
+    "torch-cl": "PyTorch 2.13 eager, channels_last",
+    "torch-compile": "PyTorch 2.13 torch.compile, channels_last",
+}
+_EPOCH = re.compile(r"epoch time: ([0-9.]+), per step time: ([0-9.]+)")
+
+
+def forward_macs(width: float = 1.0, image: int = IMAGE, classes: int = 1000) -> int:
+    """Multiply-adds of one image's forward pass through the trainer's MobileNetV2 (convs and dense)."""
+    from mnv2.model import FIRST_CHANNELS, INVERTED_RESIDUAL_SETTINGS, LAST_CHANNELS, make_divisible
+
+    size = (image - 1) // 2 + 1
+    cin = make_divisible(FIRST_CHANNELS * width)
+    macs = size * size * cin * 3 * 9  # stem
+    for t, c, n, s in INVERTED_RESIDUAL_SETTINGS:
+        cout = make_divisible(c * width)
+        for i in range(n):
+            hidden = round(cin * t)
+            if t != 1:
+                macs += size * size * cin * hidden
+            size = (size - 1) // (s if i == 0 else 1) + 1
+            macs += size * size * hidden * 9 + size * size * hidden * cout
+            cin = cout
+    last = make_divisible(LAST_CHANNELS * max(1.0, width))
+    return macs + size * size * cin * last + last * classes
+
+
+def peak_gflops() -> tuple[float, str]:
+    """FP32 peak of this machine and how it was derived (cores x clock x FLOP per cycle)."""
+    text = Path("/proc/cpuinfo").read_text()
+    mhz = [float(v) for v in re.findall(r"^cpu MHz\s*:\s*([0-9.]+)", text, re.M)]
+    found = re.search(r"^flags\s*:(.*)$", text, re.M)
+    flags = set(found.group(1).split()) if found else set()
+    cores = os.cpu_count() or 1
+    ghz = (max(mhz) if mhz else 2000.0) / 1000.0
+    # Two FMA pipes of 8 fp32 lanes (AVX2, and AVX-512 on Zen 4's 256-bit datapath), 2 FLOP per FMA.
+    per_cycle = 32 if "avx2" in flags else 16
+    return cores * ghz * per_cycle, f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle"
+
+
+def _busy_seconds() -> float:
+    from bench.run_all import _busy_seconds
+
+    return _busy_seconds()
+
+
+def image_folder(cache: Path, images: int) -> Path:
+    """A generated ImageFolder of exactly `images` JPEGs (500x375) over CLASSES classes, built once."""
+    from bench.images import generate_image_folder
+
+    root = cache / f"images-{images}"
+    if (root / ".complete").is_file():
+        return root
+    if images < CLASSES:
+        raise ValueError(f"image_folder: {images} images cannot fill {CLASSES} classes")
+    per_class = -(-images // CLASSES)
+    generate_image_folder(root, classes=CLASSES, per_class=per_class)
+    for c in range(per_class * CLASSES - images):  # one image fewer in the first classes
+        (root / f"class_{c:03d}" / f"{per_class - 1:04d}.jpg").unlink()
+    (root / ".complete").touch()
+    return root
+
+
+def run_trainer(batch: int, steps: int, data: Path, out: Path, timeout: float) -> dict[str, Any]:
+    """`mnv2 train` for 2 epochs of `steps` steps: the last epoch's per step time, memory and load."""
+    import tempfile
+
+    cmd = [
+        str(Path(sys.executable).parent / "mnv2"), "train", "--platform", "CPU", "--dataset_path", str(data),
+        "--num_classes", str(CLASSES), "--image_size", str(IMAGE), "--width_mult", "1.0",
+        "--batch_size", str(batch), "--epochs", "2", "--warmup_epochs", "0", "--no_save_checkpoint",
+        "--output_dir", str(out),
+    ]
+    env = {**os.environ, "GLOG_v": "3", "PYTHONWARNINGS": "ignore"}
+    busy0, wall0 = _busy_seconds(), time.perf_counter()
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                raise RuntimeError(f"mnv2 train batch {batch}: timed out after {timeout:.0f}s")
+            time.sleep(0.5)
+        log.seek(0)
+        text = log.read()
+    wall, busy = time.perf_counter() - wall0, _busy_seconds() - busy0
+    code = os.waitstatus_to_exitcode(status)
+    epochs = _EPOCH.findall(text)
+    if code != 0 or len(epochs) < 2:
+        tail = "\n".join(text.splitlines()[-15:])
+        raise RuntimeError(f"mnv2 train batch {batch} failed (exit {code}):\n{tail}")
+    cpu = usage.ru_utime + usage.ru_stime  # the trainer and its reaped data workers
+    return {"peer": "trainer", "batch": batch, "per_step_s": float(epochs[-1][1]) / 1000.0,
+            "epoch_s": [float(e[0]) / 1000.0 for e in epochs], "wall_s": wall,
+            "background_cores": max(0.0, (busy - cpu) / wall), "peak_rss_mb": usage.ru_maxrss / 1024.0}
+
+
+def run_torch(peer: str, batch: int, steps: int, timeout: float) -> dict[str, Any]:
+    from bench.run_all import run_child
+
+    argv = ["bench.peer", peer, "train", "--batch", str(batch), "--steps", str(steps), "--warmup", "3"]
+    r = run_child(argv, timeout)
+    return {"peer": peer, "batch": batch, "per_step_s": r.result["median_s"], "times": r.result["times"],
+            "background_cores": r.background_cores, "peak_rss_mb": r.peak_rss_mb, "wall_s": r.wall_s}
+
+
+def measure(batches: list[int], steps: int, rounds: int, cache: Path, timeout: float,
+            peers: tuple[str, ...] = ("trainer", *TORCH_PEERS)) -> dict[str, Any]:
+    """Every peer at every batch size, `rounds` rounds in rotating order; raw runs per (batch, peer)."""
+    import tempfile
+
+    out: dict[str, Any] = {}
+    for batch in batches:
+        data = image_folder(cache, batch * steps)
+        for round_ in range(rounds):
+            order = list(peers[round_ % len(peers):] + peers[:round_ % len(peers)])
+            for peer in order:
+                key = f"{batch}-{peer}"
+                try:
+                    if peer == "trainer":
+                        with tempfile.TemporaryDirectory(prefix="mnv2-bench-out-") as tmp:
+                            r = run_trainer(batch, steps, data, Path(tmp), timeout)
+                    else:
+                        r = run_torch(peer, batch, steps, timeout)
+                except RuntimeError as error:
+                    lines = str(error).splitlines()
+                    out.setdefault(key, []).append({"error": " ".join(lines[:1] + lines[-1:])})
+                    print(f"  batch {batch} {peer}: {error}", flush=True)
+                    continue
+                out.setdefault(key, []).append(r)
+                print(f"  round {round_ + 1}/{rounds} batch {batch} {peer}: {r['per_step_s']:.3f} s/step "
+                      f"(background {r['background_cores']:.2f} cores)", flush=True)
+    return out
+
+
+def summarise(raw: dict[str, Any], batches: list[int], peers: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Median per-step time, images/s, GFLOP/s and background load per (batch, peer)."""
+    flop_per_image = 3 * 2 * forward_macs()
+    summary: dict[str, dict[str, Any]] = {}
+    for batch in batches:
+        for peer in peers:
+            runs = [r for r in raw.get(f"{batch}-{peer}", []) if "error" not in r]
+            if not runs:
+                errors = [r["error"] for r in raw.get(f"{batch}-{peer}", [])]
+                summary[f"{batch}-{peer}"] = {"error": errors[0] if errors else "not run"}
+                continue
+            step = statistics.median(r["per_step_s"] for r in runs)
+            summary[f"{batch}-{peer}"] = {
+                "per_step_s": step, "images_per_s": batch / step,
+                "gflops": batch * flop_per_image / step / 1e9,
+                "background_cores": statistics.median(r["background_cores"] for r in runs),
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "runs": len(runs),
+            }
+    return summary
+
+
+def table(summary: dict[str, dict[str, Any]], batches: list[int], peers: tuple[str, ...]) -> str:
+    """Markdown: the trainer against the best PyTorch configuration first, then against each."""
+    peak, how = peak_gflops()
+    rows = ["| batch | peer | s/step (median) | images/s | GFLOP/s | % of peak | trainer vs this | "
+            "peak RSS MB | background cores |", "|---|---|---|---|---|---|---|---|---|"]
+    headline = []
+    for batch in batches:
+        mine = summary.get(f"{batch}-trainer", {})
+        torch_ok = {p: summary[f"{batch}-{p}"] for p in peers if p != "trainer"
+                    and "error" not in summary.get(f"{batch}-{p}", {"error": 1})}
+        if "error" not in mine and torch_ok:
+            best = max(torch_ok, key=lambda p: torch_ok[p]["images_per_s"])
+            ratio = mine["images_per_s"] / torch_ok[best]["images_per_s"]
+            headline.append(f"batch {batch}: **{ratio:.2f}x** the best PyTorch ({LABELS[best]})")
+        for peer in peers:
+            s = summary.get(f"{batch}-{peer}", {"error": "not run"})
+            if "error" in s:
+                rows.append(f"| {batch} | {LABELS[peer]} | failed: {s['error']} | | | | | | |")
+                continue
+            vs = ("" if peer == "trainer" or "error" in mine
+                  else f"{mine['images_per_s'] / s['images_per_s']:.2f}x")
+            rows.append(f"| {batch} | {LABELS[peer]} | {s['per_step_s']:.3f} | {s['images_per_s']:.2f} "
+                        f"| {s['gflops']:.1f} | {100 * s['gflops'] / peak:.1f}% | {vs} "
+                        f"| {s['peak_rss_mb']:.0f} | {s['background_cores']:.2f} |")
+    gf = 3 * 2 * forward_macs() / 1e9
+    notes = (
+        "\nTrainer vs the best PyTorch configuration measured in the same run: "
+        f"{'; '.join(headline) or 'n/a'}. \"Trainer vs this\" is the trainer's images/s divided by that "
+        f"row's. GFLOP/s counts {gf:.2f} GFLOP per image (3 x the forward pass's "
+        f"{forward_macs() / 1e6:.0f} M multiply-adds x 2); peak {peak:.0f} GFLOP/s = {how}. The trainer's "
+        "figure is `mnv2 train`'s own \"per step time\" of its last epoch (2 epochs over a generated "
+        "ImageFolder of exactly that many steps; data pipeline, loop and logging included); PyTorch's is the "
+        "median of its timed steps on one in-memory batch (no input cost). Medians over rounds, peers "
+        "interleaved in rotating order, each in its own process.\n"
+    )
+    return "\n".join(rows) + "\n" + notes
+
+
+def section(report, quick: bool) -> None:
+    """The `trainer` section of bench.run_all."""
+    batches, steps, rounds = ([8], 20, 1) if quick else ([8, 32, 150], 20, 2)
+    cache = Path(os.environ.get("MNV2_BENCH_CACHE", "/tmp/mnv2-bench-cache"))
+    raw = measure(batches, steps, rounds, cache, 7200.0)
+    peers = ("trainer", *TORCH_PEERS)
+    summary = summarise(raw, batches, peers)
+    report.raw["trainer"] = {"raw": raw, "summary": summary, "steps": steps, "rounds": rounds}
+    report.add("The trainer's own path: `mnv2 train` against PyTorch (MobileNetV2 1.0, 224 px, 10 classes)",
+               table(summary, batches, peers))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", default="8,32,150")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per run (>= 20 for the record)")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--peers", default=",".join(("trainer", *TORCH_PEERS)))
+    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("MNV2_BENCH_CACHE",
+                                                                          "/tmp/mnv2-bench-cache")))
+    args = parser.parse_args(argv)
+    batches = [int(b) for b in args.batches.split(",")]
+    peers = tuple(args.peers.split(","))
+    raw = measure(batches, args.steps, args.rounds, args.cache, 7200.0, peers)
+    summary = summarise(raw, batches, peers)
+    print(table(summary, batches, peers))
+    print("BENCH-RESULT " + json.dumps({"raw": raw, "summary": summary}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
