@@ -26,6 +26,16 @@ def test_more_workers_than_cpus_are_clamped_with_a_notice(trees, capsys):
     assert tuple(images.shape) == (4, 3, 32, 32) and tuple(labels.shape) == (4,)
 
 
+def test_the_pipeline_keeps_to_this_process_share_of_the_pod(monkeypatch, capsys):
+    """The launcher's plan (MNV2_THREADS: the pod's CPU limit over its processes) caps the workers."""
+    monkeypatch.setenv("MNV2_THREADS", "1")
+    if (os.cpu_count() or 1) > 1:
+        assert data.pipeline_workers(2) == 1
+        assert "of this process's share of the pod (MNV2_THREADS)" in capsys.readouterr().err
+    monkeypatch.setenv("MNV2_THREADS", "64")
+    assert data.pipeline_workers(1) == 1
+
+
 def test_seeding_the_pipeline_leaves_the_global_generators_alone(trees):
     """mindspore.dataset.config.set_seed seeds `random` and `numpy.random` too (its documented effect)."""
     index = data.scan_image_folder(trees.val)

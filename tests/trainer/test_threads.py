@@ -160,11 +160,6 @@ print(json.dumps(RuntimeConf.get_instance().is_op_threads_num_configured()))
 """
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="needs mnv2.train.set_device_context to apply MNV2_THREADS (train.py is not the launcher "
-    "helper's file; see its report). Remove this marker with that change.",
-)
 def test_the_trainer_sizes_mindspores_kernel_threads_from_its_share():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MNV2_", "MS_", "OMP_"))}
     pod = _pod("CPU", 1, **{le.CPU_LIMIT_MILLICORES: 1000})

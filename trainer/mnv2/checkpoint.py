@@ -210,6 +210,12 @@ def latest_resume_state(folder: str | Path) -> ResumeState | None:
     return None
 
 
+def best_top1(path: Path) -> float | None:
+    """The top-1 a best checkpoint (`<run>-best.ckpt`) was kept for, or None if it does not say."""
+    value = _load(path, "keep_best").get(META_PREFIX + "top1")
+    return None if value is None else float(value.asnumpy())
+
+
 def restore(path: Path, *cells: Any) -> None:
     """Load a resume checkpoint into the network and optimizer (all names must be present)."""
     import mindspore as ms

@@ -1,24 +1,29 @@
 """Image-folder datasets for training and evaluation (mindspore.dataset), sharded by rank at the source.
 
-The folder is scanned and its images verified up front with Pillow, so a missing folder, an empty
-class or a corrupt file is an `InputError` naming it before any MindSpore work (never a hang in a
-worker). The scan lists files in ImageFolderDataset's own order (sorted classes, sorted files), so a
-`SubsetSampler` over indices selects exactly the files we mean: each epoch a permutation seeded by
-(seed, epoch), dealt to ranks in equal shares. That makes the order reproducible for `--resume`,
-lets the `skip` policy leave out bad files, and gives evaluation exact, non-overlapping shards.
+Start-up costs a listing, not a read: the scan lists class folders and file names (sorted classes,
+sorted files: ImageFolderDataset's own order) and opens no image, so a missing folder or an empty
+class is an `InputError` at once, and a corrupt file is found where it is decoded, per
+`on_corrupt_image`: `error` stops naming the file, `skip` names it and goes on. A `SubsetSampler`
+over indices selects exactly the files we mean: each epoch a permutation seeded by (seed, epoch),
+dealt to ranks in equal shares, which makes the order reproducible for `--resume` (a resumed epoch
+starts its sampler after the batches already trained: they are not read again) and gives evaluation
+exact, non-overlapping shards. A skipped training file is replaced in its rank's share by the next
+good one, so every rank still takes the same number of steps.
 """
 
 from __future__ import annotations
 
 import os
 import random
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from mnv2 import launchenv
 from mnv2.exitcodes import InputError
 from mnv2.logs import notice
 
@@ -29,38 +34,25 @@ STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 @dataclass
 class ImageFolderIndex:
-    """The files of one image-folder tree, in ImageFolderDataset's order, and which of them to use."""
+    """The files of one image-folder tree, in ImageFolderDataset's order."""
 
     root: Path
     classes: list[str]
     files: list[Path]
     labels: np.ndarray
-    usable: np.ndarray  # indices into files (all of them unless the skip policy left some out)
-    skipped: list[Path] = field(default_factory=list)
+    usable: np.ndarray  # indices into files: all of them (the shares are dealt from these)
     class_indexing: dict[str, int] = field(default_factory=dict)  # folder name -> label
+    bad: set[int] = field(default_factory=set)  # files this process found corrupt while decoding
 
     @property
     def num_images(self) -> int:
         return len(self.usable)
 
 
-def _verify_image(path: Path) -> str | None:
-    """None when Pillow can parse the file's structure, else why not (cheap: no full decode)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except Exception as error:  # Pillow raises many types for bad data
-        return f"{type(error).__name__}: {error}"
-    return None
-
-
 def scan_image_folder(
-    root: str | os.PathLike[str], *, on_corrupt: str = "error", verify: bool = True,
-    what: str = "dataset_path", class_names: list[str] | None = None,
+    root: str | os.PathLike[str], *, what: str = "dataset_path", class_names: list[str] | None = None,
 ) -> ImageFolderIndex:
-    """List and verify an image-folder tree; raise InputError naming the folder or file at fault.
+    """List an image-folder tree (no image is opened); raise InputError naming the folder at fault.
 
     `class_names` imposes another tree's labels (evaluation during training uses the training
     classes, so a validation tree that lacks a class still labels the others correctly).
@@ -84,33 +76,15 @@ def scan_image_folder(
         folder = root / name
         images = sorted(
             entry.name for entry in os.scandir(folder)
-            if entry.is_file() and entry.name.endswith(IMAGE_EXTENSIONS)
+            if entry.name.endswith(IMAGE_EXTENSIONS) and entry.is_file()
         )
         if not images:
             kinds = ", ".join(IMAGE_EXTENSIONS[:4])
             raise InputError(f"{what}: {folder}: class folder has no images ({kinds})")
         files += [folder / image for image in images]
         labels += [label] * len(images)
-    bad: dict[int, str] = {}
-    if verify:
-        with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) * 4)) as pool:
-            for index, problem in enumerate(pool.map(_verify_image, files, chunksize=64)):
-                if problem is not None:
-                    bad[index] = problem
-    if bad and on_corrupt != "skip":
-        index, problem = next(iter(sorted(bad.items())))
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise InputError(f"{what}: {files[index]}: corrupt or unreadable image: {problem}{more}")
-    skipped = [files[i] for i in sorted(bad)]
-    for i in sorted(bad):
-        notice(f"skipping corrupt image {files[i]}: {bad[i]}")
-    if skipped:
-        notice(f"{what}: skipped {len(skipped)} corrupt image(s) of {len(files)} (on_corrupt_image=skip)")
-    usable = np.array([i for i in range(len(files)) if i not in bad], dtype=np.int64)
-    if len(usable) == 0:
-        raise InputError(f"{what}: {root}: no usable images")
     return ImageFolderIndex(
-        root, classes, files, np.array(labels, dtype=np.int32), usable, skipped,
+        root, classes, files, np.array(labels, dtype=np.int32), np.arange(len(files), dtype=np.int64),
         class_indexing={name: mapping[name] for name in classes},
     )
 
@@ -154,15 +128,27 @@ def eval_resize(image_size: int) -> int:
 _CLAMPED: set[tuple[int, int]] = set()
 
 
+def thread_share() -> int | None:
+    """This process's share of the pod's CPUs from the launcher (MNV2_THREADS), if it set one."""
+    value = os.environ.get(launchenv.THREADS, "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def pipeline_workers(requested: int) -> int:
-    """`requested` parallel workers, at most one per CPU (MindSpore refuses more), with a notice once."""
+    """`requested` parallel workers, at most one per CPU (MindSpore refuses more) and at most this
+    process's share of the pod's CPUs, with a notice once."""
     cpus = os.cpu_count() or 1
-    if requested <= cpus:
+    share = thread_share()
+    if share and share < cpus:
+        limit, why = share, f"{share} CPU(s) of this process's share of the pod ({launchenv.THREADS})"
+    else:
+        limit, why = cpus, f"{cpus} CPU(s) here"
+    if requested <= limit:
         return requested
-    if (requested, cpus) not in _CLAMPED:
-        _CLAMPED.add((requested, cpus))
-        notice(f"num_workers: {requested} is more than the {cpus} CPU(s) here; using {cpus}")
-    return cpus
+    if (requested, limit) not in _CLAMPED:
+        _CLAMPED.add((requested, limit))
+        notice(f"num_workers: {requested} is more than the {why}; using {limit}")
+    return limit
 
 
 @contextmanager
@@ -190,22 +176,58 @@ def _source(index: ImageFolderIndex, indices: np.ndarray, workers: int):
     )
 
 
+def train_files(
+    index: ImageFolderIndex, *, epoch: int, seed: int, rank: int, world: int, batch_size: int, skip: int = 0,
+) -> np.ndarray:
+    """This rank's files for one epoch from batch `skip` on, each known-bad file replaced by a good one."""
+    indices = epoch_indices(index, epoch=epoch, seed=seed, rank=rank, world=world)
+    return _replace_bad(indices, index)[skip * batch_size:]
+
+
+def _replace_bad(indices: np.ndarray, index: ImageFolderIndex) -> np.ndarray:
+    """Each bad file gives its place to the next good file of the same share (cyclically), so the
+    share keeps its size and every rank its number of steps."""
+    if not index.bad:
+        return indices
+    good = ~np.isin(indices, list(index.bad))
+    if not good.any():
+        raise InputError(f"dataset_path: {index.root}: every image of this rank's share is corrupt")
+    replaced = indices.copy()
+    for position in np.flatnonzero(~good):
+        step = 1
+        while not good[(position + step) % len(indices)]:
+            step += 1
+        replaced[position] = indices[(position + step) % len(indices)]
+    return replaced
+
+
+def eval_files(index: ImageFolderIndex, *, rank: int, world: int) -> np.ndarray:
+    """This rank's evaluation files, without those found corrupt (counts are exact over the rest)."""
+    indices = eval_indices(index, rank=rank, world=world)
+    return indices[~np.isin(indices, list(index.bad))] if index.bad else indices
+
+
 def create_train_dataset(
     index: ImageFolderIndex, *, image_size: int, batch_size: int, epoch: int, seed: int,
     rank: int = 0, world: int = 1, workers: int = 2,
-    min_crop_scale: float = 0.08, horizontal_flip: bool = True,
+    min_crop_scale: float = 0.08, horizontal_flip: bool = True, skip: int = 0,
 ):
-    """One epoch of augmented batches (zoo train transforms), drop_remainder, this rank's share."""
+    """One epoch of augmented batches (zoo train transforms), drop_remainder, this rank's share.
+
+    `skip` batches are left out at the sampler: a resumed epoch does not read them again.
+    """
     import mindspore.dataset as ds
     import mindspore.dataset.transforms as T
     import mindspore.dataset.vision as V
     from mindspore.common import dtype as mstype
 
-    # The augmentation RNG is seeded per (seed, epoch, rank): a resumed epoch draws the same crops.
+    # The augmentation RNG is seeded per (seed, epoch, rank), and per resume point: the draws are
+    # reproducible, but a resumed epoch's remaining batches get other crops than an unbroken run's.
     with _global_generators_kept():
-        ds.config.set_seed(int(seed) * 100_003 + epoch * 1_009 + rank)
+        ds.config.set_seed((int(seed) * 100_003 + epoch * 1_009 + rank + skip * 7_919_993) % 2**32)
     workers = pipeline_workers(workers)
-    indices = epoch_indices(index, epoch=epoch, seed=seed, rank=rank, world=world)
+    indices = train_files(index, epoch=epoch, seed=seed, rank=rank, world=world, batch_size=batch_size,
+                          skip=skip)
     data = _source(index, indices, workers)
     image_ops = [
         V.RandomCropDecodeResize(image_size, scale=(min_crop_scale, 1.0), ratio=(0.75, 1.333)),
@@ -221,7 +243,7 @@ def create_train_dataset(
 
 def create_eval_dataset(
     index: ImageFolderIndex, *, image_size: int, batch_size: int, rank: int = 0, world: int = 1,
-    workers: int = 2,
+    workers: int = 2, skip: int = 0,
 ):
     """Decode, resize to a square, centre crop (zoo eval transforms); every image of this rank's share."""
     import mindspore.dataset.transforms as T
@@ -229,7 +251,7 @@ def create_eval_dataset(
     from mindspore.common import dtype as mstype
 
     workers = pipeline_workers(workers)
-    data = _source(index, eval_indices(index, rank=rank, world=world), workers)
+    data = _source(index, eval_files(index, rank=rank, world=world)[skip * batch_size:], workers)
     resize = eval_resize(image_size)
     image_ops = [
         V.Decode(),
@@ -241,3 +263,59 @@ def create_eval_dataset(
     data = data.map(operations=image_ops, input_columns="image", num_parallel_workers=workers)
     data = data.map(operations=T.TypeCast(mstype.int32), input_columns="label", num_parallel_workers=workers)
     return data.batch(batch_size, drop_remainder=False)
+
+
+PREFETCH_BATCHES = 16  # how far past the delivered batches Pillow looks when MindSpore names no file
+
+
+def find_corrupt(
+    error: BaseException, paths: list[Path], check: int | None = None
+) -> tuple[Path | None, str]:
+    """Which of `paths` made the pipeline fail, and why: MindSpore names the file in its error
+    ("The corresponding data file is: ..."); otherwise Pillow checks the first `check` of them.
+    (None, "") if none."""
+    message = str(error)
+    for path in paths:
+        at = message.find(str(path))
+        if at >= 0:
+            reason = message[at + len(str(path)):].lstrip(". ").split("\n")[0].split(". ")[0]
+            return path, reason.strip() or "cannot be decoded"
+    from PIL import Image
+
+    for path in paths[:check]:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except Exception as problem:  # Pillow raises many types for bad data
+            return path, f"{type(problem).__name__}: {problem}"
+    return None, ""
+
+
+def tolerant_batches(
+    make: Callable[[int], tuple[Any, np.ndarray]], index: ImageFolderIndex, *, batch_size: int,
+    on_corrupt: str, what: str,
+) -> Iterator[tuple[Any, Any]]:
+    """Batches of `make(start_batch)` -> (dataset, its files in order), with corrupt files handled
+    where they are decoded: `error` raises InputError naming the file; `skip` names it, marks it bad
+    and continues with a pipeline rebuilt from the failing batch on."""
+    start = 0
+    while True:
+        dataset, files = make(start)
+        done = 0
+        try:
+            for images, labels in dataset.create_tuple_iterator(num_epochs=1):
+                yield images, labels
+                done += 1
+            return
+        except RuntimeError as error:
+            # The pipeline decodes ahead of the batches delivered, so the file may sit in any later one.
+            pending = [int(i) for i in files[done * batch_size:]]
+            culprit, reason = find_corrupt(error, [index.files[i] for i in pending],
+                                           check=PREFETCH_BATCHES * batch_size)
+            if culprit is None:
+                raise
+            if on_corrupt != "skip":
+                raise InputError(f"{what}: {culprit}: corrupt or unreadable image: {reason}") from None
+            notice(f"skipping corrupt image {culprit}: {reason} (on_corrupt_image=skip)")
+            index.bad.add(pending[[index.files[i] for i in pending].index(culprit)])
+            start += done

@@ -6,7 +6,9 @@ correct/total counts are summed over ranks, so the result is the accuracy on the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -31,15 +33,23 @@ def topk_counts(logits: np.ndarray, labels: np.ndarray, k: int = 5) -> tuple[int
     return correct1, correctk
 
 
-def evaluate(network, dataset, ctx: DistContext) -> EvalResult:
-    """Run `network` in inference mode over `dataset` (None for an empty share) and sum over ranks."""
+def evaluate(
+    network, batches: Iterable[tuple[Any, Any]] | None, ctx: DistContext, total_batches: int = 0
+) -> EvalResult:
+    """Run `network` in inference mode over `batches` (None for an empty share) and sum over ranks.
+
+    On rank 0, with a terminal, a live line shows the batches done out of `total_batches`.
+    """
+    from mnv2.console import Quiet, live_eval
+
     network.set_train(False)
     counts = np.zeros(3, dtype=np.float64)
-    if dataset is not None:
-        for images, labels in dataset.create_tuple_iterator(num_epochs=1):
+    with live_eval(total_batches) if ctx.is_main and total_batches else Quiet() as live:
+        for done, (images, labels) in enumerate(batches or (), start=1):
             logits = network(images).asnumpy().astype(np.float32)
             c1, c5 = topk_counts(logits, labels.asnumpy())
             counts += (c1, c5, len(logits))
+            live.step(done, len(logits))
     counts = all_reduce_sum(counts, ctx).astype(np.float64)
     correct1, correct5, total = (round(float(x)) for x in counts)
     return EvalResult(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnv2.data import ImageFolderIndex, create_eval_dataset, eval_indices
+from mnv2.data import ImageFolderIndex, create_eval_dataset, eval_files, eval_indices, tolerant_batches
 from mnv2.distributed import DistContext
 from mnv2.logs import notice
 
@@ -49,11 +49,11 @@ def cache_path(output_dir: str | Path, key: str) -> Path:
     return Path(output_dir) / f"features-{key}.npz"
 
 
-def extract_features(network, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled backbone features (N, C) and labels (N,) over a dataset, in inference mode."""
+def extract_features(network, batches) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled backbone features (N, C) and labels (N,) over batches of images, in inference mode."""
     network.set_train(False)
     chunks, labels = [], []
-    for images, batch_labels in dataset.create_tuple_iterator(num_epochs=1):
+    for images, batch_labels in batches:
         # Pool in numpy: an eager MindSpore op outside a cell is slower and, with NumPy 2, fragile.
         maps = network.backbone(images).asnumpy().astype(np.float32)
         chunks.append(maps.mean(axis=(2, 3)))
@@ -63,7 +63,7 @@ def extract_features(network, dataset) -> tuple[np.ndarray, np.ndarray]:
 
 def load_or_extract(
     network, index: ImageFolderIndex, *, ckpt: str, output_dir: str, image_size: int, width_mult: float,
-    batch_size: int, workers: int, ctx: DistContext,
+    batch_size: int, workers: int, ctx: DistContext, on_corrupt: str = "error",
 ) -> tuple[np.ndarray, np.ndarray, Path]:
     """This rank's features: from the cache when its key matches, else extracted and cached."""
     key = cache_key(
@@ -76,10 +76,14 @@ def load_or_extract(
             return cached["features"], cached["labels"], path
     if len(eval_indices(index, rank=ctx.rank, world=ctx.world)) == 0:
         return np.zeros((0, network.head.in_channels), np.float32), np.zeros((0,), np.int32), path
-    dataset = create_eval_dataset(
-        index, image_size=image_size, batch_size=batch_size, rank=ctx.rank, world=ctx.world, workers=workers
-    )
-    features, labels = extract_features(network, dataset)
+
+    def make(start: int):
+        dataset = create_eval_dataset(index, image_size=image_size, batch_size=batch_size, rank=ctx.rank,
+                                      world=ctx.world, workers=workers, skip=start)
+        return dataset, eval_files(index, rank=ctx.rank, world=ctx.world)[start * batch_size:]
+
+    batches = tolerant_batches(make, index, batch_size=batch_size, on_corrupt=on_corrupt, what="dataset_path")
+    features, labels = extract_features(network, batches)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
     np.savez(tmp, features=features, labels=labels)

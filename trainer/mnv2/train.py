@@ -1,10 +1,15 @@
-"""The training run: a straight line of factory calls, one training loop for every mode.
+"""The training run: a straight line of factory calls, then a loop with the same hooks on every device.
 
     config -> device + ranks -> data -> network (+ pretrained) -> LR, loss, optimizer, AMP
-           -> resume -> loop (log lines, metrics, NaN check, SIGTERM, checkpoints) -> evaluation
+           -> resume (rank 0 decides, broadcast) -> loop -> final evaluation -> artifacts
 
-Full training feeds images; head-only training (`freeze_layer=backbone`) feeds cached pooled
-features to the head alone. Both share the loop, the checkpoints and the log lines.
+What happens around the steps (the seed's log lines, metrics, live progress, the NaN check, SIGTERM,
+checkpoints, periodic evaluation, the best checkpoint, the training report) lives in `RunHooks`.
+Two loops drive it: on CPU our own Python loop, one step at a time; on Ascend and GPU the model
+zoo's `Model.train(..., dataset_sink_mode=True)`, whose callback calls the same hooks after each
+sink (`MNV2_TRAIN_LOOP=python|model` overrides; on CPU `model` runs without sinking, which is how
+the tests exercise the callback). Full training feeds images; head-only training
+(`freeze_layer=backbone`) feeds cached pooled features to the head alone, always in the Python loop.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +29,13 @@ from mnv2 import checkpoint as ckpt
 from mnv2 import data, launchenv
 from mnv2.config import AmpLevel, FreezeLayer, Platform, TrainingConfig, save_config
 from mnv2.distributed import DistContext, all_reduce_sum, broadcast_from_main, broadcast_parameters
-from mnv2.exitcodes import DivergedError, ExitCode
+from mnv2.exitcodes import ConfigError, DivergedError, ExitCode
 from mnv2.logs import emit, epoch_line, notice, result_line, step_line
+from mnv2.report import EpochRecord, TrainingReport
 
 EXECUTION_MODE_ENV = "MNV2_EXECUTION_MODE"  # graph (default: fastest per step) or pynative (fastest start)
 LOG_EVERY_ENV = "MNV2_LOG_EVERY"  # print a step line every N steps (always at an epoch's last step)
+TRAIN_LOOP_ENV = "MNV2_TRAIN_LOOP"  # python (CPU default) or model (Model.train; Ascend/GPU default)
 DEFAULT_LOG_EVERY = 100
 NO_DECAY_SUFFIXES = ("gamma", "beta", "bias")
 
@@ -43,6 +50,8 @@ class TrainResult:
     top5: float | None = None
     steps_per_epoch: int = 0
     network: Any = None  # the trained network (in-process callers: tests, export after training)
+    best_checkpoint: Path | None = None  # keep_best: the best checkpoint so far, and its top-1
+    best_top1: float | None = None
 
 
 def set_device_context(config: TrainingConfig) -> None:
@@ -53,6 +62,14 @@ def set_device_context(config: TrainingConfig) -> None:
 
     mode = os.environ.get(EXECUTION_MODE_ENV, "graph").lower()
     ms.set_context(mode=ms.PYNATIVE_MODE if mode == "pynative" else ms.GRAPH_MODE)
+    threads = data.thread_share()
+    if threads:
+        from mindspore._c_expression import RuntimeConf
+
+        # This process's share of the pod's CPUs (the launcher's plan) for MindSpore's CPU kernel pool,
+        # not the host's core count; MindSpore takes the setting once per process.
+        if not RuntimeConf.get_instance().is_op_threads_num_configured():
+            ms.device_context.cpu.op_tuning.threads_num(threads)
     try:
         ms.set_device(str(config.platform), local_device_id())
     except RuntimeError:
@@ -150,14 +167,13 @@ def _make_metrics(config: TrainingConfig, ctx: DistContext):
 
 
 def scan_datasets(config: TrainingConfig) -> tuple[data.ImageFolderIndex, data.ImageFolderIndex | None]:
-    """Find and verify the training (and evaluation) images; InputError names what is wrong."""
-    index = data.scan_image_folder(config.dataset_path, on_corrupt=config.on_corrupt_image)
+    """List the training (and evaluation) images; InputError names a missing or empty folder."""
+    index = data.scan_image_folder(config.dataset_path)
     data.check_num_classes(index, config.num_classes)
     eval_index = None
     if config.eval_dataset_path:
         eval_index = data.scan_image_folder(
-            config.eval_dataset_path, on_corrupt=config.on_corrupt_image, what="eval_dataset_path",
-            class_names=index.classes,
+            config.eval_dataset_path, what="eval_dataset_path", class_names=index.classes,
         )
     return index, eval_index
 
@@ -176,6 +192,16 @@ def use_fast_cpu_kernels(network, config: TrainingConfig) -> None:
         replace_slow_convolutions(network, dense_input_grad=False)
 
 
+def train_loop_kind(config: TrainingConfig, head_only: bool) -> str:
+    """`python` (our loop) or `model` (MindSpore's Model.train, sinking on Ascend and GPU)."""
+    kind = os.environ.get(TRAIN_LOOP_ENV, "").strip().lower()
+    if kind not in ("", "python", "model"):
+        raise ConfigError(f"{TRAIN_LOOP_ENV}: {kind!r} is not python or model")
+    if head_only:
+        return "python"  # a dense layer on cached features: nothing to sink
+    return kind or ("python" if config.platform == Platform.CPU else "model")
+
+
 def train(
     config: TrainingConfig, ctx: DistContext, stop: StopFlag | None = None,
     datasets: tuple[data.ImageFolderIndex, data.ImageFolderIndex | None] | None = None,
@@ -192,11 +218,12 @@ def train(
     stop = stop or StopFlag()
     output_dir = Path(config.output_dir)
     ckpt_dir = output_dir / "checkpoint"
+    index, eval_index = datasets or scan_datasets(config)
+    if config.eval_interval and eval_index is None:
+        raise ConfigError("eval_interval: periodic evaluation needs eval_dataset_path")
     if ctx.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, output_dir / "config.yaml")
-
-    index, eval_index = datasets or scan_datasets(config)
 
     network = create_network(
         "mobilenetv2", num_classes=config.num_classes, width_mult=config.width_mult, seed=config.seed
@@ -237,23 +264,31 @@ def train(
                      world_size=ctx.world)
     result = TrainResult(steps_per_epoch=spe, global_step=start_epoch * spe + start_step,
                          last_checkpoint=resumed_from, network=network)
+    hooks = RunHooks(config, ctx, stop, network, train_cell, spe, lr_values, metrics, result, ckpt_dir,
+                     prefix, eval_index, resumed=resumed_from is not None)
     try:
-        _loop(config, ctx, stop, network, train_cell, batches, spe, lr_values, start_epoch, start_step,
-              metrics, result, ckpt_dir, prefix)
+        if train_loop_kind(config, head_only) == "model":
+            _model_loop(hooks, index, start_epoch, start_step)
+        else:
+            _python_loop(hooks, batches, start_epoch, start_step)
         if result.exit_code == ExitCode.SUCCESS and eval_index is not None:
-            from mnv2.evaluate import evaluate
-
-            evaluation = evaluate(network, eval_dataset(eval_index, config, ctx), ctx)
-            result.top1, result.top5 = evaluation.top1, evaluation.top5
-            metrics.on_eval(top1=evaluation.top1, top5=evaluation.top5)
-            if ctx.is_main:
-                notice(f"evaluation: {evaluation.correct1} of {evaluation.total} images right (top-1), "
-                       f"{evaluation.correct5} in the top 5, over {ctx.world} rank(s)")
-                last = str(result.last_checkpoint or "")
-                emit(result_line(acc=evaluation.top1, top5=evaluation.top5, ckpt=last))
+            hooks.final_evaluation()
+        if ctx.is_main and result.exit_code == ExitCode.SUCCESS:
+            _publish_artifacts(config, result)
     finally:
+        hooks.close()
         metrics.close()
     return result
+
+
+def _publish_artifacts(config: TrainingConfig, result: TrainResult) -> None:
+    """Where the model went (mnv2.artifacts): the output folder's artifacts.json, termination message."""
+    from mnv2 import artifacts
+
+    artifacts.publish(artifacts.summary(
+        config.output_dir, checkpoint=result.last_checkpoint, top1=result.top1,
+        best_checkpoint=result.best_checkpoint, best_top1=result.best_top1,
+    ))
 
 
 RESUME_NONE, RESUME_FROM, RESUME_FAILED = 0, 1, 2
@@ -301,30 +336,45 @@ def resume_point(
     return epoch, step, path
 
 
-def eval_dataset(index: data.ImageFolderIndex, config: TrainingConfig, ctx: DistContext):
-    """This rank's evaluation batches, or None when its share is empty (more ranks than images)."""
-    if len(data.eval_indices(index, rank=ctx.rank, world=ctx.world)) == 0:
-        return None
-    return data.create_eval_dataset(
-        index, image_size=config.image_size, batch_size=config.batch_size, rank=ctx.rank, world=ctx.world,
-        workers=config.num_workers,
-    )
+def eval_batches(index: data.ImageFolderIndex, config: TrainingConfig, ctx: DistContext):
+    """This rank's evaluation batches and how many there are ((None, 0) for an empty share)."""
+    total = len(data.eval_files(index, rank=ctx.rank, world=ctx.world))
+    if total == 0:
+        return None, 0
+
+    def make(start: int):
+        dataset = data.create_eval_dataset(
+            index, image_size=config.image_size, batch_size=config.batch_size, rank=ctx.rank, world=ctx.world,
+            workers=config.num_workers, skip=start,
+        )
+        return dataset, data.eval_files(index, rank=ctx.rank, world=ctx.world)[start * config.batch_size:]
+
+    batches = data.tolerant_batches(make, index, batch_size=config.batch_size,
+                                    on_corrupt=config.on_corrupt_image, what="eval_dataset_path")
+    return batches, math.ceil(total / config.batch_size)
 
 
 Batches = Callable[[int, int], Iterator[tuple[Any, Any]]]
 
 
+def _train_dataset(index: data.ImageFolderIndex, config: TrainingConfig, ctx: DistContext, epoch: int,
+                   skip: int):
+    return data.create_train_dataset(
+        index, image_size=config.image_size, batch_size=config.batch_size, epoch=epoch, seed=config.seed,
+        rank=ctx.rank, world=ctx.world, workers=config.num_workers,
+        min_crop_scale=config.min_crop_scale, horizontal_flip=config.horizontal_flip, skip=skip,
+    )
+
+
 def _image_batches(index: data.ImageFolderIndex, config: TrainingConfig, ctx: DistContext) -> Batches:
     def batches(epoch: int, skip: int) -> Iterator[tuple[Any, Any]]:
-        dataset = data.create_train_dataset(
-            index, image_size=config.image_size, batch_size=config.batch_size, epoch=epoch, seed=config.seed,
-            rank=ctx.rank, world=ctx.world, workers=config.num_workers,
-            min_crop_scale=config.min_crop_scale, horizontal_flip=config.horizontal_flip,
-        )
-        # Skipped batches still pass through the augmentations, so the random draws stay in step.
-        for step, (images, labels) in enumerate(dataset.create_tuple_iterator(num_epochs=1)):
-            if step >= skip:
-                yield images, labels
+        def make(start: int):
+            files = data.train_files(index, epoch=epoch, seed=config.seed, rank=ctx.rank, world=ctx.world,
+                                     batch_size=config.batch_size, skip=skip + start)
+            return _train_dataset(index, config, ctx, epoch, skip + start), files
+
+        return data.tolerant_batches(make, index, batch_size=config.batch_size,
+                                     on_corrupt=config.on_corrupt_image, what="dataset_path")
 
     return batches
 
@@ -337,6 +387,7 @@ def _head_batches(network, index: data.ImageFolderIndex, config: TrainingConfig,
     features, labels, _ = load_or_extract(
         network, index, ckpt=config.pretrain_ckpt, output_dir=config.output_dir, image_size=config.image_size,
         width_mult=config.width_mult, batch_size=config.batch_size, workers=config.num_workers, ctx=ctx,
+        on_corrupt=config.on_corrupt_image,
     )
     spe = data.steps_per_epoch(index, batch_size=config.batch_size, world=ctx.world)
 
@@ -362,68 +413,239 @@ def _log_every() -> int:
         return DEFAULT_LOG_EVERY
 
 
-def _loop(config, ctx, stop, network, train_cell, batches, spe, lr_values, start_epoch, start_step,
-          metrics, result: TrainResult, ckpt_dir: Path, prefix: str = ckpt.PREFIX) -> None:
-    log_every = _log_every()
-    images_per_step = config.batch_size * ctx.world
+class RunHooks:
+    """Everything around the steps, whichever loop drives them (ours, or Model.train's callback).
 
-    def save(epoch: int, steps_done: int) -> None:
-        if not (ctx.is_main and config.save_checkpoint):
+    The loop calls `begin_epoch`, then `after_steps` after each step (or each sink of several steps;
+    it returns True once all ranks agreed to stop on SIGTERM, after the checkpoint is written), then
+    `end_epoch`. Rank 0 alone writes checkpoints, the report and the live line; every rank logs its
+    own step lines (as the zoo's ranks do) and takes part in evaluations (counts are all-reduced).
+    """
+
+    def __init__(self, config: TrainingConfig, ctx: DistContext, stop: StopFlag, network, train_cell,
+                 spe: int, lr_values: np.ndarray, metrics, result: TrainResult, ckpt_dir: Path, prefix: str,
+                 eval_index: data.ImageFolderIndex | None, resumed: bool) -> None:
+        from mnv2.console import Quiet, live_progress
+
+        self.config, self.ctx, self.stop = config, ctx, stop
+        self.network, self.train_cell = network, train_cell
+        self.spe, self.lr_values, self.metrics, self.result = spe, lr_values, metrics, result
+        self.ckpt_dir, self.prefix, self.eval_index = ckpt_dir, prefix, eval_index
+        self.log_every = _log_every()
+        self.images_per_step = config.batch_size * ctx.world
+        self.report = TrainingReport(config.output_dir, restart=not resumed) if ctx.is_main else None
+        self.live = live_progress(config.epochs, spe) if ctx.is_main else Quiet()
+        self.last_record: EpochRecord | None = None
+        self.evaluated_epoch = -1
+        best = ckpt_dir / ckpt.best_name(prefix)
+        if ctx.is_main and resumed and config.keep_best and best.is_file():
+            result.best_checkpoint, result.best_top1 = best, ckpt.best_top1(best)
+        self.epoch = 0
+
+    # ---- the loop's calls ---------------------------------------------------------------------
+    def begin_epoch(self, epoch: int, skip: int) -> None:
+        self.epoch, self.skip, self.steps_done = epoch, skip, skip
+        self.epoch_losses: list[float] = []
+        self.epoch_started = time.perf_counter()
+        self.train_cell.set_train()
+
+    def after_steps(self, output: Any, seconds: float, wait_seconds: float = 0.0, steps: int = 1) -> bool:
+        """`steps` steps finished in `seconds` (their last step's output); True when the run must stop."""
+        loss, overflow, scale = _unpack(output)
+        epoch, first = self.epoch, self.steps_done
+        step = first + steps - 1  # the last of them, 0-based within the epoch
+        for k in range(steps):
+            global_step = epoch * self.spe + first + k
+            self.metrics.on_step(
+                epoch=epoch, step=first + k, global_step=global_step + 1, loss=loss,
+                lr=float(self.lr_values[global_step]), step_seconds=seconds / steps,
+                data_wait_seconds=wait_seconds if k == 0 else 0.0, images=self.images_per_step,
+                loss_scale=scale, overflow=overflow and k == steps - 1,
+            )
+        global_step = epoch * self.spe + step
+        if not math.isfinite(loss):
+            # Let Prometheus scrape the NaN first (one scrape interval), so MNV2LossNaN can fire.
+            self.metrics.flush(timeout=NAN_FLUSH_SECONDS)
+            raise DivergedError(
+                f"loss became {loss} at global step {global_step} (epoch {epoch}, step {step})"
+            )
+        self.epoch_losses.append(loss)
+        self.result.losses.append(loss)
+        if step == self.spe - 1 or (step + 1) // self.log_every > first // self.log_every:
+            emit(step_line(epoch=epoch, epochs=self.config.epochs, step=step, steps=self.spe, loss=loss,
+                           avg_loss=float(np.mean(self.epoch_losses)), step_ms=seconds / steps * 1000.0,
+                           lr=float(self.lr_values[global_step])))
+        self.live.step(epoch, step, loss, self.images_per_step * steps / seconds if seconds > 0 else None)
+        self.steps_done = step + 1
+        self.result.global_step = global_step + 1
+        if _stop_agreed(self.stop, self.ctx):
+            self.save(epoch, self.steps_done)
+            saved = self.result.last_checkpoint
+            where = str(saved) if saved else "nothing (not rank 0)"
+            notice(f"SIGTERM: stopped after global step {self.result.global_step}; saved {where}")
+            self.result.exit_code = ExitCode.INTERRUPTED
+            return True
+        return False
+
+    def end_epoch(self) -> None:
+        epoch, config = self.epoch, self.config
+        seconds = time.perf_counter() - self.epoch_started
+        done = max(1, self.steps_done - self.skip)
+        avg = float(np.mean(self.epoch_losses)) if self.epoch_losses else float("nan")
+        emit(epoch_line(epoch_ms=seconds * 1000.0, per_step_ms=seconds * 1000.0 / done, avg_loss=avg))
+        images_per_s = done * self.images_per_step / seconds if seconds > 0 else 0.0
+        self.metrics.on_epoch_end(epoch=epoch, images_per_second=images_per_s, avg_loss=avg)
+        self.live.epoch_done(epoch, avg, seconds)
+        if (epoch + 1) % config.save_checkpoint_epochs == 0 or epoch + 1 == config.epochs:
+            self.save(epoch, self.spe)
+        top1 = None
+        if config.eval_interval and (epoch + 1) % config.eval_interval == 0:
+            top1 = self.evaluate(epoch)
+        lr = float(self.lr_values[(epoch + 1) * self.spe - 1])
+        self.last_record = EpochRecord(epoch=epoch, loss=avg, lr=lr, images_per_s=images_per_s,
+                                       seconds=seconds, top1=top1)
+        if self.report is not None:
+            self.report.add(self.last_record)
+
+    # ---- what the hooks do --------------------------------------------------------------------
+    def save(self, epoch: int, steps_done: int) -> None:
+        if not (self.ctx.is_main and self.config.save_checkpoint):
             return
         started = time.perf_counter()
+        spe = self.spe
         next_epoch, next_step = (epoch + 1, 0) if steps_done == spe else (epoch, steps_done)
         meta = {"epoch": next_epoch, "step_in_epoch": next_step, "global_step": epoch * spe + steps_done,
                 "steps_per_epoch": spe}
-        path = ckpt.save_atomic(ckpt.collect_parameters(network, train_cell),
-                                ckpt_dir / ckpt.checkpoint_name(epoch, steps_done, prefix), meta)
-        ckpt.rotate(ckpt_dir, config.keep_checkpoint_max, prefix)
-        result.last_checkpoint = path
-        metrics.on_checkpoint(seconds=time.perf_counter() - started)
+        path = ckpt.save_atomic(ckpt.collect_parameters(self.network, self.train_cell),
+                                self.ckpt_dir / ckpt.checkpoint_name(epoch, steps_done, self.prefix), meta)
+        ckpt.rotate(self.ckpt_dir, self.config.keep_checkpoint_max, self.prefix)
+        self.result.last_checkpoint = path
+        self.metrics.on_checkpoint(seconds=time.perf_counter() - started)
 
-    for epoch in range(start_epoch, config.epochs):
-        skip = start_step if epoch == start_epoch else 0
-        epoch_started = time.perf_counter()
-        epoch_losses: list[float] = []
-        step = skip
-        train_cell.set_train()
+    def _evaluate(self):
+        """Top-1/top-5 on the evaluation set (every rank takes part: the counts are all-reduced)."""
+        from mnv2.evaluate import evaluate
+
+        batches, total = eval_batches(self.eval_index, self.config, self.ctx)
+        evaluation = evaluate(self.network, batches, self.ctx, total_batches=total)
+        self.train_cell.set_train()
+        self.result.top1, self.result.top5 = evaluation.top1, evaluation.top5
+        self.metrics.on_eval(top1=evaluation.top1, top5=evaluation.top5)
+        return evaluation
+
+    def evaluate(self, epoch: int) -> float:
+        """The periodic evaluation after `epoch` (eval_interval); keeps the best checkpoint when asked."""
+        evaluation = self._evaluate()
+        self.evaluated_epoch = epoch
+        if self.ctx.is_main:
+            notice(f"evaluation after epoch {epoch + 1}: top-1 {evaluation.top1:.4f}, "
+                   f"top-5 {evaluation.top5:.4f} ({evaluation.correct1} of {evaluation.total} images right, "
+                   f"{self.ctx.world} rank(s))")
+        self._keep_best(epoch, evaluation.top1)
+        return evaluation.top1
+
+    def _keep_best(self, epoch: int, top1: float) -> None:
+        best = self.result.best_top1
+        if not (self.config.keep_best and self.ctx.is_main) or (best is not None and top1 <= best):
+            return
+        meta = {"epoch": epoch + 1, "step_in_epoch": 0, "global_step": (epoch + 1) * self.spe,
+                "steps_per_epoch": self.spe, "top1": float(top1)}
+        path = ckpt.save_atomic(ckpt.collect_parameters(self.network),
+                                self.ckpt_dir / ckpt.best_name(self.prefix), meta)
+        self.result.best_checkpoint, self.result.best_top1 = path, top1
+        notice(f"keep_best: {path} now holds epoch {epoch + 1} (top-1 {top1:.4f})")
+
+    def final_evaluation(self) -> None:
+        """The seed's closing `result:` line; the last epoch's periodic evaluation serves if there was one."""
+        last = self.config.epochs - 1
+        if self.evaluated_epoch != last:
+            evaluation = self._evaluate()
+            self._keep_best(last, evaluation.top1)
+            if self.ctx.is_main:
+                notice(f"evaluation: {evaluation.correct1} of {evaluation.total} images right (top-1), "
+                       f"{evaluation.correct5} in the top 5, over {self.ctx.world} rank(s)")
+            if self.report is not None and self.last_record is not None:
+                # The last epoch's row again, now with its top-1 (the report keeps an epoch's last row).
+                self.report.add(replace(self.last_record, top1=evaluation.top1))
+        if self.ctx.is_main:
+            checkpoint = str(self.result.last_checkpoint or "")
+            emit(result_line(acc=self.result.top1, top5=self.result.top5, ckpt=checkpoint))
+
+    def close(self) -> None:
+        self.live.close()
+        if self.report is not None:
+            self.report.close()
+
+
+def _python_loop(hooks: RunHooks, batches: Batches, start_epoch: int, start_step: int) -> None:
+    """Our loop (CPU): one step at a time, the loss read back after each."""
+    for epoch in range(start_epoch, hooks.config.epochs):
+        hooks.begin_epoch(epoch, start_step if epoch == start_epoch else 0)
         waited_since = time.perf_counter()
-        for inputs, labels in batches(epoch, skip):
+        for inputs, labels in batches(epoch, hooks.skip):
             step_started = time.perf_counter()
-            output = train_cell(inputs, labels)
-            loss, overflow, scale = _unpack(output)
-            step_ms = (time.perf_counter() - step_started) * 1000.0
-            global_step = epoch * spe + step
-            lr = float(lr_values[global_step])
-            metrics.on_step(
-                epoch=epoch, step=step, global_step=global_step + 1, loss=loss, lr=lr,
-                step_seconds=step_ms / 1000.0, data_wait_seconds=step_started - waited_since,
-                images=images_per_step, loss_scale=scale, overflow=overflow,
-            )
-            if not math.isfinite(loss):
-                # Let Prometheus scrape the NaN first (one scrape interval), so MNV2LossNaN can fire.
-                metrics.flush(timeout=NAN_FLUSH_SECONDS)
-                raise DivergedError(
-                    f"loss became {loss} at global step {global_step} (epoch {epoch}, step {step})"
-                )
-            epoch_losses.append(loss)
-            result.losses.append(loss)
-            if step == spe - 1 or (step + 1) % log_every == 0:
-                emit(step_line(epoch=epoch, epochs=config.epochs, step=step, steps=spe, loss=loss,
-                               avg_loss=float(np.mean(epoch_losses)), step_ms=step_ms, lr=lr))
-            step += 1
-            result.global_step = global_step + 1
-            if _stop_agreed(stop, ctx):
-                save(epoch, step)
-                where = str(result.last_checkpoint) if result.last_checkpoint else "nothing (not rank 0)"
-                notice(f"SIGTERM: stopped after global step {result.global_step}; saved {where}")
-                result.exit_code = ExitCode.INTERRUPTED
+            output = hooks.train_cell(inputs, labels)
+            _unpack(output)  # reads the loss back: the step has finished before the clock stops
+            if hooks.after_steps(output, time.perf_counter() - step_started, step_started - waited_since):
                 return
             waited_since = time.perf_counter()
-        epoch_ms = (time.perf_counter() - epoch_started) * 1000.0
-        done = max(1, step - skip)
-        avg = float(np.mean(epoch_losses)) if epoch_losses else float("nan")
-        emit(epoch_line(epoch_ms=epoch_ms, per_step_ms=epoch_ms / done, avg_loss=avg))
-        metrics.on_epoch_end(epoch=epoch, images_per_second=done * images_per_step / (epoch_ms / 1000.0),
-                             avg_loss=avg)
-        if (epoch + 1) % config.save_checkpoint_epochs == 0 or epoch + 1 == config.epochs:
-            save(epoch, spe)
+        hooks.end_epoch()
+
+
+def _sink_size(remaining: int, log_every: int) -> int:
+    """Steps per sink: the largest divisor of the epoch's remaining steps up to `log_every`, so step
+    lines and SIGTERM checks come at least that often, unless that would mean tiny sinks (a prime
+    remainder after a resume): then the whole remainder in one sink, as the zoo does."""
+    size = max(d for d in range(1, min(remaining, log_every) + 1) if remaining % d == 0)
+    return size if size * 4 >= min(remaining, log_every) else remaining
+
+
+def _model_loop(hooks: RunHooks, index: data.ImageFolderIndex, start_epoch: int, start_step: int) -> None:
+    """The model zoo's loop: `Model.train` with dataset sinking on Ascend/GPU, the hooks as a callback.
+
+    One `Model.train` call per epoch, so each epoch's pipeline is seeded like the Python loop's (and a
+    resumed epoch starts after its trained batches). On CPU it runs without sinking (MindSpore sinks
+    only to devices), step by step through the same callback.
+    """
+    import mindspore.dataset as ds
+    from mindspore.train import Callback, Model
+
+    config, ctx = hooks.config, hooks.ctx
+    sink = config.platform != Platform.CPU
+    if config.on_corrupt_image == "skip":
+        # Inside a sink no Python sees a failing batch: MindSpore replaces a sample it cannot decode
+        # by a healthy one and logs the file (upstream ErrorSamplesMode.REPLACE).
+        ds.config.set_error_samples_mode(ds.config.ErrorSamplesMode.REPLACE)
+
+    class Hooks(Callback):
+        def __init__(self, steps_per_call: int) -> None:
+            self.steps_per_call = steps_per_call
+            self.last = time.perf_counter()
+
+        def on_train_step_end(self, run_context) -> None:
+            now = time.perf_counter()
+            outputs = run_context.original_args().net_outputs
+            if hooks.after_steps(outputs, now - self.last, steps=self.steps_per_call):
+                run_context.request_stop()
+            self.last = time.perf_counter()
+
+    model = Model(hooks.train_cell)
+    for epoch in range(start_epoch, config.epochs):
+        skip = start_step if epoch == start_epoch else 0
+        hooks.begin_epoch(epoch, skip)
+        remaining = hooks.spe - skip
+        size = _sink_size(remaining, hooks.log_every) if sink else 1
+        dataset = _train_dataset(index, config, ctx, epoch, skip)
+        try:
+            model.train(remaining // size if sink else 1, dataset, callbacks=[Hooks(size)],
+                        dataset_sink_mode=sink, sink_size=size if sink else -1)
+        except RuntimeError as error:
+            files = data.train_files(index, epoch=epoch, seed=config.seed, rank=ctx.rank, world=ctx.world,
+                                     batch_size=config.batch_size, skip=skip)
+            culprit, reason = data.find_corrupt(error, [index.files[int(i)] for i in files])
+            if culprit is None:
+                raise
+            raise data.InputError(f"dataset_path: {culprit}: corrupt or unreadable image: {reason}") from None
+        if hooks.result.exit_code != ExitCode.SUCCESS:
+            return
+        hooks.end_epoch()

@@ -50,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
     from mnv2.evaluate import evaluate
     from mnv2.hub import create_network
     from mnv2.logs import emit, notice, result_line
-    from mnv2.train import eval_dataset, seed_everything, set_device_context, use_fast_cpu_kernels
+    from mnv2.train import eval_batches, seed_everything, set_device_context, use_fast_cpu_kernels
 
-    index = data.scan_image_folder(config.dataset_path, on_corrupt=config.on_corrupt_image)
+    index = data.scan_image_folder(config.dataset_path)
     data.check_num_classes(index, config.num_classes)
     path = ckpt.resolve_checkpoint(config.pretrain_ckpt)
     set_device_context(config)
@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     network = create_network("mobilenetv2", num_classes=config.num_classes, width_mult=config.width_mult)
     ckpt.load_for_inference(network, path)
     use_fast_cpu_kernels(network, config)
-    result = evaluate(network, eval_dataset(index, config, ctx), ctx)
+    batches, total = eval_batches(index, config, ctx)
+    result = evaluate(network, batches, ctx, total_batches=total)
     if ctx.is_main:
         notice(f"evaluation: {result.correct1} of {result.total} images right (top-1), "
                f"{result.correct5} in the top 5, over {ctx.world} rank(s)")
