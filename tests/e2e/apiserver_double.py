@@ -33,13 +33,24 @@ meets on a real cluster is added here (REFERENCE §6, §7), each with the Kubern
   and shared by all watchers; objects that stop (start) matching a watch's selector are sent as DELETED
   (ADDED) to it.
 
-Public API for tests (all in the double's event loop; the harness's `SimHandle` wraps them for threads):
-`create/update/delete(resource, namespace, ...)` (the server's write path, used by the kubelet simulator),
-`get_object`, `live_objects`, `select(resource, namespace, labels)`, `creations`, `events_for`,
-`set_pod_quota(namespace, limit)`, `tokens` (token -> `User`), `calls` (the RBAC audit), `listeners`,
-`history_limit`, `bookmark_interval`, `gc_delay`. Stored objects are never mutated in place: every write
-stores a new dict, so handing a stored dict to the JSON encoder is safe; callers that mutate get copies.
-KMock's `objects` keeps every version: `double.objects['v1/pods', ns, name].history`.
+Public API for tests (coroutines run in the double's event loop; from a test thread use the harness:
+`cluster.call(coro)`, or `cluster.sim` (`SimHandle`) whose methods wrap the common ones):
+- writes through the server's own rules: `create(resource, namespace, body)`, `update(resource, namespace,
+  name, change, subresource=None)`, `delete(resource, namespace, name, grace_period=None)`,
+  `evict(namespace, pod, reason, message)` (DisruptionTarget, then graceful deletion);
+- reads (deep copies): `get_object`, `live_objects(resource, namespace)`, `select(resource, namespace,
+  "k=v")`, `creations(resource, namespace, name)` (how often a name was created), `events_for`;
+  `objects['v1/pods', ns, name].history` (KMock: every stored version, deletions included);
+- switches: `set_pod_quota(namespace, limit | None)`, `history_limit` (watch events kept per resource),
+  `bookmark_interval`, `gc_delay`;
+- identities: `tokens` (bearer token -> `User`; "admin" is cluster-admin, `User.service_account(ns, name)`
+  is authorized by the stored RBAC objects), `request_token(namespace, account)`, `can(user, verb, group,
+  resource, namespace)`;
+- observation: `calls` ((client, group, resource, verb) served: the RBAC audit), `listeners` (called with
+  (event type, resource, stored object) after every change: read, never mutate).
+Helpers: `disruption(reason, message)` and `add_condition(obj, condition)` build pod conditions;
+`kubeconfig_for(url, token)`. Stored objects are never mutated in place: every write stores a new dict, so
+the HTTP handlers hand stored dicts to the JSON encoder uncopied.
 """
 
 from __future__ import annotations

@@ -276,11 +276,14 @@ class Kubelet:
         await self.double.update(POD_RES, namespace, name, change, subresource="status")
 
     async def evict(self, namespace: str, name: str) -> None:
-        """What the kubelet does under node pressure: phase Failed, reason Evicted, no exit code."""
+        """What the kubelet does under node pressure: phase Failed, reason Evicted, no exit code, and
+        (Pod disruption conditions, GA in 1.31) DisruptionTarget with reason TerminationByKubelet."""
 
         def change(obj: dict[str, Any]) -> dict[str, Any]:
             status = obj.setdefault("status", {})
-            status.update(phase="Failed", reason="Evicted", message="The node was low on resource: memory.")
+            message = "The node was low on resource: memory."
+            status.update(phase="Failed", reason="Evicted", message=message)
+            add_condition(obj, disruption("TerminationByKubelet", message))
             status["containerStatuses"] = [
                 {**cs, "ready": False, "state": {"waiting": {"reason": "ContainerCreating"}}}
                 for cs in status.get("containerStatuses", [])
