@@ -69,11 +69,11 @@ def section(report, quick: bool) -> None:
             continue
         rows.append(f"| {op['type']} | {op['ms_per_step']:.0f} | {100 * op['share']:.1f}% |")
     groups = {
-        "BatchNorm (forward + backward)": ("BatchNorm", "BatchNormGrad"),
-        "custom kernels (depthwise + stem, forward + backward)": ("Custom",),
+        "MindSpore's BatchNorm (forward + backward)": ("BatchNorm", "BatchNormGrad"),
+        "custom kernels (depthwise, stem, BatchNorm + ReLU6; forward + backward)": ("Custom",),
         "pointwise convolutions (forward + both gradients)": ("Conv2D", "Conv2DBackpropFilter",
                                                               "Conv2DBackpropInput"),
-        "ReLU6 (forward + backward)": ("ReLU6", "ReLU6Grad"),
+        "MindSpore's ReLU6 (forward + backward)": ("ReLU6", "ReLU6Grad"),
         "optimizer (ApplyMomentum, AddN for weight decay)": ("ApplyMomentum", "AddN"),
     }
     by_type = {op["type"]: op["share"] for op in r["ops"]}
