@@ -84,11 +84,15 @@ def read_records(path: str | Path) -> list[EpochRecord]:
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
+def csv_text(records: Iterable[EpochRecord]) -> str:
+    return ",".join(COLUMNS) + "\n" + "".join(_row(r) for r in records)
+
+
 def write_csv(path: str | Path, records: Iterable[EpochRecord]) -> None:
     """Write a whole report CSV atomically (what `mnv2 report` regenerates)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(",".join(COLUMNS) + "\n" + "".join(_row(r) for r in records))
+    tmp.write_text(csv_text(records))
     tmp.replace(path)
 
 
@@ -111,38 +115,55 @@ def _pyplot_free_figure():
     return figure
 
 
+def _headline(label: str, records: Sequence[EpochRecord]) -> str:
+    """What a run came to, for the plot's title: epochs, training time, last loss and top-1."""
+    minutes, seconds = divmod(round(sum(r.seconds for r in records)), 60)
+    parts = [f"{len(records)} epoch(s) in {minutes} min {seconds:02d} s", f"loss {records[-1].loss:.3f}"]
+    evaluated = [r for r in records if r.top1 is not None]
+    if evaluated:
+        parts.append(f"top-1 {evaluated[-1].top1:.3f} at epoch {evaluated[-1].epoch + 1}")
+    return f"{label}: " + ", ".join(parts)
+
+
 def plot(runs: Sequence[tuple[str, Sequence[EpochRecord]]], png: str | Path) -> bool:
     """Draw loss, top-1, learning rate and images/s per epoch, one line per run; False without
     matplotlib. Epochs are shown 1-based (epoch 1 is the first finished epoch)."""
     figure = _pyplot_free_figure()
     if figure is None:
         return False
+    from matplotlib.ticker import MaxNLocator
+
     axes = figure.subplots(2, 2, sharex=True)
     panels = (
         (axes[0][0], "loss", "training loss (epoch mean)"),
-        (axes[0][1], "top1", "top-1 accuracy (evaluated epochs)"),
+        (axes[0][1], "top1", "top-1 accuracy on the evaluation set"),
         (axes[1][0], "lr", "learning rate (end of epoch)"),
-        (axes[1][1], "images_per_s", "images/s (all ranks)"),
+        (axes[1][1], "images_per_s", "images/s, all ranks (a run's first epoch includes compilation)"),
     )
     for ax, attribute, title in panels:
         ax.set_title(title, fontsize=10)
         ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        drawn = False
         for label, records in runs:
             points = [(r.epoch + 1, getattr(r, attribute)) for r in records]
             points = [(x, y) for x, y in points if y is not None and math.isfinite(y)]
             if points:
                 xs, ys = zip(*points, strict=True)
                 ax.plot(xs, ys, marker="o" if attribute == "top1" else None, markersize=3, label=label)
+                drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, "not evaluated yet", ha="center", va="center", transform=ax.transAxes,
+                    color="grey")
     for ax in axes[1]:
         ax.set_xlabel("epoch")
     top1_values = [r.top1 for _, records in runs for r in records if r.top1 is not None]
     if top1_values:
-        best = max(top1_values)
-        axes[0][1].set_ylim(max(0.0, min(top1_values) - 0.02), min(1.0, best + 0.02) + 1e-6)
+        axes[0][1].set_ylim(max(0.0, min(top1_values) - 0.02), min(1.0, max(top1_values) + 0.01) + 1e-6)
     if len(runs) > 1:
         axes[0][0].legend(fontsize=8)
-    else:
-        figure.suptitle(runs[0][0], fontsize=10)
+    elif runs[0][1]:
+        figure.suptitle(_headline(*runs[0]), fontsize=10)
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
     tmp = png.with_name(f".{png.name}.tmp")
@@ -228,8 +249,9 @@ def regenerate(output_dirs: Sequence[str | Path], out: str | Path | None = None)
         if not records:
             raise InputError(f"{folder / CSV_NAME}: no finished epoch yet")
         runs.append((folder.resolve().name if folder.name in ("", ".") else folder.name, records))
-        write_csv(folder / CSV_NAME, records)
-        written.append(folder / CSV_NAME)
+        if (folder / CSV_NAME).read_text() != csv_text(records):  # repeated epochs or a cut row
+            write_csv(folder / CSV_NAME, records)  # (a training still running only ever appends)
+            written.append(folder / CSV_NAME)
         if len(output_dirs) == 1 and out is None and plot(runs[-1:], folder / PNG_NAME):
             written.append(folder / PNG_NAME)
     if (len(runs) > 1 or out is not None) and plot(runs, out or "training_reports.png"):
