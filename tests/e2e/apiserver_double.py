@@ -60,6 +60,7 @@ import contextlib
 import copy
 import dataclasses
 import datetime
+import importlib.util
 import itertools
 import json
 import re
@@ -75,11 +76,20 @@ import jsonpatch
 import kmock
 from kmock._internal import apps, dicts, parsing
 
-try:
-    import crd_check
-except ImportError:  # tests/e2e collected on their own: tests/api is not on the path yet
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
-    import crd_check
+
+def _crd_check() -> Any:
+    """tests/api/crd_check (one CRD-checking implementation), loaded by path: putting tests/api on
+    sys.path would make its conftest shadow tests/e2e's for `import conftest` users."""
+    if "crd_check" not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "api" / "crd_check.py"
+        spec = importlib.util.spec_from_file_location("crd_check", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["crd_check"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["crd_check"]
+
+
+crd_check = _crd_check()
 
 NAMESPACE_RES = kmock.resource("", "v1", "namespaces")
 
