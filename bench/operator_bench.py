@@ -1,10 +1,19 @@
-"""Operator benchmarks on the end-to-end harness: `python -m bench.operator_bench [--quick]`.
+"""Operator at scale: `python -m bench.operator_bench --jobs N --replicas R`.
 
-Runs the real kopf operator (tests/e2e/harness.py: OperatorRunner) against the API-server double
-and the kubelet simulator over HTTP, in this process, and measures for one 64-replica job and for
-200 two-replica jobs: time from creating the job(s) to all pods created and to every job Running,
-and the API requests the operator made per job. Memory is this process's RSS, which holds the
-operator *and* the double and simulator, so it is an upper bound on the operator's own.
+Three processes, so the operator's CPU and memory are its own:
+- the cluster: the API-server double with its kubelet simulator (tests/e2e, as the e2e suite uses
+  them), counting every request by client (User-Agent); `--serve-cluster` runs it, driven over stdin;
+- the operator: tests/reliability/operator_main.py, the real kopf operator with our handlers and the
+  settings `mnv2 operator` defaults to (resync, QPS/burst, create concurrency), as the chart's
+  ServiceAccount;
+- this one: creates the jobs, polls (its own requests are not counted), reads /proc of the operator.
+
+Phases, from the first job's creation: all pods created; every job Running; `--steady` seconds with
+nothing changing; every pod ends with exit 0, every job Succeeded (TTL unset), then `--finished`
+seconds. The last line is `BENCH-RESULT {json}` with jobs, replicas, all_pods_created_s,
+all_running_s, requests_per_job (the operator's requests until all Running / jobs),
+steady_requests_per_s, finished_requests_per_s, operator_rss_mb, operator_cpu_s, plus the load
+average (the machine is shared) and an estimate at client-go's default QPS (5, burst 10).
 
 `section(report, quick)` runs it in a subprocess for bench.run_all.
 """
@@ -12,140 +21,278 @@ operator *and* the double and simulator, so it is an upper bound on the operator
 from __future__ import annotations
 
 import argparse
-import collections
 import json
-import resource
+import os
+import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 E2E = ROOT / "tests" / "e2e"
+OPERATOR_MAIN = ROOT / "tests" / "reliability" / "operator_main.py"
 BENCH_AGENT = "mnv2-bench"
+OPERATOR_AGENTS = ("kopf", "mnv2-operator")
+CLIENT_GO_QPS, CLIENT_GO_BURST = 5.0, 10
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
+# --- the cluster process -------------------------------------------------------------------------
 
 
-def _scenario(kube, namespace: str, jobs: int, replicas: int, counter: collections.Counter,
-              timeout: float) -> dict[str, Any]:
-    from conftest import job_manifest
-    from harness import wait_for
-    from mnv2_operator import k8s, names
-
-    counter.clear()
-    start = time.perf_counter()
-    for j in range(jobs):
-        kube.create(job_manifest(f"b{j}", namespace, platform="CPU", replicas=replicas))
-    created_s = time.perf_counter() - start
-    want_pods = jobs * replicas
-
-    def all_pods():
-        pods = kube.list(k8s.PODS, namespace, {})
-        return len(pods) >= want_pods and len(pods)
-
-    wait_for(all_pods, timeout=timeout, interval=0.1, what=f"{want_pods} pods")
-    pods_s = time.perf_counter() - start
-
-    def all_running():
-        listed = kube.list(k8s.JOBS, namespace, {})
-        running = sum(1 for job in listed if (job.get("status") or {}).get("state") == "Running")
-        return running >= jobs and running
-
-    wait_for(all_running, timeout=timeout, interval=0.2, what=f"{jobs} jobs Running")
-    running_s = time.perf_counter() - start
-    operator_requests = sum(n for agent, n in counter.items() if not agent.startswith(BENCH_AGENT))
-    del names
-    return {
-        "jobs": jobs, "replicas": replicas, "submit_s": created_s, "all_pods_s": pods_s,
-        "all_running_s": running_s, "operator_requests": operator_requests,
-        "requests_per_job": operator_requests / jobs, "rss_mb": _rss_mb(),
-    }
-
-
-def run(quick: bool) -> dict[str, Any]:
+def serve_cluster(workdir: Path) -> int:
+    """Run the double + simulator; answer commands on stdin, one JSON line each on stdout:
+    `counts` -> requests by client; `finish NS` -> every pod of NS ends with exit 0; `quit`."""
     sys.path.insert(0, str(E2E))
-    import tempfile
+    from apiserver_double import POD_RES, ApiServerDouble
+    from harness import DoubleCluster
 
-    from apiserver_double import ApiServerDouble
-    from harness import DoubleCluster, OperatorRunner, create_namespace, kubeconfig_env
-    from mnv2_operator import k8s
-
-    counter: collections.Counter = collections.Counter()
+    counts: Counter[str] = Counter()
     audit = ApiServerDouble._audit
 
-    def counting_audit(self, request):  # count every request by client, then audit as usual
-        counter[(request.headers.get("User-Agent") or "").split("/")[0]] += 1
+    def counting_audit(self, request):  # count every request by client, method and resource, then audit
+        agent = (request.headers.get("User-Agent") or "").split("/")[0]
+        resource = request.resource.plural if request.resource is not None else "discovery"
+        watch = "watch" if request.params.get("watch") == "true" else ""
+        sub = f"/{request.subresource}" if request.subresource else ""
+        counts[f"{agent} {request.method.value} {resource}{sub} {watch}".strip()] += 1
         return audit(self, request)
 
     ApiServerDouble._audit = counting_audit
-    rss_start = _rss_mb()
-    results: dict[str, Any] = {"rss_before_mb": rss_start}
-    with tempfile.TemporaryDirectory(prefix="mnv2-opbench-") as tmp:
-        cluster = DoubleCluster(Path(tmp)).start()
-        kubeconfig_env(cluster.kubeconfig)
-        kube = k8s.Kube.from_environment(str(cluster.kubeconfig), user_agent=BENCH_AGENT)
-        try:
-            namespaces = [create_namespace(kube), create_namespace(kube)]
-            results["rss_cluster_mb"] = _rss_mb()
-            runner = OperatorRunner(namespaces).start()
-            results["rss_operator_started_mb"] = _rss_mb()
+    cluster = DoubleCluster(workdir).start()
+    reply = {"kubeconfig": str(cluster.kubeconfig), "operator_kubeconfig": str(cluster.operator_kubeconfig)}
+    print(json.dumps(reply), flush=True)
+    for line in sys.stdin:
+        command, _, arg = line.strip().partition(" ")
+        if command == "counts":
+            print(json.dumps(dict(counts)), flush=True)
+        elif command == "finish":
+
+            async def finish(namespace: str = arg) -> int:
+                pods = cluster.double.live_objects(POD_RES, namespace)
+                for pod in pods:
+                    await cluster.kubelet.terminate(namespace, pod["metadata"]["name"], 0)
+                return len(pods)
+
+            print(json.dumps({"finished": cluster.call(finish(), timeout=600)}), flush=True)
+        elif command == "quit":
+            break
+    cluster.stop()
+    return 0
+
+
+class ClusterProcess:
+    def __init__(self, workdir: Path):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.operator_bench", "--serve-cluster", str(workdir)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=(workdir / "cluster.log").open("wb"),
+            text=True,
+        )
+        self.info = self._read()
+        self._lock = threading.Lock()
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the cluster process exited; see cluster.log")
+        return json.loads(line)
+
+    def ask(self, command: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        with self._lock:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+            return self._read()
+
+    def operator_counts(self) -> Counter:
+        return Counter({k: n for k, n in self.ask("counts").items() if k.split()[0] in OPERATOR_AGENTS})
+
+    def operator_requests(self) -> int:
+        return sum(self.operator_counts().values())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
             try:
-                timeout = 600.0
-                results["one_64"] = _scenario(kube, namespaces[0], 1, 64, counter, timeout)
-                many = 50 if quick else 200  # run_all always asks for 200: cheap next to training
-                results["many_2"] = _scenario(kube, namespaces[1], many, 2, counter, timeout)
-                results["rss_end_mb"] = _rss_mb()
-            finally:
-                runner.stop()
+                self.ask("quit")
+                self.proc.wait(30)
+            except (OSError, RuntimeError, subprocess.TimeoutExpired):
+                self.proc.kill()
+
+
+# --- the operator process ------------------------------------------------------------------------
+
+
+class OperatorProcess:
+    def __init__(self, kubeconfig: str, namespace: str, workdir: Path, qps: float | None):
+        settings: dict[str, Any] = {"namespaces": [namespace]}
+        if qps is not None:
+            settings.update(api_qps=qps, api_burst=max(1, int(qps * 2)))
+        env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONUNBUFFERED": "1"}
+        self.log = workdir / "operator.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(OPERATOR_MAIN), json.dumps(settings)],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+        return float("nan")
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+# --- the measurement -----------------------------------------------------------------------------
+
+
+def _wait(check, timeout: float, what: str, interval: float = 0.5) -> float:
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+    return time.monotonic()
+
+
+def run(jobs: int, replicas: int, steady: float, finished: float, qps: float | None, timeout: float) -> dict:
+    sys.path.insert(0, str(E2E))
+    from harness import create_namespace, job_manifest
+    from mnv2_operator import k8s, names
+
+    result: dict[str, Any] = {"jobs": jobs, "replicas": replicas, "load_average_start": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory(prefix="mnv2-opbench-") as tmp:
+        workdir = Path(tmp)
+        cluster = ClusterProcess(workdir)
+        kube = k8s.Kube.from_environment(cluster.info["kubeconfig"], user_agent=BENCH_AGENT)
+        operator = None
+        try:
+            namespace = create_namespace(kube)
+            operator = OperatorProcess(cluster.info["operator_kubeconfig"], namespace, workdir, qps)
+            _wait(
+                lambda: (
+                    "Resuming operations" in operator.log.read_text(errors="replace")
+                    or cluster.operator_requests() > 3
+                ),
+                60,
+                "the operator to start",
+            )
+            before = cluster.operator_requests()
+            cpu_before = operator.cpu_s()
+            start = time.monotonic()
+            for j in range(jobs):
+                kube.create(job_manifest(f"b{j}", namespace, platform="CPU", replicas=replicas))
+            result["submit_s"] = time.monotonic() - start
+            selector = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
+
+            def pods_created() -> bool:
+                return len(kube.list(k8s.PODS, namespace, selector)) >= jobs * replicas
+
+            result["all_pods_created_s"] = _wait(pods_created, timeout, "all pods") - start
+
+            def states() -> Counter:
+                return Counter((j.get("status") or {}).get("state") for j in kube.list(k8s.JOBS, namespace))
+
+            result["all_running_s"] = (
+                _wait(lambda: states()["Running"] >= jobs, timeout, "all Running") - start
+            )
+            counts_running = cluster.operator_counts()
+            until_running = sum(counts_running.values()) - before
+            result["requests_until_running"] = dict(counts_running)
+            result["operator_requests_until_running"] = until_running
+            result["requests_per_job"] = until_running / jobs
+            result["operator_cpu_s_until_running"] = operator.cpu_s() - cpu_before
+            result["client_go_default_qps_all_running_s_lower_bound"] = max(
+                0.0, (until_running - CLIENT_GO_BURST) / CLIENT_GO_QPS
+            )
+
+            counted = cluster.operator_counts()
+            time.sleep(steady)
+            result["steady_s"] = steady
+            during = cluster.operator_counts() - counted
+            result["steady_requests_per_s"] = sum(during.values()) / steady
+            result["steady_requests"] = dict(during)
+
+            cluster.ask(f"finish {namespace}")
+            _wait(lambda: states()["Succeeded"] >= jobs, timeout, "all Succeeded", interval=1.0)
+            time.sleep(min(10.0, finished))  # cleanup passes (cleanPodPolicy) settle
+            counted = cluster.operator_counts()
+            time.sleep(finished)
+            result["finished_s"] = finished
+            during = cluster.operator_counts() - counted
+            result["finished_requests_per_s"] = sum(during.values()) / finished
+            result["finished_requests"] = dict(during)
+            result["operator_rss_mb"] = operator.rss_mb()
+            result["operator_cpu_s"] = operator.cpu_s()
+            result["load_average_end"] = os.getloadavg()[0]
         finally:
+            if operator is not None:
+                operator.close()
             kube.close()
-            cluster.stop()
-    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return results
+            cluster.close()
+    return result
 
 
 def section(report: Any, quick: bool) -> None:
     from bench.run_all import run_child
 
-    argv = ["bench.operator_bench"]  # 200 jobs even in quick mode: minutes, not the hours training takes
+    jobs = 100 if quick else 1000
+    argv = ["bench.operator_bench", "--jobs", str(jobs), "--replicas", "2"]
     try:
-        r = run_child(argv, 1800.0).result
+        r = run_child(argv, 3600.0).result
     except RuntimeError as error:
-        report.add("Operator: job-creation latency and memory", f"Failed: {error}")
+        report.add("Operator at scale", f"Failed: {error}")
         return
     report.raw["operator"] = r
-    rows = ["| scenario | submit s | all pods created s | all jobs Running s | operator API requests per job "
-            "| process RSS MB after |", "|---|---|---|---|---|---|"]
-    scenarios = (("one_64", "1 job x 64 replicas"), ("many_2", f"{r['many_2']['jobs']} jobs x 2 replicas"))
-    for key, label in scenarios:
-        s = r[key]
-        rows.append(f"| {label} | {s['submit_s']:.2f} | {s['all_pods_s']:.2f} | {s['all_running_s']:.2f} "
-                    f"| {s['requests_per_job']:.1f} | {s['rss_mb']:.0f} |")
+    rows = [
+        "| jobs x replicas | all pods created s | all Running s | requests/job | steady req/s "
+        "| finished req/s | operator RSS MB | operator CPU s |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {r['jobs']} x {r['replicas']} | {r['all_pods_created_s']:.1f} | {r['all_running_s']:.1f} "
+        f"| {r['requests_per_job']:.1f} | {r['steady_requests_per_s']:.2f} "
+        f"| {r['finished_requests_per_s']:.3f} "
+        f"| {r['operator_rss_mb']:.0f} | {r['operator_cpu_s']:.1f} |",
+    ]
     body = "\n".join(rows) + (
-        "\n\nThe real kopf operator against the API-server double and kubelet simulator "
-        "(tests/e2e/harness.py), over loopback HTTP, all in one process: times include the double's and "
-        "simulator's work on the same 2 shared cores. Requests are counted at the double by client "
-        f"(everything but the benchmark's own client). Process RSS: {r['rss_before_mb']:.0f} MB before the "
-        f"double, {r['rss_cluster_mb']:.0f} MB with it, {r['rss_operator_started_mb']:.0f} MB with the "
-        f"operator started, {r['rss_end_mb']:.0f} MB at the end (peak {r['peak_rss_mb']:.0f} MB); the "
-        "operator's own share is at most the growth after it started, "
-        f"{r['rss_end_mb'] - r['rss_cluster_mb']:.0f} MB, which also counts the double's stored objects. "
-        + ("" if r["many_2"]["jobs"] == 200 else f"Only {r['many_2']['jobs']} jobs x 2 (quick).")
+        "\n\nThe operator in its own process; the API-server double and kubelet simulator in another "
+        f"(load average {r['load_average_start']:.1f} at the start on the shared 2-core machine)."
     )
-    report.add("Operator: job-creation latency, API requests and memory", body)
+    report.add("Operator at scale", body)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--steady", type=float, default=60.0, help="seconds at rest, all Running")
+    parser.add_argument("--finished", type=float, default=60.0, help="seconds at rest, all Succeeded")
+    parser.add_argument("--qps", type=float, default=None, help="the operator's API QPS (burst 2x)")
+    parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--serve-cluster", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    print("BENCH-RESULT " + json.dumps(run(args.quick)), flush=True)
+    if args.serve_cluster:
+        return serve_cluster(Path(args.serve_cluster))
+    result = run(args.jobs, args.replicas, args.steady, args.finished, args.qps, args.timeout)
+    print("BENCH-RESULT " + json.dumps(result), flush=True)
     return 0
 
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -48,31 +50,38 @@ def _poke(namespace: str | None, job: str | None) -> None:
         _WAKE[(namespace, job)].set()
 
 
-def _pass(reconciler: Reconciler, namespace: str, name: str) -> Any:
+def _pass(
+    reconciler: Reconciler, namespace: str, name: str, job: dict | None, pods: list[dict] | None
+) -> Any:
     """One reconciliation in a worker thread, timed; the wait since the wake-up is the queue wait."""
     started = time.monotonic()
     woken = _WOKEN.pop((namespace, name), None)
     METRICS.queue_depth.set(len(_WOKEN))
     try:
-        return reconciler.reconcile(namespace, name)
+        return reconciler.reconcile(namespace, name, job=job, pods=pods)
     finally:
         METRICS.observe_pass(time.monotonic() - started, None if woken is None else started - woken)
         METRICS.set_cache_sizes(reconciler.cache_sizes())
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Apply our settings to kopf, open the client, load the platform profiles, serve metrics."""
     from mnv2_operator.profiles import load_operator_config
 
     ours = operator_settings.current()
     ours.apply(settings)
     _WAKE.clear()
+    # Passes run in threads (the client is synchronous): enough of them for many jobs at once.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=max(1, ours.workers), thread_name_prefix="pass")
+    )
     memo.reconciler = Reconciler(
-        k8s.shared(ours.kubeconfig),
+        k8s.shared(ours.kubeconfig, ours.api_qps, ours.api_burst),
         load_operator_config(ours.config_path),
         ours.progress_seconds,
         (ours.restart_backoff_seconds, ours.restart_backoff_max_seconds),
+        ours.create_concurrency,
     )
     memo.resync_seconds = ours.resync_seconds
     memo.error_backoff = (ours.error_backoff_seconds, ours.error_backoff_max_seconds)
@@ -119,9 +128,20 @@ def _needs_daemon(body: kopf.Body, **_: Any) -> bool:
     api.GROUP, api.VERSION, api.PLURAL, id="reconcile", cancellation_timeout=10.0, when=_needs_daemon
 )
 async def job_daemon(
-    name: str, namespace: str, memo: kopf.Memo, stopped: Any, logger: logging.Logger, **_: Any
+    name: str,
+    namespace: str,
+    memo: kopf.Memo,
+    stopped: Any,
+    logger: logging.Logger,
+    body: kopf.Body,
+    pods_by_job: kopf.Index,
+    **_: Any,
 ) -> None:
-    """The job's reconciliation loop (see the module docstring)."""
+    """The job's reconciliation loop (see the module docstring).
+
+    Each pass reads the job and its pods from kopf's watch streams: `body` is kopf's live view of
+    the job, `pods_by_job` the index of our pods. A snapshot is taken here, in the event loop that
+    updates them, and handed to the pass's thread."""
     key = (namespace, name)
     wake = _WAKE[key] = asyncio.Event()
     failures = 0
@@ -129,7 +149,9 @@ async def job_daemon(
         while not stopped:
             wake.clear()
             try:
-                outcome = await asyncio.to_thread(_pass, memo.reconciler, namespace, name)
+                job = copy.deepcopy(dict(body))
+                pods = [copy.deepcopy(dict(p)) for p in pods_by_job.get(key, [])]
+                outcome = await asyncio.to_thread(_pass, memo.reconciler, namespace, name, job, pods)
             except Exception as error:
                 METRICS.reconcile_error("reconcile")
                 failures += 1
@@ -167,6 +189,15 @@ async def job_event(type: str, name: str, namespace: str, body: kopf.Body, memo:
             reconciler.forget(namespace, name)
             reconciler.publish_states()
     _poke(namespace, name)
+
+
+@kopf.index("", "v1", "pods", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
+def pods_by_job(
+    namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict]:
+    """Our pods by job, from the pod watch (kopf keeps the index current): passes read pods here."""
+    job = labels.get(names.LABEL_JOB_NAME)
+    return {(namespace, job): copy.deepcopy(dict(body))} if job else {}
 
 
 @kopf.on.event("", "v1", "pods", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,12 +89,41 @@ def resource_of(obj: dict[str, Any]) -> Resource:
     return _BY_KIND[key]
 
 
+class RateLimiter:
+    """client-go's token bucket: `qps` requests a second on average, bursts of up to `burst`.
+
+    A caller reserves a token and sleeps until it is due (tokens may go negative), so concurrent
+    callers queue in order instead of spinning. qps <= 0: no limit."""
+
+    def __init__(self, qps: float, burst: int, clock: Any = time.monotonic, sleep: Any = time.sleep):
+        self.qps, self.burst = qps, max(1, burst)
+        self._tokens = float(self.burst)
+        self._clock, self._sleep = clock, sleep
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Take one token; returns the seconds waited."""
+        if self.qps <= 0:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.qps)
+            self._last = now
+            self._tokens -= 1.0
+            wait = -self._tokens / self.qps if self._tokens < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+
 class Kube:
     """Thin dict-in, dict-out client; thread-safe (one urllib3 pool, per-call requests)."""
 
-    def __init__(self, api_client: Any, user_agent: str = USER_AGENT):
+    def __init__(self, api_client: Any, user_agent: str = USER_AGENT, limiter: RateLimiter | None = None):
         self._client = api_client
         self._client.user_agent = user_agent
+        self._limiter = limiter
 
     @classmethod
     def from_environment(
@@ -101,11 +131,18 @@ class Kube:
         kubeconfig: str | None = None,
         context: str | None = None,
         user_agent: str = "",
+        qps: float = 0.0,
+        burst: int = 1,
+        pool_size: int = 32,
     ) -> Kube:
-        """A client configured by `configuration` (in-cluster, then kubeconfig)."""
+        """A client configured by `configuration` (in-cluster, then kubeconfig), rate-limited to
+        `qps`/`burst` when qps > 0, with `pool_size` connections for concurrent callers."""
         import kubernetes
 
-        return cls(kubernetes.client.ApiClient(configuration(kubeconfig, context)), user_agent or USER_AGENT)
+        config = configuration(kubeconfig, context)
+        config.connection_pool_maxsize = pool_size
+        limiter = RateLimiter(qps, burst) if qps > 0 else None
+        return cls(kubernetes.client.ApiClient(config), user_agent or USER_AGENT, limiter)
 
     def close(self) -> None:
         self._client.close()
@@ -124,6 +161,8 @@ class Kube:
 
         headers = {"Accept": "application/json", "Content-Type": content_type}
         verb = _verb(method, path, query)
+        if self._limiter is not None:
+            self._limiter.acquire()
         try:
             request = self._client.param_serialize(
                 method,
@@ -298,12 +337,13 @@ _shared: Kube | None = None
 _shared_lock = threading.Lock()
 
 
-def shared(kubeconfig: str | None = None) -> Kube:
-    """The process's client, created on first use (handlers run in threads and share it)."""
+def shared(kubeconfig: str | None = None, qps: float = 0.0, burst: int = 1) -> Kube:
+    """The process's client, created on first use (handlers run in threads and share it); all the
+    operator's requests share its rate limit."""
     global _shared
     with _shared_lock:
         if _shared is None:
-            _shared = Kube.from_environment(kubeconfig)
+            _shared = Kube.from_environment(kubeconfig, qps=qps, burst=burst)
         return _shared
 
 

@@ -324,6 +324,17 @@ class Reconciler:
             self._created.pop(key, None)
         return pods + [pod for pod, _ in created.values()]
 
+    @staticmethod
+    def _short(job: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
+        """Whether fewer live pods of the current attempt are seen than the job has replicas."""
+        try:
+            replicas = int((job.get("spec") or {}).get("replicas") or 1)
+        except (TypeError, ValueError):
+            return True
+        attempt = int((job.get("status") or {}).get("restartCount") or 0)
+        live = [p for p in pods if owned_by(p, job) and pod_attempt(p) == attempt and not terminating(p)]
+        return len(live) < replicas
+
     def _reconcile(
         self,
         namespace: str,
@@ -348,11 +359,12 @@ class Reconciler:
         running_job, refused = effective_job(job)
         # Only pods this job owns count: a foreign pod carrying the label is never counted or deleted.
         key = (namespace, name)
-        if cached_pods is None:
+        labelled = None if cached_pods is None else self._observed_pods(key, cached_pods)
+        if labelled is None or self._short(job, labelled):
+            # Never act on a cache that may have missed pods (a fresh start, a resumed peer): a
+            # missing pod means "create" or "a replica vanished", so confirm it with a LIST.
             labelled = self.kube.list(k8s.PODS, namespace, {names.LABEL_JOB_NAME: name})
             self._created.pop(key, None)
-        else:
-            labelled = self._observed_pods(key, cached_pods)
         pods = [p for p in labelled if owned_by(p, job)]
         old = job.get("status") or {}
         new = compute_status(running_job, self._with_departed(key, job, pods), now, self.restart_backoff)

@@ -35,7 +35,9 @@ class OperatorSettings:
     watch_inactivity_timeout: float = 600.0
     reconnect_backoff: float = 1.0
     request_timeout: float = 30.0
-    resync_seconds: float = 30.0  # each job is re-checked at least this often, events or not
+    # Each job is re-checked at least this often, events or not: a safety net only (passes follow
+    # watch events and due deadlines), so minutes.
+    resync_seconds: float = 300.0
     progress_seconds: float = 30.0  # how often rank 0's /metrics is read into status.progress
     # Whole-job restarts wait restart_backoff_seconds, doubled per restart, at most the max (the Job
     # controller's 10 s and 6 min).
@@ -45,6 +47,13 @@ class OperatorSettings:
     # at most the max.
     error_backoff_seconds: float = 1.0
     error_backoff_max_seconds: float = 120.0
+    # The operator's own client (not kopf's watches): client-go style QPS/burst rate limit shared by
+    # all passes (client-go's default is 5/10), and at most create_concurrency pod creations of one
+    # job at once; passes run in `workers` threads.
+    api_qps: float = 100.0
+    api_burst: int = 200
+    create_concurrency: int = 16
+    workers: int = 32
     post_kopf_events: bool = True
     kopf_event_level: int = logging.WARNING
     finalizer: str = "training.mindspore.io/operator"

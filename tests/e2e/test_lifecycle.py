@@ -225,15 +225,17 @@ def test_restart_policy_never_fails_on_a_retryable_code(kube, namespace, sim, op
     assert cond(job, "Failed")["reason"] == "RestartPolicyNever"
 
 
-def test_eviction_is_handled_like_a_failure(kube, namespace, sim, operator, job_factory):
+def test_kubelet_eviction_is_a_disruption(kube, namespace, sim, operator, job_factory):
     sim.plan(namespace, JOB, outcomes=[None, {0: 0, 1: 0}])
     job_factory(JOB)
     wait_state(kube, namespace, "Running")
     sim.evict(namespace, "mnv2-0")
     job = wait_state(kube, namespace, "Succeeded")
-    assert job["status"]["restartCount"] == 1
-    message = next(e["message"] for e in sim.events(namespace, JOB) if e["reason"] == "RetryableFailure")
-    assert "evicted" in message
+    # Kubelet eviction marks the pod DisruptionTarget (TerminationByKubelet, Kubernetes >= 1.31):
+    # a disruption, which restarts the job without counting against backoffLimit.
+    assert job["status"]["restartCount"] == 1 and job["status"]["disruptionCount"] == 1
+    message = next(e["message"] for e in sim.events(namespace, JOB) if e["reason"] == "PodDisrupted")
+    assert "TerminationByKubelet" in message and "low on resource" in message
 
 
 def test_pending_timeout_fails_with_the_schedulers_message(kube, namespace, sim, operator, job_factory):

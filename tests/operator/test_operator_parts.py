@@ -179,3 +179,30 @@ def test_the_pod_watch_is_filtered_by_the_api_server():
 
     assert selectors("", "v1", "pods") == ["app.kubernetes.io/managed-by=mnv2-operator"]
     assert selectors("training.mindspore.io", "v1alpha1", "mobilenetv2trainjobs") == []
+
+
+def test_rate_limiter_is_a_token_bucket_like_client_gos():
+    """Issue 16: QPS/burst like client-go's flowcontrol token bucket: a burst goes at once, then
+    one request every 1/qps seconds."""
+    from mnv2_operator.k8s import RateLimiter
+
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    limiter = RateLimiter(qps=10, burst=3, clock=lambda: now[0], sleep=sleep)
+    waits = [limiter.acquire() for _ in range(5)]
+    assert waits[:3] == [0, 0, 0] and waits[3] == pytest.approx(0.1) and waits[4] == pytest.approx(0.1)
+    now[0] += 10  # idle: the bucket refills, up to the burst only
+    assert [limiter.acquire() for _ in range(3)] == [0, 0, 0]
+    assert limiter.acquire() == pytest.approx(0.1)
+    assert RateLimiter(qps=0, burst=1).acquire() == 0.0  # unlimited
+
+
+def test_scale_flags_map_to_settings():
+    settings = command.settings_from_args(parse("--api-qps=5", "--api-burst=10", "--create-concurrency=4"))
+    assert (settings.api_qps, settings.api_burst, settings.create_concurrency) == (5.0, 10, 4)
+    assert command.settings_from_args(parse()).resync_seconds == 300.0

@@ -72,8 +72,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resync-seconds",
         type=float,
-        default=30.0,
-        help="re-check every job at least this often (default: %(default)s)",
+        default=300.0,
+        help="re-check every job at least this often, a safety net: passes follow watch events and "
+        "deadlines (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--api-qps",
+        type=float,
+        default=100.0,
+        help="the operator's requests per second to the API server, on average; 0: unlimited "
+        "(default: %(default)s; client-go's default is 5)",
+    )
+    parser.add_argument(
+        "--api-burst",
+        type=int,
+        default=200,
+        help="requests allowed at once above --api-qps (default: %(default)s; client-go's is 10)",
+    )
+    parser.add_argument(
+        "--create-concurrency",
+        type=int,
+        default=16,
+        help="a job's pods are created this many at a time (default: %(default)s)",
     )
     parser.add_argument(
         "--restart-backoff-seconds",
@@ -113,6 +133,9 @@ def settings_from_args(args: argparse.Namespace):
         resync_seconds=args.resync_seconds,
         restart_backoff_seconds=args.restart_backoff_seconds,
         restart_backoff_max_seconds=args.restart_backoff_max_seconds,
+        api_qps=args.api_qps,
+        api_burst=args.api_burst,
+        create_concurrency=args.create_concurrency,
         kubeconfig=args.kubeconfig,
     )
 
