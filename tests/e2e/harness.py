@@ -30,13 +30,14 @@ import yaml
 from apiserver_double import CRD_RES, ApiServerDouble, kubeconfig_for
 from kubelet_sim import JobPlan, Kubelet
 from mnv2_operator import api, k8s
+from mnv2_operator.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 RBAC_RULES = ROOT / "charts" / "mobilenetv2-operator" / "rbac-rules.yaml"
 OPERATOR_NAMESPACE = "mnv2-e2e-system"
 OPERATOR_ACCOUNT = "mnv2-operator"
 OPERATOR_ROLE = "mnv2-e2e-operator"
-OPERATOR_FINALIZER = "training.mindspore.io/operator"  # kopf's finalizer (OperatorSettings.finalizer)
+OPERATOR_FINALIZER = OperatorSettings.finalizer  # kopf's finalizer on every job (its default)
 
 T = TypeVar("T")
 

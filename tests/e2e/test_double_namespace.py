@@ -8,7 +8,7 @@ once it is empty.
 from __future__ import annotations
 
 import pytest
-from harness import http, wait_for
+from harness import OPERATOR_FINALIZER, delete_namespace, http, job_manifest, wait_for
 from mnv2_operator import k8s
 
 CMS = k8s.CONFIGMAPS
@@ -39,6 +39,23 @@ def test_namespace_terminates_after_its_content(cluster, kube, namespace):
     assert kube.get(CMS, namespace, "held")["metadata"]["deletionTimestamp"]
     assert http(cluster.url, "GET", f"/api/v1/namespaces/{namespace}")[0] == 200  # still Terminating
     kube.patch(CMS, namespace, "held", {"metadata": {"finalizers": None}})
+    wait_for(
+        lambda: http(cluster.url, "GET", f"/api/v1/namespaces/{namespace}")[0] == 404,
+        timeout=10,
+        what="namespace gone",
+    )
+
+
+def test_the_fixture_releases_jobs_held_by_the_stopped_operators_finalizer(cluster, kube, namespace):
+    """What the `namespace` fixture does after the operator stopped: kopf's finalizer would keep the job,
+    and with it the namespace, Terminating for ever (the same on a real cluster)."""
+    held = job_manifest("held", namespace)
+    held["metadata"]["finalizers"] = [OPERATOR_FINALIZER, "example.com/other"]
+    kube.create(held)
+    delete_namespace(kube, namespace)
+    job = kube.get(k8s.JOBS, namespace, "held")
+    assert job["metadata"]["finalizers"] == ["example.com/other"]  # only the operator's is removed
+    kube.patch(k8s.JOBS, namespace, "held", {"metadata": {"finalizers": None}})
     wait_for(
         lambda: http(cluster.url, "GET", f"/api/v1/namespaces/{namespace}")[0] == 404,
         timeout=10,
