@@ -74,3 +74,25 @@ def test_sinks_divide_the_epoch_and_come_at_least_every_log_interval():
     for remaining in range(1, 700):
         size = _sink_size(remaining, 100)
         assert remaining % size == 0 and (size <= 100 or size == remaining)
+
+
+@pytest.mark.slow
+def test_model_train_meets_corrupt_images_per_policy(trees, device, tmp_path, monkeypatch, capfd):
+    """In a sink no Python sees the failing batch: `error` names the file from MindSpore's message,
+    `skip` lets MindSpore replace the sample (ErrorSamplesMode.REPLACE), keeping every step."""
+    import shutil
+
+    from mnv2.exitcodes import InputError
+
+    data = tmp_path / "data"
+    shutil.copytree(trees.train, data)
+    bad = data / "class_01" / "0004.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(64)))
+    overrides = dict(epochs=1, eval_dataset_path="", dataset_path=str(data))
+    monkeypatch.setenv("MNV2_TRAIN_LOOP", "model")
+    with pytest.raises(InputError, match=rf"dataset_path: {bad}: corrupt or unreadable image"):
+        train(small_config(trees, tmp_path / "error", **overrides, on_corrupt_image="error"), DistContext())
+    skipping = small_config(trees, tmp_path / "skip", **overrides, on_corrupt_image="skip")
+    result = train(skipping, DistContext())
+    assert result.exit_code == ExitCode.SUCCESS and result.global_step == 8
+    assert str(bad) in capfd.readouterr().err  # MindSpore's own warning names the replaced file

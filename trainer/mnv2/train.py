@@ -612,10 +612,6 @@ def _model_loop(hooks: RunHooks, index: data.ImageFolderIndex, start_epoch: int,
 
     config, ctx = hooks.config, hooks.ctx
     sink = config.platform != Platform.CPU
-    if config.on_corrupt_image == "skip":
-        # Inside a sink no Python sees a failing batch: MindSpore replaces a sample it cannot decode
-        # by a healthy one and logs the file (upstream ErrorSamplesMode.REPLACE).
-        ds.config.set_error_samples_mode(ds.config.ErrorSamplesMode.REPLACE)
 
     class Hooks(Callback):
         def __init__(self, steps_per_call: int) -> None:
@@ -630,22 +626,29 @@ def _model_loop(hooks: RunHooks, index: data.ImageFolderIndex, start_epoch: int,
             self.last = time.perf_counter()
 
     model = Model(hooks.train_cell)
+    previous_mode = ds.config.get_error_samples_mode()
+    # Inside a sink no Python sees a failing batch: with `skip`, MindSpore replaces a sample it cannot
+    # decode by a healthy one and logs the file (upstream ErrorSamplesMode.REPLACE), for training only.
+    mode = ds.config.ErrorSamplesMode.REPLACE if config.on_corrupt_image == "skip" else previous_mode
     for epoch in range(start_epoch, config.epochs):
         skip = start_step if epoch == start_epoch else 0
         hooks.begin_epoch(epoch, skip)
         remaining = hooks.spe - skip
         size = _sink_size(remaining, hooks.log_every) if sink else 1
         dataset = _train_dataset(index, config, ctx, epoch, skip)
+        ds.config.set_error_samples_mode(mode)
         try:
             model.train(remaining // size if sink else 1, dataset, callbacks=[Hooks(size)],
                         dataset_sink_mode=sink, sink_size=size if sink else -1)
         except RuntimeError as error:
             files = data.train_files(index, epoch=epoch, seed=config.seed, rank=ctx.rank, world=ctx.world,
                                      batch_size=config.batch_size, skip=skip)
-            culprit, reason = data.find_corrupt(error, [index.files[int(i)] for i in files])
+            culprit, reason = data.find_corrupt(error, [index.files[int(i)] for i in files], check=0)
             if culprit is None:
                 raise
             raise data.InputError(f"dataset_path: {culprit}: corrupt or unreadable image: {reason}") from None
+        finally:
+            ds.config.set_error_samples_mode(previous_mode)
         if hooks.result.exit_code != ExitCode.SUCCESS:
             return
         hooks.end_epoch()
