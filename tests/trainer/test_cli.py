@@ -195,3 +195,15 @@ def test_the_trainer_package_never_imports_the_operator():
             modules = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(m.split(".")[0] == "mnv2_operator" for m in modules), f"{path}:{node.lineno}"
+
+
+def test_export_formats_per_platform():
+    from mnv2.exitcodes import ConfigError
+    from mnv2.export import formats_for, outputs_for
+
+    assert formats_for("all", "Ascend") == ["MINDIR", "ONNX", "AIR"]  # AIR: CANN's graph engine, Ascend only
+    assert formats_for("all", "GPU") == formats_for("all", "CPU") == ["MINDIR", "ONNX"]
+    assert formats_for("AIR", "Ascend") == ["AIR"]
+    with pytest.raises(ConfigError, match=r"AIR is written only on Ascend.*this platform is GPU"):
+        formats_for("AIR", "GPU")
+    assert outputs_for("both") == ["logits", "softmax"] and outputs_for("softmax") == ["softmax"]
