@@ -86,3 +86,14 @@ def test_training_beside_another_run_leaves_its_checkpoints(trees, device, tmp_p
     expected = [p.name for p in theirs] + ["mobilenetv2_1-2_8.ckpt"]
     assert sorted(p.name for p in folder.iterdir()) == sorted(expected)
     assert "this run writes mobilenetv2_1-*.ckpt" in capsys.readouterr().err
+
+
+def test_the_metrics_say_which_kernels_run():
+    """A fallback to MindSpore's kernels (no compiler, unloadable library) shows in the metrics too."""
+    from mnv2.trainer_metrics import TrainerMetrics
+
+    metrics = TrainerMetrics(0, job="j")
+    metrics.on_kernels(custom=False)
+    assert 'mnv2_trainer_custom_kernels{job="j",rank="0"} 0.0' in metrics.exposition()
+    metrics.on_kernels(custom=True)
+    assert 'mnv2_trainer_custom_kernels{job="j",rank="0"} 1.0' in metrics.exposition()

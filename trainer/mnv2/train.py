@@ -181,15 +181,23 @@ def scan_datasets(config: TrainingConfig) -> tuple[data.ImageFolderIndex, data.I
 NAN_FLUSH_SECONDS = 35.0  # a little over Prometheus's default 30 s scrape interval
 
 
-def use_fast_cpu_kernels(network, config: TrainingConfig) -> None:
-    """On CPU, swap MindSpore's slow depthwise and stem convolutions for the project's kernels.
+def use_fast_cpu_kernels(network, config: TrainingConfig) -> bool:
+    """On CPU, swap MindSpore's slow layers for the project's kernels; True when they are in use.
 
-    Parameters move into the new cells, so checkpoint keys and values are unchanged.
+    Parameters move into the new cells, so checkpoint keys and values are unchanged. The kernels are
+    never why a run fails: when they cannot be built or loaded here, `kernels_available()` says so
+    once on stderr and the network keeps MindSpore's own kernels.
     """
-    if config.fast_depthwise and config.platform == Platform.CPU:
-        from mnv2.ops.depthwise import replace_slow_convolutions
+    if not (config.fast_depthwise and config.platform == Platform.CPU):
+        return False
+    from mnv2.ops._build import kernels_available
 
-        replace_slow_convolutions(network, dense_input_grad=False)
+    if not kernels_available():
+        return False
+    from mnv2.ops.depthwise import replace_slow_convolutions
+
+    replace_slow_convolutions(network, dense_input_grad=False)
+    return True
 
 
 def train_loop_kind(config: TrainingConfig, head_only: bool) -> str:
@@ -231,7 +239,7 @@ def train(
     if config.pretrain_ckpt:
         ckpt.load_pretrained(network, config.pretrain_ckpt, config.num_classes)
         notice(f"pretrain_ckpt: loaded {config.pretrain_ckpt}")
-    use_fast_cpu_kernels(network, config)
+    custom_kernels = use_fast_cpu_kernels(network, config)
     loss_fn = LabelSmoothingCrossEntropy(config.num_classes, config.label_smoothing)
 
     head_only = config.freeze_layer == FreezeLayer.BACKBONE
@@ -262,6 +270,7 @@ def train(
     metrics = _make_metrics(config, ctx)
     metrics.set_plan(epochs=config.epochs, steps_per_epoch=spe, batch_size=config.batch_size,
                      world_size=ctx.world)
+    metrics.on_kernels(custom=custom_kernels)
     result = TrainResult(steps_per_epoch=spe, global_step=start_epoch * spe + start_step,
                          last_checkpoint=resumed_from, network=network)
     hooks = RunHooks(config, ctx, stop, network, train_cell, spe, lr_values, metrics, result, ckpt_dir,

@@ -57,6 +57,7 @@ METRIC_NAMES: tuple[str, ...] = tuple(
         "top1_accuracy",
         "top5_accuracy",
         "checkpoints_saved_total",
+        "custom_kernels",
         "last_checkpoint_timestamp_seconds",
     )
 )
@@ -128,6 +129,11 @@ class TrainerMetrics:
         self.top1 = gauge("top1_accuracy", "Top-1 accuracy of the last evaluation, ratio 0-1.")
         self.top5 = gauge("top5_accuracy", "Top-5 accuracy of the last evaluation, ratio 0-1.")
         self.checkpoints = counter("checkpoints_saved_total", "Checkpoints this rank has saved.")
+        self.custom_kernels = gauge(
+            "custom_kernels",
+            "1 when this process runs the project's C++ CPU kernels, 0 when MindSpore's own (not asked, "
+            "not CPU, or they could not be built or loaded here: the log says why).",
+        )
         self.last_checkpoint = gauge(
             "last_checkpoint_timestamp_seconds", "Unix time at which the last checkpoint was saved."
         )
@@ -217,6 +223,11 @@ class TrainerMetrics:
                 raise ValueError(f"{name} accuracy {value} is not a ratio between 0 and 1")
         self.top1.labels(**self._labels).set(top1)
         self.top5.labels(**self._labels).set(top5)
+        self._updated()
+
+    def on_kernels(self, *, custom: bool) -> None:
+        """Which kernels the network runs on (a fallback to MindSpore's is a slower run, not a failure)."""
+        self.custom_kernels.labels(**self._labels).set(1 if custom else 0)
         self._updated()
 
     def on_checkpoint(self, *, seconds: float) -> None:
