@@ -115,6 +115,13 @@ def test_two_replicas_train_across_processes_and_report_the_job_status(tmp_path:
     assert any(line.startswith("[mnv2 run] epoch 0, step") for line in run.lines), "no progress line"
     checkpoints = list((tmp_path / "run" / "quick" / "output").rglob("*.ckpt"))
     assert checkpoints, "rank 0 writes checkpoints into the PVC's local folder"
+    # The training report lands on the output volume, one row for the one epoch, with the final top-1.
+    from mnv2.report import read_records
+
+    (record,) = read_records(tmp_path / "run" / "quick" / "output" / "training_report.csv")
+    assert record.epoch == 0 and record.top1 == status["progress"]["top1"]
+    assert (tmp_path / "run" / "quick" / "output" / "training_report.png").stat().st_size > 0
+    assert "\x1b" not in text  # no terminal: nothing redrawn
 
 
 @pytest.mark.slow
