@@ -227,6 +227,17 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
+    def json_patch(
+        self, resource: Resource, namespace: str | None, name: str, operations: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """JSON patch (RFC 6902); a failing `test` operation is refused (422) and changes nothing."""
+        return self._call(
+            "PATCH",
+            resource.path(namespace, name),
+            body=operations,
+            content_type="application/json-patch+json",
+        )
+
     def delete(
         self,
         resource: Resource,

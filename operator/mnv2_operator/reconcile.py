@@ -48,6 +48,7 @@ from mnv2_operator.status import (
 )
 
 ACCEPTED_SPEC_ANNOTATION = f"{GROUP}/accepted-spec"
+SETTLE_SECONDS = 2.0  # a status change that only counts starting pods waits this long after a write
 WARNING_STATES = ("Failed", "Restarting")
 # Scheduling directives that may change while the job is suspended (batch/v1 Job's mutable
 # scheduling directives, what Kueue sets at admission); the new values apply from the resume.
@@ -212,6 +213,10 @@ class Reconciler:
         self._written: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self._created: dict[tuple[str, str], dict[str, tuple[dict[str, Any], float]]] = {}
         self._rank_tables: dict[tuple[str, str], dict[str, str]] = {}  # the rank-table data last seen
+        # job -> (uid, "Kind/name" of children other than pods known to exist and be the job's): read
+        # once, not on every pass (the garbage collector removes them with the job).
+        self._children: dict[tuple[str, str], tuple[str, set[str]]] = {}
+        self._last_write: dict[tuple[str, str], float] = {}  # job -> monotonic time of its last status write
 
     def note_pod(self, pod: dict[str, Any]) -> None:
         """Remember a pod of ours seen with DisruptionTarget=True (called from the pod watch)."""
@@ -252,6 +257,8 @@ class Reconciler:
             self._written,
             self._created,
             self._rank_tables,
+            self._children,
+            self._last_write,
             _STATES,
         ):
             cache.pop(key, None)
@@ -267,6 +274,8 @@ class Reconciler:
             "written": len(self._written),
             "created": sum(len(v) for v in self._created.values()),
             "rank_tables": len(self._rank_tables),
+            "children": sum(len(v[1]) for v in self._children.values()),
+            "last_write": len(self._last_write),
             "states": len(_STATES),
         }
 
@@ -360,7 +369,8 @@ class Reconciler:
         # Only pods this job owns count: a foreign pod carrying the label is never counted or deleted.
         key = (namespace, name)
         labelled = None if cached_pods is None else self._observed_pods(key, cached_pods)
-        if labelled is None or self._short(job, labelled):
+        # A job without a status has had nothing created by any pass yet: its cache cannot be short.
+        if labelled is None or (job.get("status") and self._short(job, labelled)):
             # Never act on a cache that may have missed pods (a fresh start, a resumed peer): a
             # missing pod means "create" or "a replica vanished", so confirm it with a LIST.
             labelled = self.kube.list(k8s.PODS, namespace, {names.LABEL_JOB_NAME: name})
@@ -382,12 +392,15 @@ class Reconciler:
             now,
         )
         new = stored_status(with_name_conflicts(new, self._conflicts.get(key, [])))
-        job = self._write_status(job, old, new, pods, now)
+        deferred = self._settling(key, old, new)
+        stored = old
+        if not deferred:
+            job, stored = self._write_status(job, old, new, pods, now), new
         found: list[tuple[str, bool]] = []
         created, deleted = self._act(running_job, new, pods, now, found)
         if self._settle_conflicts(job, found, now):
             latest = stored_status(with_name_conflicts(new, self._conflicts.get(key, [])))
-            self._write_status(job, new, latest, pods, now)
+            self._write_status(job, stored, latest, pods, now)
             new = latest
         platform = str((job.get("spec") or {}).get("platform", ""))
         _STATES[(namespace, name)] = (platform, new.get("state") or "Created")
@@ -398,7 +411,23 @@ class Reconciler:
         wake_in = max(0.0, (due - now).total_seconds()) + 0.05 if due is not None else None
         if new.get("state") == "Running":  # come back for the next progress reading
             wake_in = min(wake_in if wake_in is not None else self.progress_seconds, self.progress_seconds)
+        if deferred:
+            wake_in = min(wake_in if wake_in is not None else SETTLE_SECONDS, SETTLE_SECONDS)
         return Outcome(new.get("state"), wake_in, created, deleted)
+
+    def _settling(self, key: tuple[str, str], old: dict[str, Any], new: dict[str, Any]) -> bool:
+        """Whether to hold back a write that only counts pods starting (Pending, PodsStarting, no
+        condition changed) because the job's status was written under SETTLE_SECONDS ago: pods
+        of one job start together, and the Running write soon says it all."""
+        last = self._last_write.get(key)
+        if last is None or time.monotonic() - last >= SETTLE_SECONDS or new == old:
+            return False
+        return (
+            old.get("state") in ("Created", "Pending")
+            and new.get("state") == "Pending"
+            and new.get("reason") == "PodsStarting"
+            and new.get("conditions") == old.get("conditions")
+        )
 
     def _write_status(
         self, job: dict[str, Any], old: dict[str, Any], new: dict[str, Any], pods: list[dict], now: datetime
@@ -421,6 +450,7 @@ class Reconciler:
         except k8s.Conflict as error:
             raise Stale(str(error)) from None
         self._remember(job, written)
+        self._last_write[(meta["namespace"], meta["name"])] = time.monotonic()
         self._announce(job, old, new, pods, now)
         return written
 
@@ -521,13 +551,28 @@ class Reconciler:
         except SpecError:
             return job  # nothing runs; the status names the problems
         value = json.dumps(job.get("spec") or {}, sort_keys=True, separators=(",", ":"))
-        patch = {
-            "metadata": {
-                "annotations": {ACCEPTED_SPEC_ANNOTATION: value},
-                "resourceVersion": job["metadata"].get("resourceVersion"),
-            }
-        }
-        written = self.kube.patch(k8s.JOBS, job["metadata"]["namespace"], job["metadata"]["name"], patch)
+        # A JSON patch that tests metadata.generation: the annotation records exactly the spec read,
+        # while kopf's own finalizer write meanwhile (which changes the resourceVersion, not the
+        # generation) costs no conflict, re-read and retry.
+        ops: list[dict[str, Any]] = []
+        generation = job["metadata"].get("generation")
+        if generation is not None:
+            ops.append({"op": "test", "path": "/metadata/generation", "value": generation})
+        if annotations:
+            key = ACCEPTED_SPEC_ANNOTATION.replace("~", "~0").replace("/", "~1")
+            ops.append({"op": "add", "path": f"/metadata/annotations/{key}", "value": value})
+        else:
+            ops.append(
+                {"op": "add", "path": "/metadata/annotations", "value": {ACCEPTED_SPEC_ANNOTATION: value}}
+            )
+        try:
+            written = self.kube.json_patch(
+                k8s.JOBS, job["metadata"]["namespace"], job["metadata"]["name"], ops
+            )
+        except k8s.ApiError as error:
+            if error.status in (409, 422):  # the spec changed since it was read
+                raise k8s.Conflict(409, str(error)) from None
+            raise
         return self._remember(job, written)
 
     # -- reporting -------------------------------------------------------------------------------
@@ -543,7 +588,11 @@ class Reconciler:
         if int(new.get("restartCount") or 0) > int(old.get("restartCount") or 0):
             METRICS.job_restarted(ns, platform)
         state = new.get("state")
-        if state != old.get("state") or (state == "Restarting" and new.get("message") != old.get("message")):
+        # Pods starting is progress, not news: no event (the status says it).
+        quiet = state == "Pending" and new.get("reason") == "PodsStarting"
+        if not quiet and (
+            state != old.get("state") or (state == "Restarting" and new.get("message") != old.get("message"))
+        ):
             kind = (
                 "Warning"
                 if state in WARNING_STATES or (state == "Pending" and new.get("reason") == "Unschedulable")
@@ -700,6 +749,9 @@ class Reconciler:
                         uid=present["metadata"].get("uid"),
                     )
         self._podgroup_gone[key] = meta.get("uid") or ""
+        known = self._children.get(key, ("", set()))[1]
+        for child in [c for c in known if c.startswith("PodGroup/")]:
+            known.discard(child)  # created again on resume
 
     def _create_missing(
         self, job: dict[str, Any], pods: list[dict], attempt: int, resume: bool, found: list[tuple[str, bool]]
@@ -709,6 +761,10 @@ class Reconciler:
         from mnv2_operator.render import render_job
 
         key = (job["metadata"]["namespace"], job["metadata"]["name"])
+        uid = job["metadata"].get("uid") or ""
+        if self._children.get(key, ("", set()))[0] != uid:
+            self._children[key] = (uid, set())
+        known = self._children[key][1]
         existing_pods = {p["metadata"]["name"] for p in pods}
         created: list[str] = []
         failures: list[str] = []
@@ -720,15 +776,19 @@ class Reconciler:
                 if obj_name not in existing_pods:
                     missing_pods.append(for_attempt(obj, attempt, resume))
                 continue
-            present = self.kube.get(k8s.resource_of(obj), obj["metadata"]["namespace"], obj_name)
-            if present is not None:
-                if not owned_by(present, job):
-                    found.append((foreign_message(kind, obj_name), True))
+            if f"{kind}/{obj_name}" in known:
                 continue
             outcome = self._create(obj, found)
-            if outcome is None:
+            if outcome == "":  # exists: ours (an earlier pass) or someone else's?
+                present = self.kube.get(k8s.resource_of(obj), obj["metadata"]["namespace"], obj_name)
+                if present is not None and not owned_by(present, job):
+                    found.append((foreign_message(kind, obj_name), True))
+                elif present is not None:
+                    known.add(f"{kind}/{obj_name}")
+            elif outcome is None:
                 created.append(f"{kind}/{obj_name}")
-            elif outcome:
+                known.add(f"{kind}/{obj_name}")
+            else:
                 failures.append(outcome)
                 break  # the pods wait for the objects before them
         if not failures:

@@ -116,6 +116,26 @@ class FakeKube:
             self.objects[key] = new
         return copy.deepcopy(self.objects[key])
 
+    def json_patch(self, resource, namespace, name, operations):
+        import jsonpatch
+
+        self.calls.append(("patch", resource.plural, name))
+        key = (resource.plural, namespace, name)
+        if key not in self.objects:
+            raise k8s.NotFound(404, f"{name} not found")
+        old = self.objects[key]
+        try:
+            new = jsonpatch.apply_patch(old, operations)
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
+            raise k8s.ApiError(422, f"the JSON patch cannot be applied: {error}") from None
+        new["status"] = old.get("status")
+        if new.get("status") is None:
+            new.pop("status", None)
+        if new != old:
+            new["metadata"]["resourceVersion"] = str(next(self._rv))
+            self.objects[key] = new
+        return copy.deepcopy(self.objects[key])
+
     def delete(self, resource, namespace, name, *, uid=None, grace_period_seconds=None) -> bool:
         self.calls.append(("delete", resource.plural, name))
         key = (resource.plural, namespace, name)

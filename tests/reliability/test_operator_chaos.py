@@ -587,6 +587,8 @@ UNEXERCISED_GRANTS = {
     ("scheduling.volcano.sh", "podgroups", "*"): "the chaos jobs run without gang scheduling",
     (api.GROUP, api.PLURAL, "delete"): "only ttlSecondsAfterFinished deletes a job; the runs leave it unset",
     ("", "nodes", "get"): "read only for pods stuck Terminating on a lost node (tests/e2e/test_rbac_audit.py)",
+    (api.GROUP, api.PLURAL, "get"): "passes read the watch cache; a GET follows only a 409 (stale cache)",
+    ("", "services", "get"): "read only after a 409 on creation (is the taken name ours?)",
     (api.GROUP, f"{api.PLURAL}/finalizers", "update"): "checked by admission (blockOwnerDeletion), never called",
 }
 
