@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from mnv2 import artifacts
 from mnv2 import launchenv as le
 from mnv2.console import Quiet
 from mnv2.exitcodes import ConfigError, ExitCode
@@ -263,6 +264,8 @@ def local_pod(
     env = {k: translate_path(v, mounts) for k, v in pod_env.items() if k != le.TRAINING_CONFIG}
     env[le.SCHEDULER_HOST] = LOCAL_HOST
     env[le.SCHEDULER_PORT] = str(scheduler_port)
+    if le.TERMINATION_MESSAGE_PATH in env:  # never /dev/termination-log of this machine
+        env[le.TERMINATION_MESSAGE_PATH] = str(termination_message_path(run_dir, job_name, name))
     if metrics_port is not None:
         env[le.METRICS_PORT] = str(metrics_port)
     if le.TRAINING_CONFIG in pod_env:
@@ -282,18 +285,25 @@ def local_pod(
     return LocalPod(name=name, index=pod_index(pod), spec=spec, metrics_port=metrics_port, mounts=mounts)
 
 
+def termination_message_path(run_dir: Path, job_name: str, pod_name: str) -> Path:
+    """Where a local replica writes what a container writes to its terminationMessagePath."""
+    return run_dir / job_name / f"{pod_name}.termination-log"
+
+
 def observed_pod(
-    pod: Mapping[str, Any], *, phase: str, exit_code: int | None, attempt: int
+    pod: Mapping[str, Any], *, phase: str, exit_code: int | None, attempt: int, message: str | None = None
 ) -> dict[str, Any]:
-    """What the API server would show for a local replica: phase and the trainer's exit code."""
+    """What the API server would show for a local replica: phase, the trainer's exit code and its
+    termination message (kubelet copies the file at terminationMessagePath into it)."""
     observed = copy.deepcopy(dict(pod))
     labels = observed.setdefault("metadata", {}).setdefault("labels", {})
     labels[ATTEMPT_LABEL] = str(attempt)
     status: dict[str, Any] = {"phase": phase}
     if exit_code is not None:
-        status["containerStatuses"] = [
-            {"name": TRAINER_CONTAINER, "state": {"terminated": {"exitCode": exit_code}}}
-        ]
+        terminated: dict[str, Any] = {"exitCode": exit_code}
+        if message:
+            terminated["message"] = message
+        status["containerStatuses"] = [{"name": TRAINER_CONTAINER, "state": {"terminated": terminated}}]
     observed["status"] = status
     return observed
 
@@ -349,21 +359,11 @@ def replica_state(code: int | None) -> str:
     return "Succeeded" if code == 0 else f"Failed (exit {code})"
 
 
-def local_artifacts(artifacts: Any, mounts: tuple[Mount, ...], prefix: str = "") -> list[tuple[str, str]]:
-    """The status's artifacts as (name, value) lines, pod paths turned into this machine's paths."""
-    if isinstance(artifacts, Mapping):
-        lines: list[tuple[str, str]] = []
-        for key, value in artifacts.items():
-            lines += local_artifacts(value, mounts, f"{prefix}.{key}" if prefix else str(key))
-        return lines
-    if isinstance(artifacts, list):
-        lines = []
-        for position, value in enumerate(artifacts):
-            lines += local_artifacts(value, mounts, f"{prefix}[{position}]")
-        return lines
-    if isinstance(artifacts, str):
-        return [(prefix, translate_path(artifacts, mounts))]
-    return [(prefix, str(artifacts))]
+def local_artifacts(artifacts: Mapping[str, Any], mounts: tuple[Mount, ...]) -> dict[str, Any]:
+    """The artifacts a status names, with the pod's output path turned into this machine's folder
+    (the other paths are relative to it, mnv2.artifacts)."""
+    return {key: translate_path(value, mounts) if isinstance(value, str) else value
+            for key, value in artifacts.items()}
 
 
 # ----------------------------------------------------------------------------- running
@@ -578,12 +578,13 @@ def run_job(manifest: Path, options: RunOptions) -> int:
         break
 
     status = final_status(status, results)
+    rank0 = min(local_pods, key=lambda lp: lp.index)
+    found = status.get("artifacts") or artifacts.parse(results.messages.get(rank0.name))
+    if found:  # before the status, which stays the last thing printed
+        say(f"artifacts {artifacts.describe(local_artifacts(found, rank0.mounts), volume='this machine')}")
     with lock:
         out.write(yaml.safe_dump({"status": status}, sort_keys=False))
         out.flush()
-    rank0 = min(local_pods, key=lambda lp: lp.index)
-    for name, value in local_artifacts(status.get("artifacts") or {}, rank0.mounts):
-        say(f"artifact {name}: {value}")
     if status.get("state") == "Succeeded":
         return int(ExitCode.SUCCESS)
     return results.exit_code or int(ExitCode.FAILURE)
@@ -615,6 +616,7 @@ class _AttemptResult:
     interrupted: str | None
     progress: Any
     top1: float | None
+    messages: dict[str, str] = field(default_factory=dict)  # termination messages by pod
 
 
 def _run_attempt(
@@ -669,6 +671,11 @@ def _run_attempt(
         options.progress_interval)
     show = (lambda line: table.update({}, footer=f"rank 0: {line}")) if live else say
     rank0 = min(local_pods, key=lambda lp: lp.index)
+    for lp in local_pods:  # an earlier attempt's message must not pass for this one's
+        path = lp.spec.env.get(le.TERMINATION_MESSAGE_PATH)
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).unlink(missing_ok=True)
     show_states()
     try:
         with _Progress(rank0.metrics_port, interval, show, tick=show_states if live else None) as progress:
@@ -679,9 +686,14 @@ def _run_attempt(
     interrupted = None
     if supervisor.signal_received is not None:
         interrupted = "Ctrl-C" if supervisor.signal_received == signal.SIGINT else "SIGTERM"
+    messages = {}
+    for lp in local_pods:
+        path = lp.spec.env.get(le.TERMINATION_MESSAGE_PATH)
+        if path and Path(path).is_file():
+            messages[lp.name] = Path(path).read_text(errors="replace")[: artifacts.MESSAGE_LIMIT]
     return _AttemptResult(
         codes=supervisor.codes, exit_code=code, interrupted=interrupted,
-        progress=progress.last, top1=found["top1"],
+        progress=progress.last, top1=found["top1"], messages=messages,
     )
 
 
@@ -701,7 +713,8 @@ def _observe(
     for pod in pods:
         code = results.codes.get(pod["metadata"]["name"])
         phase = "Succeeded" if code == 0 else "Failed"
-        observed.append(observed_pod(pod, phase=phase, exit_code=code, attempt=attempt))
+        message = results.messages.get(pod["metadata"]["name"])
+        observed.append(observed_pod(pod, phase=phase, exit_code=code, attempt=attempt, message=message))
     return compute_status(job, observed, _now())
 
 

@@ -122,6 +122,9 @@ def test_two_replicas_train_across_processes_and_report_the_job_status(tmp_path:
     assert record.epoch == 0 and record.top1 == status["progress"]["top1"]
     assert (tmp_path / "run" / "quick" / "output" / "training_report.png").stat().st_size > 0
     assert "\x1b" not in text  # no terminal: nothing redrawn
+    # Where the model went, read from rank 0's termination message (a file in the run folder here).
+    local_output = tmp_path / "run" / "quick" / "output"
+    assert f"[mnv2 run] artifacts on this machine under {local_output}: final checkpoint checkpoint/" in text
 
 
 @pytest.mark.slow

@@ -282,3 +282,35 @@ def test_the_local_policy_allows_any_folder_and_refuses_the_rest(tmp_path: Path)
     manifest.write_text(yaml.safe_dump(job))
     with pytest.raises(ConfigError, match=r"local policy.*\n  spec\.image: "):
         localrun.dry_run(manifest, options)
+
+
+def test_where_the_model_went_is_read_as_kubelet_reads_a_termination_message(tmp_path: Path, monkeypatch):
+    """Rank 0 writes its artifacts to MNV2_TERMINATION_MESSAGE_PATH (the container's
+    terminationMessagePath); locally that is a file in the run folder, never /dev/termination-log,
+    and its text becomes the container status's `terminated.message`, as kubelet reports it."""
+    job = _job(tmp_path)
+    local = _local(tmp_path, job)
+    paths = [lp.spec.env[le.TERMINATION_MESSAGE_PATH] for lp in local]
+    assert paths == [str(tmp_path / "run" / "quick" / f"quick-{i}.termination-log") for i in (0, 1)]
+    text = '{"top1":0.5}'
+    pod = localrun.observed_pod(_pods(job)[0], phase="Succeeded", exit_code=0, attempt=0, message=text)
+    assert pod["status"]["containerStatuses"][0]["state"]["terminated"] == {"exitCode": 0, "message": text}
+
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(yaml.safe_dump(job))
+    message = json.dumps({"outputPath": "/output", "checkpoint": "checkpoint/mobilenetv2-1_4.ckpt",
+                          "top1": 0.75})
+
+    def attempt(local_pods, options, out, lock, say, **kwargs):
+        return localrun._AttemptResult(codes={"quick-0": 0, "quick-1": 0}, exit_code=0, interrupted=None,
+                                       progress=None, top1=0.75, messages={"quick-0": message})
+
+    monkeypatch.setattr(localrun, "_run_attempt", attempt)
+    out = io.StringIO()
+    assert localrun.run_job(manifest, localrun.RunOptions(run_dir=tmp_path / "run", out=out)) == 0
+    local_output = tmp_path / "run" / "quick" / "output"  # the PVC's local folder
+    lines = out.getvalue().splitlines()
+    assert lines[lines.index("status:") - 1] == (  # just before the final status
+        f"[mnv2 run] artifacts on this machine under {local_output}: "
+        "final checkpoint checkpoint/mobilenetv2-1_4.ckpt; final top-1 0.7500"
+    )
