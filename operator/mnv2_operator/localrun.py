@@ -32,7 +32,6 @@ from typing import IO, Any
 
 from mnv2 import artifacts
 from mnv2 import launchenv as le
-from mnv2.console import Quiet
 from mnv2.exitcodes import ConfigError, ExitCode
 from mnv2.launcher import STOP_GRACE, ProcessSpec, Supervisor
 
@@ -666,7 +665,7 @@ def _run_attempt(
         table.update({name: f"{replica_state(codes.get(name))}  {text}".rstrip()
                       for name, text in activity.items()})
 
-    live = not isinstance(table, Quiet)
+    live = table.live
     interval = min(options.progress_interval, 2.0) if live and options.progress_interval > 0 else (
         options.progress_interval)
     show = (lambda line: table.update({}, footer=f"rank 0: {line}")) if live else say

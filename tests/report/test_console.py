@@ -104,6 +104,7 @@ def test_mnv2_run_shows_every_replica_live_on_a_terminal_and_plain_lines_elsewhe
     last_step = "[rank 1] epoch: [  1/  2], step:[    2/    3], loss:[0.750/0.800], time:[12.500], lr:[0.050]"
     assert last_step in lines
     assert "  state: Succeeded" in lines
+    assert "[mnv2 run] epoch 1, step 5/10, 50.0%, loss 0.5000" in lines  # rank 0's progress, as lines
 
     leader, follower = pty.openpty()
     child = subprocess.Popen([sys.executable, RUN_CHILD, str(tmp_path / "b")], stdin=follower,
@@ -125,6 +126,8 @@ def test_mnv2_run_shows_every_replica_live_on_a_terminal_and_plain_lines_elsewhe
     for replica in (0, 1):  # each replica's state and latest step, 1-based like the live training line
         row = rf"cpu-quickstart-{replica}\s+Succeeded\s+rank {replica}: epoch 2/2, step 3/3, loss 0.750"
         assert re.search(row, text), text
+    assert "rank 0: epoch 1, step 5/10, 50.0%, loss 0.5000" in text  # rank 0's progress under the rows
+    assert "[mnv2 run] epoch 1, step 5/10" not in text  # in the table, not as lines
     assert "state: Succeeded" in text  # the final status still follows, in full
 
 

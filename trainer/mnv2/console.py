@@ -34,6 +34,8 @@ def is_terminal(stream: Any) -> bool:
 class Quiet:
     """What every live display is without a terminal: accepts every call, writes nothing."""
 
+    live = False  # True for the displays that draw
+
     def step(self, *args: Any, **kwargs: Any) -> None:
         pass
 
@@ -102,6 +104,8 @@ class _Pace:
 
 
 class _LiveTraining(Quiet):
+    live = True
+
     def __init__(self, total_epochs: int, steps_per_epoch: int, stream: TextIO) -> None:
         self.total_epochs, self.steps_per_epoch = total_epochs, max(1, steps_per_epoch)
         self.total = self.total_epochs * self.steps_per_epoch
@@ -133,6 +137,8 @@ class _LiveTraining(Quiet):
 
 
 class _LiveEval(Quiet):
+    live = True
+
     def __init__(self, total_batches: int, stream: TextIO) -> None:
         self.total = max(1, total_batches)
         self._pace = _Pace()
@@ -156,6 +162,8 @@ class _LiveEval(Quiet):
 
 
 class _LiveTable(Quiet):
+    live = True
+
     def __init__(self, title: str, stream: TextIO) -> None:
         from rich.live import Live
 
