@@ -138,7 +138,7 @@ def plot(runs: Sequence[tuple[str, Sequence[EpochRecord]]], png: str | Path) -> 
         (axes[0][0], "loss", "training loss (epoch mean)"),
         (axes[0][1], "top1", "top-1 accuracy on the evaluation set"),
         (axes[1][0], "lr", "learning rate (end of epoch)"),
-        (axes[1][1], "images_per_s", "images/s, all ranks (a run's first epoch includes compilation)"),
+        (axes[1][1], "images_per_s", "images/s, all ranks (first epoch: with compilation)"),
     )
     for ax, attribute, title in panels:
         ax.set_title(title, fontsize=10)
