@@ -41,6 +41,8 @@ LABELS = {
     "torch-cl": "PyTorch 2.13 eager, channels_last",
     "torch-compile": "PyTorch 2.13 torch.compile, channels_last",
 }
+#: Background load (cores used by other processes) above which a table is marked as not a result.
+QUIET_CORES = 0.3
 _EPOCH = re.compile(r"epoch time: ([0-9.]+), per step time: ([0-9.]+)")
 
 
@@ -222,7 +224,16 @@ def table(summary: dict[str, dict[str, Any]], batches: list[int], peers: tuple[s
                         f"| {s['gflops']:.1f} | {100 * s['gflops'] / peak:.1f}% | {vs} "
                         f"| {s['peak_rss_mb']:.0f} | {s['background_cores']:.2f} |")
     gf = 3 * 2 * forward_macs() / 1e9
-    notes = (
+    loads = [s["background_cores"] for s in summary.values() if "error" not in s]
+    warning = ""
+    if loads and max(loads) > QUIET_CORES:
+        warning = (
+            f"\n**Not a result:** other processes used up to {max(loads):.2f} of the {os.cpu_count()} cores "
+            f"during these runs (quiet means below {QUIET_CORES}). PyTorch's OpenMP threads and MindSpore's "
+            "thread pool both spin-wait, so a busy neighbour moves each figure by up to 10x, in either "
+            "direction; these rows only show that the bench runs. Rerun on an idle machine.\n"
+        )
+    notes = warning + (
         "\nTrainer vs the best PyTorch configuration measured in the same run: "
         f"{'; '.join(headline) or 'n/a'}. \"Trainer vs this\" is the trainer's images/s divided by that "
         f"row's. GFLOP/s counts {gf:.2f} GFLOP per image (3 x the forward pass's "
@@ -244,7 +255,7 @@ def section(report, quick: bool) -> None:
     summary = summarise(raw, batches, peers)
     report.raw["trainer"] = {"raw": raw, "summary": summary, "steps": steps, "rounds": rounds}
     report.add("The trainer's own path: `mnv2 train` against PyTorch (MobileNetV2 1.0, 224 px, 10 classes)",
-               table(summary, batches, peers))
+               table(summary, batches, peers), first=True)
 
 
 def main(argv: list[str] | None = None) -> int:
