@@ -48,7 +48,7 @@ from mnv2_operator.status import (
 )
 
 ACCEPTED_SPEC_ANNOTATION = f"{GROUP}/accepted-spec"
-SETTLE_SECONDS = 2.0  # a status change that only counts starting pods waits this long after a write
+SETTLE_SECONDS = 10.0  # a status change that only counts starting pods waits this long after a write
 WARNING_STATES = ("Failed", "Restarting")
 # Scheduling directives that may change while the job is suspended (batch/v1 Job's mutable
 # scheduling directives, what Kueue sets at admission); the new values apply from the resume.
@@ -217,6 +217,7 @@ class Reconciler:
         # once, not on every pass (the garbage collector removes them with the job).
         self._children: dict[tuple[str, str], tuple[str, set[str]]] = {}
         self._last_write: dict[tuple[str, str], float] = {}  # job -> monotonic time of its last status write
+        self._accepted: dict[tuple[str, str], tuple[Any, Any, str]] = {}  # job -> (uid, generation, spec)
 
     def note_pod(self, pod: dict[str, Any]) -> None:
         """Remember a pod of ours seen with DisruptionTarget=True (called from the pod watch)."""
@@ -259,6 +260,7 @@ class Reconciler:
             self._rank_tables,
             self._children,
             self._last_write,
+            self._accepted,
             _STATES,
         ):
             cache.pop(key, None)
@@ -276,6 +278,7 @@ class Reconciler:
             "rank_tables": len(self._rank_tables),
             "children": sum(len(v[1]) for v in self._children.values()),
             "last_write": len(self._last_write),
+            "accepted": len(self._accepted),
             "states": len(_STATES),
         }
 
@@ -546,6 +549,14 @@ class Reconciler:
         annotations = job["metadata"].get("annotations") or {}
         if ACCEPTED_SPEC_ANNOTATION in annotations:
             return job
+        meta = job["metadata"]
+        key = (meta["namespace"], meta["name"])
+        done = self._accepted.get(key)
+        if done is not None and done[:2] == (meta.get("uid"), meta.get("generation")):
+            # Written by an earlier pass; the watch cache does not show it yet.
+            job = copy.deepcopy(job)
+            job["metadata"].setdefault("annotations", {})[ACCEPTED_SPEC_ANNOTATION] = done[2]
+            return job
         try:
             parse_job(job)
         except SpecError:
@@ -573,6 +584,7 @@ class Reconciler:
             if error.status in (409, 422):  # the spec changed since it was read
                 raise k8s.Conflict(409, str(error)) from None
             raise
+        self._accepted[key] = (meta.get("uid"), meta.get("generation"), value)
         return self._remember(job, written)
 
     # -- reporting -------------------------------------------------------------------------------
