@@ -186,7 +186,7 @@ class Reconciler:
         config: Any,
         progress_seconds: float = 30.0,
         restart_backoff: tuple[float, float] = RESTART_BACKOFF,
-        create_concurrency: int = 16,
+        create_concurrency: int = 32,
     ):
         self.kube = kube
         # A job's pods are created concurrently, at most this many requests at once.

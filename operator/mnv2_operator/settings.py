@@ -52,7 +52,7 @@ class OperatorSettings:
     # job at once; passes run in `workers` threads.
     api_qps: float = 100.0
     api_burst: int = 200
-    create_concurrency: int = 16
+    create_concurrency: int = 32
     workers: int = 32
     post_kopf_events: bool = True
     kopf_event_level: int = logging.WARNING

@@ -92,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--create-concurrency",
         type=int,
-        default=16,
+        default=32,
         help="a job's pods are created this many at a time (default: %(default)s)",
     )
     parser.add_argument(
