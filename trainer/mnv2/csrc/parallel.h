@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace mnv2 {
@@ -46,7 +47,8 @@ class Pool {
       if (n > 0) body(int64_t{0}, n);
       return;
     }
-    Task task{&invoke<F>, &body, n, grain};
+    using Body = std::remove_reference_t<F>;
+    Task task{&invoke<Body>, const_cast<void *>(static_cast<const void *>(&body)), n, grain};
     {
       std::lock_guard<std::mutex> lock(mutex_);
       task_ = &task;
@@ -70,7 +72,8 @@ class Pool {
     int64_t n, grain;
     std::atomic<int64_t> next{0};
 
-    Task(void (*c)(void *, int64_t, int64_t), void *b, int64_t n_, int64_t g) : call(c), body(b), n(n_), grain(g) {}
+    Task(void (*c)(void *, int64_t, int64_t), void *b, int64_t n_, int64_t g)
+        : call(c), body(b), n(n_), grain(g) {}
 
     void work() {
       for (;;) {
@@ -81,9 +84,9 @@ class Pool {
     }
   };
 
-  template <class F>
+  template <class Body>
   static void invoke(void *body, int64_t begin, int64_t end) {
-    (*static_cast<F *>(body))(begin, end);
+    (*static_cast<Body *>(body))(begin, end);
   }
 
   static int threads_wanted() {
