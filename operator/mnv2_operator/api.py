@@ -324,6 +324,12 @@ class DatasetSpec(_Model):
 class OutputSpec(_Model):
     volume: VolumeSource = Field(..., description="Volume for checkpoints, logs and the saved configuration.")
     path: AbsPath = Field("/output", description="Mount path of the output volume; the trainer's output_dir.")
+    export: list[Literal["MINDIR", "ONNX", "AIR"]] = Field(
+        default_factory=lambda: ["MINDIR"],
+        max_length=3,
+        description="Formats the trainer exports when training ends (logits and the model zoo's softmax "
+        "graph, with a manifest); AIR only on Ascend; [] for none. Mode eval exports nothing.",
+    )
 
 
 MAX_SECONDS = 2**31 - 1  # about 68 years; keeps every duration a 32-bit integer, as Kubernetes' own
@@ -410,6 +416,7 @@ OPERATOR_SET_TRAINING_FIELDS = frozenset(
         "output_dir",
         "metrics_port",
         "resume",
+        "export_formats",
     }
 )
 # Where each operator-set trainer field comes from, for error messages.
@@ -422,6 +429,7 @@ TRAINING_FIELD_SOURCES = {
     "output_dir": "spec.output.path",
     "metrics_port": "spec.metrics.port",
     "resume": "spec.mode",
+    "export_formats": "spec.output.export",
 }
 
 

@@ -446,6 +446,7 @@ def training_layer(spec: JobSpec | dict[str, Any]) -> dict[str, Any]:
         metrics_port=_get(spec, "metrics", "port", default=launchenv.DEFAULT_METRICS_PORT),
         # Restarts of the whole job continue from the latest checkpoint on the output volume.
         resume=mode != "eval",
+        export_formats=[] if mode == "eval" else _get(spec, "output", "export", default=["MINDIR"]),
     )
     return layer
 

@@ -231,6 +231,7 @@ def test_launch_environment_golden(config):
         "fast_depthwise": True,
         "eval_interval": 0,
         "keep_best": False,
+        "export_formats": ["MINDIR"],  # spec.output.export's default (issue 17)
         "metrics_port": 9090,
     }
     assert TrainingConfig.model_validate(training).pretrain_ckpt == "/data/ckpt/mobilenetv2.ckpt"
@@ -433,3 +434,26 @@ def test_launch_values_reach_the_trainer_literally_through_kubelet(config):
     container = pod["spec"]["containers"][0]
     env = resolve_env(pod, container)  # kubelet's expansion rules
     assert json.loads(env[launchenv.TRAINING_CONFIG])["dataset_path"] == "/data/$(MNV2_JOB_NAME)/x$y"
+
+
+@pytest.mark.parametrize(
+    "mode, export, expected",
+    [("train", None, ["MINDIR"]), ("train", ["MINDIR", "ONNX"], ["MINDIR", "ONNX"]), ("train", [], []),
+     ("finetune", ["ONNX"], ["ONNX"]), ("eval", ["ONNX"], [])],
+)
+def test_output_export_reaches_the_trainer(mode, export, expected):
+    """spec.output.export (issue 17): what the trainer exports when training ends; evaluation exports nothing."""
+    from mnv2_operator.api import effective_training_config
+
+    output = {"volume": {"persistentVolumeClaim": {"claimName": "out"}}}
+    if export is not None:
+        output["export"] = export
+    assert effective_training_config(make_job("CPU", mode, output=output)).export_formats == expected
+
+
+def test_air_export_off_ascend_names_the_field():
+    from mnv2_operator.api import SpecError, parse_job
+
+    output = {"volume": {"persistentVolumeClaim": {"claimName": "out"}}, "export": ["AIR"]}
+    with pytest.raises(SpecError, match="AIR is written only on Ascend"):
+        parse_job(make_job("GPU", output=output))

@@ -126,13 +126,23 @@ def test_augmentation_settings_default_to_the_zoo_and_are_checked():
 
 
 def test_periodic_evaluation_settings():
-    config = resolve(parse("--eval_interval", "2", "--keep_best"))
+    config = resolve(parse("--eval_interval", "2", "--keep_best", "--eval_dataset_path", "/data/val"))
     assert (config.eval_interval, config.keep_best) == (2, True)
+    with pytest.raises(ConfigError, match="eval_interval: periodic evaluation needs eval_dataset_path"):
+        resolve(parse("--eval_interval", "2"))
     assert (resolve(parse()).eval_interval, resolve(parse()).keep_best) == (0, False)
     with pytest.raises(ConfigError, match=r"keep_best: .*eval_interval"):
         resolve(parse("--keep_best"))
     with pytest.raises(ConfigError, match="eval_interval"):
         resolve(parse("--eval_interval", "-1"))
+
+
+def test_export_formats_flag_takes_several_formats():
+    config = resolve(parse("--export_formats", "MINDIR", "ONNX"))
+    assert config.export_formats == ["MINDIR", "ONNX"]
+    assert resolve(parse()).export_formats == []
+    with pytest.raises(ConfigError, match="export_formats: AIR is written only on Ascend"):
+        resolve(parse("--export_formats", "AIR"))
 
 
 @pytest.mark.parametrize("platform", ["Ascend", "GPU", "CPU"])

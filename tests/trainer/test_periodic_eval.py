@@ -26,7 +26,8 @@ def test_top1_is_measured_during_training_and_the_best_checkpoint_kept(trees, de
                         lambda self, **kw: (events.append(("step", kw["global_step"])), on_step(self, **kw)))
     monkeypatch.setattr(TrainerMetrics, "on_eval",
                         lambda self, **kw: (events.append(("eval", kw["top1"])), on_eval(self, **kw)))
-    config = small_config(trees, tmp_path, epochs=4, eval_interval=2, keep_best=True, lr_max=0.05)
+    config = small_config(trees, tmp_path, epochs=4, eval_interval=2, keep_best=True, lr_max=0.05,
+                          export_formats=["MINDIR"])
     result = train(config, DistContext())
     assert result.exit_code == ExitCode.SUCCESS
     captured = capsys.readouterr()
@@ -56,6 +57,19 @@ def test_top1_is_measured_during_training_and_the_best_checkpoint_kept(trees, de
     assert found["bestCheckpoint"] == "checkpoint/mobilenetv2-best.ckpt"
     assert found["top1"] == pytest.approx(result.top1)
     assert found["bestTop1"] == pytest.approx(result.best_top1)
+    # export_formats (a job's spec.output.export): the trained network as `mnv2 export` writes it
+    assert found["exports"] == ["mobilenetv2_logits.mindir", "mobilenetv2_softmax.mindir", "mobilenetv2.json"]
+    manifest = json.loads((tmp_path / "mobilenetv2.json").read_text())
+    written = [(f["format"], f["output"]) for f in manifest["files"]]
+    assert written == [("MINDIR", "logits"), ("MINDIR", "softmax")]
+    import mindspore as ms
+    import numpy as np
+    from mnv2.export import load_mindir
+
+    graph = load_mindir(tmp_path / "mobilenetv2_softmax.mindir")
+    image = ms.Tensor(np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32))
+    probabilities = graph(image).asnumpy()
+    assert probabilities.shape == (1, 4) and probabilities.sum() == pytest.approx(1.0, abs=1e-5)
 
 
 def test_the_final_evaluation_completes_the_reports_last_row(trained):
@@ -65,7 +79,12 @@ def test_the_final_evaluation_completes_the_reports_last_row(trained):
     assert not rows[-2]["top1"] and float(rows[-1]["top1"]) == pytest.approx(trained.result.top1)
 
 
-def test_periodic_evaluation_needs_an_evaluation_set(trees, device, tmp_path):
-    config = small_config(trees, tmp_path, eval_interval=1, eval_dataset_path="")
+def test_periodic_evaluation_needs_an_evaluation_set(trees, tmp_path):
+    """Refused with the configuration, before MindSpore starts."""
     with pytest.raises(ConfigError, match="eval_interval: periodic evaluation needs eval_dataset_path"):
-        train(config, DistContext())
+        small_config(trees, tmp_path, eval_interval=1, eval_dataset_path="")
+
+
+def test_air_export_is_refused_off_ascend_before_training(trees, tmp_path):
+    with pytest.raises(ConfigError, match="export_formats: AIR is written only on Ascend"):
+        small_config(trees, tmp_path, export_formats=["AIR"])

@@ -101,6 +101,11 @@ class TrainingConfig(BaseModel):
         False,
         description="Keep the best checkpoint by top-1 of the periodic evaluations (needs eval_interval).",
     )
+    export_formats: list[Literal["MINDIR", "ONNX", "AIR"]] = Field(
+        default_factory=list,
+        description="Export the trained network when training ends, as `mnv2 export` does (logits and the "
+        "zoo's softmax graph, with a manifest): MINDIR, ONNX, AIR (Ascend only); none by default.",
+    )
     output_dir: str = Field("./output", description="Where checkpoints, logs and exports go.")
     resume: bool = Field(False, description="Continue from the latest checkpoint in output_dir.")
     seed: int = Field(1, ge=0, le=2**31 - 1, description="Random seed.")
@@ -143,6 +148,13 @@ class TrainingConfig(BaseModel):
             raise ValueError("pretrain_ckpt: freeze_layer=backbone needs a pretrained checkpoint")
         if self.keep_best and self.eval_interval == 0:
             raise ValueError("keep_best: needs periodic evaluation; set eval_interval > 0")
+        if self.eval_interval and not self.eval_dataset_path:
+            raise ValueError("eval_interval: periodic evaluation needs eval_dataset_path")
+        if "AIR" in self.export_formats and self.platform != Platform.ASCEND:
+            raise ValueError(
+                "export_formats: AIR is written only on Ascend (through CANN's graph engine); "
+                f"this platform is {self.platform}: use MINDIR or ONNX"
+            )
         if self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs: must not exceed epochs ({shown('warmup_epochs', 'epochs')})")
         if not self.lr_end <= self.lr_max:

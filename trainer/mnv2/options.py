@@ -59,7 +59,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, skip: tuple[str, ..
             group.add_argument(f"--no_{name}", dest=name, action="store_false", help=f"unset {flag}")
             continue
         choices = _choices(annotation)
-        if choices:
+        if typing.get_origin(annotation) is list:
+            item_choices = _choices(typing.get_args(annotation)[0])
+            group.add_argument(flag, dest=name, nargs="*", choices=item_choices, default=None,
+                               metavar=name.upper(), help=f"{text} (several: space-separated)")
+        elif choices:
             group.add_argument(flag, dest=name, choices=choices, default=None, help=text)
         elif annotation in (int, float):
             group.add_argument(

@@ -227,8 +227,6 @@ def train(
     output_dir = Path(config.output_dir)
     ckpt_dir = output_dir / "checkpoint"
     index, eval_index = datasets or scan_datasets(config)
-    if config.eval_interval and eval_index is None:
-        raise ConfigError("eval_interval: periodic evaluation needs eval_dataset_path")
     if ctx.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, output_dir / "config.yaml")
@@ -283,20 +281,46 @@ def train(
         if result.exit_code == ExitCode.SUCCESS and eval_index is not None:
             hooks.final_evaluation()
         if ctx.is_main and result.exit_code == ExitCode.SUCCESS:
-            _publish_artifacts(config, result)
+            _publish_artifacts(config, result, _export_at_end(config, result))
     finally:
         hooks.close()
         metrics.close()
     return result
 
 
-def _publish_artifacts(config: TrainingConfig, result: TrainResult) -> None:
+def _export_at_end(config: TrainingConfig, result: TrainResult) -> list[Path]:
+    """`export_formats`: the trained network as `mnv2 export` writes it (logits and softmax graphs, a
+    manifest), into the output folder. Exported from a fresh network holding the trained parameters,
+    so the graphs carry MindSpore's own kernels, which every inference runtime has."""
+    if not config.export_formats:
+        return []
+    import mindspore as ms
+
+    from mnv2.export import export_network, write_manifest
+    from mnv2.hub import create_network
+
+    fresh = create_network("mobilenetv2", num_classes=config.num_classes, width_mult=config.width_mult)
+    trained = {p.name: ms.Parameter(ms.Tensor(p.asnumpy()), name=p.name)
+               for p in result.network.get_parameters()}
+    ms.load_param_into_net(fresh, trained, strict_load=True)
+    stem = Path(config.output_dir) / "mobilenetv2"
+    written = export_network(fresh, image_size=config.image_size, batch=1, file_stem=stem,
+                             formats=list(config.export_formats), outputs=["logits", "softmax"])
+    manifest = write_manifest(f"{stem}.json", written, checkpoint=str(result.last_checkpoint or ""),
+                              num_classes=config.num_classes, width_mult=config.width_mult,
+                              image_size=config.image_size)
+    for item in written:
+        notice(f"exported {stem.parent / item.file}: {item.format}, output {item.output} ({item.contains})")
+    return [stem.parent / item.file for item in written] + [manifest]
+
+
+def _publish_artifacts(config: TrainingConfig, result: TrainResult, exports: list[Path]) -> None:
     """Where the model went (mnv2.artifacts): the output folder's artifacts.json, termination message."""
     from mnv2 import artifacts
 
     artifacts.publish(artifacts.summary(
         config.output_dir, checkpoint=result.last_checkpoint, top1=result.top1,
-        best_checkpoint=result.best_checkpoint, best_top1=result.best_top1,
+        best_checkpoint=result.best_checkpoint, best_top1=result.best_top1, exports=exports,
     ))
 
 
