@@ -442,7 +442,7 @@ def test_launch_values_reach_the_trainer_literally_through_kubelet(config):
      ("finetune", ["ONNX"], ["ONNX"]), ("eval", ["ONNX"], [])],
 )
 def test_output_export_reaches_the_trainer(mode, export, expected):
-    """spec.output.export (issue 17): what the trainer exports when training ends; evaluation exports nothing."""
+    """spec.output.export (issue 17): what the trainer exports when training ends; eval exports nothing."""
     from mnv2_operator.api import effective_training_config
 
     output = {"volume": {"persistentVolumeClaim": {"claimName": "out"}}}
