@@ -1,0 +1,99 @@
+"""Kernel sets compared inside one process, steps alternating: `python -m bench.kernels_ab --batch 8`.
+
+A bench-only loop beside `trainer_bench` (which measures `mnv2 train` itself). Both MindSpore
+networks (the trainer's MobileNetV2 1.0 at 224 px with the depthwise and stem kernels only, and
+with every kernel including the fused BatchNorm + ReLU6) are compiled in one process and stepped
+in alternating order, so a busy neighbour slows both alike: the ratio holds on a shared machine
+where absolute figures do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+
+SETS = {"conv": "depthwise and stem kernels only", "all": "every kernel (+ fused BatchNorm/ReLU6)"}
+
+
+def measure(batch: int, steps: int, mode: str) -> dict:
+    import mindspore as ms
+    from mindspore import Tensor, nn
+
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    from mnv2.loss import LabelSmoothingCrossEntropy
+    from mnv2.model import MobileNetV2
+    from mnv2.ops.depthwise import replace_slow_convolutions
+
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((batch, 3, 224, 224)).astype(np.float32))
+    y = Tensor(rng.integers(0, 1000, batch).astype(np.int32))
+    steps_of = {}
+    for name in SETS:
+        net = MobileNetV2(1000, 1.0, seed=0)
+        replace_slow_convolutions(net, dense_input_grad=False, fuse_batchnorm=name == "all")
+        if mode == "train":
+            opt = nn.Momentum(net.trainable_params(), 0.03, 0.9, weight_decay=4e-5)
+            cell = nn.TrainOneStepCell(nn.WithLossCell(net, LabelSmoothingCrossEntropy(1000)), opt)
+            cell.set_train()
+            steps_of[name] = lambda cell=cell: cell(x, y).asnumpy()
+        else:
+            net.set_train(False)
+            steps_of[name] = lambda net=net: net(x).asnumpy()
+        for _ in range(2):  # compile, warm up
+            steps_of[name]()
+    times: dict[str, list[float]] = {name: [] for name in SETS}
+    for i in range(steps):
+        for name in (list(SETS) if i % 2 == 0 else list(SETS)[::-1]):
+            start = time.perf_counter()
+            steps_of[name]()
+            times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    return {"batch": batch, "mode": mode, "steps": steps, "times": times, "median_s": medians,
+            "speedup": medians["conv"] / medians["all"]}
+
+
+def section(report, quick: bool) -> None:
+    """The `kernels` section of bench.run_all: what the fused BatchNorm + ReLU6 adds, load-robust."""
+    from bench.run_all import run_child
+
+    rows = ["| mode | batch | depthwise + stem kernels, s | every kernel, s | speedup | background cores |",
+            "|---|---|---|---|---|---|"]
+    for mode, batch in ([("train", 8)] if quick else [("train", 8), ("train", 32), ("forward", 32)]):
+        argv = ["bench.kernels_ab", "--batch", str(batch), "--mode", mode, "--steps", "6" if quick else "10"]
+        try:
+            run = run_child(argv, 3600.0)
+        except RuntimeError as error:
+            rows.append(f"| {mode} | {batch} | failed: {str(error).splitlines()[0]} | | | |")
+            continue
+        r = run.result
+        report.raw[f"kernels-{mode}-{batch}"] = {**r, "background_cores": run.background_cores}
+        rows.append(f"| {mode} | {batch} | {r['median_s']['conv']:.3f} | {r['median_s']['all']:.3f} "
+                    f"| {r['speedup']:.2f}x | {run.background_cores:.2f} |")
+    report.add(
+        "What the fused BatchNorm + ReLU6 kernels add (one process, steps alternating)",
+        "\n".join(rows) + "\n\nBoth networks (the trainer's MobileNetV2 1.0, 224 px, 1000 classes) are "
+        "compiled in one process and stepped in alternating order, so background load slows both alike "
+        "and the speedup holds on a shared machine; medians of the timed steps (`bench/kernels_ab.py`, a "
+        "bench-only loop).\n",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--mode", choices=["train", "forward"], default="train")
+    args = parser.parse_args(argv)
+    r = measure(args.batch, args.steps, args.mode)
+    sets = ", ".join(f"{SETS[k]} {v:.3f} s" for k, v in r["median_s"].items())
+    print(f"{args.mode} batch {args.batch}: {sets}; every kernel is {r['speedup']:.2f}x faster")
+    print("BENCH-RESULT " + json.dumps(r))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
