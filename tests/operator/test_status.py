@@ -476,3 +476,24 @@ def test_stored_form_prunes_unknown_fields_and_applies_defaults():
         "free": {"k": {"deep": 1}},
         "m": {"k": {}},
     }
+
+
+@pytest.mark.parametrize(
+    ("clean", "counts", "ttl", "rest"),
+    [
+        ("All", {"pending": 0, "running": 0, "succeeded": 0, "failed": 0}, None, True),
+        ("All", {"pending": 0, "running": 0, "succeeded": 2, "failed": 0}, None, False),
+        ("Running", {"pending": 0, "running": 0, "succeeded": 2, "failed": 0}, None, True),
+        ("Running", {"pending": 0, "running": 1, "succeeded": 1, "failed": 0}, None, False),
+        ("None", {"pending": 0, "running": 1, "succeeded": 1, "failed": 0}, None, True),
+        ("None", {"pending": 0, "running": 0, "succeeded": 2, "failed": 0}, 60, False),
+    ],
+)
+def test_a_finished_job_is_at_rest_once_cleaned_up_and_without_ttl(clean, counts, ttl, rest):
+    """Issue 16: such a job needs no daemon and no timer (handlers' `when` filter)."""
+    from mnv2_operator.status import at_rest
+
+    policy = {"cleanPodPolicy": clean, **({"ttlSecondsAfterFinished": ttl} if ttl is not None else {})}
+    finished = job(status={"state": "Succeeded", "replicas": counts}, **policy)
+    assert at_rest(finished) is rest
+    assert at_rest(job(status={"state": "Running", "replicas": counts}, **policy)) is False
