@@ -25,7 +25,7 @@ import kopf
 from mnv2_operator import api, k8s, names
 from mnv2_operator import settings as operator_settings
 from mnv2_operator.metrics import METRICS
-from mnv2_operator.reconcile import Reconciler
+from mnv2_operator.reconcile import Fenced, Reconciler
 from mnv2_operator.status import at_rest
 
 log = logging.getLogger(__name__)
@@ -51,14 +51,19 @@ def _poke(namespace: str | None, job: str | None) -> None:
 
 
 def _pass(
-    reconciler: Reconciler, namespace: str, name: str, job: dict | None, pods: list[dict] | None
+    reconciler: Reconciler,
+    namespace: str,
+    name: str,
+    job: dict | None,
+    pods: list[dict] | None,
+    fence: Callable[[], bool] | None = None,
 ) -> Any:
     """One reconciliation in a worker thread, timed; the wait since the wake-up is the queue wait."""
     started = time.monotonic()
     woken = _WOKEN.pop((namespace, name), None)
     METRICS.queue_depth.set(len(_WOKEN))
     try:
-        return reconciler.reconcile(namespace, name, job=job, pods=pods)
+        return reconciler.reconcile(namespace, name, job=job, pods=pods, fence=fence)
     finally:
         METRICS.observe_pass(time.monotonic() - started, None if woken is None else started - woken)
         METRICS.set_cache_sizes(reconciler.cache_sizes())
@@ -151,7 +156,11 @@ async def job_daemon(
             try:
                 job = copy.deepcopy(dict(body))
                 pods = [copy.deepcopy(dict(p)) for p in pods_by_job.get(key, [])]
-                outcome = await asyncio.to_thread(_pass, memo.reconciler, namespace, name, job, pods)
+                fence = lambda: bool(stopped)  # noqa: E731  (kopf stops the daemon of a paused replica)
+                outcome = await asyncio.to_thread(_pass, memo.reconciler, namespace, name, job, pods, fence)
+            except Fenced as error:
+                logger.info(f"pass abandoned before writing: {error}")
+                return
             except Exception as error:
                 METRICS.reconcile_error("reconcile")
                 failures += 1

@@ -15,7 +15,9 @@ import contextlib
 import copy
 import json
 import logging
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -67,6 +69,10 @@ _STATES: dict[tuple[str, str], tuple[str, str]] = {}
 
 class Stale(Exception):
     """A write was refused because the job changed since it was read (409): read afresh."""
+
+
+class Fenced(Exception):
+    """The pass must not write: this replica lost its peering (kopf is stopping its daemons)."""
 
 
 @dataclass
@@ -218,6 +224,7 @@ class Reconciler:
         self._children: dict[tuple[str, str], tuple[str, set[str]]] = {}
         self._last_write: dict[tuple[str, str], float] = {}  # job -> monotonic time of its last status write
         self._accepted: dict[tuple[str, str], tuple[Any, Any, str]] = {}  # job -> (uid, generation, spec)
+        self._local = threading.local()  # the running pass's fence (passes run in several threads)
 
     def note_pod(self, pod: dict[str, Any]) -> None:
         """Remember a pod of ours seen with DisruptionTarget=True (called from the pod watch)."""
@@ -291,17 +298,25 @@ class Reconciler:
         now: datetime | None = None,
         job: dict[str, Any] | None = None,
         pods: list[dict[str, Any]] | None = None,
+        fence: Callable[[], bool] | None = None,
     ) -> Outcome:
         """One pass. With `job` and `pods` (from the watch caches) it makes no read request; every
         status write carries the resourceVersion it was computed from, and a conflict means the
-        cache was stale: read afresh and compute again."""
+        cache was stale: read afresh and compute again. When `fence()` turns true (the replica
+        lost its peering) the pass raises Fenced before its next write."""
         now = now or datetime.now(tz=UTC)
+        self._local.fence = fence
         if job is not None:
             try:
                 return self._reconcile(namespace, name, now, self._newest((namespace, name), job), pods)
             except Stale as error:
                 log.info("stale cache for %s/%s (%s): reading afresh", namespace, name, error)
         return self._reconcile(namespace, name, now, self.kube.get(k8s.JOBS, namespace, name), None)
+
+    def _check_fence(self) -> None:
+        fence = getattr(self._local, "fence", None)
+        if fence is not None and fence():
+            raise Fenced("this replica is stopping (peering lost or shutdown): no more writes")
 
     def _newest(self, key: tuple[str, str], job: dict[str, Any]) -> dict[str, Any]:
         """The cached job, or what our own later write returned when the cache has not caught up."""
@@ -400,6 +415,7 @@ class Reconciler:
         if not deferred:
             job, stored = self._write_status(job, old, new, pods, now), new
         found: list[tuple[str, bool]] = []
+        self._check_fence()
         created, deleted = self._act(running_job, new, pods, now, found)
         if self._settle_conflicts(job, found, now):
             latest = stored_status(with_name_conflicts(new, self._conflicts.get(key, [])))
@@ -443,6 +459,7 @@ class Reconciler:
         nothing is acted on until the pass is computed again from a fresh read."""
         if new == old:
             return job
+        self._check_fence()
         meta = job["metadata"]
         patch = {
             "metadata": {"resourceVersion": meta.get("resourceVersion")},

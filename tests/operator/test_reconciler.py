@@ -12,7 +12,7 @@ from mnv2_operator import k8s, names
 from mnv2_operator import reconcile as reconcile_module
 from mnv2_operator.metrics import METRICS
 from mnv2_operator.profiles import load_operator_config
-from mnv2_operator.reconcile import ACCEPTED_SPEC_ANNOTATION, Reconciler
+from mnv2_operator.reconcile import ACCEPTED_SPEC_ANNOTATION, Fenced, Reconciler
 from mnv2_operator.status import ATTEMPT_LABEL, condition
 from operator_fakes import FakeKube
 
@@ -376,3 +376,16 @@ def test_passes_from_stale_watch_caches_neither_repeat_nor_lose_a_decision():
     after = len([c for c in cluster.kube.calls if c[0] == "get" and c[1] == "mobilenetv2trainjobs"])
     assert after == before + 1  # the fresh read after the conflict
     assert cluster.status()["restartCount"] == 1 and cluster.status()["state"] == "Running"
+
+
+def test_a_replica_that_lost_its_peering_stops_before_its_next_write():
+    """Issue 16 (fencing for HA): once kopf stops the daemon of a paused replica, the pass in flight
+    writes nothing more (its decision is left to the replica that took over)."""
+    cluster = running_cluster(runPolicy={"backoffLimit": 3, "restartPolicy": "OnFailure"})
+    cluster.pods()[0]["status"]["phase"] = "Failed"
+    writes = len(cluster.kube.writes())
+    with pytest.raises(Fenced):
+        cluster.reconciler.reconcile(NS, "j", cluster.now + timedelta(seconds=1), fence=lambda: True)
+    assert cluster.kube.writes()[writes:] == []
+    cluster.reconciler.reconcile(NS, "j", cluster.now + timedelta(seconds=2), fence=lambda: False)
+    assert cluster.status()["state"] == "Restarting"
