@@ -41,8 +41,10 @@ LABELS = {
     "torch-cl": "PyTorch 2.13 eager, channels_last",
     "torch-compile": "PyTorch 2.13 torch.compile, channels_last",
 }
-#: Background load (cores used by other processes) above which a table is marked as not a result.
+#: Background load (cores used by other processes) above which a table is marked indicative only ...
 QUIET_CORES = 0.3
+#: ... and above which it is not even indicative.
+BUSY_CORES = 1.0
 _EPOCH = re.compile(r"epoch time: ([0-9.]+), per step time: ([0-9.]+)")
 
 
@@ -226,12 +228,18 @@ def table(summary: dict[str, dict[str, Any]], batches: list[int], peers: tuple[s
     gf = 3 * 2 * forward_macs() / 1e9
     loads = [s["background_cores"] for s in summary.values() if "error" not in s]
     warning = ""
-    if loads and max(loads) > QUIET_CORES:
+    if loads and max(loads) > BUSY_CORES:
         warning = (
             f"\n**Not a result:** other processes used up to {max(loads):.2f} of the {os.cpu_count()} cores "
-            f"during these runs (quiet means below {QUIET_CORES}). PyTorch's OpenMP threads and MindSpore's "
-            "thread pool both spin-wait, so a busy neighbour moves each figure by up to 10x, in either "
-            "direction; these rows only show that the bench runs. Rerun on an idle machine.\n"
+            f"during these runs. PyTorch's OpenMP threads and MindSpore's thread pool both spin-wait, so a "
+            "busy neighbour moves each figure by up to 10x, in either direction; these rows only show that "
+            "the bench runs. Rerun on an idle machine.\n"
+        )
+    elif loads and max(loads) > QUIET_CORES:
+        warning = (
+            f"\n**Indicative only:** other processes used up to {max(loads):.2f} of the {os.cpu_count()} "
+            f"cores during these runs (quiet means below {QUIET_CORES}); rerun on an idle machine for the "
+            "record.\n"
         )
     notes = warning + (
         "\nTrainer vs the best PyTorch configuration measured in the same run: "
