@@ -12,7 +12,7 @@ import json
 
 import pytest
 import yaml
-from chartlib import CHART, CI_VALUES, by_kind, load_values, render_objects
+from chartlib import CHART, CI_VALUES, by_kind, helm, load_values, render, render_objects
 
 REGENERATE = "run .venv/bin/python charts/mobilenetv2-operator/hack/generate.py"
 
@@ -147,6 +147,79 @@ def test_deployment_args_parse_with_the_operators_own_command_line(path):
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert settings.liveness_url == f"http://0.0.0.0:{ports['health']}/healthz"
     assert settings.metrics_port == ports["metrics"]
+    _assert_tuning(settings, values)
+
+
+# values key -> OperatorSettings field: the operator's tuning flags the Deployment passes.
+TUNING = {
+    "apiQps": "api_qps",
+    "apiBurst": "api_burst",
+    "createConcurrency": "create_concurrency",
+    "resyncSeconds": "resync_seconds",
+    "restartBackoffSeconds": "restart_backoff_seconds",
+    "restartBackoffMaxSeconds": "restart_backoff_max_seconds",
+}
+
+
+def _parsed_args(values: dict):
+    import argparse
+
+    from mnv2_operator.commands import operator as command
+
+    (deployment,) = by_kind(render_objects(values), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    command.add_arguments(parser)
+    return container["args"], command.settings_from_args(parser.parse_args(container["args"]))
+
+
+def _assert_tuning(settings, values: dict) -> None:
+    chart_defaults = load_values(CHART / "values.yaml")
+    for key, field in TUNING.items():
+        expected = values.get(key, chart_defaults[key])
+        assert getattr(settings, field) == expected, f"{key} -> {field}"
+
+
+def test_tuning_defaults_are_the_operators_own():
+    """The chart's defaults equal `mnv2 operator`'s, so leaving a value out changes nothing."""
+    import argparse
+
+    from mnv2_operator.commands import operator as command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    defaults = command.settings_from_args(parser.parse_args([]))
+    chart_defaults = load_values(CHART / "values.yaml")
+    assert {k: chart_defaults[k] for k in TUNING} == {k: getattr(defaults, f) for k, f in TUNING.items()}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"apiQps": 0.5, "apiBurst": 7, "createConcurrency": 1, "resyncSeconds": 2.5,
+         "restartBackoffSeconds": 0.25, "restartBackoffMaxSeconds": 1_000_000},
+        {"apiQps": 0, "apiBurst": 123456789, "createConcurrency": 512, "resyncSeconds": 86400,
+         "restartBackoffSeconds": 0, "restartBackoffMaxSeconds": 7200},
+    ],
+    ids=["fractions-and-large", "unlimited-qps"],
+)
+def test_tuning_values_reach_the_operator_exactly(values):
+    args, settings = _parsed_args(values)
+    flags = {"--api-qps", "--api-burst", "--create-concurrency", "--resync-seconds",
+             "--restart-backoff-seconds", "--restart-backoff-max-seconds"}
+    assert {a.split("=", 1)[0] for a in args} >= flags, args
+    _assert_tuning(settings, values)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"apiQps": -1}, {"apiBurst": 0}, {"apiBurst": 1.5}, {"createConcurrency": 0},
+     {"resyncSeconds": 0}, {"restartBackoffSeconds": -1}, {"restartBackoffMaxSeconds": "6m"}],
+    ids=lambda v: next(iter(v)),
+)
+def test_schema_rejects_bad_tuning(values):
+    with pytest.raises(helm.HelmError):
+        render(values)
 
 
 def test_helm_installs_both_crds_before_the_templates():
