@@ -509,6 +509,9 @@ class Condition(_Model):
     message: str = ""
     last_transition_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
     last_update_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    observed_generation: int | None = Field(
+        None, ge=0, description="The spec generation the condition was set from (metav1.Condition)."
+    )
 
 
 class ReplicaCounts(_Model):
@@ -516,6 +519,17 @@ class ReplicaCounts(_Model):
     running: int = 0
     succeeded: int = 0
     failed: int = 0
+
+
+class Artifacts(_Model):
+    """Where the model went: rank 0's termination message (mnv2.artifacts), paths relative to outputPath."""
+
+    output_path: str | None = Field(None, description="The output volume's mount path in the pods.")
+    checkpoint: str | None = Field(None, description="The final checkpoint.")
+    best_checkpoint: str | None = Field(None, description="The best checkpoint by top-1 (keepBest).")
+    best_top1: float | None = Field(None, ge=0.0, le=1.0, description="Its top-1 accuracy.")
+    top1: float | None = Field(None, ge=0.0, le=1.0, description="The final top-1 accuracy.")
+    exports: list[str] | None = Field(None, description="Exported model files and their manifest.")
 
 
 class JobStatus(_Model):
@@ -533,6 +547,15 @@ class JobStatus(_Model):
     restart_count: int | None = Field(None, ge=0, description="Whole-job restarts so far.")
     progress: Progress | None = Field(None, description="Rank 0's training progress, from its metrics.")
     observed_generation: int | None = Field(None, description="The spec generation this status describes.")
+    disruption_count: int | None = Field(
+        None, ge=0, description="Restarts caused by disruptions (preemption, eviction, lost node); not "
+        "counted against backoffLimit.",
+    )
+    restart_after: str | None = Field(
+        None, description="A restart's new pods are created at this time (exponential backoff).",
+        json_schema_extra={"format": "date-time"},
+    )
+    artifacts: Artifacts | None = Field(None, description="Where the model went, once the job succeeded.")
 
 
 class ObjectMeta(BaseModel):

@@ -12,9 +12,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from mnv2.config import PRESETS, Platform
-from pydantic.alias_generators import to_camel
-
 from mnv2_operator import names
 from mnv2_operator.api import (
     GROUP,
@@ -29,6 +26,7 @@ from mnv2_operator.api import (
 from mnv2_operator.validation import (
     DEVICE_CHOICES,
     DEVICE_RESOURCE_PREFIXES,
+    KERNEL_CACHE_PATH,
     MUTABLE_RUN_POLICY_FIELDS,
     RANK_TABLE_DIR,
     RESERVED_ENV_PREFIX,
@@ -273,7 +271,7 @@ def _mount_rules() -> list[dict[str, Any]]:
     dataset, output = "self.dataset.mountPath", "self.output.path"
     mounts = "self.template.volumeMounts"
     has_mounts = f"has(self.template) && has({mounts})"
-    shm, rank_table = f"'{SHM_PATH}'", f"'{RANK_TABLE_DIR}'"
+    shm, rank_table, kernels = f"'{SHM_PATH}'", f"'{RANK_TABLE_DIR}'", f"'{KERNEL_CACHE_PATH}'"
     checkpoint = "self.pretrainedCheckpoint"
     return [
         _rule(
@@ -282,8 +280,9 @@ def _mount_rules() -> list[dict[str, Any]]:
             ".output.path",
         ),
         _rule(
-            f"!{_overlap(dataset, shm)} && !{_overlap(output, shm)}",
-            f"spec.dataset.mountPath and spec.output.path must not overlap {SHM_PATH}",
+            f"!{_overlap(dataset, shm)} && !{_overlap(output, shm)} && "
+            f"!{_overlap(dataset, kernels)} && !{_overlap(output, kernels)}",
+            f"spec.dataset.mountPath and spec.output.path must not overlap {SHM_PATH} or {KERNEL_CACHE_PATH}",
         ),
         _rule(
             f"self.platform != 'Ascend' || (!{_overlap(dataset, rank_table)} && "
@@ -294,8 +293,10 @@ def _mount_rules() -> list[dict[str, Any]]:
         _rule(
             f"!({has_mounts}) || {mounts}.all(m, !{_overlap('m.mountPath', dataset)} && "
             f"!{_overlap('m.mountPath', output)} && !{_overlap('m.mountPath', shm)} && "
+            f"!{_overlap('m.mountPath', kernels)} && "
             f"{mounts}.filter(n, {_overlap('n.mountPath', 'm.mountPath')}).size() == 1)",
-            "mount paths must not overlap each other, spec.dataset.mountPath, spec.output.path or /dev/shm",
+            "mount paths must not overlap each other, spec.dataset.mountPath, spec.output.path, /dev/shm "
+            f"or {KERNEL_CACHE_PATH}",
             ".template.volumeMounts",
         ),
         _rule(
@@ -368,34 +369,23 @@ def _template_rules() -> list[dict[str, Any]]:
     ]
 
 
-def _training_value(field: str) -> str:
-    """CEL: spec.training.<field>, or the platform preset the trainer would use when it is unset."""
-    camel = to_camel(field)
-    presets = {platform.value: PRESETS[platform][field] for platform in Platform}
-
-    def literal(value: Any) -> str:
-        return repr(float(value)) if isinstance(value, float) else str(value)
-
-    fallback = (
-        f"(self.platform == 'Ascend' ? {literal(presets['Ascend'])} : "
-        f"self.platform == 'GPU' ? {literal(presets['GPU'])} : {literal(presets['CPU'])})"
-    )
-    return f"(has(self.training) && has(self.training.{camel}) ? self.training.{camel} : {fallback})"
-
-
 def _preset_rules() -> list[dict[str, Any]]:
-    """TrainingConfig's cross-field rules that involve platform presets (mnv2.config.PRESETS)."""
+    """TrainingConfig's cross-field rules. A preset the user leaves unset follows the values the user
+    gives (mnv2.config.apply_presets), so only two given values can conflict."""
+    t = "self.training"
+
+    def both(a: str, b: str) -> str:
+        return f"!has({t}) || !has({t}.{a}) || !has({t}.{b}) || "
+
     return [
-        _rule(
-            f"{_training_value('warmup_epochs')} <= {_training_value('epochs')}",
-            "warmupEpochs must not exceed epochs (unset fields take the platform preset)",
-            ".training",
-        ),
-        _rule(
-            f"{_training_value('lr_end')} <= {_training_value('lr_max')}",
-            "lrEnd must not exceed lrMax (unset fields take the platform preset)",
-            ".training",
-        ),
+        _rule(both("warmupEpochs", "epochs") + f"{t}.warmupEpochs <= {t}.epochs",
+              "warmupEpochs must not exceed epochs", ".training"),
+        _rule(both("lrEnd", "lrMax") + f"{t}.lrEnd <= {t}.lrMax", "lrEnd must not exceed lrMax", ".training"),
+        _rule(f"!has({t}) || !has({t}.keepBest) || !{t}.keepBest || "
+              f"(has({t}.evalInterval) && {t}.evalInterval > 0)",
+              "keepBest needs evalInterval > 0", ".training"),
+        _rule("self.platform == 'Ascend' || !has(self.output.export) || !('AIR' in self.output.export)",
+              "AIR is written only on Ascend: use MINDIR or ONNX", ".output.export"),
     ]
 
 
@@ -495,39 +485,10 @@ def spec_schema() -> dict[str, Any]:
     return schema
 
 
-# Status fields the operator writes beyond api.JobStatus (setdefault: a no-op once the model declares
-# them). Anything written but undeclared is pruned by the API server, so every comparison of the
-# computed status with the stored one would see a change (REFERENCE §7, CRD pruning).
-EXTRA_STATUS_FIELDS: dict[str, dict[str, Any]] = {
-    "disruptionCount": {
-        "type": "integer",
-        "description": "Restarts caused by disruptions (preemption, eviction, lost node); not counted "
-        "against backoffLimit.",
-        "minimum": 0,
-    },
-    "restartAfter": {
-        "type": "string",
-        "description": "A restart's new pods are created at this time (exponential backoff).",
-        "format": "date-time",
-    },
-}
-EXTRA_CONDITION_FIELDS: dict[str, dict[str, Any]] = {
-    "observedGeneration": {
-        "type": "integer",
-        "description": "The spec generation the condition was set from (metav1.Condition).",
-        "minimum": 0,
-    },
-}
-
-
 def status_schema() -> dict[str, Any]:
     schema = _model_schema(JobStatus)
     schema["description"] = "Observed state, written by the operator."
-    for name, prop in EXTRA_STATUS_FIELDS.items():
-        schema["properties"].setdefault(name, copy.deepcopy(prop))
     conditions = schema["properties"]["conditions"]
-    for name, prop in EXTRA_CONDITION_FIELDS.items():
-        conditions["items"]["properties"].setdefault(name, copy.deepcopy(prop))
     conditions["x-kubernetes-list-type"] = "map"
     conditions["x-kubernetes-list-map-keys"] = ["type"]
     return schema
@@ -621,6 +582,21 @@ PRINTER_COLUMNS = [
         "description": "Latest top-1 accuracy (0-1)",
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    # -o wide: where the model went (status.artifacts, paths relative to the output volume)
+    {
+        "name": "Checkpoint",
+        "type": "string",
+        "jsonPath": ".status.artifacts.checkpoint",
+        "description": "Final checkpoint, relative to the output volume",
+        "priority": 1,
+    },
+    {
+        "name": "Exports",
+        "type": "string",
+        "jsonPath": ".status.artifacts.exports",
+        "description": "Exported model files, relative to the output volume",
+        "priority": 1,
+    },
 ]
 
 

@@ -97,10 +97,10 @@ def pod_labels(job: str, index: int) -> dict[str, str]:
 
 def is_label_key(key: str) -> bool:
     prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix)):
+    if prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.fullmatch(prefix)):
         return False
-    return 0 < len(name) <= 63 and bool(QUALIFIED_NAME.match(name))
+    return 0 < len(name) <= 63 and bool(QUALIFIED_NAME.fullmatch(name))
 
 
 def is_label_value(value: str) -> bool:
-    return len(value) <= 63 and bool(LABEL_VALUE.match(value))
+    return len(value) <= 63 and bool(LABEL_VALUE.fullmatch(value))

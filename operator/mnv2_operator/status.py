@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from mnv2.artifacts import describe as describe_artifacts
+from mnv2.artifacts import parse as parse_artifacts
 from mnv2.exitcodes import describe, is_retryable
 
 ATTEMPT_LABEL = "training.mindspore.io/restart-count"
@@ -251,6 +253,28 @@ def _spec(job: dict[str, Any]) -> tuple[Any | None, str]:
         return None, "; ".join(f"{path}: {message}" for path, message in error.problems)
 
 
+def reported_artifacts(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What rank 0 reported in its termination message (mnv2.artifacts), checked and bounded there."""
+    for pod in pods:
+        if pod_index(pod) != 0:
+            continue
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            found = parse_artifacts(((container.get("state") or {}).get("terminated") or {}).get("message"))
+            if found is not None:
+                return found
+    return None
+
+
+def output_volume_words(job: dict[str, Any]) -> str:
+    """The job's output volume in words, e.g. 'the output volume (persistentVolumeClaim results)'."""
+    volume = ((job.get("spec") or {}).get("output") or {}).get("volume") or {}
+    for kind, source in volume.items():
+        if isinstance(source, dict):
+            detail = source.get("claimName") or source.get("path") or source.get("driver") or ""
+            return f"the output volume ({kind} {detail})".replace(" )", ")")
+    return "the output volume"
+
+
 def compute_status(
     job: dict[str, Any],
     pods: list[dict[str, Any]],
@@ -436,7 +460,12 @@ def compute_status(
                     )
 
     if len(live) >= replicas and counts["succeeded"] >= replicas:
-        return finish("Succeeded", "JobSucceeded", f"all {replicas} pod(s) succeeded")
+        message = f"all {replicas} pod(s) succeeded"
+        found = reported_artifacts(current)
+        if found is not None:
+            status["artifacts"] = found
+            message += "; " + describe_artifacts(found, output_volume_words(job))
+        return finish("Succeeded", "JobSucceeded", message)
     if len(live) >= replicas and counts["running"] + counts["succeeded"] >= replicas and counts["running"]:
         set_condition(
             conditions, "Running", True, "JobRunning", f"all {replicas} pod(s) are running", now, generation

@@ -139,7 +139,7 @@ def _check_name(metadata: Any, spec: Any) -> Problems:
     if not isinstance(name, str) or not name:
         return []  # pydantic reports metadata.name missing
     problems: Problems = []
-    if not names.DNS1035_LABEL.match(name):
+    if not names.DNS1035_LABEL.fullmatch(name):
         problems.append(
             (
                 "metadata.name",
@@ -313,7 +313,7 @@ def _check_template(spec: dict[str, Any]) -> Problems:
         name = _get(volume, "name")
         if not isinstance(name, str):
             continue
-        if not names.DNS1123_LABEL.match(name):
+        if not names.DNS1123_LABEL.fullmatch(name):
             problems.append((f"spec.template.volumes[{i}].name", "must be a DNS-1123 label"))
         if name in RESERVED_VOLUME_NAMES:
             problems.append((f"spec.template.volumes[{i}].name", f"{name!r} is used by the operator"))
@@ -335,7 +335,7 @@ def _check_template(spec: dict[str, Any]) -> Problems:
             problems.append(
                 (f"spec.template.env[{i}].name", f"{RESERVED_ENV_PREFIX}* variables are set by the operator")
             )
-        elif not re.match(ENV_NAME_PATTERN, name):
+        elif not re.fullmatch(ENV_NAME_PATTERN, name):
             problems.append((f"spec.template.env[{i}].name", "not a valid environment variable name"))
         if name in env_names:
             problems.append((f"spec.template.env[{i}].name", f"duplicate variable {name!r}"))
@@ -364,7 +364,7 @@ def _check_scheduling(spec: dict[str, Any]) -> Problems:
         if (
             isinstance(value, str)
             and value
-            and not (len(value) <= 253 and names.DNS1123_SUBDOMAIN.match(value))
+            and not (len(value) <= 253 and names.DNS1123_SUBDOMAIN.fullmatch(value))
         ):
             problems.append(
                 (f"spec.scheduling.{key}", "must be a DNS-1123 subdomain (lowercase, digits, '-', '.')")

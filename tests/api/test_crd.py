@@ -91,7 +91,11 @@ def test_crd_identity_and_printer_columns():
         "Progress",
         "Top-1",
         "Age",
+        "Checkpoint",
+        "Exports",
     ]
+    # -o wide only (priority 1): where the model went
+    assert [c.get("priority", 0) for c in VERSION["additionalPrinterColumns"]] == [0] * 6 + [1, 1]
     assert VERSION["additionalPrinterColumns"] == PRINTER_COLUMNS
 
 
@@ -338,6 +342,14 @@ CEL_CASES = [
     ),
     ({"platform": "GPU", "training": {"lrEnd": 0.9, "lrMax": 0.8}}, "spec.training"),
     ({"platform": "GPU", "training": {"warmupEpochs": 9, "epochs": 8}}, "spec.training"),
+    ({"platform": "GPU", "training": {"keepBest": True}}, "spec.training"),
+    (
+        {
+            "platform": "GPU",
+            "output": {"volume": {"persistentVolumeClaim": {"claimName": "o"}}, "export": ["AIR"]},
+        },
+        "spec.output.export",
+    ),
     ({"name": "a" * 54}, "metadata.name"),
     ({"name": "-bad"}, "metadata.name"),
 ]
@@ -369,11 +381,6 @@ ONE_SIDED_TRAINING = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: crd._preset_rules still compare a given value with the preset the trainer now adapts "
-    "(lr_end <= lr_max, warmup_epochs <= epochs should hold only when the user gives both)",
-)
 @pytest.mark.parametrize("case", ONE_SIDED_TRAINING, ids=lambda c: f"{c['platform']}-{c['training']}")
 def test_cel_accepts_a_value_that_only_meets_a_preset(cel, case):
     obj = _case_job(case)

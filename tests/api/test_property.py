@@ -315,14 +315,14 @@ def _check_rendered(objects: list[dict[str, Any]]) -> None:
     assert kinds.count("Service") == 1 and kinds.count("Pod") >= 1
     for obj in objects:
         meta = obj["metadata"]
-        assert names.DNS1123_LABEL.match(meta["name"]) and len(meta["name"]) <= 63, meta["name"]
+        assert names.DNS1123_LABEL.fullmatch(meta["name"]) and len(meta["name"]) <= 63, meta["name"]
         for key, value in meta.get("labels", {}).items():
             assert names.is_label_key(key) and names.is_label_value(value), (key, value)
         for key in meta.get("annotations", {}):
             assert names.is_label_key(key), key
         if obj["kind"] == "Pod":
             spec = obj["spec"]
-            assert names.DNS1123_LABEL.match(spec["hostname"]) and len(spec["hostname"]) <= 63
+            assert names.DNS1123_LABEL.fullmatch(spec["hostname"]) and len(spec["hostname"]) <= 63
             mounts = [m["mountPath"] for m in spec["containers"][0]["volumeMounts"]]
             assert len(mounts) == len(set(mounts))
             volume_names = [v["name"] for v in spec["volumes"]]

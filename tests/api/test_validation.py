@@ -380,3 +380,15 @@ def test_render_command_prints_every_object(tmp_path):
     path.write_text(yaml.safe_dump(_with("spec.replicas", -1)))
     result = _mnv2("render", str(path))
     assert result.returncode == 64 and "spec.replicas" in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("name", ["demo\n", "team\n"])
+def test_a_trailing_newline_is_not_a_valid_name_or_label(name):
+    """Python's `$` also matches before a final newline; Kubernetes' name and label grammars do not
+    allow one (apimachinery validation: DNS-1035 label, qualified name, label value)."""
+    from mnv2_operator import names
+
+    assert not names.is_label_key(name) and not names.is_label_value(name)
+    assert not names.DNS1035_LABEL.fullmatch(name) and not names.DNS1123_SUBDOMAIN.fullmatch(name)
+    with pytest.raises(SpecError, match=r"metadata\.name"):
+        parse_job(make_job(name=name))

@@ -127,6 +127,40 @@ def test_all_succeeded_is_terminal_and_sticky():
     assert later["state"] == "Succeeded" and later["completionTime"] == iso(T0)
 
 
+def test_a_succeeded_job_names_where_the_model_went():
+    """Rank 0's termination message (the container's terminationMessagePath file, kept by Kubernetes up to
+    4096 bytes: kubernetes.io "Determine the Reason for Pod Failure") becomes status.artifacts and the
+    Succeeded message, which `kubectl describe` shows; the CRD keeps every field (no pruning)."""
+    import json
+
+    from mnv2_operator.crd import stored_status
+
+    message = json.dumps({"outputPath": "/output", "checkpoint": "checkpoint/mobilenetv2-5_10.ckpt",
+                          "top1": 0.97, "exports": ["mobilenetv2_logits.mindir", "mobilenetv2.json"]})
+    rank0 = pod(0, "Succeeded", exit_code=0)
+    rank0["status"]["containerStatuses"][0]["state"]["terminated"]["message"] = message
+    j = job()
+    done = step(j, [rank0, pod(1, "Succeeded", exit_code=0)], T0)
+    assert done["artifacts"] == json.loads(message)
+    assert stored_status(done)["artifacts"] == done["artifacts"]
+    assert done["message"] == (
+        "all 2 pod(s) succeeded; on the output volume (persistentVolumeClaim o) under /output: final "
+        "checkpoint checkpoint/mobilenetv2-5_10.ckpt; exported mobilenetv2_logits.mindir, mobilenetv2.json; "
+        "final top-1 0.9700"
+    )
+    later = step(j, [], T0 + timedelta(hours=1))  # pods cleaned up: the record stays
+    assert later["artifacts"] == done["artifacts"]
+
+
+def test_a_failed_ranks_log_tail_is_not_taken_for_artifacts():
+    """FallbackToLogsOnError puts a failed container's last log lines in the message: never artifacts."""
+    rank0 = pod(0, "Succeeded", exit_code=0)
+    rank0["status"]["containerStatuses"][0]["state"]["terminated"]["message"] = "epoch: [  4/  5] ..."
+    done = step(job(), [rank0, pod(1, "Succeeded", exit_code=0)], T0)
+    assert done["state"] == "Succeeded" and "artifacts" not in done
+    assert done["message"] == "all 2 pod(s) succeeded"
+
+
 def test_retryable_exit_code_restarts_and_counts():
     j = job(backoffLimit=2, restartPolicy="ExitCode")
     step(j, [pod(0), pod(1)], T0)

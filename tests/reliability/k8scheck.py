@@ -41,7 +41,7 @@ def qualified_key_problem(key: str) -> str | None:
     prefix, _, name = key.rpartition("/")
     if prefix and (len(prefix) > 253 or not DNS_SUBDOMAIN.match(prefix)):
         return f"key {key!r}: prefix must be a DNS subdomain"
-    if not name or len(name) > 63 or not QUALIFIED_NAME.match(name):
+    if not name or len(name) > 63 or not QUALIFIED_NAME.fullmatch(name):
         return f"key {key!r}: name must be 1-63 alphanumerics, '-', '_' or '.'"
     return None
 
@@ -65,7 +65,7 @@ def metadata_problems(obj: dict[str, Any]) -> list[str]:
             if (problem := qualified_key_problem(str(key))) is not None:
                 problems.append(f"{where}: metadata.{field}: {problem}")
             if field == "labels" and (not isinstance(value, str) or len(value) > 63
-                                      or not LABEL_VALUE.match(value)):
+                                      or not LABEL_VALUE.fullmatch(value)):
                 problems.append(f"{where}: metadata.labels[{key!r}]: value {value!r} is not a label value")
             if field == "annotations" and not isinstance(value, str):
                 problems.append(f"{where}: metadata.annotations[{key!r}]: value is not a string")
