@@ -58,14 +58,45 @@ def test_rules_file_equals_rbac_rules():
     assert committed == RULES, f"rbac-rules.yaml is stale: {REGENERATE}"
 
 
-@pytest.mark.parametrize("path", CI_VALUES, ids=lambda p: p.name)
-def test_rendered_role_grants_exactly_rbac_rules(path):
-    from mnv2_operator.rbac import RULES
+def test_cluster_rules_file_is_the_cluster_scoped_part_of_rbac_rules():
+    from mnv2_operator.rbac import CLUSTER_SCOPED, RULES
 
-    (role,) = [o for o in render_objects(load_values(path)) if o["kind"] in {"Role", "ClusterRole"}]
-    granted, needed = _grants(role["rules"]), _grants(RULES)
+    text = (CHART / "rbac-cluster-rules.yaml").read_text()
+    assert text == _generator().cluster_rules_text(), f"rbac-cluster-rules.yaml is stale: {REGENERATE}"
+    cluster = _grants(yaml.safe_load(text))
+    assert cluster == {(g, r, v) for g, r, v in _grants(RULES) if (g, r) in CLUSTER_SCOPED}
+    assert ("", "nodes", "get") in cluster  # force-deleting a pod stuck on a lost node reads its node
+
+
+@pytest.mark.parametrize("path", CI_VALUES, ids=lambda p: p.name)
+def test_rendered_roles_grant_exactly_rbac_rules(path):
+    """All of the chart's roles together grant RULES, no more, no less; one watched namespace splits
+    them into a Role (namespaced resources only) and a ClusterRole (cluster-scoped ones only), since a
+    Role's rules on cluster-scoped resources are never in effect (Kubernetes RBAC docs, "Role and
+    ClusterRole": a Role grants access within its namespace; nodes, CRDs and namespaces need a
+    ClusterRole)."""
+    from mnv2_operator.rbac import CLUSTER_SCOPED, RULES
+
+    values = load_values(path)
+    objects = render_objects(values)
+    roles = [o for o in objects if o["kind"] in {"Role", "ClusterRole"}]
+    granted = set().union(*(_grants(role["rules"]) for role in roles))
+    needed = _grants(RULES)
     assert granted - needed == set(), f"the chart grants more than the operator uses: {granted - needed}"
     assert needed - granted == set(), f"the operator needs what the chart does not grant: {needed - granted}"
+    if len(values.get("watchNamespaces") or []) == 1:
+        (role,) = by_kind(objects, "Role")
+        (cluster_role,) = by_kind(objects, "ClusterRole")
+        assert {(g, r) for g, r, _ in _grants(role["rules"])}.isdisjoint(CLUSTER_SCOPED)
+        assert {(g, r) for g, r, _ in _grants(cluster_role["rules"])} <= CLUSTER_SCOPED
+        (binding,) = by_kind(objects, "ClusterRoleBinding")
+        assert binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
+        (account,) = by_kind(objects, "ServiceAccount")
+        assert [(s["name"], s["namespace"]) for s in binding["subjects"]] == [
+            (account["metadata"]["name"], account["metadata"]["namespace"])
+        ]
+    else:
+        assert [r["kind"] for r in roles] == ["ClusterRole"]
 
 
 def test_grant_comparison_sees_a_missing_or_extra_verb():

@@ -2,6 +2,8 @@
 
 - crds/mobilenetv2trainjobs.yaml   = mnv2_operator.crd.generate_crd() (what `mnv2 crd` prints)
 - rbac-rules.yaml                  = mnv2_operator.rbac.RULES (the Role/ClusterRole's only rules)
+- rbac-cluster-rules.yaml          = the part of RULES on cluster-scoped resources (rbac.CLUSTER_SCOPED),
+  which a Role cannot grant: with one watched namespace the chart adds a ClusterRole of just these
 - values.schema.json's operatorConfig part = mnv2_operator.profiles.OperatorConfig's JSON schema,
   every field optional (the operator merges the ConfigMap over its packaged defaults)
 - README.md                        = the values table, from values.yaml's `# --` comments (helm-docs style)
@@ -25,6 +27,7 @@ import yaml
 CHART = Path(__file__).resolve().parents[1]
 CRD_FILE = CHART / "crds" / "mobilenetv2trainjobs.yaml"
 RULES_FILE = CHART / "rbac-rules.yaml"
+CLUSTER_RULES_FILE = CHART / "rbac-cluster-rules.yaml"
 SCHEMA_FILE = CHART / "values.schema.json"
 VALUES_FILE = CHART / "values.yaml"
 README_FILE = CHART / "README.md"
@@ -60,6 +63,29 @@ def rules_text() -> str:
         "# templates/rbac.yaml renders these, unchanged, into the Role or ClusterRole.\n"
     )
     return header + dump_yaml([dict(rule) for rule in RULES])
+
+
+def cluster_scoped_rules() -> list[dict[str, list[str]]]:
+    """RULES narrowed to cluster-scoped resources (rules left empty dropped), order kept."""
+    from mnv2_operator.rbac import CLUSTER_SCOPED, RULES
+
+    narrowed = []
+    for rule in RULES:
+        resources = [
+            r for r in rule["resources"] if any((g, r) in CLUSTER_SCOPED for g in rule["apiGroups"])
+        ]
+        if resources:
+            narrowed.append({**rule, "resources": resources})
+    return narrowed
+
+
+def cluster_rules_text() -> str:
+    header = (
+        "# Generated from mnv2_operator.rbac.RULES and CLUSTER_SCOPED: do not edit; run hack/generate.py.\n"
+        "# The rules on cluster-scoped resources, which a Role cannot grant: with one watched namespace\n"
+        "# templates/rbac.yaml renders them into a small ClusterRole and the rest into the Role.\n"
+    )
+    return header + dump_yaml(cluster_scoped_rules())
 
 
 def _relaxed(node: Any) -> Any:
@@ -192,6 +218,9 @@ def readme_text() -> str:
     """The chart's README: what it installs and every value, from values.yaml."""
     from mnv2_operator.rbac import RULES
 
+    cluster_resources = ", ".join(
+        f"`{r}`" for rule in cluster_scoped_rules() for r in rule["resources"]
+    )
     out = [
         "# mobilenetv2-operator",
         "",
@@ -218,8 +247,10 @@ def readme_text() -> str:
         "",
         "## Permissions",
         "",
-        "A Role in the watched namespace when `watchNamespaces` has exactly one entry, a ClusterRole",
-        "otherwise, with exactly these rules (`rbac-rules.yaml`, from `mnv2_operator.rbac.RULES`):",
+        "A ClusterRole with exactly these rules (`rbac-rules.yaml`, from `mnv2_operator.rbac.RULES`).",
+        "When `watchNamespaces` has exactly one entry they are split: a Role in that namespace gets the",
+        "rules on namespaced resources, and a small ClusterRole only those on cluster-scoped resources,",
+        "which a Role cannot grant (`rbac-cluster-rules.yaml`: " + cluster_resources + ").",
         "",
         "| API group | Resources | Verbs |",
         "|---|---|---|",
@@ -233,6 +264,8 @@ def readme_text() -> str:
 def main() -> int:
     RULES_FILE.write_text(rules_text())
     print(f"wrote {RULES_FILE.relative_to(CHART)}")
+    CLUSTER_RULES_FILE.write_text(cluster_rules_text())
+    print(f"wrote {CLUSTER_RULES_FILE.relative_to(CHART)}")
     SCHEMA_FILE.write_text(values_schema_text(json.loads(SCHEMA_FILE.read_text())))
     print(f"wrote {SCHEMA_FILE.relative_to(CHART)}")
     README_FILE.write_text(readme_text())
