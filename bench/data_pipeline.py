@@ -33,7 +33,7 @@ def _cpu_seconds() -> float:
 def run_mindspore(root: Path, images: int) -> int:
     from mnv2.data import create_train_dataset, scan_image_folder
 
-    index = scan_image_folder(root, verify=False)
+    index = scan_image_folder(root)
     batches = max(1, images // BATCH)
     data = create_train_dataset(index, image_size=IMAGE_SIZE, batch_size=BATCH, epoch=0, seed=0, workers=1)
     data = data.repeat(math.ceil(batches * BATCH / max(1, index.num_images)) + 1)

@@ -130,7 +130,7 @@ def _train_from_data(cell, root: str, batch: int, image: int, steps: int, warmup
     """Train from the trainer's real input pipeline and time how long each step waits for its batch."""
     from mnv2.data import create_train_dataset, scan_image_folder
 
-    index = scan_image_folder(root, verify=False)
+    index = scan_image_folder(root)
     data = create_train_dataset(index, image_size=image, batch_size=batch, epoch=0, seed=0, workers=2)
     batches = data.repeat().create_tuple_iterator(num_epochs=1)
     start = time.perf_counter()

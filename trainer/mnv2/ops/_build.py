@@ -177,6 +177,8 @@ def _library_name(name: str, source: Path, march: str | None = None) -> str:
     flags = compile_command(source, Path("OUT"), march=march)[1:]
     key = hashlib.sha256()
     key.update(source.read_bytes())
+    for header in sorted(source.parent.glob("*.h")):  # what the sources include (the thread pool)
+        key.update(header.read_bytes())
     key.update(" ".join(flags).encode())
     if "-march=native" in flags:
         key.update(_cpu_signature().encode())
