@@ -71,7 +71,7 @@ def namespace(cluster, kube: k8s.Kube) -> str:
 
 @pytest.fixture
 def operator(namespace: str):
-    """The real kopf operator watching this test's namespace."""
+    """The real kopf operator watching this test's namespace (harness.OperatorRunner.FAST settings)."""
     runner = OperatorRunner([namespace]).start()
     yield runner
     runner.stop()

@@ -15,17 +15,9 @@ from mnv2_operator import k8s, names
 from mnv2_operator.status import ATTEMPT_LABEL, condition
 
 JOB = "mnv2"
-# Restart backoff in these scenarios: the Job controller's 10 s would only slow the suite; the
-# backoff itself is tested in test_semantics_restarts.py and tests/operator.
-FAST = {"restart_backoff_seconds": 0.2, "restart_backoff_max_seconds": 1.0}
-
-
-@pytest.fixture
-def operator(namespace: str):
-    """The real kopf operator watching this test's namespace (conftest's, with a short backoff)."""
-    runner = OperatorRunner([namespace], **FAST).start()
-    yield runner
-    runner.stop()
+# The operator fixture is conftest's: its restart backoff is the harness's 0.2 s (the Job
+# controller's 10 s would only slow the suite; the backoff itself is tested in
+# test_semantics_restarts.py and tests/operator).
 
 
 def get_job(kube: k8s.Kube, namespace: str, name: str = JOB) -> dict[str, Any]:
@@ -313,7 +305,7 @@ def test_ttl_deletes_the_finished_job_even_across_an_operator_restart(
     done = wait_state(kube, namespace, "Succeeded")
     assert done["status"]["completionTime"]
     operator.stop()  # the TTL is computed from completionTime, not from an in-memory timer
-    restarted = OperatorRunner([namespace], **FAST).start()
+    restarted = OperatorRunner([namespace]).start()
     try:
         wait_for(lambda: kube.get(k8s.JOBS, namespace, JOB) is None, timeout=60, what="job deleted by TTL")
         wait_for(lambda: pod_names(kube, namespace) == [], what="children garbage-collected")
@@ -386,13 +378,13 @@ def test_immutable_change_is_refused_and_the_job_keeps_running(kube, namespace, 
 def test_operator_killed_mid_creation_creates_nothing_twice(kube, namespace, sim, job_factory):
     sim.plan(namespace, JOB, outcomes=[{0: 0, 1: 0, 2: 0}])
     gate = sim.gate_pod_creation(namespace)  # the first pod creation hangs in the API server
-    first = OperatorRunner([namespace], **FAST).start()
+    first = OperatorRunner([namespace]).start()
     job_factory(JOB, replicas=3)
     wait_for(lambda: kube.get(k8s.SERVICES, namespace, JOB), what="service created before the pods")
     first.signal_stop()  # killed while its pod creation is in flight
     gate.set()  # ... which the API server still completes
     first.stop()
-    second = OperatorRunner([namespace], **FAST).start()
+    second = OperatorRunner([namespace]).start()
     try:
         wait_state(kube, namespace, "Succeeded")
     finally:

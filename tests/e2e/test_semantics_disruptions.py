@@ -18,7 +18,6 @@ from mnv2_operator.metrics import METRICS
 from mnv2_operator.status import condition
 
 JOB = "mnv2"
-FAST = {"restart_backoff_seconds": 0.2, "restart_backoff_max_seconds": 1.0}
 
 
 @pytest.fixture
@@ -26,7 +25,7 @@ def operator(namespace: str, tmp_path):
     """The operator with a short restart backoff and pods that terminate within 1 s (grace period)."""
     config = tmp_path / "operator.yaml"
     config.write_text("terminationGracePeriodSeconds: 1\n")
-    runner = OperatorRunner([namespace], config_path=str(config), **FAST).start()
+    runner = OperatorRunner([namespace], config_path=str(config)).start()
     yield runner
     runner.stop()
 

@@ -20,9 +20,8 @@ def test_a_running_job_at_rest_makes_no_writes(kube, namespace, sim, job_factory
     """Once Running and nothing changes, resync passes make no writes at all: no status patch, no
     event, no change of the job (kopf's writes included). On the first version every pass patched
     the status (conditions' observedGeneration was pruned, so the computed status always differed)."""
-    runner = OperatorRunner([namespace])
-    runner.settings.resync_seconds = runner.settings.progress_seconds = 0.2  # many resyncs, quickly
-    runner.start()
+    # many resyncs, quickly
+    runner = OperatorRunner([namespace], resync_seconds=0.2, progress_seconds=0.2).start()
     try:
         sim.plan(namespace, JOB, outcomes=[None])
         job_factory(JOB)
@@ -68,9 +67,8 @@ def test_a_finished_job_without_ttl_costs_nothing(kube, namespace, sim, job_fact
     and no timer (kopf stops a daemon whose `when` filter stops matching): no pass, no request."""
     from mnv2_operator import handlers
 
-    runner = OperatorRunner([namespace])
-    runner.settings.resync_seconds = 0.2  # a daemon left running would show many passes at once
-    runner.start()
+    # a daemon left running would show many passes at once
+    runner = OperatorRunner([namespace], resync_seconds=0.2).start()
     try:
         sim.plan(namespace, JOB, outcomes=[{0: 0, 1: 0}])
         job_factory(JOB, runPolicy={"cleanPodPolicy": "All"})
