@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from mnv2.config import TrainingConfig, build_config
 from mnv2.datasets import make_synthetic_tree
+from mnv2.train import StopFlag
 
 CLASSES = 4
 TRAIN_PER_CLASS = 32
@@ -83,3 +84,20 @@ def trained(trees: Trees, device: None, tmp_path_factory: pytest.TempPathFactory
     with contextlib.redirect_stdout(buffer):
         result = train(config, DistContext())
     return Trained(config, result, output, buffer.getvalue())
+
+
+class StopAfter(StopFlag):
+    """Asks to stop once `steps` steps have run, like a SIGTERM arriving mid-epoch."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.left = steps
+
+    @property
+    def requested(self) -> bool:  # read once after every step
+        self.left -= 1
+        return self.left <= 0
+
+    @requested.setter
+    def requested(self, value: bool) -> None:
+        pass

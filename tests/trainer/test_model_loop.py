@@ -14,27 +14,12 @@ import re
 
 import numpy as np
 import pytest
-from conftest import small_config
+from conftest import StopAfter, small_config
 from mnv2.distributed import DistContext
 from mnv2.exitcodes import ExitCode
-from mnv2.train import StopFlag, _sink_size, train
+from mnv2.train import _sink_size, train
 
 TIMES = re.compile(r"(time:\[|epoch time: |per step time: )[0-9.]+")
-
-
-class StopAfter(StopFlag):
-    def __init__(self, steps: int):
-        super().__init__()
-        self.left = steps
-
-    @property
-    def requested(self) -> bool:
-        self.left -= 1
-        return self.left <= 0
-
-    @requested.setter
-    def requested(self, value: bool) -> None:
-        pass
 
 
 def _run(config, loop: str, monkeypatch, stop=None):

@@ -6,30 +6,13 @@ import errno
 
 import numpy as np
 import pytest
-from conftest import small_config
+from conftest import StopAfter, small_config
 from mnv2 import checkpoint as ckpt
 from mnv2.distributed import DistContext
 from mnv2.exitcodes import CheckpointError, DivergedError, ExitCode, TrainerError
-from mnv2.train import StopFlag, train
+from mnv2.train import train
 
 pytestmark = pytest.mark.slow
-
-
-class StopAfter(StopFlag):
-    """Asks to stop once `steps` steps have run, like a SIGTERM arriving mid-epoch."""
-
-    def __init__(self, steps: int):
-        super().__init__()
-        self.left = steps
-
-    @property
-    def requested(self) -> bool:  # read once after every step
-        self.left -= 1
-        return self.left <= 0
-
-    @requested.setter
-    def requested(self, value: bool) -> None:
-        pass
 
 
 def params_of(path) -> dict[str, np.ndarray]:

@@ -14,7 +14,6 @@ Ascend graph engine's format: MindSpore writes it only on Ascend, so elsewhere i
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mnv2.exitcodes import ConfigError, ExitCode, TrainerError
+from mnv2.features import file_digest
 
 FORMATS = ("MINDIR", "ONNX", "AIR")
 SUFFIX = {"MINDIR": ".mindir", "ONNX": ".onnx", "AIR": ".air"}
@@ -80,14 +80,6 @@ def with_softmax(network):
     return WithSoftmax(network)
 
 
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write(graph, sample, fmt: str, base: str) -> None:
     """MindSpore appends the suffix itself for MINDIR and AIR."""
     import mindspore as ms
@@ -128,7 +120,7 @@ def export_network(
             written.append(ExportedFile(
                 file=target.name, format=fmt, output=output, contains=OUTPUTS[output],
                 input=f"{batch} x 3 x {image_size} x {image_size} float32, NCHW, normalised",
-                bytes=target.stat().st_size, sha256=_digest(target),
+                bytes=target.stat().st_size, sha256=file_digest(target),
             ))
     return written
 

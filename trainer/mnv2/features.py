@@ -23,7 +23,8 @@ from mnv2.logs import notice
 CACHE_VERSION = "1"
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -37,7 +38,7 @@ def cache_key(
     """What the cached features depend on, hashed."""
     digest = hashlib.sha256()
     digest.update(f"v{CACHE_VERSION}|{image_size}|{width_mult}|{rank}/{world}|".encode())
-    digest.update(_file_digest(Path(ckpt)).encode())
+    digest.update(file_digest(Path(ckpt)).encode())
     for i in index.usable:
         path = index.files[int(i)]
         stat = os.stat(path)
