@@ -578,7 +578,7 @@ def run_job(manifest: Path, options: RunOptions) -> int:
 
     status = final_status(status, results)
     rank0 = min(local_pods, key=lambda lp: lp.index)
-    found = status.get("artifacts") or artifacts.parse(results.messages.get(rank0.name))
+    found = status.get("artifacts")  # compute_status copies them from rank 0's termination message
     if found:  # before the status, which stays the last thing printed
         say(f"artifacts {artifacts.describe(local_artifacts(found, rank0.mounts), volume='this machine')}")
     with lock:
