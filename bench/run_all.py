@@ -58,9 +58,20 @@ def _busy_seconds() -> float:
     return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def run_child(argv: list[str], timeout: float) -> Run:
-    """Run `python -m <argv>` and return its result line with resource figures."""
-    cmd = [sys.executable, "-m", *argv]
+@dataclass
+class Finished:
+    """A child process's exit code, output and resources (from its rusage and /proc/stat)."""
+
+    code: int
+    text: str
+    peak_rss_mb: float
+    wall_s: float
+    cpu_s: float  # the child and its reaped children
+    background_cores: float  # what other processes used meanwhile
+
+
+def run_measured(cmd: list[str], timeout: float, what: str) -> Finished:
+    """Run `cmd` from the repository root, killed after `timeout`; its output and resources."""
     env = {**os.environ, "GLOG_v": "3", "PYTHONWARNINGS": "ignore"}
     busy0, wall0 = _busy_seconds(), time.perf_counter()
     with tempfile.TemporaryFile("w+") as out:
@@ -72,25 +83,34 @@ def run_child(argv: list[str], timeout: float) -> Run:
                 break
             if time.monotonic() > deadline:
                 proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                raise RuntimeError(f"{' '.join(argv)}: timed out after {timeout:.0f}s")
+                os.wait4(proc.pid, 0)
+                raise RuntimeError(f"{what}: timed out after {timeout:.0f}s")
             time.sleep(0.2)
-        proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - wall0
         busy = _busy_seconds() - busy0
         out.seek(0)
         text = out.read()
-    lines = [ln for ln in text.splitlines() if ln.startswith("BENCH-RESULT ")]
-    if proc.returncode != 0 or not lines:
-        tail = "\n".join(text.splitlines()[-15:])
-        raise RuntimeError(f"{' '.join(argv)} failed (exit {proc.returncode}):\n{tail}")
-    child_cpu = usage.ru_utime + usage.ru_stime
+    cpu = usage.ru_utime + usage.ru_stime
+    return Finished(code=os.waitstatus_to_exitcode(status), text=text, peak_rss_mb=usage.ru_maxrss / 1024.0,
+                    wall_s=wall, cpu_s=cpu, background_cores=max(0.0, (busy - cpu) / wall))
+
+
+def failure_tail(text: str) -> str:
+    return "\n".join(text.splitlines()[-15:])
+
+
+def run_child(argv: list[str], timeout: float) -> Run:
+    """Run `python -m <argv>` and return its result line with resource figures."""
+    done = run_measured([sys.executable, "-m", *argv], timeout, " ".join(argv))
+    lines = [ln for ln in done.text.splitlines() if ln.startswith("BENCH-RESULT ")]
+    if done.code != 0 or not lines:
+        raise RuntimeError(f"{' '.join(argv)} failed (exit {done.code}):\n{failure_tail(done.text)}")
     return Run(
         result=json.loads(lines[-1][len("BENCH-RESULT "):]),
-        peak_rss_mb=usage.ru_maxrss / 1024.0,
-        wall_s=wall,
-        child_cpu_s=child_cpu,
-        background_cores=max(0.0, (busy - child_cpu) / wall),
+        peak_rss_mb=done.peak_rss_mb,
+        wall_s=done.wall_s,
+        child_cpu_s=done.cpu_s,
+        background_cores=done.background_cores,
         argv=argv,
     )
 

@@ -25,9 +25,7 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +104,7 @@ def image_folder(cache: Path, images: int) -> Path:
 
 def run_trainer(batch: int, steps: int, data: Path, out: Path, timeout: float) -> dict[str, Any]:
     """`mnv2 train` for 2 epochs of `steps` steps: the last epoch's per step time, memory and load."""
-    import tempfile
+    from bench.run_all import failure_tail, run_measured
 
     cmd = [
         str(Path(sys.executable).parent / "mnv2"), "train", "--platform", "CPU", "--dataset_path", str(data),
@@ -114,32 +112,14 @@ def run_trainer(batch: int, steps: int, data: Path, out: Path, timeout: float) -
         "--batch_size", str(batch), "--epochs", "2", "--warmup_epochs", "0", "--no_save_checkpoint",
         "--output_dir", str(out),
     ]
-    env = {**os.environ, "GLOG_v": "3", "PYTHONWARNINGS": "ignore"}
-    busy0, wall0 = _busy_seconds(), time.perf_counter()
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-                raise RuntimeError(f"mnv2 train batch {batch}: timed out after {timeout:.0f}s")
-            time.sleep(0.5)
-        log.seek(0)
-        text = log.read()
-    wall, busy = time.perf_counter() - wall0, _busy_seconds() - busy0
-    code = os.waitstatus_to_exitcode(status)
-    epochs = _EPOCH.findall(text)
-    if code != 0 or len(epochs) < 2:
-        tail = "\n".join(text.splitlines()[-15:])
-        raise RuntimeError(f"mnv2 train batch {batch} failed (exit {code}):\n{tail}")
-    cpu = usage.ru_utime + usage.ru_stime  # the trainer and its reaped data workers
+    done = run_measured(cmd, timeout, f"mnv2 train batch {batch}")
+    epochs = _EPOCH.findall(done.text)
+    if done.code != 0 or len(epochs) < 2:
+        raise RuntimeError(f"mnv2 train batch {batch} failed (exit {done.code}):\n{failure_tail(done.text)}")
+    # cpu_s counts the trainer and its reaped data workers
     return {"peer": "trainer", "batch": batch, "per_step_s": float(epochs[-1][1]) / 1000.0,
-            "epoch_s": [float(e[0]) / 1000.0 for e in epochs], "wall_s": wall,
-            "background_cores": max(0.0, (busy - cpu) / wall), "peak_rss_mb": usage.ru_maxrss / 1024.0}
+            "epoch_s": [float(e[0]) / 1000.0 for e in epochs], "wall_s": done.wall_s,
+            "background_cores": done.background_cores, "peak_rss_mb": done.peak_rss_mb}
 
 
 def run_torch(peer: str, batch: int, steps: int, timeout: float) -> dict[str, Any]:
