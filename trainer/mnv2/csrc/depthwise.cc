@@ -229,6 +229,167 @@ void interleave(const float *__restrict ev, const float *__restrict od, int64_t 
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Flat ("padded-width") loops. A plane stored `cols` wide with zero columns on the right lets a
+// 3x3 correlation, or a weight-gradient dot product, run as ONE loop over rows * cols values: the
+// 2 or 1 extra columns per row produce values that are thrown away (outputs) or multiply zeros
+// (gradients). On MobileNetV2's small planes (7x7, 14x14) row-by-row loops spend their time in
+// loop remainders and in one horizontal reduction per row and tap; these do one per plane.
+// Every flat buffer ends in kTail zeros, since the taps read up to cols + 1 values past a row.
+
+constexpr int64_t kTail = 16;
+// The forward pass goes row by row from this output width up (the flat loop's discarded columns
+// and the copy out of its buffer then cost more than the row loops' remainders).
+constexpr int64_t kFlatMaxWidth = 48;
+// Float sums of products run over at most this many values before going into a double.
+constexpr int64_t kBlock = 4096;
+
+// Per-call partial sums, owned by the calling thread.
+double *partials(size_t n) {
+  static thread_local std::vector<double> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+float *scratch3(size_t n) {
+  static thread_local std::vector<float> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+// y[t] = sum_{a,b} k[3a+b] * p[t + a*cols + b], t in [0, n).
+void corr_flat_s1(const float *__restrict p, int64_t cols, const float *__restrict k, float *__restrict y,
+                  int64_t n) {
+  const float k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6], k7 = k[7],
+              k8 = k[8];
+  const float *r1 = p + cols, *r2 = p + 2 * cols;
+#pragma omp simd
+  for (int64_t t = 0; t < n; ++t) {
+    y[t] = p[t] * k0 + p[t + 1] * k1 + p[t + 2] * k2 + r1[t] * k3 + r1[t + 1] * k4 + r1[t + 2] * k5 +
+           r2[t] * k6 + r2[t + 1] * k7 + r2[t + 2] * k8;
+  }
+}
+
+// acc[3a+b] += sum_t g[t] * p[t + a*cols + b], t in [0, n) (g is zero where it has no value).
+void wgrad_flat_s1(const float *__restrict p, int64_t cols, const float *__restrict g, int64_t n,
+                   double *acc) {
+  const float *r1 = p + cols, *r2 = p + 2 * cols;
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t e = std::min(n, b + kBlock);
+    float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f, a4 = 0.f, a5 = 0.f, a6 = 0.f, a7 = 0.f, a8 = 0.f;
+#pragma omp simd reduction(+ : a0, a1, a2, a3, a4, a5, a6, a7, a8)
+    for (int64_t t = b; t < e; ++t) {
+      const float v = g[t];
+      a0 += v * p[t];
+      a1 += v * p[t + 1];
+      a2 += v * p[t + 2];
+      a3 += v * r1[t];
+      a4 += v * r1[t + 1];
+      a5 += v * r1[t + 2];
+      a6 += v * r2[t];
+      a7 += v * r2[t + 1];
+      a8 += v * r2[t + 2];
+    }
+    acc[0] += a0; acc[1] += a1; acc[2] += a2; acc[3] += a3; acc[4] += a4;
+    acc[5] += a5; acc[6] += a6; acc[7] += a7; acc[8] += a8;
+  }
+}
+
+// Stride 2 in four phases: phase 2 * (r & 1) + (c & 1) holds padded[r][c] at (r / 2) * g + c / 2,
+// each phase (oh + 1) rows of g = ow + 1 columns (then a zero tail). Tap (a, b) of output (i, j)
+// is then phase 2 * (a & 1) + (b & 1) at t + (a / 2) * g + b / 2 with t = i * g + j: flat again.
+struct Phases {
+  int64_t g, size;  // row stride, floats per phase (with tail)
+  Phases(int64_t oh, int64_t ow) : g(ow + 1), size((oh + 1) * (ow + 1) + kTail) {}
+};
+
+// Pads plane src (h x w) by `pad` and splits it into the four phases at dst (4 * ph.size floats).
+void split4(const float *__restrict src, int64_t h, int64_t w, float *__restrict dst, const Phases &ph,
+            int64_t pad) {
+  std::memset(dst, 0, sizeof(float) * 4 * ph.size);
+  const int64_t rows = ph.size / ph.g;  // >= oh + 1
+  for (int64_t i = 0; i < h; ++i) {
+    const int64_t r = i + pad;
+    if ((r >> 1) >= rows) continue;
+    const float *s = src + i * w;
+    float *e = dst + (2 * (r & 1)) * ph.size + (r >> 1) * ph.g;
+    float *o = e + ph.size;
+    // Padded column c = iw + pad: even c to e[c / 2], odd c to o[c / 2], only where c / 2 < g.
+    const int64_t e_lo = (pad + 1) / 2, e_hi = std::min<int64_t>(ph.g, (w - 1 + pad) / 2 + 1);
+#pragma omp simd
+    for (int64_t j = e_lo; j < e_hi; ++j) e[j] = s[2 * j - pad];
+    const int64_t o_lo = pad / 2;
+    const int64_t o_hi = w - 2 + pad >= 0 ? std::min<int64_t>(ph.g, (w - 2 + pad) / 2 + 1) : 0;
+#pragma omp simd
+    for (int64_t j = o_lo; j < o_hi; ++j) o[j] = s[2 * j + 1 - pad];
+  }
+}
+
+// y[t] = sum_{a,b} k[3a+b] * padded[2i + a][2j + b] over flat t in [0, n), from the phases at x.
+void corr_flat_s2(const float *__restrict x, const Phases &ph, const float *__restrict k, float *__restrict y,
+                  int64_t n) {
+  const float k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6], k7 = k[7],
+              k8 = k[8];
+  const float *ee = x, *eo = x + ph.size, *oe = x + 2 * ph.size, *oo = x + 3 * ph.size;
+  const float *ee1 = ee + ph.g, *eo1 = eo + ph.g;
+#pragma omp simd
+  for (int64_t t = 0; t < n; ++t) {
+    y[t] = ee[t] * k0 + eo[t] * k1 + ee[t + 1] * k2 + oe[t] * k3 + oo[t] * k4 + oe[t + 1] * k5 +
+           ee1[t] * k6 + eo1[t] * k7 + ee1[t + 1] * k8;
+  }
+}
+
+void wgrad_flat_s2(const float *__restrict x, const Phases &ph, const float *__restrict g, int64_t n,
+                   double *acc) {
+  const float *ee = x, *eo = x + ph.size, *oe = x + 2 * ph.size, *oo = x + 3 * ph.size;
+  const float *ee1 = ee + ph.g, *eo1 = eo + ph.g;
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t e = std::min(n, b + kBlock);
+    float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f, a4 = 0.f, a5 = 0.f, a6 = 0.f, a7 = 0.f, a8 = 0.f;
+#pragma omp simd reduction(+ : a0, a1, a2, a3, a4, a5, a6, a7, a8)
+    for (int64_t t = b; t < e; ++t) {
+      const float v = g[t];
+      a0 += v * ee[t];
+      a1 += v * eo[t];
+      a2 += v * ee[t + 1];
+      a3 += v * oe[t];
+      a4 += v * oo[t];
+      a5 += v * oe[t + 1];
+      a6 += v * ee1[t];
+      a7 += v * eo1[t];
+      a8 += v * ee1[t + 1];
+    }
+    acc[0] += a0; acc[1] += a1; acc[2] += a2; acc[3] += a3; acc[4] += a4;
+    acc[5] += a5; acc[6] += a6; acc[7] += a7; acc[8] += a8;
+  }
+}
+
+// Input gradient of the padded input, stride 2, in phases at dst (n = (oh + 1) * g values each).
+// gc[m * g + j] = dy[m][j] with zeros around: a zero row above, a zero column left (gc[-1] of a row
+// is the previous row's last column, zero), a zero row below. Phase (r & 1, c & 1) of padded
+// position (2m + r&1, 2j + c&1) gathers dy at rows m (tap row r&1) and m - 1 (tap row 2, even r
+// only), columns j and j - 1 (tap column 2, even c only).
+void igrad_flat_s2(const float *__restrict gc, int64_t g, const float *__restrict k, float *__restrict dst,
+                   const Phases &ph, int64_t n) {
+  float *ee = dst, *eo = dst + ph.size, *oe = dst + 2 * ph.size, *oo = dst + 3 * ph.size;
+  const float *up = gc - g;
+  const float k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6], k7 = k[7],
+              k8 = k[8];
+#pragma omp simd
+  for (int64_t t = 0; t < n; ++t) {
+    const float c = gc[t], l = gc[t - 1], u = up[t], ul = up[t - 1];
+    ee[t] = k0 * c + k2 * l + k6 * u + k8 * ul;
+    eo[t] = k1 * c + k7 * u;
+    oe[t] = k3 * c + k5 * l;
+    oo[t] = k4 * c;
+  }
+}
+
+// Copies h rows of w values from a plane `cols` wide into a dense h x w plane.
+void compact(const float *__restrict src, int64_t cols, float *__restrict dst, int64_t h, int64_t w) {
+  for (int64_t i = 0; i < h; ++i) std::memcpy(dst + i * w, src + i * cols, sizeof(float) * w);
+}
+
 bool check(int nparam, int expected, int *ndims, const char **dtypes) {
   if (nparam != expected) return false;
   for (int i = 0; i < nparam; ++i) {
@@ -255,15 +416,30 @@ int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char 
     const float *src = x + pl * d.h * d.w;
     const float *k = wt + (pl % d.c) * K * K;
     float *dst = y + pl * d.oh * d.ow;
-    if (S == 1) {
+    if (S == 1 && d.ow >= kFlatMaxWidth) {
       float *p = scratch(rows * cols);
       pad_plane(src, d.h, d.w, p, rows, cols, P, P);
       corr_s1(p, cols, k, dst, d.oh, d.ow);
-    } else {
+    } else if (S == 2 && d.ow >= kFlatMaxWidth) {
       float *ev = scratch(2 * rows * cols);
       float *od = ev + rows * cols;
       pad_plane_split(src, d.h, d.w, ev, od, rows, cols, P, P);
       corr_s2(ev, od, cols, k, dst, d.oh, d.ow);
+    } else if (S == 1) {
+      // Padded plane (oh + 2) x (ow + 2); for P == 0 that is x itself, copied to get the tail.
+      float *p = scratch(rows * cols + kTail);
+      pad_plane(src, d.h, d.w, p, rows, cols, P, P);
+      std::memset(p + rows * cols, 0, sizeof(float) * kTail);
+      float *out = scratch3(d.oh * cols);
+      corr_flat_s1(p, cols, k, out, d.oh * cols);
+      compact(out, cols, dst, d.oh, d.ow);
+    } else {
+      const Phases ph(d.oh, d.ow);
+      float *xp = scratch(4 * ph.size);
+      split4(src, d.h, d.w, xp, ph, P);
+      float *out = scratch3(d.oh * ph.g);
+      corr_flat_s2(xp, ph, k, out, d.oh * ph.g);
+      compact(out, ph.g, dst, d.oh, d.ow);
     }
   });
   return 0;
@@ -281,45 +457,68 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
   if (shapes[0][0] != d.n || shapes[0][1] != d.c || shapes[3][2] != d.h || shapes[3][3] != d.w) return 2;
   if (shapes[2][0] != d.c || shapes[4][0] != d.c) return 2;
   if (d.oh != (d.h + 2 * P - K) / S + 1 || d.ow != (d.w + 2 * P - K) / S + 1) return 3;
-  const int64_t rows = S * (d.oh - 1) + K;
-  const int64_t cols = S == 1 ? d.ow + 2 : d.ow + 1;
-  // Stride 1: dx is the stride-1 correlation of dy, padded by 2 - P, with the flipped kernel.
-  const int64_t q = K - 1 - P;
-  const int64_t grows = d.oh + 2 * q, gcols = d.ow + 2 * q;
-  // Stride 2: dy padded by one row/column before and one row after (see igrad_s2).
-  const int64_t yrows = d.oh + 2, ycols = d.ow + 2;
-  mnv2::parallel_for_each(d.c, d.n * d.c * d.h * d.w >= kParallelMin, [&](int64_t c) {
+  // Planes in memory order (a channel's planes are C * H * W apart and, small, too short for the
+  // hardware prefetcher), each with its own weight-gradient partial sums, added up per channel in
+  // sample order afterwards: the result does not depend on the thread count.
+  const int64_t planes = d.n * d.c;
+  double *part = partials(static_cast<size_t>(planes * K * K));
+  mnv2::parallel_for_each(planes, planes * d.h * d.w >= kParallelMin, [&](int64_t pl) {
+    const int64_t c = pl % d.c;
     const float *k = wt + c * K * K;
     float flipped[K * K];
     for (int i = 0; i < K * K; ++i) flipped[i] = k[K * K - 1 - i];
-    double acc[K * K] = {0};
-    for (int64_t n = 0; n < d.n; ++n) {
-      const int64_t pl = n * d.c + c;
+    double *acc = part + pl * K * K;
+    for (int i = 0; i < K * K; ++i) acc[i] = 0.0;
+    {
       const float *xs = x + pl * d.h * d.w;
       const float *g = dy + pl * d.oh * d.ow;
       float *gx = dx + pl * d.h * d.w;
       if (S == 1) {
-        float *p = scratch(rows * cols);
-        pad_plane(xs, d.h, d.w, p, rows, cols, P, P);
-        wgrad_s1(p, cols, g, d.oh, d.ow, acc);
-        float *gp = scratch2(grows * gcols);
-        pad_plane(g, d.oh, d.ow, gp, grows, gcols, q, q);
-        corr_s1(gp, gcols, flipped, gx, d.h, d.w);
+        // Both planes `cols` = ow + 2q wide (q = 2 - P, dy's padding for the input gradient): dy
+        // padded by q, x by P (and 2 - 2P zero columns more). dx is dy's correlation with the
+        // flipped kernel; the weight gradient pairs dy with the taps of x.
+        const int64_t q = K - 1 - P, cols = d.ow + 2 * q;
+        const int64_t grows = d.oh + 2 * q, xrows = d.oh + 2;
+        float *gp = scratch2(grows * cols + kTail);
+        pad_plane(g, d.oh, d.ow, gp, grows, cols, q, q);
+        std::memset(gp + grows * cols, 0, sizeof(float) * kTail);
+        float *p = scratch(xrows * cols + kTail);
+        pad_plane(xs, d.h, d.w, p, xrows, cols, P, P);
+        std::memset(p + xrows * cols, 0, sizeof(float) * kTail);
+        wgrad_flat_s1(p, cols, gp + q * cols + q, d.oh * cols, acc);
+        float *out = scratch3(d.h * cols);
+        corr_flat_s1(gp, cols, flipped, out, d.h * cols);
+        compact(out, cols, gx, d.h, d.w);
       } else {
-        float *ev = scratch(2 * rows * cols);
-        float *od = ev + rows * cols;
-        pad_plane_split(xs, d.h, d.w, ev, od, rows, cols, P, P);
-        wgrad_s2(ev, od, cols, g, d.oh, d.ow, acc);
-        const int64_t half = ycols - 1;
-        float *gp = scratch2(yrows * ycols + 2 * d.h * half);
-        float *gev = gp + yrows * ycols, *god = gev + d.h * half;
-        pad_plane(g, d.oh, d.ow, gp, yrows, ycols, 1, 1);
-        igrad_s2_split<false>(gp, ycols, k, d.h, P, gev, god);
-        interleave(gev, god, half, gx, d.h, d.w, P);
+        // dy padded by a zero row above and below and a zero column on the left, ow + 1 wide, so
+        // row m's column ow is the next row's zero: one buffer serves both gradients.
+        const Phases ph(d.oh, d.ow);
+        const int64_t gw = ph.g, grows = d.oh + 2;
+        float *gp = scratch2(grows * gw + kTail);
+        pad_plane(g, d.oh, d.ow, gp, grows, gw, 1, 1);
+        std::memset(gp + grows * gw, 0, sizeof(float) * kTail);
+        const float *gc = gp + gw + 1;  // gc[m * gw + j] = dy[m][j]
+        float *xp = scratch(4 * ph.size);
+        split4(xs, d.h, d.w, xp, ph, P);
+        wgrad_flat_s2(xp, ph, gc, d.oh * gw, acc);
+        float *gr = scratch3(4 * ph.size);
+        igrad_flat_s2(gc, gw, k, gr, ph, (d.oh + 1) * gw);
+        // dx[ih][iw] = padded gradient at (ih + P, iw + P): row parity picks the phase pair.
+        for (int64_t ih = 0; ih < d.h; ++ih) {
+          const int64_t r = ih + P;
+          const float *e = gr + (2 * (r & 1)) * ph.size + (r >> 1) * gw;
+          interleave(e, e + ph.size, gw, gx + ih * d.w, 1, d.w, P);
+        }
       }
     }
-    for (int i = 0; i < K * K; ++i) dw[c * K * K + i] = static_cast<float>(acc[i]);
   });
+  for (int64_t c = 0; c < d.c; ++c) {
+    double acc[K * K] = {0};
+    for (int64_t n = 0; n < d.n; ++n) {
+      for (int i = 0; i < K * K; ++i) acc[i] += part[(n * d.c + c) * K * K + i];
+    }
+    for (int i = 0; i < K * K; ++i) dw[c * K * K + i] = static_cast<float>(acc[i]);
+  }
   return 0;
 }
 
