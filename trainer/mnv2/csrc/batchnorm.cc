@@ -27,6 +27,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "parallel.h"
 
@@ -90,6 +92,46 @@ void affine(const float *__restrict x, float *__restrict y, const Shape &s, int6
   }
 }
 
+// Small planes (MobileNetV2's 28x28 and below) go through memory in order, plane after plane,
+// instead of channel by channel: a channel's planes are C * H * W apart and too short (7x7: 196
+// bytes) for the hardware prefetcher to follow, so the channel-wise sweep waits on memory. The
+// plane-wise sweep keeps per-plane partial sums and combines them per channel in sample order, so
+// the result does not depend on the thread count. Larger planes stay channel-wise: the second
+// pass then finds a channel's values still in L2.
+constexpr int64_t kPlaneWiseMaxHW = 1024;
+
+// Per-call scratch for the per-plane partial sums, owned by the calling thread.
+double *partials(size_t n) {
+  static thread_local std::vector<double> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+// sum(p - shift) and sum((p - shift)^2) over one plane.
+inline void plane_moments(const float *__restrict p, int64_t hw, float shift, double &sum, double &sq) {
+  sum = 0.0;
+  sq = 0.0;
+  for (int64_t b = 0; b < hw; b += kBlock) {
+    const int64_t e = std::min(hw, b + kBlock);
+    float a = 0.0f, q = 0.0f;
+#pragma omp simd reduction(+ : a, q)
+    for (int64_t i = b; i < e; ++i) {
+      const float d = p[i] - shift;
+      a += d;
+      q += d * d;
+    }
+    sum += a;
+    sq += q;
+  }
+}
+
+// y = act(x * scale + bias) over one plane.
+template <bool RELU6>
+inline void affine_plane(const float *__restrict p, float *__restrict q, int64_t hw, float scale, float bias) {
+#pragma omp simd
+  for (int64_t i = 0; i < hw; ++i) q[i] = act<RELU6>(p[i] * scale + bias);
+}
+
 template <bool RELU6>
 int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   if (nparam != 11 || !check_dtypes(nparam, dtypes)) return 1;
@@ -113,63 +155,106 @@ int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
   const double eps = hp[0], momentum = hp[1];
   const int64_t m = s.count();
   if (m == 0) return 3;
-  mnv2::parallel_for_each(s.c, s.c * m >= kParallelMin, [&](int64_t c) {
-    // Sums of (x - shift): the shift (the channel's first value) keeps E[d^2] - E[d]^2 accurate
-    // when the mean is large against the spread.
-    const float shift = x[c * s.hw];
-    double sum = 0.0, sq = 0.0;
-    for (int64_t n = 0; n < s.n; ++n) {
-      const float *p = x + (n * s.c + c) * s.hw;
-      for (int64_t b = 0; b < s.hw; b += kBlock) {
-        const int64_t e = std::min(s.hw, b + kBlock);
-        float a = 0.0f, q = 0.0f;
-#pragma omp simd reduction(+ : a, q)
-        for (int64_t i = b; i < e; ++i) {
-          const float d = p[i] - shift;
-          a += d;
-          q += d * d;
-        }
-        sum += a;
-        sq += q;
-      }
-    }
+  const bool parallel = s.c * m >= kParallelMin;
+  // Sums of (x - shift): the shift (the channel's first value) keeps E[d^2] - E[d]^2 accurate
+  // when the mean is large against the spread. Returns (scale, bias) of the channel's affine map.
+  auto finish = [&](int64_t c, double sum, double sq) {
     const double dmean = sum / m;
     const double var = std::max(0.0, sq / m - dmean * dmean);
-    const double mean = shift + dmean;
+    const double mean = x[c * s.hw] + dmean;
     const double invstd = 1.0 / std::sqrt(var + eps);
     const double scale = gamma[c] * invstd;
-    affine<RELU6>(x, y, s, c, static_cast<float>(scale), static_cast<float>(beta[c] - mean * scale));
     save_mean[c] = static_cast<float>(mean);
     save_invstd[c] = static_cast<float>(invstd);
     const double unbiased = m > 1 ? var * m / (m - 1) : var;
     new_mmean[c] = static_cast<float>(momentum * mmean[c] + (1.0 - momentum) * mean);
     new_mvar[c] = static_cast<float>(momentum * mvar[c] + (1.0 - momentum) * unbiased);
+    return std::pair<float, float>(static_cast<float>(scale), static_cast<float>(beta[c] - mean * scale));
+  };
+  if (s.hw > kPlaneWiseMaxHW) {
+    mnv2::parallel_for_each(s.c, parallel, [&](int64_t c) {
+      double sum = 0.0, sq = 0.0;
+      for (int64_t n = 0; n < s.n; ++n) {
+        double a, q;
+        plane_moments(x + (n * s.c + c) * s.hw, s.hw, x[c * s.hw], a, q);
+        sum += a;
+        sq += q;
+      }
+      const auto [scale, bias] = finish(c, sum, sq);
+      affine<RELU6>(x, y, s, c, scale, bias);
+    });
+    return 0;
+  }
+  const int64_t planes = s.n * s.c;
+  double *part = partials(2 * planes + 2 * s.c);
+  mnv2::parallel_for_each(planes, parallel, [&](int64_t pl) {
+    plane_moments(x + pl * s.hw, s.hw, x[(pl % s.c) * s.hw], part[2 * pl], part[2 * pl + 1]);
+  });
+  double *coef = part + 2 * planes;
+  for (int64_t c = 0; c < s.c; ++c) {
+    double sum = 0.0, sq = 0.0;
+    for (int64_t n = 0; n < s.n; ++n) {
+      sum += part[2 * (n * s.c + c)];
+      sq += part[2 * (n * s.c + c) + 1];
+    }
+    const auto [scale, bias] = finish(c, sum, sq);
+    coef[2 * c] = scale;
+    coef[2 * c + 1] = bias;
+  }
+  mnv2::parallel_for_each(planes, parallel, [&](int64_t pl) {
+    const int64_t c = pl % s.c;
+    affine_plane<RELU6>(x + pl * s.hw, y + pl * s.hw, s.hw, static_cast<float>(coef[2 * c]),
+                        static_cast<float>(coef[2 * c + 1]));
   });
   return 0;
 }
 
-// Sums over one channel of g = dy masked by the activation, and of g * xhat.
+// Sums over one plane of g = dy masked by the activation, and of g * xhat.
+template <bool RELU6>
+inline void plane_grad_sums(const float *__restrict g, const float *__restrict p, int64_t hw, float mean,
+                            float invstd, float gamma, float beta, double &sg, double &sgx) {
+  sg = 0.0;
+  sgx = 0.0;
+  for (int64_t b = 0; b < hw; b += kBlock) {
+    const int64_t e = std::min(hw, b + kBlock);
+    float a = 0.0f, q = 0.0f;
+#pragma omp simd reduction(+ : a, q)
+    for (int64_t i = b; i < e; ++i) {
+      const float xh = (p[i] - mean) * invstd;
+      const float gi = pass<RELU6>(xh * gamma + beta, g[i]);
+      a += gi;
+      q += gi * xh;
+    }
+    sg += a;
+    sgx += q;
+  }
+}
+
+// Sums over one channel (all N planes) of g and g * xhat.
 template <bool RELU6>
 void grad_sums(const float *__restrict dy, const float *__restrict x, const Shape &s, int64_t c, float mean,
                float invstd, float gamma, float beta, double &sg, double &sgx) {
   sg = 0.0;
   sgx = 0.0;
   for (int64_t n = 0; n < s.n; ++n) {
-    const float *p = x + (n * s.c + c) * s.hw;
-    const float *g = dy + (n * s.c + c) * s.hw;
-    for (int64_t b = 0; b < s.hw; b += kBlock) {
-      const int64_t e = std::min(s.hw, b + kBlock);
-      float a = 0.0f, q = 0.0f;
-#pragma omp simd reduction(+ : a, q)
-      for (int64_t i = b; i < e; ++i) {
-        const float xh = (p[i] - mean) * invstd;
-        const float gi = pass<RELU6>(xh * gamma + beta, g[i]);
-        a += gi;
-        q += gi * xh;
-      }
-      sg += a;
-      sgx += q;
-    }
+    double a, q;
+    const int64_t off = (n * s.c + c) * s.hw;
+    plane_grad_sums<RELU6>(dy + off, x + off, s.hw, mean, invstd, gamma, beta, a, q);
+    sg += a;
+    sgx += q;
+  }
+}
+
+// dx = k * (g - mg - xhat * mgx) over one plane, g = dy masked by the activation.
+template <bool RELU6>
+inline void grad_apply_plane(const float *__restrict g, const float *__restrict p, float *__restrict q,
+                             int64_t hw, float mean, float invstd, float gm, float bt, float k, float mg,
+                             float mgx) {
+#pragma omp simd
+  for (int64_t i = 0; i < hw; ++i) {
+    const float xh = (p[i] - mean) * invstd;
+    const float gi = pass<RELU6>(xh * gm + bt, g[i]);
+    q[i] = k * (gi - mg - xh * mgx);
   }
 }
 
@@ -192,26 +277,49 @@ int train_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   float *dbeta = static_cast<float *>(params[8]);
   const int64_t m = s.count();
   if (m == 0) return 3;
-  mnv2::parallel_for_each(s.c, s.c * m >= kParallelMin, [&](int64_t c) {
-    const float mean = save_mean[c], invstd = save_invstd[c], gm = gamma[c], bt = beta[c];
-    double sg, sgx;
-    grad_sums<RELU6>(dy, x, s, c, mean, invstd, gm, bt, sg, sgx);
+  const bool parallel = s.c * m >= kParallelMin;
+  // dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat))
+  if (s.hw > kPlaneWiseMaxHW) {
+    mnv2::parallel_for_each(s.c, parallel, [&](int64_t c) {
+      const float mean = save_mean[c], invstd = save_invstd[c], gm = gamma[c], bt = beta[c];
+      double sg, sgx;
+      grad_sums<RELU6>(dy, x, s, c, mean, invstd, gm, bt, sg, sgx);
+      dbeta[c] = static_cast<float>(sg);
+      dgamma[c] = static_cast<float>(sgx);
+      const float k = gm * invstd;
+      const float mg = static_cast<float>(sg / m), mgx = static_cast<float>(sgx / m);
+      for (int64_t n = 0; n < s.n; ++n) {
+        const int64_t off = (n * s.c + c) * s.hw;
+        grad_apply_plane<RELU6>(dy + off, x + off, dx + off, s.hw, mean, invstd, gm, bt, k, mg, mgx);
+      }
+    });
+    return 0;
+  }
+  const int64_t planes = s.n * s.c;
+  double *part = partials(2 * planes + 2 * s.c);
+  mnv2::parallel_for_each(planes, parallel, [&](int64_t pl) {
+    const int64_t c = pl % s.c;
+    plane_grad_sums<RELU6>(dy + pl * s.hw, x + pl * s.hw, s.hw, save_mean[c], save_invstd[c], gamma[c], beta[c],
+                           part[2 * pl], part[2 * pl + 1]);
+  });
+  double *mgs = part + 2 * planes;
+  for (int64_t c = 0; c < s.c; ++c) {
+    double sg = 0.0, sgx = 0.0;
+    for (int64_t n = 0; n < s.n; ++n) {
+      sg += part[2 * (n * s.c + c)];
+      sgx += part[2 * (n * s.c + c) + 1];
+    }
     dbeta[c] = static_cast<float>(sg);
     dgamma[c] = static_cast<float>(sgx);
-    // dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat))
-    const float k = gm * invstd;
-    const float mg = static_cast<float>(sg / m), mgx = static_cast<float>(sgx / m);
-    for (int64_t n = 0; n < s.n; ++n) {
-      const float *p = x + (n * s.c + c) * s.hw;
-      const float *g = dy + (n * s.c + c) * s.hw;
-      float *q = dx + (n * s.c + c) * s.hw;
-#pragma omp simd
-      for (int64_t i = 0; i < s.hw; ++i) {
-        const float xh = (p[i] - mean) * invstd;
-        const float gi = pass<RELU6>(xh * gm + bt, g[i]);
-        q[i] = k * (gi - mg - xh * mgx);
-      }
-    }
+    mgs[2 * c] = sg / m;
+    mgs[2 * c + 1] = sgx / m;
+  }
+  mnv2::parallel_for_each(planes, parallel, [&](int64_t pl) {
+    const int64_t c = pl % s.c;
+    const float invstd = save_invstd[c];
+    grad_apply_plane<RELU6>(dy + pl * s.hw, x + pl * s.hw, dx + pl * s.hw, s.hw, save_mean[c], invstd, gamma[c],
+                            beta[c], gamma[c] * invstd, static_cast<float>(mgs[2 * c]),
+                            static_cast<float>(mgs[2 * c + 1]));
   });
   return 0;
 }
