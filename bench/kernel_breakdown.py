@@ -191,13 +191,14 @@ def build_from_rev(rev: str, dest: Path) -> dict[str, Path]:
 
     csrc = dest / "csrc"
     csrc.mkdir(parents=True)
-    rel = _build.CSRC.relative_to(Path(subprocess.check_output(
-        ["git", "rev-parse", "--show-toplevel"], cwd=_build.CSRC, text=True).strip()))
-    names = subprocess.check_output(["git", "ls-tree", "--name-only", f"{rev}:{rel}"], cwd=_build.CSRC,
+    top = Path(subprocess.check_output(["git", "rev-parse", "--show-toplevel"], cwd=_build.CSRC,
+                                       text=True).strip())
+    rel = _build.CSRC.relative_to(top)
+    # From the top: ls-tree filters by the working directory even for a revision:path tree.
+    names = subprocess.check_output(["git", "ls-tree", "--name-only", f"{rev}:{rel}"], cwd=top,
                                     text=True).split()
     for name in names:
-        (csrc / name).write_bytes(subprocess.check_output(["git", "show", f"{rev}:{rel}/{name}"],
-                                                          cwd=_build.CSRC))
+        (csrc / name).write_bytes(subprocess.check_output(["git", "show", f"{rev}:{rel}/{name}"], cwd=top))
     libs = {}
     for name in ("batchnorm", "depthwise"):
         target = dest / f"lib{name}.so"
@@ -206,32 +207,41 @@ def build_from_rev(rev: str, dest: Path) -> dict[str, Path]:
     return libs
 
 
-def measure(batch: int, reps: int, libs: dict[str, Path], only: str | None = None) -> dict:
-    dll_bn, dll_dw = load(libs["batchnorm"]), load(libs["depthwise"])
+def measure(batch: int, reps: int, variants: dict[str, dict[str, Path]], only: str | None = None) -> dict:
+    """Per variant: ms and GB/s per kind of kernel. Variants take turns on the same operands, call by
+    call, so background load falls on all of them alike."""
+    dlls = {name: (load(libs["batchnorm"]), load(libs["depthwise"])) for name, libs in variants.items()}
+    first = next(iter(dlls.values()))
     rng = np.random.default_rng(0)
-    per_kind: dict[str, float] = defaultdict(float)
+    per_kind = {name: defaultdict(float) for name in dlls}
     bytes_kind: dict[str, float] = defaultdict(float)
     detail = []
     for layer in layers():
-        for kind, sets, fn, nbytes in kernel_calls(dll_bn, dll_dw, layer, batch, rng):
+        for kind, sets, fn, nbytes in kernel_calls(*first, layer, batch, rng):
             if only and not kind.startswith(only):
                 continue
-            calls = [Call(fn, arrays) for arrays in sets]
-            for call in calls:  # warm up: pages touched, pool threads awake once
-                call()
-            times = []
-            for i in range(reps * len(calls)):
-                call = calls[i % len(calls)]
-                start = time.perf_counter()
-                call()
-                times.append(time.perf_counter() - start)
-            t = statistics.median(times)
-            per_kind[kind] += t
+            calls = {name: [Call(entry(dll_bn if kind.startswith("bn") else dll_dw, fn.__name__), arrays)
+                            for arrays in sets] for name, (dll_bn, dll_dw) in dlls.items()}
+            times: dict[str, list[float]] = {name: [] for name in calls}
+            for cs in calls.values():  # warm up: pages touched, pool threads awake once
+                for call in cs:
+                    call()
+            for i in range(reps * len(sets)):
+                for name, cs in calls.items():
+                    call = cs[i % len(cs)]
+                    start = time.perf_counter()
+                    call()
+                    times[name].append(time.perf_counter() - start)
             bytes_kind[kind] += nbytes
-            detail.append({"kind": kind, "layer": list(layer), "ms": 1e3 * t, "gbps": nbytes / t / 1e9})
-    return {"per_kind_ms": {k: 1e3 * v for k, v in per_kind.items()},
-            "per_kind_gbps": {k: bytes_kind[k] / per_kind[k] / 1e9 for k in per_kind},
-            "total_ms": 1e3 * sum(per_kind.values()), "detail": detail}
+            row = {"kind": kind, "layer": list(layer)}
+            for name, t in times.items():
+                med = statistics.median(t)
+                per_kind[name][kind] += med
+                row[name] = 1e3 * med
+            detail.append(row)
+    return {name: {"per_kind_ms": {k: 1e3 * v for k, v in pk.items()},
+                   "per_kind_gbps": {k: bytes_kind[k] / v / 1e9 for k, v in pk.items()},
+                   "total_ms": 1e3 * sum(pk.values())} for name, pk in per_kind.items()} | {"detail": detail}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,9 +261,11 @@ def main(argv: list[str] | None = None) -> int:
             variants[rev] = build_from_rev(rev, Path(tmp) / rev.replace("/", "_"))
         bw = copy_bandwidth()
         load_avg = os.getloadavg()
-        results = {name: measure(args.batch, args.reps, libs, args.only) for name, libs in variants.items()}
+        measured = measure(args.batch, args.reps, variants, args.only)
+    detail = measured.pop("detail")
+    results = measured
     print(f"batch {args.batch}; numpy copy bandwidth (2 threads, read+write) {bw:.1f} GB/s; "
-          f"load average {load_avg[0]:.2f}")
+          f"load average {load_avg[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
     kinds = sorted({k for r in results.values() for k in r["per_kind_ms"]},
                    key=lambda k: -results["work"]["per_kind_ms"].get(k, 0))
     head = "".join(f"{name:>22}" for name in results)
@@ -264,13 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k:<14}{cells}")
     print(f"{'total':<14}" + "".join(f"{r['total_ms']:>12.1f}          " for r in results.values()))
     if args.detail:
-        for name, r in results.items():
-            print(f"-- {name}")
-            for d in r["detail"]:
-                print(f"  {d['kind']:<12} {d['layer']!s:<28} {d['ms']:8.2f} ms {d['gbps']:6.1f} GB/s")
+        print(f"{'kernel':<12} {'layer':<28}" + "".join(f"{name:>12}" for name in results) + "  (ms)")
+        for d in detail:
+            print(f"{d['kind']:<12} {d['layer']!s:<28}" + "".join(f"{d[name]:12.2f}" for name in results))
     print("BENCH-RESULT " + json.dumps({"batch": args.batch, "bandwidth_gbps": bw, "load": load_avg[0],
-                                        "results": {n: {k: v for k, v in r.items() if k != "detail"}
-                                                    for n, r in results.items()}}))
+                                        "results": results}))
     return 0
 
 
