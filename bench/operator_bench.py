@@ -59,6 +59,15 @@ def serve_cluster(workdir: Path) -> int:
         watch = "watch" if request.params.get("watch") == "true" else ""
         sub = f"/{request.subresource}" if request.subresource else ""
         counts[f"{agent} {request.method.value} {resource}{sub} {watch}".strip()] += 1
+        # What the writes say, to see where requests go: events by reason, status writes by state.
+        body = request.data if isinstance(request.data, dict) else {}
+        if resource == "events" and request.method.value == "POST":
+            counts[f"detail: event {body.get('reason')}"] += 1
+        elif sub == "/status" and resource == "mobilenetv2trainjobs":
+            status = body.get("status") or next(
+                (op.get("value") for op in request.data or [] if op.get("path") == "/status"), {}
+            )
+            counts[f"detail: status write, state {status.get('state', 'unchanged')}"] += 1
         return audit(self, request)
 
     ApiServerDouble._audit = counting_audit
@@ -238,6 +247,10 @@ def run(
             counts_running = cluster.operator_counts()
             until_running = sum(counts_running.values()) - before
             result["requests_until_running"] = dict(counts_running)
+            every = cluster.ask("counts")
+            result["writes_until_running"] = {
+                k.removeprefix("detail: "): n for k, n in every.items() if k.startswith("detail:")
+            }
             result["operator_requests_until_running"] = until_running
             result["requests_per_job"] = until_running / jobs
             result["operator_cpu_s_until_running"] = operator.cpu_s() - cpu_before

@@ -556,6 +556,11 @@ class JobStatus(_Model):
         json_schema_extra={"format": "date-time"},
     )
     artifacts: Artifacts | None = Field(None, description="Where the model went, once the job succeeded.")
+    accepted_spec: dict[str, Any] | None = Field(
+        None,
+        description="The spec the job's pods run, recorded with its first status: later changes to "
+        "immutable fields are refused against it.",
+    )
 
 
 class ObjectMeta(BaseModel):

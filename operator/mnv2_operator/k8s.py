@@ -228,12 +228,18 @@ class Kube:
         )
 
     def json_patch(
-        self, resource: Resource, namespace: str | None, name: str, operations: list[dict[str, Any]]
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        operations: list[dict[str, Any]],
+        *,
+        subresource: str | None = None,
     ) -> dict[str, Any]:
         """JSON patch (RFC 6902); a failing `test` operation is refused (422) and changes nothing."""
         return self._call(
             "PATCH",
-            resource.path(namespace, name),
+            resource.path(namespace, name, subresource),
             body=operations,
             content_type="application/json-patch+json",
         )

@@ -49,7 +49,7 @@ from mnv2_operator.status import (
     with_rejected_changes,
 )
 
-ACCEPTED_SPEC_ANNOTATION = f"{GROUP}/accepted-spec"
+LEGACY_ACCEPTED_SPEC_ANNOTATION = f"{GROUP}/accepted-spec"  # read for jobs of older operators
 SETTLE_SECONDS = 10.0  # a status change that only counts starting pods waits this long after a write
 WARNING_STATES = ("Failed", "Restarting")
 # Scheduling directives that may change while the job is suspended (batch/v1 Job's mutable
@@ -142,11 +142,17 @@ def is_suspended(job: dict[str, Any]) -> bool:
 
 
 def accepted_spec(job: dict[str, Any]) -> dict[str, Any] | None:
-    """The accepted spec, with the current scheduling directives while the job is suspended."""
-    raw = ((job.get("metadata") or {}).get("annotations") or {}).get(ACCEPTED_SPEC_ANNOTATION)
-    if not raw:
-        return None
-    accepted = json.loads(raw)
+    """The spec the job's pods run (status.acceptedSpec, recorded with the job's first status; jobs
+    of operators before 0.3 kept it in an annotation), with the current scheduling directives while
+    the job is suspended. None for a job that has not been accepted yet."""
+    recorded = (job.get("status") or {}).get("acceptedSpec")
+    if isinstance(recorded, dict):
+        accepted = copy.deepcopy(recorded)
+    else:
+        raw = ((job.get("metadata") or {}).get("annotations") or {}).get(LEGACY_ACCEPTED_SPEC_ANNOTATION)
+        if not raw:
+            return None
+        accepted = json.loads(raw)
     if is_suspended(job):
         spec = job.get("spec") or {}
         for parent, field in MUTABLE_WHILE_SUSPENDED:
@@ -156,6 +162,19 @@ def accepted_spec(job: dict[str, Any]) -> dict[str, Any] | None:
             elif isinstance(accepted.get(parent), dict):
                 accepted[parent].pop(field, None)
     return accepted
+
+
+def spec_to_accept(job: dict[str, Any]) -> dict[str, Any] | None:
+    """What status.acceptedSpec should say: the accepted spec (with any rescheduling while
+    suspended), or for a new job its spec once it parses (a spec that does not parse runs nothing)."""
+    accepted = accepted_spec(job)
+    if accepted is not None:
+        return accepted
+    try:
+        parse_job(job)
+    except SpecError:
+        return None
+    return copy.deepcopy(job.get("spec") or {})
 
 
 def effective_job(job: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -223,7 +242,6 @@ class Reconciler:
         # once, not on every pass (the garbage collector removes them with the job).
         self._children: dict[tuple[str, str], tuple[str, set[str]]] = {}
         self._last_write: dict[tuple[str, str], float] = {}  # job -> monotonic time of its last status write
-        self._accepted: dict[tuple[str, str], tuple[Any, Any, str]] = {}  # job -> (uid, generation, spec)
         self._local = threading.local()  # the running pass's fence (passes run in several threads)
 
     def note_pod(self, pod: dict[str, Any]) -> None:
@@ -232,6 +250,13 @@ class Reconciler:
         job = (meta.get("labels") or {}).get(names.LABEL_JOB_NAME)
         if job and meta.get("uid") and disruption(pod):
             self._disrupted.setdefault((meta.get("namespace", ""), job), {})[meta["uid"]] = copy.deepcopy(pod)
+
+    def child_deleted(self, namespace: str, job: str, child: str) -> None:
+        """A child ("Kind/name") of the job was deleted (from the Service/ConfigMap watches): the next
+        pass creates it again instead of trusting it is there."""
+        known = self._children.get((namespace, job))
+        if known is not None:
+            known[1].discard(child)
 
     def _with_departed(self, key: tuple[str, str], job: dict[str, Any], pods: list[dict]) -> list[dict]:
         """The observed pods plus disrupted pods of the current attempt already gone (as last seen,
@@ -267,7 +292,6 @@ class Reconciler:
             self._rank_tables,
             self._children,
             self._last_write,
-            self._accepted,
             _STATES,
         ):
             cache.pop(key, None)
@@ -285,7 +309,6 @@ class Reconciler:
             "rank_tables": len(self._rank_tables),
             "children": sum(len(v[1]) for v in self._children.values()),
             "last_write": len(self._last_write),
-            "accepted": len(self._accepted),
             "states": len(_STATES),
         }
 
@@ -328,6 +351,10 @@ class Reconciler:
             job, followed = chain[rv], True
             rv = job["metadata"].get("resourceVersion")
         if not followed:
+            if not job.get("status"):
+                # Our first status write (unfenced by resourceVersion) went over a version the cache
+                # has not shown yet, e.g. kopf adding its finalizer: what it returned is newer.
+                return copy.deepcopy(next(reversed(chain.values())))
             self._written.pop(key, None)  # the cache has caught up with our writes
         return copy.deepcopy(job)
 
@@ -374,15 +401,6 @@ class Reconciler:
             self.forget(namespace, name)
             self._publish_states()
             return Outcome(None, None, [], [])
-        for _ in range(5):
-            try:
-                job = self._accept_spec(job)
-                break
-            except k8s.Conflict:  # kopf added its finalizer meanwhile: read it again and retry
-                job = self.kube.get(k8s.JOBS, namespace, name)
-                if job is None:
-                    return Outcome(None, None, [], [])
-        job = self._reschedule(job)
         running_job, refused = effective_job(job)
         # Only pods this job owns count: a foreign pod carrying the label is never counted or deleted.
         key = (namespace, name)
@@ -395,28 +413,27 @@ class Reconciler:
             self._created.pop(key, None)
         pods = [p for p in labelled if owned_by(p, job)]
         old = job.get("status") or {}
-        new = compute_status(running_job, self._with_departed(key, job, pods), now, self.restart_backoff)
-        refusal = self._render_problems(running_job)
-        if refusal:
-            new = with_failure(new, "InvalidSpec", refusal, now, job["metadata"].get("generation"))
-        breaches = self._policy_problems(running_job)
-        if breaches:
-            new = with_failure(new, "PolicyViolation", breaches, now, job["metadata"].get("generation"))
-        new = self._with_progress(running_job, new, pods)
-        new = with_rejected_changes(
-            new,
-            [(path, "immutable while the job exists") for path in refused],
-            job["metadata"].get("generation"),
-            now,
-        )
-        new = stored_status(with_name_conflicts(new, self._conflicts.get(key, [])))
-        deferred = self._settling(key, old, new)
+        new = self._desired_status(job, running_job, refused, pods, now)
+        # A new job's children are created first and its first status says so: one write, not a
+        # "Created" write followed by a "Pending" one.
+        first = not old and new.get("state") == "Created"
+        deferred = first or self._settling(key, old, new)
         stored = old
         if not deferred:
             job, stored = self._write_status(job, old, new, pods, now), new
         found: list[tuple[str, bool]] = []
         self._check_fence()
-        created, deleted = self._act(running_job, new, pods, now, found)
+        try:
+            created, deleted = self._act(running_job, new, pods, now, found)
+        except Exception:
+            if first:  # e.g. a quota refused the pods: the job still says it was seen
+                self._write_status(job, old, new, pods, now)
+            raise
+        if first:
+            pods = [p for p in self._observed_pods(key, labelled) if owned_by(p, job)]
+            new = self._desired_status(job, running_job, refused, pods, now)
+            job, stored = self._write_status(job, old, new, pods, now), new
+            deferred = False
         if self._settle_conflicts(job, found, now):
             latest = stored_status(with_name_conflicts(new, self._conflicts.get(key, [])))
             self._write_status(job, stored, latest, pods, now)
@@ -433,6 +450,33 @@ class Reconciler:
         if deferred:
             wake_in = min(wake_in if wake_in is not None else SETTLE_SECONDS, SETTLE_SECONDS)
         return Outcome(new.get("state"), wake_in, created, deleted)
+
+    def _desired_status(
+        self,
+        job: dict[str, Any],
+        running_job: dict[str, Any],
+        refused: list[str],
+        pods: list[dict[str, Any]],
+        now: datetime,
+    ) -> dict[str, Any]:
+        """The status this pass should store, in the CRD's pruned form (compared with the stored one)."""
+        key = (job["metadata"]["namespace"], job["metadata"]["name"])
+        generation = job["metadata"].get("generation")
+        new = compute_status(running_job, self._with_departed(key, job, pods), now, self.restart_backoff)
+        refusal = self._render_problems(running_job)
+        if refusal:
+            new = with_failure(new, "InvalidSpec", refusal, now, generation)
+        breaches = self._policy_problems(running_job)
+        if breaches:
+            new = with_failure(new, "PolicyViolation", breaches, now, generation)
+        new = self._with_progress(running_job, new, pods)
+        new = with_rejected_changes(
+            new, [(path, "immutable while the job exists") for path in refused], generation, now
+        )
+        accepted = spec_to_accept(job)
+        if accepted is not None:
+            new["acceptedSpec"] = accepted
+        return stored_status(with_name_conflicts(new, self._conflicts.get(key, [])))
 
     def _settling(self, key: tuple[str, str], old: dict[str, Any], new: dict[str, Any]) -> bool:
         """Whether to hold back a write that only counts pods starting (Pending, PodsStarting, no
@@ -461,37 +505,33 @@ class Reconciler:
             return job
         self._check_fence()
         meta = job["metadata"]
-        patch = {
-            "metadata": {"resourceVersion": meta.get("resourceVersion")},
-            "status": k8s.merge_patch(old, new),
-        }
         try:
-            written = self.kube.patch(k8s.JOBS, meta["namespace"], meta["name"], patch, subresource="status")
-        except k8s.Conflict as error:
-            raise Stale(str(error)) from None
+            if old:
+                patch = {
+                    "metadata": {"resourceVersion": meta.get("resourceVersion")},
+                    "status": k8s.merge_patch(old, new),
+                }
+                written = self.kube.patch(
+                    k8s.JOBS, meta["namespace"], meta["name"], patch, subresource="status"
+                )
+            else:
+                # The first status (with acceptedSpec): kopf adding its finalizer meanwhile moves the
+                # resourceVersion but is no reason to recompute; a spec change is (the test fails).
+                ops = [{"op": "add", "path": "/status", "value": new}]
+                if meta.get("generation") is not None:
+                    ops.insert(0, {"op": "test", "path": "/metadata/generation", "value": meta["generation"]})
+                written = self.kube.json_patch(
+                    k8s.JOBS, meta["namespace"], meta["name"], ops, subresource="status"
+                )
+        except k8s.ApiError as error:
+            # 409: the resourceVersion moved; 422 on the first write: the generation test failed.
+            if error.status == 409 or (error.status == 422 and not old):
+                raise Stale(str(error)) from None
+            raise
         self._remember(job, written)
         self._last_write[(meta["namespace"], meta["name"])] = time.monotonic()
         self._announce(job, old, new, pods, now)
         return written
-
-    def _reschedule(self, job: dict[str, Any]) -> dict[str, Any]:
-        """While suspended, take changed scheduling directives into the accepted spec (once)."""
-        raw = ((job.get("metadata") or {}).get("annotations") or {}).get(ACCEPTED_SPEC_ANNOTATION)
-        accepted = accepted_spec(job)
-        if raw is None or accepted is None or accepted == json.loads(raw):
-            return job
-        value = json.dumps(accepted, sort_keys=True, separators=(",", ":"))
-        patch = {
-            "metadata": {
-                "annotations": {ACCEPTED_SPEC_ANNOTATION: value},
-                "resourceVersion": job["metadata"].get("resourceVersion"),
-            }
-        }
-        try:
-            written = self.kube.patch(k8s.JOBS, job["metadata"]["namespace"], job["metadata"]["name"], patch)
-        except k8s.Conflict as error:
-            raise Stale(str(error)) from None
-        return self._remember(job, written)
 
     def _settle_conflicts(self, job: dict[str, Any], found: list[tuple[str, bool]], now: datetime) -> bool:
         """Name conflicts found by this pass become the job's (status, one Warning event each) when
@@ -561,49 +601,6 @@ class Reconciler:
             return status
         return {**status, "progress": progress}
 
-    def _accept_spec(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Record the first valid spec the job ran with: later immutable changes are compared to it."""
-        annotations = job["metadata"].get("annotations") or {}
-        if ACCEPTED_SPEC_ANNOTATION in annotations:
-            return job
-        meta = job["metadata"]
-        key = (meta["namespace"], meta["name"])
-        done = self._accepted.get(key)
-        if done is not None and done[:2] == (meta.get("uid"), meta.get("generation")):
-            # Written by an earlier pass; the watch cache does not show it yet.
-            job = copy.deepcopy(job)
-            job["metadata"].setdefault("annotations", {})[ACCEPTED_SPEC_ANNOTATION] = done[2]
-            return job
-        try:
-            parse_job(job)
-        except SpecError:
-            return job  # nothing runs; the status names the problems
-        value = json.dumps(job.get("spec") or {}, sort_keys=True, separators=(",", ":"))
-        # A JSON patch that tests metadata.generation: the annotation records exactly the spec read,
-        # while kopf's own finalizer write meanwhile (which changes the resourceVersion, not the
-        # generation) costs no conflict, re-read and retry.
-        ops: list[dict[str, Any]] = []
-        generation = job["metadata"].get("generation")
-        if generation is not None:
-            ops.append({"op": "test", "path": "/metadata/generation", "value": generation})
-        if annotations:
-            key = ACCEPTED_SPEC_ANNOTATION.replace("~", "~0").replace("/", "~1")
-            ops.append({"op": "add", "path": f"/metadata/annotations/{key}", "value": value})
-        else:
-            ops.append(
-                {"op": "add", "path": "/metadata/annotations", "value": {ACCEPTED_SPEC_ANNOTATION: value}}
-            )
-        try:
-            written = self.kube.json_patch(
-                k8s.JOBS, job["metadata"]["namespace"], job["metadata"]["name"], ops
-            )
-        except k8s.ApiError as error:
-            if error.status in (409, 422):  # the spec changed since it was read
-                raise k8s.Conflict(409, str(error)) from None
-            raise
-        self._accepted[key] = (meta.get("uid"), meta.get("generation"), value)
-        return self._remember(job, written)
-
     # -- reporting -------------------------------------------------------------------------------
 
     def _announce(
@@ -617,10 +614,17 @@ class Reconciler:
         if int(new.get("restartCount") or 0) > int(old.get("restartCount") or 0):
             METRICS.job_restarted(ns, platform)
         state = new.get("state")
-        # Pods starting is progress, not news: no event (the status says it).
+        # Pods starting is progress, not news: no event (the status says it), except that a new
+        # job's first status (its pods created at once) is announced as the job's creation.
         quiet = state == "Pending" and new.get("reason") == "PodsStarting"
+        created_now = condition(new, "Created")
+        if quiet and created_now and not condition(old, "Created"):
+            events.post(
+                self.kube, job, "Normal", created_now["reason"], created_now.get("message") or "", now
+            )
         if not quiet and (
-            state != old.get("state") or (state == "Restarting" and new.get("message") != old.get("message"))
+            (state, new.get("reason")) != (old.get("state"), old.get("reason"))
+            or (state == "Restarting" and new.get("message") != old.get("message"))
         ):
             kind = (
                 "Warning"

@@ -30,8 +30,9 @@ CRD = generate_crd()
 VERSION = CRD["spec"]["versions"][0]
 SCHEMA = VERSION["schema"]["openAPIV3Schema"]
 SPEC_SCHEMA = SCHEMA["properties"]["spec"]
-# Where the schema keeps unknown fields on purpose: full Kubernetes volumes (any source).
-PRESERVED = {"spec.template.volumes[]"}
+# Where the schema keeps unknown fields on purpose: full Kubernetes volumes (any source), and the
+# copy of the spec the operator accepted (already validated as spec; no second set of defaults/rules).
+PRESERVED = {"spec.template.volumes[]", "status.acceptedSpec"}
 STRUCTURAL_KEYS = {
     "type",
     "description",

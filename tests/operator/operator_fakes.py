@@ -116,21 +116,31 @@ class FakeKube:
             self.objects[key] = new
         return copy.deepcopy(self.objects[key])
 
-    def json_patch(self, resource, namespace, name, operations):
+    def json_patch(self, resource, namespace, name, operations, *, subresource=None):
+        """Applied to the whole object, then (as kube-apiserver's status strategy does) only the
+        status survives a /status write and everything but the status survives a main write."""
         import jsonpatch
 
-        self.calls.append(("patch", resource.plural, name))
+        self.calls.append(("patch", resource.plural + (f"/{subresource}" if subresource else ""), name))
         key = (resource.plural, namespace, name)
         if key not in self.objects:
             raise k8s.NotFound(404, f"{name} not found")
         old = self.objects[key]
         try:
-            new = jsonpatch.apply_patch(old, operations)
+            patched = jsonpatch.apply_patch(old, operations)
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
             raise k8s.ApiError(422, f"the JSON patch cannot be applied: {error}") from None
-        new["status"] = old.get("status")
+        if subresource == "status":
+            new = copy.deepcopy(old)
+            new["status"] = patched.get("status")
+            if resource == k8s.JOBS and new["status"] is not None:
+                new["status"] = stored_status(new["status"])
+        else:
+            new = patched
+            new["status"] = old.get("status")
         if new.get("status") is None:
             new.pop("status", None)
+        new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if new != old:
             new["metadata"]["resourceVersion"] = str(next(self._rv))
             self.objects[key] = new

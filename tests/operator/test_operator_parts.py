@@ -11,7 +11,7 @@ import pytest
 from mnv2 import launchenv
 from mnv2_operator import events, rbac
 from mnv2_operator.commands import operator as command
-from mnv2_operator.reconcile import ACCEPTED_SPEC_ANNOTATION, adopt, effective_job, for_attempt
+from mnv2_operator.reconcile import LEGACY_ACCEPTED_SPEC_ANNOTATION, adopt, effective_job, for_attempt
 from mnv2_operator.settings import OperatorSettings
 from mnv2_operator.status import ATTEMPT_LABEL
 
@@ -59,10 +59,14 @@ def test_for_attempt_labels_and_resumes_only_when_asked():
     assert json.loads(again["spec"]["containers"][0]["env"][0]["value"]) == {"epochs": 3, "resume": True}
 
 
-def test_effective_job_keeps_the_accepted_spec_but_takes_mutable_fields():
+@pytest.mark.parametrize("recorded_in", ["status", "legacy annotation"])
+def test_effective_job_keeps_the_accepted_spec_but_takes_mutable_fields(recorded_in):
     accepted = dict(JOB["spec"])
     job = json.loads(json.dumps(JOB))
-    job["metadata"]["annotations"] = {ACCEPTED_SPEC_ANNOTATION: json.dumps(accepted)}
+    if recorded_in == "status":
+        job["status"] = {"acceptedSpec": accepted}
+    else:  # jobs accepted by operators before status.acceptedSpec still run their accepted spec
+        job["metadata"]["annotations"] = {LEGACY_ACCEPTED_SPEC_ANNOTATION: json.dumps(accepted)}
     assert effective_job(job) == (job, [])
     job["spec"]["replicas"] = 4
     job["spec"]["runPolicy"] = {"backoffLimit": 9, "suspend": True}

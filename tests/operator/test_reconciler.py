@@ -12,7 +12,7 @@ from mnv2_operator import k8s, names
 from mnv2_operator import reconcile as reconcile_module
 from mnv2_operator.metrics import METRICS
 from mnv2_operator.profiles import load_operator_config
-from mnv2_operator.reconcile import ACCEPTED_SPEC_ANNOTATION, Fenced, Reconciler
+from mnv2_operator.reconcile import Fenced, Reconciler
 from mnv2_operator.status import ATTEMPT_LABEL, condition
 from operator_fakes import FakeKube
 
@@ -298,7 +298,7 @@ def test_suspend_gives_back_the_podgroup_and_takes_new_scheduling_directives():
     )
     cluster.run()
     assert condition(cluster.status(), "SpecChangeRejected")["status"] == "False"
-    accepted = json.loads(cluster.job()["metadata"]["annotations"][ACCEPTED_SPEC_ANNOTATION])
+    accepted = cluster.status()["acceptedSpec"]
     assert accepted["scheduling"]["queue"] == "b" and accepted["template"]["nodeSelector"] == {"pool": "spot"}
     cluster.patch_spec({"runPolicy": {"suspend": False}})
     cluster.run()
@@ -389,3 +389,69 @@ def test_a_replica_that_lost_its_peering_stops_before_its_next_write():
     assert cluster.kube.writes()[writes:] == []
     cluster.reconciler.reconcile(NS, "j", cluster.now + timedelta(seconds=2), fence=lambda: False)
     assert cluster.status()["state"] == "Restarting"
+
+
+def test_a_new_job_costs_its_children_one_status_write_and_one_event():
+    """Issue 16 (requests per job): a new job's first pass creates its children, then writes its
+    first status once, with the accepted spec in it (no separate annotation patch, no "Created" write
+    followed by a "Pending" one). kopf adding its finalizer between our read and our write moves the
+    resourceVersion but costs no conflict; a spec change meanwhile does (the generation is tested)."""
+    import copy
+
+    cluster = Cluster()
+    body = cluster.create(manifest())
+    seen = copy.deepcopy(body)  # what the watch cache showed the daemon
+    cluster.kube.patch(
+        k8s.JOBS, NS, "j", {"metadata": {"finalizers": ["kopf.zalando.org/KopfFinalizerMarker"]}}
+    )
+    cluster.kube.calls.clear()
+    cluster.now += timedelta(seconds=1)
+    cluster.reconciler.reconcile(NS, "j", cluster.now, job=seen, pods=[])
+    writes = cluster.kube.writes()
+    assert sorted(w[:2] for w in writes) == [
+        ("create", "events"),
+        ("create", "pods"),
+        ("create", "pods"),
+        ("create", "services"),
+        ("patch", "mobilenetv2trainjobs/status"),
+    ], writes
+    assert [c for c in cluster.kube.calls if c[0] in ("get", "list")] == []
+    status = cluster.status()
+    assert status["state"] == "Pending" and status["reason"] == "PodsStarting"
+    assert condition(status, "Created")["status"] == "True"
+    assert status["acceptedSpec"] == cluster.job()["spec"]
+    assert cluster.job()["metadata"]["finalizers"] == ["kopf.zalando.org/KopfFinalizerMarker"]
+    event = next(o for (plural, _, _), o in cluster.kube.objects.items() if plural == "events")
+    assert (event["type"], event["reason"]) == ("Normal", "JobCreated")
+
+    # A spec change between the cache's view and the first write (the API server's CEL rules let only
+    # runPolicy's mutable fields change): the write is refused (generation test), the pass reads
+    # afresh, keeps the pods it created and records the spec the server holds.
+    cluster = Cluster()
+    seen = copy.deepcopy(cluster.create(manifest()))
+    cluster.patch_spec({"runPolicy": {"backoffLimit": 5}})
+    cluster.reconciler.reconcile(NS, "j", cluster.now, job=seen, pods=[])
+    assert cluster.status()["acceptedSpec"]["runPolicy"]["backoffLimit"] == 5
+    assert cluster.status()["observedGeneration"] == 2
+    assert len([c for c in cluster.kube.calls if c[:2] == ("create", "pods")]) == 2
+    assert ("get", "mobilenetv2trainjobs", "j") in cluster.kube.calls
+
+
+def test_a_cache_behind_the_first_status_write_does_not_repeat_it():
+    """The first status write is fenced by the generation, not the resourceVersion, so it may land
+    over a version the watch cache has not shown yet (kopf's finalizer). A pass from that cache
+    (finalizer, no status) uses what the write returned: no second first write, no second event."""
+    import copy
+
+    cluster = Cluster()
+    seen = copy.deepcopy(cluster.create(manifest()))
+    cluster.kube.patch(
+        k8s.JOBS, NS, "j", {"metadata": {"finalizers": ["kopf.zalando.org/KopfFinalizerMarker"]}}
+    )
+    with_finalizer = copy.deepcopy(cluster.job())
+    cluster.reconciler.reconcile(NS, "j", cluster.now, job=seen, pods=[])
+    writes = len(cluster.kube.writes())
+    cluster.now += timedelta(seconds=1)
+    cluster.reconciler.reconcile(NS, "j", cluster.now, job=with_finalizer, pods=copy.deepcopy(cluster.pods()))
+    assert cluster.kube.writes()[writes:] == []
+    assert len(cluster.kube.events()) == 1
