@@ -217,3 +217,25 @@ async def pod_event(labels: kopf.Labels, namespace: str, body: kopf.Body, memo: 
     if reconciler is not None:
         reconciler.note_pod(dict(body))
     _poke(namespace, labels.get(names.LABEL_JOB_NAME))
+
+
+@kopf.on.event("", "v1", "services", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
+@kopf.on.event("", "v1", "configmaps", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
+async def child_event(
+    type: str,
+    resource: kopf.Resource,
+    name: str,
+    labels: kopf.Labels,
+    namespace: str,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """A job's Service or rank-table ConfigMap deleted by hand: forget that it exists and wake the
+    job, whose next pass creates it again (passes otherwise trust that children stay)."""
+    job = labels.get(names.LABEL_JOB_NAME)
+    reconciler = getattr(memo, "reconciler", None)
+    if type != "DELETED" or not job or reconciler is None:
+        return
+    kind = {"services": "Service", "configmaps": "ConfigMap"}[resource.plural]
+    reconciler.child_deleted(namespace, job, f"{kind}/{name}")
+    _poke(namespace, job)

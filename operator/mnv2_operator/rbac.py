@@ -12,8 +12,8 @@ from __future__ import annotations
 from mnv2_operator import api
 
 RULES: list[dict[str, list[str]]] = [
-    # The jobs: listed and watched by kopf; patched for kopf's finalizer and our accepted-spec
-    # annotation; read by the reconciler; deleted when ttlSecondsAfterFinished expires.
+    # The jobs: listed and watched by kopf; patched for kopf's finalizer; read by the reconciler
+    # after a conflict; deleted when ttlSecondsAfterFinished expires.
     {
         "apiGroups": [api.GROUP],
         "resources": [api.PLURAL],
@@ -26,10 +26,11 @@ RULES: list[dict[str, list[str]]] = [
     {"apiGroups": [api.GROUP], "resources": [f"{api.PLURAL}/finalizers"], "verbs": ["update"]},
     # Children. Pods: listed by the reconciler, watched by kopf (wake-ups), created, deleted on
     # restart/suspend/cleanup. Service, ConfigMap and PodGroup: created when absent (the garbage
-    # collector deletes them with the job); the rank-table ConfigMap is rewritten as pods change.
+    # collector deletes them with the job); the rank-table ConfigMap is rewritten as pods change;
+    # Services and ConfigMaps are watched (ours only, by label) so that one deleted by hand comes back.
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "create", "delete"]},
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch"]},
     # The PodGroup is deleted when the job is suspended or finishes (its minResources stay reserved
     # otherwise) and created again on resume.
     {

@@ -90,9 +90,10 @@ class OperatorSettings:
         # of every watched namespace (kopf 1.45: settings.watching.label_selectors).
         from mnv2_operator import names
 
-        kopf_settings.watching.label_selectors["", "v1", "pods"] = (
-            f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
-        )
+        for plural in ("pods", "services", "configmaps"):
+            kopf_settings.watching.label_selectors["", "v1", plural] = (
+                f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
+            )
         kopf_settings.networking.request_timeout = self.request_timeout
         kopf_settings.posting.enabled = self.post_kopf_events
         kopf_settings.posting.level = self.kopf_event_level

@@ -394,6 +394,17 @@ def test_operator_killed_mid_creation_creates_nothing_twice(kube, namespace, sim
     assert sim.creations("v1/services", namespace, JOB) == 1
 
 
+def test_a_service_deleted_by_hand_is_created_again(kube, namespace, sim, operator, job_factory):
+    """Passes trust that a job's children stay (no GET per child per pass, issue 16); the operator's
+    Service watch (ours only, by label) says otherwise. Without the headless Service the replicas'
+    names <job>-<i>.<job> stop resolving."""
+    job_factory(JOB)
+    wait_state(kube, namespace, "Running")
+    assert kube.delete(k8s.SERVICES, namespace, JOB)
+    wait_for(lambda: sim.creations("v1/services", namespace, JOB) == 2, what="the Service created again")
+    assert kube.get(k8s.SERVICES, namespace, JOB) is not None
+
+
 # --- progress ---------------------------------------------------------------------------------------
 
 
