@@ -125,7 +125,11 @@ def test_every_mobilenetv2_shape(pynative):
 
 @pytest.mark.parametrize("relu6", [False, True])
 def test_graph_mode_and_edge_shapes(graph_mode, relu6):
-    """GRAPH_MODE (the trainer's), one value per channel (batch 1 of 1x1), and a large plane."""
+    """GRAPH_MODE (the trainer's), one value per channel (batch 1 of 1x1), and a large plane.
+
+    65x65 is above the kernel's plane-wise limit (64x64), so it takes the channel-wise path that
+    MobileNetV2's 112x112 layers take; every shape of test_every_mobilenetv2_shape is plane-wise.
+    """
     single = _compare(1, 3, 1, relu6, training=True, seed=1)
     assert np.isfinite(single["moving_variance"]).all()
     for batch, channels, size in ((3, 5, 1), (4, 7, 65)):

@@ -28,6 +28,11 @@ SHAPES = [
     (2, 2, 6, 5, 1, 0),
     (4, 8, 16, 16, 2, 1),
     (2, 16, 15, 17, 1, 1),
+    # Output 48 wide and more: the forward kernels' row-by-row path (narrower outputs go flat).
+    (1, 2, 50, 51, 1, 1),
+    (2, 2, 97, 99, 2, 1),
+    (1, 2, 52, 50, 1, 0),
+    (1, 3, 98, 97, 2, 0),
 ]
 
 
