@@ -103,13 +103,14 @@ def _rand(rng, shape) -> np.ndarray:
 
 
 def kernel_calls(dll_bn, dll_dw, layer: tuple, batch: int, rng) -> list[tuple]:
-    """[(kind, list of operand sets, entry point, bytes moved)] for one layer's forward and backward."""
+    """[(kind, maker of the operand sets, entry point, bytes moved)] for one layer's forward and backward."""
     kind, c, size, extra = layer
     out: list = []
 
-    def copies(make, nbytes: int) -> list[list[np.ndarray]]:
+    def copies(make, nbytes: int):
+        """The operand sets, made when called (only for the kernels being timed)."""
         k = max(1, min(8, -(-ROTATE_BYTES // max(1, nbytes))))
-        return [make() for _ in range(k)]
+        return lambda: [make() for _ in range(k)]
 
     if kind == "bn":
         r = int(extra)
@@ -208,27 +209,31 @@ def build_from_rev(rev: str, dest: Path) -> dict[str, Path]:
 
 
 def measure(batch: int, reps: int, variants: dict[str, dict[str, Path]], only: str | None = None) -> dict:
-    """Per variant: ms and GB/s per kind of kernel. Variants take turns on the same operands, call by
-    call, so background load falls on all of them alike."""
+    """Per variant: ms and GB/s per kind of kernel, plus per-layer detail.
+
+    Variants take turns call by call, so background load falls on all of them alike; each has its
+    own operand copies, so none finds its operands in cache because another variant just read them.
+    """
     dlls = {name: (load(libs["batchnorm"]), load(libs["depthwise"])) for name, libs in variants.items()}
-    first = next(iter(dlls.values()))
     rng = np.random.default_rng(0)
     per_kind = {name: defaultdict(float) for name in dlls}
     bytes_kind: dict[str, float] = defaultdict(float)
     detail = []
     for layer in layers():
-        for kind, sets, fn, nbytes in kernel_calls(*first, layer, batch, rng):
+        per_variant = {name: kernel_calls(*pair, layer, batch, rng) for name, pair in dlls.items()}
+        for j, (kind, _, _, nbytes) in enumerate(next(iter(per_variant.values()))):
             if only and not kind.startswith(only):
                 continue
-            calls = {name: [Call(entry(dll_bn if kind.startswith("bn") else dll_dw, fn.__name__), arrays)
-                            for arrays in sets] for name, (dll_bn, dll_dw) in dlls.items()}
+            calls = {name: [Call(found[j][2], arrays) for arrays in found[j][1]()]
+                     for name, found in per_variant.items()}
             times: dict[str, list[float]] = {name: [] for name in calls}
             for cs in calls.values():  # warm up: pages touched, pool threads awake once
                 for call in cs:
                     call()
-            for i in range(reps * len(sets)):
+            copies = min(len(cs) for cs in calls.values())
+            for i in range(reps * copies):
                 for name, cs in calls.items():
-                    call = cs[i % len(cs)]
+                    call = cs[i % copies]
                     start = time.perf_counter()
                     call()
                     times[name].append(time.perf_counter() - start)
@@ -239,6 +244,7 @@ def measure(batch: int, reps: int, variants: dict[str, dict[str, Path]], only: s
                 per_kind[name][kind] += med
                 row[name] = 1e3 * med
             detail.append(row)
+        del per_variant
     return {name: {"per_kind_ms": {k: 1e3 * v for k, v in pk.items()},
                    "per_kind_gbps": {k: bytes_kind[k] / v / 1e9 for k, v in pk.items()},
                    "total_ms": 1e3 * sum(pk.values())} for name, pk in per_kind.items()} | {"detail": detail}
