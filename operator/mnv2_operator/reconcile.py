@@ -50,7 +50,7 @@ from mnv2_operator.status import (
 )
 
 LEGACY_ACCEPTED_SPEC_ANNOTATION = f"{GROUP}/accepted-spec"  # read for jobs of older operators
-SETTLE_SECONDS = 10.0  # a status change that only counts starting pods waits this long after a write
+SETTLE_SECONDS = 30.0  # a status change that only counts starting pods waits this long after a write
 WARNING_STATES = ("Failed", "Restarting")
 # Scheduling directives that may change while the job is suspended (batch/v1 Job's mutable
 # scheduling directives, what Kueue sets at admission); the new values apply from the resume.
