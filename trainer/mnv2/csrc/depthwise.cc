@@ -128,48 +128,6 @@ void corr_s2(const float *__restrict ev, const float *__restrict od, int64_t hal
   }
 }
 
-// Weight gradient of one plane, stride 1: acc[kh*3+kw] += sum dy[i][j] * p[i+kh][j+kw].
-void wgrad_s1(const float *__restrict p, int64_t cols, const float *__restrict dy, int64_t oh, int64_t ow,
-              double *acc) {
-  for (int64_t i = 0; i < oh; ++i) {
-    const float *g = dy + i * ow;
-    for (int kh = 0; kh < K; ++kh) {
-      const float *r = p + (i + kh) * cols;
-      float a0 = 0.f, a1 = 0.f, a2 = 0.f;
-#pragma omp simd reduction(+ : a0, a1, a2)
-      for (int64_t j = 0; j < ow; ++j) {
-        a0 += g[j] * r[j];
-        a1 += g[j] * r[j + 1];
-        a2 += g[j] * r[j + 2];
-      }
-      acc[kh * 3 + 0] += a0;
-      acc[kh * 3 + 1] += a1;
-      acc[kh * 3 + 2] += a2;
-    }
-  }
-}
-
-void wgrad_s2(const float *__restrict ev, const float *__restrict od, int64_t half, const float *__restrict dy,
-              int64_t oh, int64_t ow, double *acc) {
-  for (int64_t i = 0; i < oh; ++i) {
-    const float *g = dy + i * ow;
-    for (int kh = 0; kh < K; ++kh) {
-      const float *e = ev + (2 * i + kh) * half;
-      const float *o = od + (2 * i + kh) * half;
-      float a0 = 0.f, a1 = 0.f, a2 = 0.f;
-#pragma omp simd reduction(+ : a0, a1, a2)
-      for (int64_t j = 0; j < ow; ++j) {
-        a0 += g[j] * e[j];
-        a1 += g[j] * o[j];
-        a2 += g[j] * e[j + 1];
-      }
-      acc[kh * 3 + 0] += a0;
-      acc[kh * 3 + 1] += a1;
-      acc[kh * 3 + 2] += a2;
-    }
-  }
-}
-
 // Input gradient of one plane, stride 2, in the even/odd split form of the padded input.
 // dyp is dy padded by one zero row/column before and one zero row after:
 // dyp[(m+1)*cols + (j+1)] = dy[m][j], cols = ow + 2. Padded-input row r = 2m (+1 when odd)
@@ -532,22 +490,6 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
 //   mnv2_conv3x3_bwd_s{S}_p{P}(dy, x, w) -> dx[N,CI,H,W], dw[CO,CI,3,3]
 //   mnv2_conv3x3_wgrad_s{S}_p{P}(dy, x, w) -> dw[CO,CI,3,3]   (input needs no gradient: the images)
 
-// Pads every plane of t (planes x h x w) into buf, plane_size floats apart.
-template <int S, int P>
-void pad_all(const float *t, int64_t planes, int64_t h, int64_t w, int64_t rows, int64_t cols,
-             std::vector<float> &buf, int64_t &plane_size) {
-  plane_size = S == 1 ? rows * cols : 2 * rows * cols;
-  buf.resize(static_cast<size_t>(planes * plane_size));
-  mnv2::parallel_for_each(planes, true, [&](int64_t pl) {
-    float *dst = buf.data() + pl * plane_size;
-    if (S == 1) {
-      pad_plane(t + pl * h * w, h, w, dst, rows, cols, P, P);
-    } else {
-      pad_plane_split(t + pl * h * w, h, w, dst, dst + rows * cols, rows, cols, P, P);
-    }
-  });
-}
-
 template <int S, int P>
 int dense_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   if (!check(nparam, 3, ndims, dtypes)) return 1;
@@ -560,20 +502,42 @@ int dense_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
   if (shapes[2][0] != n || shapes[2][1] != co) return 2;
   if (oh != (h + 2 * P - K) / S + 1 || ow != (w + 2 * P - K) / S + 1) return 3;
   const int64_t rows = S * (oh - 1) + K, cols = S == 1 ? ow + 2 : ow + 1;
-  std::vector<float> xp;
-  int64_t psz = 0;
-  pad_all<S, P>(x, n * ci, h, w, rows, cols, xp, psz);
-  mnv2::parallel_for_each(n * co, true, [&](int64_t pl) {
-    const int64_t b = pl / co, o = pl % co;
-    float *dst = y + pl * oh * ow;
+  const int64_t psz = S == 1 ? rows * cols : 2 * rows * cols;
+  // Work items: a sample and a block of output channels. The item pads its sample's CI planes
+  // into the thread's scratch (no shared buffer to allocate and fault in), which stay in cache
+  // for the block's correlations. Blocks split a sample when there are few samples per thread.
+  const int64_t threads = mnv2::Pool::instance().size();
+  const int64_t nb = std::clamp<int64_t>((2 * threads + n - 1) / n, 1, co);
+  const int64_t bsize = (co + nb - 1) / nb;
+  mnv2::parallel_for_each(n * nb, true, [&](int64_t item) {
+    const int64_t b = item / nb, o0 = (item % nb) * bsize, o1 = std::min(co, o0 + bsize);
+    float *xp = scratch(static_cast<size_t>(ci * psz));
     for (int64_t i = 0; i < ci; ++i) {
-      const float *src = xp.data() + (b * ci + i) * psz;
-      const float *k = wt + (o * ci + i) * K * K;
+      const float *src = x + (b * ci + i) * h * w;
+      float *dst = xp + i * psz;
       if (S == 1) {
-        if (i == 0) corr_s1<false>(src, cols, k, dst, oh, ow); else corr_s1<true>(src, cols, k, dst, oh, ow);
+        pad_plane(src, h, w, dst, rows, cols, P, P);
       } else {
-        const float *od = src + rows * cols;
-        if (i == 0) corr_s2<false>(src, od, cols, k, dst, oh, ow); else corr_s2<true>(src, od, cols, k, dst, oh, ow);
+        pad_plane_split(src, h, w, dst, dst + rows * cols, rows, cols, P, P);
+      }
+    }
+    // Bands of output rows, every input channel added into a band while it is in L1.
+    constexpr int64_t kBand = 8;
+    for (int64_t o = o0; o < o1; ++o) {
+      for (int64_t r0 = 0; r0 < oh; r0 += kBand) {
+        const int64_t nr = std::min(kBand, oh - r0);
+        float *dst = y + (b * co + o) * oh * ow + r0 * ow;
+        for (int64_t i = 0; i < ci; ++i) {
+          const float *src = xp + i * psz;
+          const float *k = wt + (o * ci + i) * K * K;
+          if (S == 1) {
+            const float *p = src + r0 * cols;
+            if (i == 0) corr_s1<false>(p, cols, k, dst, nr, ow); else corr_s1<true>(p, cols, k, dst, nr, ow);
+          } else {
+            const float *ev = src + 2 * r0 * cols, *od = src + rows * cols + 2 * r0 * cols;
+            if (i == 0) corr_s2<false>(ev, od, cols, k, dst, nr, ow); else corr_s2<true>(ev, od, cols, k, dst, nr, ow);
+          }
+        }
       }
     }
   });
@@ -596,26 +560,48 @@ int dense_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   if (dw_shape[0] != co || dw_shape[1] != ci) return 2;
   if (DX && (shapes[3][2] != h || shapes[3][3] != w)) return 2;
   if (oh != (h + 2 * P - K) / S + 1 || ow != (w + 2 * P - K) / S + 1) return 3;
-  const int64_t rows = S * (oh - 1) + K, cols = S == 1 ? ow + 2 : ow + 1;
-  std::vector<float> xp;
-  int64_t psz = 0;
-  pad_all<S, P>(x, n * ci, h, w, rows, cols, xp, psz);
-  // Weight gradient: one thread per output channel owns its CI x 9 accumulators.
-  mnv2::parallel_for_each(co, true, [&](int64_t o) {
-    std::vector<double> acc(static_cast<size_t>(ci * K * K), 0.0);
-    for (int64_t b = 0; b < n; ++b) {
-      const float *g = dy + (b * co + o) * oh * ow;
+  // Weight gradient in flat loops (wgrad_flat_s1 / _s2), one sample per work item: its CI x
+  // planes padded once into the thread's scratch (stride 2: in phases), then for every output
+  // channel its dy plane padded into a `fcols`-wide buffer whose extra columns are zero. Each item
+  // keeps its own CO x CI x 9 partial sums, added up in sample order afterwards.
+  const Phases ph(oh, ow);
+  const int64_t fcols = S == 1 ? ow + 2 : ph.g;
+  const int64_t fsz = S == 1 ? (oh + 2) * fcols + kTail : 4 * ph.size;
+  const int64_t taps = co * ci * K * K;
+  double *part = partials(static_cast<size_t>(n * taps));
+  mnv2::parallel_for_each(n, true, [&](int64_t b) {
+    float *xf = scratch(static_cast<size_t>(ci * fsz));
+    for (int64_t i = 0; i < ci; ++i) {
+      const float *src = x + (b * ci + i) * h * w;
+      float *dst = xf + i * fsz;
+      if (S == 1) {
+        pad_plane(src, h, w, dst, oh + 2, fcols, P, P);
+        std::memset(dst + (oh + 2) * fcols, 0, sizeof(float) * kTail);
+      } else {
+        split4(src, h, w, dst, ph, P);
+      }
+    }
+    double *acc = part + b * taps;
+    std::fill(acc, acc + taps, 0.0);
+    float *gs = scratch2(oh * fcols + kTail);
+    for (int64_t o = 0; o < co; ++o) {
+      pad_plane(dy + (b * co + o) * oh * ow, oh, ow, gs, oh, fcols, 0, 0);
+      std::memset(gs + oh * fcols, 0, sizeof(float) * kTail);
       for (int64_t i = 0; i < ci; ++i) {
-        const float *src = xp.data() + (b * ci + i) * psz;
+        double *a = acc + (o * ci + i) * K * K;
         if (S == 1) {
-          wgrad_s1(src, cols, g, oh, ow, acc.data() + i * K * K);
+          wgrad_flat_s1(xf + i * fsz, fcols, gs, oh * fcols, a);
         } else {
-          wgrad_s2(src, src + rows * cols, cols, g, oh, ow, acc.data() + i * K * K);
+          wgrad_flat_s2(xf + i * fsz, ph, gs, oh * fcols, a);
         }
       }
     }
-    for (int64_t j = 0; j < ci * K * K; ++j) dw[o * ci * K * K + j] = static_cast<float>(acc[j]);
   });
+  for (int64_t j = 0; j < taps; ++j) {
+    double sum = 0.0;
+    for (int64_t b = 0; b < n; ++b) sum += part[b * taps + j];
+    dw[j] = static_cast<float>(sum);
+  }
   if (!DX) return 0;
   // Input gradient: pad every dy plane once, then each (n, ci) plane sums CO contributions.
   const int64_t q = K - 1 - P;
