@@ -137,6 +137,49 @@ def test_graph_mode_and_edge_shapes(graph_mode, relu6):
     _compare(4, 7, 65, relu6, training=False, seed=9)
 
 
+def _levels_batch(rng, batch: int, channels: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, gamma, beta) whose normalised values keep 0.15 away from ReLU6's edges 0 and 6.
+
+    x takes integer levels plus a little noise; gamma and beta put both edges half-way between two
+    levels' outputs. On millions of values, plain random data would land within float32 rounding of
+    an edge somewhere, and the two kernels' gradient masks would then differ there.
+    """
+    shape = (batch, channels, size, size)
+    x = rng.integers(-4, 5, shape) + rng.uniform(-0.01, 0.01, shape)
+    mean, std = x.mean(axis=(0, 2, 3)), np.sqrt(x.var(axis=(0, 2, 3)) + 1e-5)
+    step = 6.0 / rng.integers(3, 8, channels)  # output distance between adjacent levels
+    gamma = step * std
+    offset = step * (rng.integers(-3, 3, channels) + 0.5)  # output of the level at the mean, off the grid
+    beta = offset + step * mean
+    y = gamma[:, None, None] * (x - mean[:, None, None]) / std[:, None, None] + beta[:, None, None]
+    assert min(np.abs(y).min(), np.abs(y - 6).min()) > 0.15
+    return x.astype(np.float32), gamma.astype(np.float32), beta.astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("batch", "channels", "size"), [(16, 96, 56), (8, 16, 184)], ids=["plane-wise", "channel-wise"]
+)
+def test_large_tensors_streaming_stores(pynative, batch, channels, size):
+    """Outputs of 16 MiB and more (both cases) are written with streaming stores, in both sweep orders."""
+    rng = np.random.default_rng(size)
+    x, gamma, beta = _levels_batch(rng, batch, channels, size)
+    g = Tensor(rng.standard_normal(x.shape).astype(np.float32))
+    for relu6 in (False, True):
+        ref_bn, fast_bn = nn.BatchNorm2d(channels), nn.BatchNorm2d(channels)
+        for bn in (ref_bn, fast_bn):
+            bn.gamma.set_data(Tensor(gamma))
+            bn.beta.set_data(Tensor(beta))
+        ref = nn.SequentialCell([ref_bn, nn.ReLU6()]) if relu6 else ref_bn
+        fast = FusedBatchNorm2d(fast_bn, relu6=relu6)
+        want, got = _run(ref, ref_bn, Tensor(x), g, True), _run(fast, fast, Tensor(x), g, True)
+        if relu6:
+            assert 0.05 < (want["y"] == 0).mean() < 0.95 and (want["y"] == 6).any()  # clips on both sides
+        for key, expected in want.items():
+            scale = float(np.abs(expected).max()) or 1.0
+            np.testing.assert_allclose(got[key], expected, rtol=1e-4, atol=2e-5 * scale,
+                                       err_msg=f"{key} {x.shape} relu6={relu6}")
+
+
 def test_rejects_what_it_does_not_compute():
     with pytest.raises(ValueError, match="use_batch_statistics"):
         FusedBatchNorm2d(nn.BatchNorm2d(4, use_batch_statistics=True))

@@ -32,6 +32,10 @@
 
 #include "parallel.h"
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace {
 
 // Below this many elements a call runs on one thread (waking the pool costs more).
@@ -133,6 +137,105 @@ inline void affine_plane(const float *__restrict p, float *__restrict q, int64_t
   for (int64_t i = 0; i < hw; ++i) q[i] = act<RELU6>(p[i] * scale + bias);
 }
 
+// dx = k * (g - mg - xhat * mgx) over one plane, g = dy masked by the activation.
+template <bool RELU6>
+inline void grad_apply_plane(const float *__restrict g, const float *__restrict p, float *__restrict q,
+                             int64_t hw, float mean, float invstd, float gm, float bt, float k, float mg,
+                             float mgx) {
+#pragma omp simd
+  for (int64_t i = 0; i < hw; ++i) {
+    const float xh = (p[i] - mean) * invstd;
+    const float gi = pass<RELU6>(xh * gm + bt, g[i]);
+    q[i] = k * (gi - mg - xh * mgx);
+  }
+}
+
+// The plane-wise passes write their output with non-temporal (streaming) stores when the output
+// is larger than kStreamMinBytes: an ordinary store first reads the line it writes (the output
+// would be read from memory only to be overwritten), which for a tensor far larger than the
+// caches is a quarter of the forward pass's memory traffic. Smaller outputs are written through
+// the cache, where the next layer finds them.
+#ifndef MNV2_BN_STREAM_MIN_BYTES
+#define MNV2_BN_STREAM_MIN_BYTES (16 << 20)
+#endif
+constexpr int64_t kStreamMinBytes = MNV2_BN_STREAM_MIN_BYTES;
+
+#if defined(__AVX512F__)
+constexpr bool kCanStream = true;
+
+// Values before q reaches a 64-byte boundary (streaming stores write whole aligned vectors).
+inline int64_t head_of(const float *q, int64_t hw) {
+  return std::min<int64_t>(hw, static_cast<int64_t>(((64 - (reinterpret_cast<uintptr_t>(q) & 63)) & 63) >> 2));
+}
+
+template <bool RELU6>
+inline void affine_plane_stream(const float *__restrict p, float *__restrict q, int64_t hw, float scale,
+                                float bias) {
+  int64_t i = 0;
+  for (const int64_t head = head_of(q, hw); i < head; ++i) q[i] = act<RELU6>(p[i] * scale + bias);
+  const __m512 vs = _mm512_set1_ps(scale), vb = _mm512_set1_ps(bias);
+  const __m512 zero = _mm512_set1_ps(0.0f), six = _mm512_set1_ps(6.0f);
+  for (; i + 16 <= hw; i += 16) {
+    __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(p + i), vs, vb);
+    if (RELU6) v = _mm512_min_ps(_mm512_max_ps(v, zero), six);
+    _mm512_stream_ps(q + i, v);
+  }
+  for (; i < hw; ++i) q[i] = act<RELU6>(p[i] * scale + bias);
+}
+
+template <bool RELU6>
+inline void grad_apply_plane_stream(const float *__restrict g, const float *__restrict p, float *__restrict q,
+                                    int64_t hw, float mean, float invstd, float gm, float bt, float k, float mg,
+                                    float mgx) {
+  int64_t i = 0;
+  auto one = [&](int64_t j) {
+    const float xh = (p[j] - mean) * invstd;
+    q[j] = k * (pass<RELU6>(xh * gm + bt, g[j]) - mg - xh * mgx);
+  };
+  for (const int64_t head = head_of(q, hw); i < head; ++i) one(i);
+  const __m512 vmean = _mm512_set1_ps(mean), vinv = _mm512_set1_ps(invstd), vgm = _mm512_set1_ps(gm),
+               vbt = _mm512_set1_ps(bt), vk = _mm512_set1_ps(k), vmg = _mm512_set1_ps(mg),
+               vmgx = _mm512_set1_ps(mgx), zero = _mm512_set1_ps(0.0f), six = _mm512_set1_ps(6.0f);
+  for (; i + 16 <= hw; i += 16) {
+    const __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(p + i), vmean), vinv);
+    __m512 gi = _mm512_loadu_ps(g + i);
+    if (RELU6) {
+      const __m512 y = _mm512_fmadd_ps(xh, vgm, vbt);
+      const __mmask16 in = _mm512_cmp_ps_mask(y, zero, _CMP_GT_OQ) & _mm512_cmp_ps_mask(y, six, _CMP_LT_OQ);
+      gi = _mm512_maskz_mov_ps(in, gi);
+    }
+    _mm512_stream_ps(q + i, _mm512_mul_ps(vk, _mm512_fnmadd_ps(xh, vmgx, _mm512_sub_ps(gi, vmg))));
+  }
+  for (; i < hw; ++i) one(i);
+}
+
+inline void stream_fence() { _mm_sfence(); }
+#else
+constexpr bool kCanStream = false;
+template <bool RELU6>
+inline void affine_plane_stream(const float *p, float *q, int64_t hw, float scale, float bias) {
+  affine_plane<RELU6>(p, q, hw, scale, bias);
+}
+template <bool RELU6>
+inline void grad_apply_plane_stream(const float *g, const float *p, float *q, int64_t hw, float mean,
+                                    float invstd, float gm, float bt, float k, float mg, float mgx) {
+  grad_apply_plane<RELU6>(g, p, q, hw, mean, invstd, gm, bt, k, mg, mgx);
+}
+inline void stream_fence() {}
+#endif
+
+// body(pl) for every plane, then a store fence on each thread (streaming stores are weakly
+// ordered: they must be visible before the pool reports the work done).
+template <class F>
+void for_planes_streaming(int64_t planes, bool parallel, F &&body) {
+  mnv2::Pool &pool = mnv2::Pool::instance();
+  const int64_t grain = std::max<int64_t>(1, planes / (8 * pool.size()));
+  pool.parallel_for(planes, grain, parallel, [&](int64_t begin, int64_t end) {
+    for (int64_t pl = begin; pl < end; ++pl) body(pl);
+    stream_fence();
+  });
+}
+
 template <bool RELU6>
 int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   if (nparam != 11 || !check_dtypes(nparam, dtypes)) return 1;
@@ -172,6 +275,7 @@ int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
     new_mvar[c] = static_cast<float>(momentum * mvar[c] + (1.0 - momentum) * unbiased);
     return std::pair<float, float>(static_cast<float>(scale), static_cast<float>(beta[c] - mean * scale));
   };
+  const bool stream = kCanStream && s.n * s.c * s.hw * 4 >= kStreamMinBytes;
   if (s.hw > kPlaneWiseMaxHW) {
     mnv2::parallel_for_each(s.c, parallel, [&](int64_t c) {
       double sum = 0.0, sq = 0.0;
@@ -182,7 +286,15 @@ int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
         sq += q;
       }
       const auto [scale, bias] = finish(c, sum, sq);
-      affine<RELU6>(x, y, s, c, scale, bias);
+      if (stream) {
+        for (int64_t n = 0; n < s.n; ++n) {
+          const int64_t off = (n * s.c + c) * s.hw;
+          affine_plane_stream<RELU6>(x + off, y + off, s.hw, scale, bias);
+        }
+        stream_fence();
+      } else {
+        affine<RELU6>(x, y, s, c, scale, bias);
+      }
     });
     return 0;
   }
@@ -201,6 +313,14 @@ int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
     const auto [scale, bias] = finish(c, sum, sq);
     coef[2 * c] = scale;
     coef[2 * c + 1] = bias;
+  }
+  if (stream) {
+    for_planes_streaming(planes, parallel, [&](int64_t pl) {
+      const int64_t c = pl % s.c;
+      affine_plane_stream<RELU6>(x + pl * s.hw, y + pl * s.hw, s.hw, static_cast<float>(coef[2 * c]),
+                                 static_cast<float>(coef[2 * c + 1]));
+    });
+    return 0;
   }
   mnv2::parallel_for_each(planes, parallel, [&](int64_t pl) {
     const int64_t c = pl % s.c;
@@ -246,19 +366,6 @@ void grad_sums(const float *__restrict dy, const float *__restrict x, const Shap
   }
 }
 
-// dx = k * (g - mg - xhat * mgx) over one plane, g = dy masked by the activation.
-template <bool RELU6>
-inline void grad_apply_plane(const float *__restrict g, const float *__restrict p, float *__restrict q,
-                             int64_t hw, float mean, float invstd, float gm, float bt, float k, float mg,
-                             float mgx) {
-#pragma omp simd
-  for (int64_t i = 0; i < hw; ++i) {
-    const float xh = (p[i] - mean) * invstd;
-    const float gi = pass<RELU6>(xh * gm + bt, g[i]);
-    q[i] = k * (gi - mg - xh * mgx);
-  }
-}
-
 template <bool RELU6>
 int train_backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   if (nparam != 9 || !check_dtypes(nparam, dtypes)) return 1;
@@ -280,6 +387,7 @@ int train_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   if (m == 0) return 3;
   const bool parallel = s.c * m >= kParallelMin;
   // dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat))
+  const bool stream = kCanStream && s.n * s.c * s.hw * 4 >= kStreamMinBytes;
   if (s.hw > kPlaneWiseMaxHW) {
     mnv2::parallel_for_each(s.c, parallel, [&](int64_t c) {
       const float mean = save_mean[c], invstd = save_invstd[c], gm = gamma[c], bt = beta[c];
@@ -291,8 +399,13 @@ int train_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
       const float mg = static_cast<float>(sg / m), mgx = static_cast<float>(sgx / m);
       for (int64_t n = 0; n < s.n; ++n) {
         const int64_t off = (n * s.c + c) * s.hw;
-        grad_apply_plane<RELU6>(dy + off, x + off, dx + off, s.hw, mean, invstd, gm, bt, k, mg, mgx);
+        if (stream) {
+          grad_apply_plane_stream<RELU6>(dy + off, x + off, dx + off, s.hw, mean, invstd, gm, bt, k, mg, mgx);
+        } else {
+          grad_apply_plane<RELU6>(dy + off, x + off, dx + off, s.hw, mean, invstd, gm, bt, k, mg, mgx);
+        }
       }
+      if (stream) stream_fence();
     });
     return 0;
   }
@@ -314,6 +427,16 @@ int train_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
     dgamma[c] = static_cast<float>(sgx);
     mgs[2 * c] = sg / m;
     mgs[2 * c + 1] = sgx / m;
+  }
+  if (stream) {
+    for_planes_streaming(planes, parallel, [&](int64_t pl) {
+      const int64_t c = pl % s.c;
+      const float invstd = save_invstd[c];
+      grad_apply_plane_stream<RELU6>(dy + pl * s.hw, x + pl * s.hw, dx + pl * s.hw, s.hw, save_mean[c], invstd,
+                                     gamma[c], beta[c], gamma[c] * invstd, static_cast<float>(mgs[2 * c]),
+                                     static_cast<float>(mgs[2 * c + 1]));
+    });
+    return 0;
   }
   mnv2::parallel_for_each(planes, parallel, [&](int64_t pl) {
     const int64_t c = pl % s.c;
