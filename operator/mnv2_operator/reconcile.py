@@ -614,14 +614,9 @@ class Reconciler:
         if int(new.get("restartCount") or 0) > int(old.get("restartCount") or 0):
             METRICS.job_restarted(ns, platform)
         state = new.get("state")
-        # Pods starting is progress, not news: no event (the status says it), except that a new
-        # job's first status (its pods created at once) is announced as the job's creation.
+        # Pods starting is progress, not news: no event (the status says it, and its Created
+        # condition records when the pods were created); problems on the way have their own.
         quiet = state == "Pending" and new.get("reason") == "PodsStarting"
-        created_now = condition(new, "Created")
-        if quiet and created_now and not condition(old, "Created"):
-            events.post(
-                self.kube, job, "Normal", created_now["reason"], created_now.get("message") or "", now
-            )
         if not quiet and (
             (state, new.get("reason")) != (old.get("state"), old.get("reason"))
             or (state == "Restarting" and new.get("message") != old.get("message"))

@@ -92,7 +92,8 @@ def test_job_on_each_platform_runs_to_succeeded(kube, namespace, sim, operator, 
         (ref,) = obj["metadata"]["ownerReferences"]
         assert ref["uid"] == created["metadata"]["uid"] and ref["controller"] is True
     reasons = [r for _, r in event_reasons(sim, namespace)]
-    assert reasons.index("JobCreated") < reasons.index("JobRunning") < reasons.index("JobSucceeded")
+    # Milestones and problems, not progress: no event for pods being created and starting.
+    assert reasons == ["JobRunning", "JobSucceeded"]
     assert sim.creations("v1/pods", namespace, "mnv2-0") == 1
 
 
