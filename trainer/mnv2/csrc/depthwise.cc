@@ -21,6 +21,10 @@
 
 #include "parallel.h"
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace {
 
 constexpr int K = 3;
@@ -46,6 +50,19 @@ struct Dims {
   int64_t n, c, h, w, oh, ow;
 };
 
+// dst[0, n) = src[0, n). Rows of MobileNetV2's late layers are 7 or 14 values: one masked vector
+// move each instead of a call to memcpy.
+inline void row_copy(float *__restrict dst, const float *__restrict src, int64_t n) {
+#if defined(__AVX512F__) && !defined(MNV2_DW_NO_MASKED_COPY)
+  if (n <= 16) {
+    const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+    _mm512_mask_storeu_ps(dst, m, _mm512_maskz_loadu_ps(m, src));
+    return;
+  }
+#endif
+  std::memcpy(dst, src, sizeof(float) * n);
+}
+
 // Copies plane `src` (h x w) into `dst` (rows x cols), placing src[0][0] at dst[top][left]; the
 // rest of dst is zero.
 void pad_plane(const float *__restrict src, int64_t h, int64_t w, float *__restrict dst, int64_t rows,
@@ -56,7 +73,7 @@ void pad_plane(const float *__restrict src, int64_t h, int64_t w, float *__restr
     if (r < 0 || r >= rows) continue;
     const int64_t c0 = std::max<int64_t>(0, -left);
     const int64_t c1 = std::min<int64_t>(w, cols - left);
-    if (c1 > c0) std::memcpy(dst + r * cols + left + c0, src + i * w + c0, sizeof(float) * (c1 - c0));
+    if (c1 > c0) row_copy(dst + r * cols + left + c0, src + i * w + c0, c1 - c0);
   }
 }
 
@@ -345,7 +362,7 @@ void igrad_flat_s2(const float *__restrict gc, int64_t g, const float *__restric
 
 // Copies h rows of w values from a plane `cols` wide into a dense h x w plane.
 void compact(const float *__restrict src, int64_t cols, float *__restrict dst, int64_t h, int64_t w) {
-  for (int64_t i = 0; i < h; ++i) std::memcpy(dst + i * w, src + i * cols, sizeof(float) * w);
+  for (int64_t i = 0; i < h; ++i) row_copy(dst + i * w, src + i * cols, w);
 }
 
 bool check(int nparam, int expected, int *ndims, const char **dtypes) {
