@@ -143,7 +143,7 @@ def is_suspended(job: dict[str, Any]) -> bool:
 
 def accepted_spec(job: dict[str, Any]) -> dict[str, Any] | None:
     """The spec the job's pods run (status.acceptedSpec, recorded with the job's first status; jobs
-    of operators before 0.3 kept it in an annotation), with the current scheduling directives while
+    of earlier operator builds kept it in an annotation), with the current scheduling directives while
     the job is suspended. None for a job that has not been accepted yet."""
     recorded = (job.get("status") or {}).get("acceptedSpec")
     if isinstance(recorded, dict):
