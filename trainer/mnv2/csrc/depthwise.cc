@@ -339,25 +339,27 @@ void wgrad_flat_s2(const float *__restrict x, const Phases &ph, const float *__r
   }
 }
 
-// Input gradient of the padded input, stride 2, in phases at dst (n = (oh + 1) * g values each).
-// gc[m * g + j] = dy[m][j] with zeros around: a zero row above, a zero column left (gc[-1] of a row
-// is the previous row's last column, zero), a zero row below. Phase (r & 1, c & 1) of padded
-// position (2m + r&1, 2j + c&1) gathers dy at rows m (tap row r&1) and m - 1 (tap row 2, even r
-// only), columns j and j - 1 (tap column 2, even c only).
-void igrad_flat_s2(const float *__restrict gc, int64_t g, const float *__restrict k, float *__restrict dst,
-                   const Phases &ph, int64_t n) {
-  float *ee = dst, *eo = dst + ph.size, *oe = dst + 2 * ph.size, *oo = dst + 3 * ph.size;
-  const float *up = gc - g;
+// One row ih of the stride-2 input gradient, written straight into dx: padded row r = ih + P
+// (parity ODD) gathers dy row m = r / 2 (`c`, tap row r & 1) and, for even r, row m - 1 (`u`, tap
+// row 2); padded column 2n (even) takes taps 0 and 2 from dy columns n and n - 1, column 2n + 1
+// (odd) tap 1 from column n. c[-1] and u[-1] must read as zero (see the padded dy buffer).
+template <bool ODD, int P>
+void igrad_row_s2(const float *__restrict c, const float *__restrict u, const float *__restrict k,
+                  float *__restrict out, int64_t w) {
   const float k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6], k7 = k[7],
               k8 = k[8];
+  auto even = [&](int64_t n) {
+    return ODD ? k3 * c[n] + k5 * c[n - 1] : k0 * c[n] + k2 * c[n - 1] + k6 * u[n] + k8 * u[n - 1];
+  };
+  auto odd = [&](int64_t n) { return ODD ? k4 * c[n] : k1 * c[n] + k7 * u[n]; };
+  const int64_t pairs = w / 2;
+  // dx column iw is padded column iw + P: P = 0 pairs (even n, odd n), P = 1 pairs (odd n, even n + 1).
 #pragma omp simd
-  for (int64_t t = 0; t < n; ++t) {
-    const float c = gc[t], l = gc[t - 1], u = up[t], ul = up[t - 1];
-    ee[t] = k0 * c + k2 * l + k6 * u + k8 * ul;
-    eo[t] = k1 * c + k7 * u;
-    oe[t] = k3 * c + k5 * l;
-    oo[t] = k4 * c;
+  for (int64_t t = 0; t < pairs; ++t) {
+    out[2 * t] = P ? odd(t) : even(t);
+    out[2 * t + 1] = P ? even(t + 1) : odd(t);
   }
+  if (w & 1) out[w - 1] = P ? odd(pairs) : even(pairs);
 }
 
 // Copies h rows of w values from a plane `cols` wide into a dense h x w plane.
@@ -476,13 +478,15 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
         float *xp = scratch(4 * ph.size);
         split4(xs, d.h, d.w, xp, ph, P);
         wgrad_flat_s2(xp, ph, gc, d.oh * gw, acc);
-        float *gr = scratch3(4 * ph.size);
-        igrad_flat_s2(gc, gw, k, gr, ph, (d.oh + 1) * gw);
-        // dx[ih][iw] = padded gradient at (ih + P, iw + P): row parity picks the phase pair.
+        // dx[ih][iw] = padded gradient at (ih + P, iw + P), row by row.
         for (int64_t ih = 0; ih < d.h; ++ih) {
           const int64_t r = ih + P;
-          const float *e = gr + (2 * (r & 1)) * ph.size + (r >> 1) * gw;
-          interleave(e, e + ph.size, gw, gx + ih * d.w, 1, d.w, P);
+          const float *cr = gc + (r >> 1) * gw;
+          if (r & 1) {
+            igrad_row_s2<true, P>(cr, cr - gw, k, gx + ih * d.w, d.w);
+          } else {
+            igrad_row_s2<false, P>(cr, cr - gw, k, gx + ih * d.w, d.w);
+          }
         }
       }
     }
