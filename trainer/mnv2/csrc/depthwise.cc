@@ -463,9 +463,13 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
         pad_plane(xs, d.h, d.w, p, xrows, cols, P, P);
         std::memset(p + xrows * cols, 0, sizeof(float) * kTail);
         wgrad_flat_s1(p, cols, gp + q * cols + q, d.oh * cols, acc);
-        float *out = scratch3(d.h * cols);
-        corr_flat_s1(gp, cols, flipped, out, d.h * cols);
-        compact(out, cols, gx, d.h, d.w);
+        if (d.w >= kFlatMaxWidth) {  // wide rows: straight into dx, as the forward pass does
+          corr_s1(gp, cols, flipped, gx, d.h, d.w);
+        } else {
+          float *out = scratch3(d.h * cols);
+          corr_flat_s1(gp, cols, flipped, out, d.h * cols);
+          compact(out, cols, gx, d.h, d.w);
+        }
       } else {
         // dy padded by a zero row above and below and a zero column on the left, ow + 1 wide, so
         // row m's column ow is the next row's zero: one buffer serves both gradients.
