@@ -1,0 +1,85 @@
+"""The custom kernels give bit-identical results on 1, 2 and 3 threads.
+
+Every reduction (BatchNorm statistics and gradient sums, depthwise and stem weight gradients) keeps
+per-plane or per-sample partial sums and adds them up in a fixed order, so a data-parallel rank's
+result does not depend on how many threads its pool has (OMP_NUM_THREADS, read once per process:
+hence one subprocess per thread count). The shapes take every path: channel-wise and plane-wise
+BatchNorm, streaming stores (outputs of 16 MiB and more), flat and row-wise depthwise loops.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("mindspore")  # the kernels are built and used only where MindSpore runs
+
+_CHILD = r"""
+import ctypes, hashlib
+import numpy as np
+from mnv2.ops._build import build_library
+
+libs = {name: ctypes.CDLL(str(build_library(name))) for name in ("batchnorm", "depthwise")}
+
+
+def call(lib, name, *arrays):
+    fn = getattr(libs[lib], name)
+    n = len(arrays)
+    i64p = ctypes.POINTER(ctypes.c_int64)
+    shapes = [(ctypes.c_int64 * a.ndim)(*a.shape) for a in arrays]
+    rc = fn(n, (ctypes.c_void_p * n)(*[a.ctypes.data for a in arrays]),
+            (ctypes.c_int * n)(*[a.ndim for a in arrays]),
+            (i64p * n)(*[ctypes.cast(s, i64p) for s in shapes]),
+            (ctypes.c_char_p * n)(*[b"float32"] * n), None, None)
+    assert rc == 0, (name, rc)
+
+
+rng = np.random.default_rng(0)
+digest = hashlib.sha256()
+for n, c, size, stride in [(8, 40, 112, 2), (6, 144, 56, 1), (8, 576, 14, 2), (3, 960, 7, 1), (2, 17, 50, 1)]:
+    out = (size - 1) // stride + 1
+    x = rng.standard_normal((n, c, size, size)).astype(np.float32)
+    w = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((n, c, out, out)).astype(np.float32)
+    y, dx, dw = np.empty_like(g), np.empty_like(x), np.empty_like(w)
+    call("depthwise", f"mnv2_dw3x3_fwd_s{stride}_p1", x, w, y)
+    call("depthwise", f"mnv2_dw3x3_bwd_s{stride}_p1", g, x, w, dx, dw)
+    results = [y, dx, dw]
+    for r in (0, 1):
+        gamma, beta = rng.uniform(0.5, 1.5, c).astype(np.float32), rng.normal(1, 1, c).astype(np.float32)
+        mm, mv, hp = np.zeros(c, np.float32), np.ones(c, np.float32), np.array([1e-5, 0.9], np.float32)
+        yb, stats = np.empty_like(x), [np.empty(c, np.float32) for _ in range(4)]
+        call("batchnorm", f"mnv2_bn_train_fwd_r{r}", x, gamma, beta, mm, mv, hp, yb, *stats)
+        gy = rng.standard_normal(x.shape).astype(np.float32)
+        db, dg, dbeta = np.empty_like(x), np.empty(c, np.float32), np.empty(c, np.float32)
+        call("batchnorm", f"mnv2_bn_train_bwd_r{r}", gy, x, gamma, beta, stats[0], stats[1], db, dg, dbeta)
+        results += [yb, *stats, db, dg, dbeta]
+    for a in results:
+        digest.update(a.tobytes())
+x = rng.standard_normal((5, 3, 224, 224)).astype(np.float32)
+w = rng.standard_normal((32, 3, 3, 3)).astype(np.float32)
+y = np.empty((5, 32, 112, 112), np.float32)
+g = rng.standard_normal(y.shape).astype(np.float32)
+dw = np.empty_like(w)
+call("depthwise", "mnv2_conv3x3_fwd_s2_p1", x, w, y)
+call("depthwise", "mnv2_conv3x3_wgrad_s2_p1", g, x, w, dw)
+digest.update(y.tobytes())
+digest.update(dw.tobytes())
+print(digest.hexdigest())
+"""
+
+
+def _digest(threads: int) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    digests = {threads: _digest(threads) for threads in (1, 2, 3)}
+    assert len(set(digests.values())) == 1, digests
