@@ -10,8 +10,9 @@ Inputs rotate over enough copies (>= 96 MiB together) that a call does not find 
 cache from the previous call, as in training, where each layer's tensors were last touched a whole
 forward pass earlier.
 
-``--rev REV`` builds the kernels from the sources at git revision REV instead (same flags), so one
-session can time the committed and the working versions side by side (``--rev HEAD``).
+``--rev REV`` also builds the kernels from the sources at git revision REV (same flags) and times
+them beside the working tree's, call by call in turn, each with its own operands, so background
+load falls on both alike (``--rev HEAD`` for the effect of uncommitted changes).
 """
 
 from __future__ import annotations
