@@ -408,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated sections to run (others keep their figures in the "
                         f"results file): {','.join(SECTIONS)}")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--trainer-rounds", type=int, help="trainer section rounds (default 2; 1 quick)")
     args = parser.parse_args(argv)
     sections = set(args.only.split(",")) if args.only else set(SECTIONS)
     unknown = sections - set(SECTIONS)
@@ -419,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     if "trainer" in sections:  # the figure that counts: `mnv2 train` itself against PyTorch
         from bench import trainer_bench
 
-        trainer_bench.section(report, quick=args.quick)
+        trainer_bench.section(report, quick=args.quick, rounds=args.trainer_rounds)
     if "kernels" in sections:
         from bench import kernels_ab
 

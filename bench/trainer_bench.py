@@ -234,9 +234,10 @@ def table(summary: dict[str, dict[str, Any]], batches: list[int], peers: tuple[s
     return "\n".join(rows) + "\n" + notes
 
 
-def section(report, quick: bool) -> None:
-    """The `trainer` section of bench.run_all."""
-    batches, steps, rounds = ([8], 20, 1) if quick else ([8, 32, 150], 20, 2)
+def section(report, quick: bool, rounds: int | None = None) -> None:
+    """The `trainer` section of bench.run_all (`rounds` overrides 1 when quick, else 2)."""
+    batches, steps, default_rounds = ([8], 20, 1) if quick else ([8, 32, 150], 20, 2)
+    rounds = rounds or default_rounds
     cache = Path(os.environ.get("MNV2_BENCH_CACHE", "/tmp/mnv2-bench-cache"))
     raw = measure(batches, steps, rounds, cache, 7200.0)
     peers = ("trainer", *TORCH_PEERS)
