@@ -106,11 +106,7 @@ void affine(const float *__restrict x, float *__restrict y, const Shape &s, int6
 constexpr int64_t kPlaneWiseMaxHW = 4096;
 
 // Per-call scratch for the per-plane partial sums, owned by the calling thread.
-double *partials(size_t n) {
-  static thread_local std::vector<double> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf.data();
-}
+inline double *partials(size_t n) { return mnv2::thread_buffer<double, 0>(n); }
 
 // sum(p - shift) and sum((p - shift)^2) over one plane.
 inline void plane_moments(const float *__restrict p, int64_t hw, float shift, double &sum, double &sq) {

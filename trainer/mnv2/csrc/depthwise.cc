@@ -33,18 +33,10 @@ constexpr int K = 3;
 // than it saves on MobileNetV2's small late layers, and far more on a machine whose cores are busy.
 constexpr int64_t kParallelMin = 1 << 15;
 
-// One scratch buffer per thread, reused across calls so that no call allocates.
-float *scratch(size_t n) {
-  static thread_local std::vector<float> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf.data();
-}
-
-float *scratch2(size_t n) {
-  static thread_local std::vector<float> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf.data();
-}
+// The calling thread's scratch buffers (mnv2::thread_buffer), three of them in use at once at most.
+inline float *scratch(size_t n) { return mnv2::thread_buffer<float, 0>(n); }
+inline float *scratch2(size_t n) { return mnv2::thread_buffer<float, 1>(n); }
+inline float *scratch3(size_t n) { return mnv2::thread_buffer<float, 2>(n); }
 
 struct Dims {
   int64_t n, c, h, w, oh, ow;
@@ -220,17 +212,7 @@ constexpr int64_t kFlatMaxWidth = 48;
 constexpr int64_t kBlock = 4096;
 
 // Per-call partial sums, owned by the calling thread.
-double *partials(size_t n) {
-  static thread_local std::vector<double> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf.data();
-}
-
-float *scratch3(size_t n) {
-  static thread_local std::vector<float> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf.data();
-}
+inline double *partials(size_t n) { return mnv2::thread_buffer<double, 0>(n); }
 
 // y[t] = sum_{a,b} k[3a+b] * p[t + a*cols + b], t in [0, n).
 void corr_flat_s1(const float *__restrict p, int64_t cols, const float *__restrict k, float *__restrict y,

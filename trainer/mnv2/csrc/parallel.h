@@ -143,4 +143,13 @@ void parallel_for_each(int64_t n, bool parallel, F &&body) {
   });
 }
 
+// A buffer of at least n values owned by the calling thread and reused across calls, so that no
+// kernel call allocates. `Slot` tells apart buffers one call needs at the same time.
+template <typename T, int Slot>
+T *thread_buffer(size_t n) {
+  static thread_local std::vector<T> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
 }  // namespace mnv2
