@@ -90,12 +90,26 @@ class FakeKube:
             obj["status"] = {"phase": "Pending"}
         return self.put(obj)
 
-    def patch(self, resource, namespace, name, patch, *, subresource=None):
+    def _target(self, resource, namespace, name, subresource) -> tuple[tuple, dict[str, Any]]:
+        """Record a patch call and return the stored object's key and the object (404 if absent)."""
         self.calls.append(("patch", resource.plural + (f"/{subresource}" if subresource else ""), name))
         key = (resource.plural, namespace, name)
         if key not in self.objects:
             raise k8s.NotFound(404, f"{name} not found")
-        old = self.objects[key]
+        return key, self.objects[key]
+
+    def _commit(self, key, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+        """Store `new` under a new resourceVersion unless it equals `old` (a no-op write keeps it)."""
+        if new.get("status") is None:
+            new.pop("status", None)
+        new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+        if new != old:
+            new["metadata"]["resourceVersion"] = str(next(self._rv))
+            self.objects[key] = new
+        return copy.deepcopy(self.objects[key])
+
+    def patch(self, resource, namespace, name, patch, *, subresource=None):
+        key, old = self._target(resource, namespace, name, subresource)
         expected = (patch.get("metadata") or {}).get("resourceVersion")
         if expected and expected != old["metadata"]["resourceVersion"]:
             raise k8s.Conflict(409, "the object has been modified")
@@ -108,24 +122,14 @@ class FakeKube:
             body = {k: v for k, v in patch.items() if k != "status"}
             new = apply_merge_patch(old, body)
             new["status"] = old.get("status")
-            if new.get("status") is None:
-                new.pop("status", None)
-        new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
-        if new != old:
-            new["metadata"]["resourceVersion"] = str(next(self._rv))
-            self.objects[key] = new
-        return copy.deepcopy(self.objects[key])
+        return self._commit(key, old, new)
 
     def json_patch(self, resource, namespace, name, operations, *, subresource=None):
         """Applied to the whole object, then (as kube-apiserver's status strategy does) only the
         status survives a /status write and everything but the status survives a main write."""
         import jsonpatch
 
-        self.calls.append(("patch", resource.plural + (f"/{subresource}" if subresource else ""), name))
-        key = (resource.plural, namespace, name)
-        if key not in self.objects:
-            raise k8s.NotFound(404, f"{name} not found")
-        old = self.objects[key]
+        key, old = self._target(resource, namespace, name, subresource)
         try:
             patched = jsonpatch.apply_patch(old, operations)
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
@@ -138,13 +142,7 @@ class FakeKube:
         else:
             new = patched
             new["status"] = old.get("status")
-        if new.get("status") is None:
-            new.pop("status", None)
-        new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
-        if new != old:
-            new["metadata"]["resourceVersion"] = str(next(self._rv))
-            self.objects[key] = new
-        return copy.deepcopy(self.objects[key])
+        return self._commit(key, old, new)
 
     def delete(self, resource, namespace, name, *, uid=None, grace_period_seconds=None) -> bool:
         self.calls.append(("delete", resource.plural, name))
