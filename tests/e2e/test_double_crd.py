@@ -10,6 +10,8 @@ Each test is an HTTP request and the response the Kubernetes documentation gives
 - Custom Resources, "Status subresource": PUT/PATCH of the main resource ignore status, /status ignores
   everything but status; `metadata.generation` moves with spec changes only.
 - API Concepts, "Resource versions": a write that changes nothing is not a new version.
+- API Concepts, "Patch and apply" / RFC 6902: a JSON patch applies to the whole object (a `test` of
+  metadata.generation works on /status too); a failed `test` is 422 and changes nothing.
 """
 
 from __future__ import annotations
@@ -71,6 +73,24 @@ def test_status_is_pruned_through_the_subresource_and_an_equal_write_is_no_write
     code, second = patch(cluster, status_path, {"status": {"state": "Running", "conditions": [condition]}})
     assert code == 200 and second["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
     assert second["metadata"]["generation"] == job["metadata"]["generation"] == 1
+
+
+def test_a_json_patch_on_status_tests_the_generation_and_keeps_only_status(cluster, namespace):
+    """The operator's first status write (issue 16): `test` /metadata/generation, `add` /status."""
+    code, job = post_job(cluster, namespace, job_manifest("a", namespace))
+    status_path = k8s.JOBS.path(namespace, "a", "status")
+    ops = [
+        {"op": "test", "path": "/metadata/generation", "value": 2},
+        {"op": "add", "path": "/status", "value": {"state": "Pending"}},
+    ]
+    code, refused = http(cluster.url, "PATCH", status_path, ops, content_type="application/json-patch+json")
+    assert code == 422 and refused["kind"] == "Status"
+    ops[0]["value"] = job["metadata"]["generation"]
+    ops.append({"op": "add", "path": "/metadata/labels", "value": {"sneaked": "in"}})
+    code, written = http(cluster.url, "PATCH", status_path, ops, content_type="application/json-patch+json")
+    assert code == 200 and written["status"]["state"] == "Pending"
+    assert "sneaked" not in (written["metadata"].get("labels") or {})  # /status keeps only status
+    assert written["metadata"]["generation"] == job["metadata"]["generation"]
 
 
 def test_defaults_are_filled(cluster, namespace):
