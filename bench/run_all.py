@@ -70,9 +70,10 @@ class Finished:
     background_cores: float  # what other processes used meanwhile
 
 
-def run_measured(cmd: list[str], timeout: float, what: str) -> Finished:
-    """Run `cmd` from the repository root, killed after `timeout`; its output and resources."""
-    env = {**os.environ, "GLOG_v": "3", "PYTHONWARNINGS": "ignore"}
+def run_measured(cmd: list[str], timeout: float, what: str, env: dict[str, str] | None = None) -> Finished:
+    """Run `cmd` from the repository root (`env` added to ours), killed after `timeout`; its output
+    and resources."""
+    env = {**os.environ, "GLOG_v": "3", "PYTHONWARNINGS": "ignore", **(env or {})}
     busy0, wall0 = _busy_seconds(), time.perf_counter()
     with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env, text=True)

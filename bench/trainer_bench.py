@@ -44,6 +44,8 @@ QUIET_CORES = 0.3
 #: ... and above which it is not even indicative.
 BUSY_CORES = 1.0
 _EPOCH = re.compile(r"epoch time: ([0-9.]+), per step time: ([0-9.]+)")
+#: A step line (mnv2.logs.step_line): its epoch and the step's own milliseconds (no data wait).
+_STEP = re.compile(r"epoch: \[\s*(\d+)/\s*\d+\], step:\[\s*\d+/\s*\d+\], loss:\[[^\]]*\], time:\[([0-9.]+)\]")
 
 
 def forward_macs(width: float = 1.0, image: int = IMAGE, classes: int = 1000) -> int:
@@ -112,12 +114,16 @@ def run_trainer(batch: int, steps: int, data: Path, out: Path, timeout: float) -
         "--batch_size", str(batch), "--epochs", "2", "--warmup_epochs", "0", "--no_save_checkpoint",
         "--output_dir", str(out),
     ]
-    done = run_measured(cmd, timeout, f"mnv2 train batch {batch}")
+    # A step line every step: the last epoch's lines give the steps' own time beside the epoch's.
+    done = run_measured(cmd, timeout, f"mnv2 train batch {batch}", env={"MNV2_LOG_EVERY": "1"})
     epochs = _EPOCH.findall(done.text)
     if done.code != 0 or len(epochs) < 2:
         raise RuntimeError(f"mnv2 train batch {batch} failed (exit {done.code}):\n{failure_tail(done.text)}")
+    last = str(len(epochs) - 1)
+    steps_ms = [float(ms) for epoch, ms in _STEP.findall(done.text) if epoch == last]
     # cpu_s counts the trainer and its reaped data workers
     return {"peer": "trainer", "batch": batch, "per_step_s": float(epochs[-1][1]) / 1000.0,
+            "step_alone_s": statistics.median(steps_ms) / 1000.0 if steps_ms else None,
             "epoch_s": [float(e[0]) / 1000.0 for e in epochs], "wall_s": done.wall_s,
             "background_cores": done.background_cores, "peak_rss_mb": done.peak_rss_mb}
 
@@ -172,8 +178,10 @@ def summarise(raw: dict[str, Any], batches: list[int], peers: tuple[str, ...]) -
                 summary[f"{batch}-{peer}"] = {"error": errors[0] if errors else "not run"}
                 continue
             step = statistics.median(r["per_step_s"] for r in runs)
+            alone = [r["step_alone_s"] for r in runs if r.get("step_alone_s")]
             summary[f"{batch}-{peer}"] = {
                 "per_step_s": step, "images_per_s": batch / step,
+                **({"step_alone_s": statistics.median(alone)} if alone else {}),
                 "gflops": batch * flop_per_image / step / 1e9,
                 "background_cores": statistics.median(r["background_cores"] for r in runs),
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "runs": len(runs),
@@ -205,6 +213,9 @@ def table(summary: dict[str, dict[str, Any]], batches: list[int], peers: tuple[s
             rows.append(f"| {batch} | {LABELS[peer]} | {s['per_step_s']:.3f} | {s['images_per_s']:.2f} "
                         f"| {s['gflops']:.1f} | {100 * s['gflops'] / peak:.1f}% | {vs} "
                         f"| {s['peak_rss_mb']:.0f} | {s['background_cores']:.2f} |")
+    alone = [f"batch {b}: {summary[f'{b}-trainer']['step_alone_s'] * 1000:.0f} ms "
+             f"({b / summary[f'{b}-trainer']['step_alone_s']:.1f} images/s)"
+             for b in batches if "step_alone_s" in summary.get(f"{b}-trainer", {})]
     gf = 3 * 2 * forward_macs() / 1e9
     loads = [s["background_cores"] for s in summary.values() if "error" not in s]
     warning = ""
@@ -231,6 +242,11 @@ def table(summary: dict[str, dict[str, Any]], batches: list[int], peers: tuple[s
         "median of its timed steps on one in-memory batch (no input cost). Medians over rounds, peers "
         "interleaved in rotating order, each in its own process.\n"
     )
+    if alone:
+        notes += ("\nThe trainer's steps alone (median of its last epoch's step lines: the step and the loss "
+                  "read back, without waiting for data or the epoch's start): " + "; ".join(alone) + ". The "
+                  "rest of its per step time is its data pipeline decoding on the same 2 cores and each "
+                  "epoch's new pipeline starting, which a 20-step epoch weighs far more than a real one.\n")
     return "\n".join(rows) + "\n" + notes
 
 

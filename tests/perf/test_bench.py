@@ -79,7 +79,8 @@ def test_trainer_bench_folder_and_table(tmp_path):
     root = image_folder(tmp_path, 23)
     counts = sorted(len(list(d.glob("*.jpg"))) for d in root.iterdir() if d.is_dir())
     assert len(counts) == CLASSES and sum(counts) == 23 and counts[-1] - counts[0] <= 1
-    raw = {"8-trainer": [{"per_step_s": 1.0, "background_cores": 0.1, "peak_rss_mb": 900.0}],
+    raw = {"8-trainer": [{"per_step_s": 1.0, "step_alone_s": 0.8, "background_cores": 0.1,
+                          "peak_rss_mb": 900.0}],
            "8-torch": [{"per_step_s": 4.0, "background_cores": 0.0, "peak_rss_mb": 800.0}],
            "8-torch-cl": [{"per_step_s": 2.0, "background_cores": 0.0, "peak_rss_mb": 800.0},
                           {"per_step_s": 3.0, "background_cores": 0.2, "peak_rss_mb": 850.0}],
@@ -91,3 +92,17 @@ def test_trainer_bench_folder_and_table(tmp_path):
     text = table(summary, [8], peers)
     assert "batch 8: **2.50x** the best PyTorch (PyTorch 2.13 eager, channels_last)" in text
     assert "| 4.00x |" in text and "failed: inductor failed" in text
+    assert "steps alone (median of its last epoch's step lines" in text
+    assert "batch 8: 800 ms (10.0 images/s)" in text
+
+
+def test_trainer_bench_reads_the_trainers_own_step_lines():
+    """The step-alone figure comes from the lines `mnv2 train` prints (mnv2.logs), last epoch only."""
+    from mnv2.logs import epoch_line, step_line
+
+    from bench.trainer_bench import _STEP
+
+    lines = [step_line(epoch=e, epochs=2, step=s, steps=3, loss=2.5, avg_loss=2.4,
+                       step_ms=100.0 * (e + 1) + s, lr=0.03) for e in range(2) for s in range(3)]
+    text = "\n".join([*lines[:3], epoch_line(epoch_ms=900.0, per_step_ms=300.0, avg_loss=2.4), *lines[3:]])
+    assert [(e, float(ms)) for e, ms in _STEP.findall(text)][3:] == [("1", 200.0), ("1", 201.0), ("1", 202.0)]
