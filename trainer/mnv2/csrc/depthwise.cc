@@ -404,6 +404,218 @@ int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   return 0;
 }
 
+#if defined(__AVX512F__) && !defined(MNV2_DW_NO_LANES)
+// ---------------------------------------------------------------------------------------------
+// Channel-blocked stride-1 backward for narrow planes (w < kFlatMaxWidth: MobileNetV2's 28, 14 and
+// 7): the planes of 16 channels of one sample are transposed into [row][column][16] buffers, one
+// channel per vector lane. Why: per (n, c) plane of 7x7 or 14x14 the flat loops spent most of their
+// time on fixed costs (padding copies, nine horizontal reductions per plane, the copy out), and
+// every tap was an unaligned load. With a channel per lane the weights are per-lane vectors, the
+// weight-gradient sums stay per lane (no horizontal reduction), every load is a whole vector, and
+// a 3x3 window slides along a row in registers (3 new loads per input per output, not 9).
+constexpr int kLanes = 16;
+
+// Transposes the 16 x 16 matrix whose rows are r[0..15] in place (r[j] becomes column j).
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 2; ++i) {
+    for (int k = 0; k < 4; ++k) {
+      t[8 * i + k] = _mm512_shuffle_f32x4(r[8 * i + k], r[8 * i + 4 + k], 0x88);
+      t[8 * i + 4 + k] = _mm512_shuffle_f32x4(r[8 * i + k], r[8 * i + 4 + k], 0xdd);
+    }
+  }
+  for (int k = 0; k < 8; ++k) {
+    r[k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0x88);
+    r[k + 8] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0xdd);
+  }
+}
+
+// Prefetches n floats from a (into L2 and L1; WRITE: owned, for an output about to be written).
+template <bool WRITE = false>
+inline void prefetch(const float *a, int64_t n) {
+  const char *p = reinterpret_cast<const char *>(a);
+  for (int64_t off = 0; off < static_cast<int64_t>(sizeof(float)) * n; off += 64) {
+    __builtin_prefetch(p + off, WRITE ? 1 : 0, 3);
+  }
+}
+
+// Three regions (two inputs, one output) to prefetch in parts: part i of `parts`.
+struct Prefetch {
+  const float *a[3] = {nullptr, nullptr, nullptr};
+  int64_t n[3] = {0, 0, 0};
+  void part(int64_t i, int64_t parts) const {
+    for (int r = 0; r < 3; ++r) {
+      const int64_t lines = (n[r] * static_cast<int64_t>(sizeof(float)) + 63) / 64;
+      const int64_t l0 = lines * i / parts, l1 = lines * (i + 1) / parts;
+      const char *p = reinterpret_cast<const char *>(a[r]);
+      for (int64_t l = l0; l < l1; ++l) {
+        if (r == 2) {
+          __builtin_prefetch(p + 64 * l, 1, 3);
+        } else {
+          __builtin_prefetch(p + 64 * l, 0, 3);
+        }
+      }
+    }
+  }
+};
+
+inline __mmask16 first_lanes(int64_t m) { return static_cast<__mmask16>((1u << m) - 1); }
+
+// A thread's scratch of n floats starting on a cache line (the lane buffers are read a vector
+// at a time; a vector split over two lines costs two loads).
+template <int Slot>
+inline float *lane_buffer(size_t n) {
+  float *p = mnv2::thread_buffer<float, Slot>(n + kLanes);
+  return reinterpret_cast<float *>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
+}
+
+// dst (rows x cols x 16) = the planes of `lanes` channels at src (h x w each, one after the
+// other), element (i, j) of channel c at dst[((i + top) * cols + j + left) * 16 + c]; everything
+// else, lanes >= `lanes` included, zero.
+void to_lanes(const float *__restrict src, int64_t lanes, int64_t h, int64_t w, float *__restrict dst,
+              int64_t rows, int64_t cols, int64_t top, int64_t left) {
+  std::memset(dst, 0, sizeof(float) * rows * cols * kLanes);
+  const int64_t hw = h * w;
+  __m512 r[kLanes];
+  for (int64_t e = 0; e < hw; e += kLanes) {
+    const int64_t m = std::min<int64_t>(kLanes, hw - e);
+    const __mmask16 mask = first_lanes(m);
+    for (int c = 0; c < kLanes; ++c) {
+      r[c] = c < lanes ? _mm512_maskz_loadu_ps(mask, src + c * hw + e) : _mm512_setzero_ps();
+    }
+    transpose16(r);
+    int64_t i = e / w, j = e % w;
+    for (int64_t v = 0; v < m; ++v) {
+      _mm512_store_ps(dst + ((i + top) * cols + j + left) * kLanes, r[v]);
+      if (++j == w) j = 0, ++i;
+    }
+  }
+}
+
+// The inverse for a dense buffer: planes (hw values each) of `lanes` channels at dst from src (hw x 16).
+void from_lanes(const float *__restrict src, int64_t lanes, int64_t hw, float *__restrict dst) {
+  __m512 r[kLanes];
+  for (int64_t e = 0; e < hw; e += kLanes) {
+    const int64_t m = std::min<int64_t>(kLanes, hw - e);
+    for (int64_t v = 0; v < kLanes; ++v) r[v] = v < m ? _mm512_load_ps(src + (e + v) * kLanes) : _mm512_setzero_ps();
+    transpose16(r);
+    const __mmask16 mask = first_lanes(m);
+    for (int64_t c = 0; c < lanes; ++c) _mm512_mask_storeu_ps(dst + c * hw + e, mask, r[c]);
+  }
+}
+
+// One block of 16 channels: gp = dy padded by Q = 2 - P and xp = x padded by P, both (h + 2) x
+// (w + 2) x 16 and zero outside the planes. Writes dxl[i][j] = sum_ab kf[ab] gp[i + a][j + b]
+// (kf: the flipped kernels, h x w x 16) and adds g[i][j] * xp[i + a][j + b] to acc[ab] with
+// g[i][j] = gp[i + Q][j + Q] (zero outside dy, so the rows and columns beyond oh, ow add nothing).
+template <int Q>
+void bwd_s1_lanes(const float *__restrict gp, const float *__restrict xp, int64_t h, int64_t w,
+                  const __m512 *kf, float *__restrict dxl, __m512 *acc, const Prefetch &pf) {
+  const int64_t cols = w + 2, row = cols * kLanes;
+  const __m512 f0 = kf[0], f1 = kf[1], f2 = kf[2], f3 = kf[3], f4 = kf[4], f5 = kf[5], f6 = kf[6],
+               f7 = kf[7], f8 = kf[8];
+  __m512 s0 = acc[0], s1 = acc[1], s2 = acc[2], s3 = acc[3], s4 = acc[4], s5 = acc[5], s6 = acc[6],
+         s7 = acc[7], s8 = acc[8];
+  for (int64_t i = 0; i < h; ++i) {
+    pf.part(i, h);
+    const float *g0 = gp + i * row, *g1 = g0 + row, *g2 = g1 + row;
+    const float *x0 = xp + i * row, *x1 = x0 + row, *x2 = x1 + row;
+    // Columns j, j + 1 of the window (rows a, b, c); column j + 2 is loaded per output.
+    __m512 ga0 = _mm512_load_ps(g0), ga1 = _mm512_load_ps(g0 + kLanes);
+    __m512 gb0 = _mm512_load_ps(g1), gb1 = _mm512_load_ps(g1 + kLanes);
+    __m512 gc0 = _mm512_load_ps(g2), gc1 = _mm512_load_ps(g2 + kLanes);
+    __m512 xa0 = _mm512_load_ps(x0), xa1 = _mm512_load_ps(x0 + kLanes);
+    __m512 xb0 = _mm512_load_ps(x1), xb1 = _mm512_load_ps(x1 + kLanes);
+    __m512 xc0 = _mm512_load_ps(x2), xc1 = _mm512_load_ps(x2 + kLanes);
+    float *out = dxl + i * w * kLanes;
+    for (int64_t j = 0; j < w; ++j) {
+      const int64_t o = (j + 2) * kLanes;
+      const __m512 ga2 = _mm512_load_ps(g0 + o), gb2 = _mm512_load_ps(g1 + o), gc2 = _mm512_load_ps(g2 + o);
+      const __m512 xa2 = _mm512_load_ps(x0 + o), xb2 = _mm512_load_ps(x1 + o), xc2 = _mm512_load_ps(x2 + o);
+      __m512 da = _mm512_mul_ps(f0, ga0), db = _mm512_mul_ps(f3, gb0), dc = _mm512_mul_ps(f6, gc0);
+      da = _mm512_fmadd_ps(f1, ga1, da);
+      db = _mm512_fmadd_ps(f4, gb1, db);
+      dc = _mm512_fmadd_ps(f7, gc1, dc);
+      da = _mm512_fmadd_ps(f2, ga2, da);
+      db = _mm512_fmadd_ps(f5, gb2, db);
+      dc = _mm512_fmadd_ps(f8, gc2, dc);
+      _mm512_store_ps(out + j * kLanes, _mm512_add_ps(_mm512_add_ps(da, db), dc));
+      const __m512 g = Q == 1 ? gb1 : gc2;
+      s0 = _mm512_fmadd_ps(g, xa0, s0);
+      s1 = _mm512_fmadd_ps(g, xa1, s1);
+      s2 = _mm512_fmadd_ps(g, xa2, s2);
+      s3 = _mm512_fmadd_ps(g, xb0, s3);
+      s4 = _mm512_fmadd_ps(g, xb1, s4);
+      s5 = _mm512_fmadd_ps(g, xb2, s5);
+      s6 = _mm512_fmadd_ps(g, xc0, s6);
+      s7 = _mm512_fmadd_ps(g, xc1, s7);
+      s8 = _mm512_fmadd_ps(g, xc2, s8);
+      ga0 = ga1, ga1 = ga2, gb0 = gb1, gb1 = gb2, gc0 = gc1, gc1 = gc2;
+      xa0 = xa1, xa1 = xa2, xb0 = xb1, xb1 = xb2, xc0 = xc1, xc1 = xc2;
+    }
+  }
+  acc[0] = s0, acc[1] = s1, acc[2] = s2, acc[3] = s3, acc[4] = s4, acc[5] = s5, acc[6] = s6, acc[7] = s7,
+  acc[8] = s8;
+}
+
+// Whether the stride-1 backward takes the channel-blocked path for planes w wide. Measured at
+// batch 32 on the 2-core EPYC (bench/kernel_breakdown.py, cold operands), as ms of the per-plane
+// path -> this one: 7 wide 5.6 -> 3.9, 28 wide 10 -> 6.3, 56 wide 22 -> 19, 112 wide 17 -> 13; but
+// 10 to 20 wide it was slower (14 wide: 3.1 -> 4.4, 20 wide 3.2 -> 3.7), for reasons not found:
+// hot in cache it is faster there too, so it is how it meets DRAM. Those widths keep the old path.
+inline bool use_lanes(int64_t w) { return w <= 8 || w >= 24; }
+
+// The stride-1 backward of all planes in blocks of 16 channels of one sample; part as in backward.
+template <int P>
+void backward_s1_lanes(const float *dy, const float *x, const float *wt, float *dx, double *part, const Dims &d) {
+  constexpr int Q = K - 1 - P;
+  const int64_t blocks = (d.c + kLanes - 1) / kLanes;
+  const int64_t rows = d.h + 2, cols = d.w + 2, psz = rows * cols * kLanes;
+  mnv2::parallel_for_each(d.n * blocks, d.n * d.c * d.h * d.w >= kParallelMin, [&](int64_t item) {
+    const int64_t n = item / blocks, c0 = (item % blocks) * kLanes;
+    const int64_t lanes = std::min<int64_t>(kLanes, d.c - c0);
+    // The block reads 16 planes at once, 16 streams the hardware prefetcher does not follow:
+    // fetch the next block's (contiguous) planes while this one computes.
+    // Spread over the rows of the computation (a burst of prefetches stalls once the miss queue
+    // is full).
+    Prefetch pf;
+    if (item + 1 < d.n * blocks) {
+      const int64_t next = ((item + 1) / blocks) * d.c + ((item + 1) % blocks) * kLanes;
+      const int64_t nl = std::min<int64_t>(kLanes, d.c - ((item + 1) % blocks) * kLanes);
+      pf = Prefetch{{dy + next * d.oh * d.ow, x + next * d.h * d.w, dx + next * d.h * d.w},
+                    {nl * d.oh * d.ow, nl * d.h * d.w, nl * d.h * d.w}};
+    }
+    float *gp = lane_buffer<0>(psz), *xp = lane_buffer<1>(psz), *dxl = lane_buffer<2>(d.h * d.w * kLanes);
+    to_lanes(dy + (n * d.c + c0) * d.oh * d.ow, lanes, d.oh, d.ow, gp, rows, cols, Q, Q);
+    to_lanes(x + (n * d.c + c0) * d.h * d.w, lanes, d.h, d.w, xp, rows, cols, P, P);
+    // kf[ab][c] = w[c][8 - ab], lanes beyond the channels zero.
+    alignas(64) float kt[K * K][kLanes] = {};
+    for (int64_t c = 0; c < lanes; ++c) {
+      for (int t = 0; t < K * K; ++t) kt[t][c] = wt[(c0 + c) * K * K + K * K - 1 - t];
+    }
+    __m512 kf[K * K], acc[K * K];
+    for (int t = 0; t < K * K; ++t) kf[t] = _mm512_load_ps(kt[t]), acc[t] = _mm512_setzero_ps();
+    bwd_s1_lanes<Q>(gp, xp, d.h, d.w, kf, dxl, acc, pf);
+    from_lanes(dxl, lanes, d.h * d.w, dx + (n * d.c + c0) * d.h * d.w);
+    for (int t = 0; t < K * K; ++t) _mm512_store_ps(kt[t], acc[t]);
+    for (int64_t c = 0; c < lanes; ++c) {
+      double *a = part + (n * d.c + c0 + c) * K * K;
+      for (int t = 0; t < K * K; ++t) a[t] = kt[t][c];
+    }
+  });
+}
+#endif
+
 template <int S, int P>
 int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   if (!check(nparam, 5, ndims, dtypes)) return 1;
@@ -421,6 +633,11 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
   // sample order afterwards: the result does not depend on the thread count.
   const int64_t planes = d.n * d.c;
   double *part = partials(static_cast<size_t>(planes * K * K));
+#if defined(__AVX512F__) && !defined(MNV2_DW_NO_LANES)
+  if (S == 1 && use_lanes(d.w)) {
+    backward_s1_lanes<P>(dy, x, wt, dx, part, d);
+  } else
+#endif
   mnv2::parallel_for_each(planes, planes * d.h * d.w >= kParallelMin, [&](int64_t pl) {
     const int64_t c = pl % d.c;
     const float *k = wt + c * K * K;
