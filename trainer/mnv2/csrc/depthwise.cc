@@ -484,7 +484,16 @@ inline float *lane_buffer(size_t n) {
 // else, lanes >= `lanes` included, zero.
 void to_lanes(const float *__restrict src, int64_t lanes, int64_t h, int64_t w, float *__restrict dst,
               int64_t rows, int64_t cols, int64_t top, int64_t left) {
-  std::memset(dst, 0, sizeof(float) * rows * cols * kLanes);
+  // Zero only what the planes do not cover (the borders): the interior is written below, lanes
+  // beyond `lanes` included (their rows of the transposition are zero).
+  const int64_t row = cols * kLanes;
+  const int64_t r1 = std::min(rows, top + h), c1 = std::min(cols, left + w);
+  std::memset(dst, 0, sizeof(float) * top * row);
+  std::memset(dst + r1 * row, 0, sizeof(float) * (rows - r1) * row);
+  for (int64_t r = top; r < r1; ++r) {
+    std::memset(dst + r * row, 0, sizeof(float) * left * kLanes);
+    std::memset(dst + r * row + c1 * kLanes, 0, sizeof(float) * (cols - c1) * kLanes);
+  }
   const int64_t hw = h * w;
   __m512 r[kLanes];
   for (int64_t e = 0; e < hw; e += kLanes) {
