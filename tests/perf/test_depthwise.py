@@ -36,7 +36,7 @@ SHAPES = [
     # The backward goes in blocks of 16 channels: several blocks, the last one partial.
     (2, 37, 7, 7, 1, 1),
     (2, 21, 15, 14, 2, 1),
-    (1, 19, 16, 17, 2, 0),
+    (1, 19, 26, 25, 2, 0),
     (1, 21, 14, 13, 1, 0),
     (1, 18, 56, 56, 1, 1),
 ]

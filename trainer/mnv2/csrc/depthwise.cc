@@ -358,52 +358,6 @@ bool check(int nparam, int expected, int *ndims, const char **dtypes) {
   return true;
 }
 
-template <int S, int P>
-int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (!check(nparam, 3, ndims, dtypes)) return 1;
-  const float *x = static_cast<const float *>(params[0]);
-  const float *wt = static_cast<const float *>(params[1]);
-  float *y = static_cast<float *>(params[2]);
-  const Dims d{shapes[0][0], shapes[0][1], shapes[0][2], shapes[0][3], shapes[2][2], shapes[2][3]};
-  if (shapes[1][0] != d.c || shapes[1][2] != K || shapes[1][3] != K) return 2;
-  if (d.oh != (d.h + 2 * P - K) / S + 1 || d.ow != (d.w + 2 * P - K) / S + 1) return 3;
-  const int64_t planes = d.n * d.c;
-  // Padded plane: rows 0 .. S*(oh-1)+2, columns 0 .. S*(ow-1)+2.
-  const int64_t rows = S * (d.oh - 1) + K;
-  const int64_t cols = S == 1 ? d.ow + 2 : d.ow + 1;  // for S == 2: columns per even/odd half
-  mnv2::parallel_for_each(planes, planes * d.oh * d.ow >= kParallelMin, [&](int64_t pl) {
-    const float *src = x + pl * d.h * d.w;
-    const float *k = wt + (pl % d.c) * K * K;
-    float *dst = y + pl * d.oh * d.ow;
-    if (S == 1 && d.ow >= kFlatMaxWidth) {
-      float *p = scratch(rows * cols);
-      pad_plane(src, d.h, d.w, p, rows, cols, P, P);
-      corr_s1(p, cols, k, dst, d.oh, d.ow);
-    } else if (S == 2 && d.ow >= kFlatMaxWidth) {
-      float *ev = scratch(2 * rows * cols);
-      float *od = ev + rows * cols;
-      pad_plane_split(src, d.h, d.w, ev, od, rows, cols, P, P);
-      corr_s2(ev, od, cols, k, dst, d.oh, d.ow);
-    } else if (S == 1) {
-      // Padded plane (oh + 2) x (ow + 2); for P == 0 that is x itself, copied to get the tail.
-      float *p = scratch(rows * cols + kTail);
-      pad_plane(src, d.h, d.w, p, rows, cols, P, P);
-      std::memset(p + rows * cols, 0, sizeof(float) * kTail);
-      float *out = scratch3(d.oh * cols);
-      corr_flat_s1(p, cols, k, out, d.oh * cols);
-      compact(out, cols, dst, d.oh, d.ow);
-    } else {
-      const Phases ph(d.oh, d.ow);
-      float *xp = scratch(4 * ph.size);
-      split4(src, d.h, d.w, xp, ph, P);
-      float *out = scratch3(d.oh * ph.g);
-      corr_flat_s2(xp, ph, k, out, d.oh * ph.g);
-      compact(out, ph.g, dst, d.oh, d.ow);
-    }
-  });
-  return 0;
-}
-
 #if defined(__AVX512F__) && !defined(MNV2_DW_NO_LANES)
 // ---------------------------------------------------------------------------------------------
 // Channel-blocked stride-1 backward for narrow planes (w < kFlatMaxWidth: MobileNetV2's 28, 14 and
@@ -687,6 +641,64 @@ void backward_s2_lanes(const float *dy, const float *x, const float *wt, float *
   });
 }
 
+// Stride-2 forward of one block of 16 channels: yl[m][n] = sum_ab k[ab] xp[2m + a][2n + b] (dense
+// oh x ow x 16) from xp = x padded by P (rows of `cols` x 16).
+void fwd_s2_lanes(const float *__restrict xp, int64_t oh, int64_t ow, int64_t cols, const __m512 *k,
+                  float *__restrict yl, const Prefetch &pf) {
+  const int64_t row = cols * kLanes;
+  const __m512 k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6], k7 = k[7],
+               k8 = k[8];
+  for (int64_t m = 0; m < oh; ++m) {
+    pf.part(m, oh);
+    const float *x0 = xp + 2 * m * row, *x1 = x0 + row, *x2 = x1 + row;
+    float *out = yl + m * ow * kLanes;
+    // Column 2n of each row is column 2n + 2 of the previous output.
+    __m512 xa0 = _mm512_load_ps(x0), xb0 = _mm512_load_ps(x1), xc0 = _mm512_load_ps(x2);
+    for (int64_t n = 0; n < ow; ++n) {
+      const int64_t o = (2 * n + 1) * kLanes;
+      const __m512 xa1 = _mm512_load_ps(x0 + o), xa2 = _mm512_load_ps(x0 + o + kLanes);
+      const __m512 xb1 = _mm512_load_ps(x1 + o), xb2 = _mm512_load_ps(x1 + o + kLanes);
+      const __m512 xc1 = _mm512_load_ps(x2 + o), xc2 = _mm512_load_ps(x2 + o + kLanes);
+      __m512 ya = _mm512_mul_ps(k0, xa0), yb = _mm512_mul_ps(k3, xb0), yc = _mm512_mul_ps(k6, xc0);
+      ya = _mm512_fmadd_ps(k1, xa1, ya);
+      yb = _mm512_fmadd_ps(k4, xb1, yb);
+      yc = _mm512_fmadd_ps(k7, xc1, yc);
+      ya = _mm512_fmadd_ps(k2, xa2, ya);
+      yb = _mm512_fmadd_ps(k5, xb2, yb);
+      yc = _mm512_fmadd_ps(k8, xc2, yc);
+      _mm512_store_ps(out + n * kLanes, _mm512_add_ps(_mm512_add_ps(ya, yb), yc));
+      xa0 = xa2, xb0 = xb2, xc0 = xc2;
+    }
+  }
+}
+
+// The stride-2 forward of all planes in blocks of 16 channels of one sample.
+template <int P>
+void forward_s2_lanes(const float *x, const float *wt, float *y, const Dims &d) {
+  const int64_t blocks = (d.c + kLanes - 1) / kLanes;
+  const int64_t rows = std::max(2 * d.oh + 1, d.h + P), cols = std::max(2 * d.ow + 1, d.w + P);
+  mnv2::parallel_for_each(d.n * blocks, d.n * d.c * d.oh * d.ow >= kParallelMin, [&](int64_t item) {
+    const int64_t n = item / blocks, c0 = (item % blocks) * kLanes;
+    const int64_t lanes = std::min<int64_t>(kLanes, d.c - c0);
+    Prefetch pf;  // as in backward_s1_lanes
+    if (item + 1 < d.n * blocks) {
+      const int64_t next = ((item + 1) / blocks) * d.c + ((item + 1) % blocks) * kLanes;
+      const int64_t nl = std::min<int64_t>(kLanes, d.c - ((item + 1) % blocks) * kLanes);
+      pf = Prefetch{{x + next * d.h * d.w, nullptr, y + next * d.oh * d.ow}, {nl * d.h * d.w, 0, nl * d.oh * d.ow}};
+    }
+    float *xp = lane_buffer<0>(rows * cols * kLanes), *yl = lane_buffer<1>(d.oh * d.ow * kLanes);
+    to_lanes(x + (n * d.c + c0) * d.h * d.w, lanes, d.h, d.w, xp, rows, cols, P, P);
+    alignas(64) float kt[K * K][kLanes] = {};
+    for (int64_t c = 0; c < lanes; ++c) {
+      for (int t = 0; t < K * K; ++t) kt[t][c] = wt[(c0 + c) * K * K + t];
+    }
+    __m512 k[K * K];
+    for (int t = 0; t < K * K; ++t) k[t] = _mm512_load_ps(kt[t]);
+    fwd_s2_lanes(xp, d.oh, d.ow, cols, k, yl, pf);
+    from_lanes(yl, lanes, d.oh * d.ow, y + (n * d.c + c0) * d.oh * d.ow);
+  });
+}
+
 // Whether the stride-1 backward takes the channel-blocked path for planes w wide. Measured at
 // batch 32 on the 2-core EPYC (bench/kernel_breakdown.py, cold operands), as ms of the per-plane
 // path -> this one: 7 wide 5.6 -> 3.9, 28 wide 10 -> 6.3, 56 wide 22 -> 19, 112 wide 17 -> 13; but
@@ -734,6 +746,61 @@ void backward_s1_lanes(const float *dy, const float *x, const float *wt, float *
   });
 }
 #endif
+
+template <int S, int P>
+int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (!check(nparam, 3, ndims, dtypes)) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *wt = static_cast<const float *>(params[1]);
+  float *y = static_cast<float *>(params[2]);
+  const Dims d{shapes[0][0], shapes[0][1], shapes[0][2], shapes[0][3], shapes[2][2], shapes[2][3]};
+  if (shapes[1][0] != d.c || shapes[1][2] != K || shapes[1][3] != K) return 2;
+  if (d.oh != (d.h + 2 * P - K) / S + 1 || d.ow != (d.w + 2 * P - K) / S + 1) return 3;
+  const int64_t planes = d.n * d.c;
+#if defined(__AVX512F__) && !defined(MNV2_DW_NO_LANES)
+  // Measured (batch 32): 112 wide 19.0 -> 11.2 ms per step, 56 wide 7.7 -> 4.4, 28 wide 2.1 -> 2.0;
+  // but 14 wide 2.5 -> 2.6, where the per-plane path stays.
+  if (S == 2 && d.w >= 24) {
+    forward_s2_lanes<P>(x, wt, y, d);
+    return 0;
+  }
+#endif
+  // Padded plane: rows 0 .. S*(oh-1)+2, columns 0 .. S*(ow-1)+2.
+  const int64_t rows = S * (d.oh - 1) + K;
+  const int64_t cols = S == 1 ? d.ow + 2 : d.ow + 1;  // for S == 2: columns per even/odd half
+  mnv2::parallel_for_each(planes, planes * d.oh * d.ow >= kParallelMin, [&](int64_t pl) {
+    const float *src = x + pl * d.h * d.w;
+    const float *k = wt + (pl % d.c) * K * K;
+    float *dst = y + pl * d.oh * d.ow;
+    if (S == 1 && d.ow >= kFlatMaxWidth) {
+      float *p = scratch(rows * cols);
+      pad_plane(src, d.h, d.w, p, rows, cols, P, P);
+      corr_s1(p, cols, k, dst, d.oh, d.ow);
+    } else if (S == 2 && d.ow >= kFlatMaxWidth) {
+      float *ev = scratch(2 * rows * cols);
+      float *od = ev + rows * cols;
+      pad_plane_split(src, d.h, d.w, ev, od, rows, cols, P, P);
+      corr_s2(ev, od, cols, k, dst, d.oh, d.ow);
+    } else if (S == 1) {
+      // Padded plane (oh + 2) x (ow + 2); for P == 0 that is x itself, copied to get the tail.
+      float *p = scratch(rows * cols + kTail);
+      pad_plane(src, d.h, d.w, p, rows, cols, P, P);
+      std::memset(p + rows * cols, 0, sizeof(float) * kTail);
+      float *out = scratch3(d.oh * cols);
+      corr_flat_s1(p, cols, k, out, d.oh * cols);
+      compact(out, cols, dst, d.oh, d.ow);
+    } else {
+      const Phases ph(d.oh, d.ow);
+      float *xp = scratch(4 * ph.size);
+      split4(src, d.h, d.w, xp, ph, P);
+      float *out = scratch3(d.oh * ph.g);
+      corr_flat_s2(xp, ph, k, out, d.oh * ph.g);
+      compact(out, ph.g, dst, d.oh, d.ow);
+    }
+  });
+  return 0;
+}
+
 
 template <int S, int P>
 int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
