@@ -2,11 +2,14 @@
 // ops.Custom(func_type="aot").
 //
 // Why: MindSpore 2.10's CPU depthwise convolution is 5-14x slower than PyTorch's and dominates
-// MobileNetV2 training time (REFERENCE.md section 5). These kernels copy one (n, c) plane at a
-// time into a zero-padded thread-local buffer (split into even and odd columns for stride 2),
-// so every inner loop runs over contiguous memory without bounds checks and the compiler
-// vectorises it. The thread pool of parallel.h splits the work over planes (forward) or channels
-// (backward, so that each thread owns its weight-gradient accumulators and needs no reduction).
+// MobileNetV2 training time (REFERENCE.md section 5). Two layouts, chosen per (stride, width) by
+// measurement: (1) one (n, c) plane at a time copied into a zero-padded thread-local buffer (split
+// into even and odd columns for stride 2), so every inner loop runs over contiguous memory without
+// bounds checks and the compiler vectorises it; (2) with AVX-512, blocks of 16 channels of one
+// sample transposed to [row][column][16], one channel per vector lane ("lanes" below). The thread
+// pool of parallel.h splits the work over planes or channel blocks; the backward keeps weight-
+// gradient partial sums per plane and adds them up in sample order, so results do not depend on
+// the thread count.
 //
 // Exported entry points, one per (stride, padding), following MindSpore's aot signature
 // (inputs first, outputs last in `params`):
@@ -391,15 +394,6 @@ inline void transpose16(__m512 r[16]) {
   for (int k = 0; k < 8; ++k) {
     r[k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0x88);
     r[k + 8] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0xdd);
-  }
-}
-
-// Prefetches n floats from a (into L2 and L1; WRITE: owned, for an output about to be written).
-template <bool WRITE = false>
-inline void prefetch(const float *a, int64_t n) {
-  const char *p = reinterpret_cast<const char *>(a);
-  for (int64_t off = 0; off < static_cast<int64_t>(sizeof(float)) * n; off += 64) {
-    __builtin_prefetch(p + off, WRITE ? 1 : 0, 3);
   }
 }
 
