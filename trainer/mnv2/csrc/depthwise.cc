@@ -490,6 +490,20 @@ void from_lanes_padded(const float *__restrict src, int64_t lanes, int64_t h, in
   }
 }
 
+// sum_ab k[3a + b] * v_ab over a 3x3 window of 16-lane vectors (rows a, b, c; columns 0, 1, 2), in
+// three row sums added last.
+inline __m512 window3x3(const __m512 *k, __m512 a0, __m512 a1, __m512 a2, __m512 b0, __m512 b1, __m512 b2,
+                        __m512 c0, __m512 c1, __m512 c2) {
+  __m512 a = _mm512_mul_ps(k[0], a0), b = _mm512_mul_ps(k[3], b0), c = _mm512_mul_ps(k[6], c0);
+  a = _mm512_fmadd_ps(k[1], a1, a);
+  b = _mm512_fmadd_ps(k[4], b1, b);
+  c = _mm512_fmadd_ps(k[7], c1, c);
+  a = _mm512_fmadd_ps(k[2], a2, a);
+  b = _mm512_fmadd_ps(k[5], b2, b);
+  c = _mm512_fmadd_ps(k[8], c2, c);
+  return _mm512_add_ps(_mm512_add_ps(a, b), c);
+}
+
 // One block of 16 channels: gp = dy padded by Q = 2 - P and xp = x padded by P, both (h + 2) x
 // (w + 2) x 16 and zero outside the planes. Writes dxl[i][j] = sum_ab kf[ab] gp[i + a][j + b]
 // (kf: the flipped kernels, h x w x 16) and adds g[i][j] * xp[i + a][j + b] to acc[ab] with
@@ -498,8 +512,7 @@ template <int Q>
 void bwd_s1_lanes(const float *__restrict gp, const float *__restrict xp, int64_t h, int64_t w,
                   const __m512 *kf, float *__restrict dxl, __m512 *acc, const Prefetch &pf) {
   const int64_t cols = w + 2, row = cols * kLanes;
-  const __m512 f0 = kf[0], f1 = kf[1], f2 = kf[2], f3 = kf[3], f4 = kf[4], f5 = kf[5], f6 = kf[6],
-               f7 = kf[7], f8 = kf[8];
+  const __m512 f[9] = {kf[0], kf[1], kf[2], kf[3], kf[4], kf[5], kf[6], kf[7], kf[8]};
   __m512 s0 = acc[0], s1 = acc[1], s2 = acc[2], s3 = acc[3], s4 = acc[4], s5 = acc[5], s6 = acc[6],
          s7 = acc[7], s8 = acc[8];
   for (int64_t i = 0; i < h; ++i) {
@@ -518,14 +531,7 @@ void bwd_s1_lanes(const float *__restrict gp, const float *__restrict xp, int64_
       const int64_t o = (j + 2) * kLanes;
       const __m512 ga2 = _mm512_load_ps(g0 + o), gb2 = _mm512_load_ps(g1 + o), gc2 = _mm512_load_ps(g2 + o);
       const __m512 xa2 = _mm512_load_ps(x0 + o), xb2 = _mm512_load_ps(x1 + o), xc2 = _mm512_load_ps(x2 + o);
-      __m512 da = _mm512_mul_ps(f0, ga0), db = _mm512_mul_ps(f3, gb0), dc = _mm512_mul_ps(f6, gc0);
-      da = _mm512_fmadd_ps(f1, ga1, da);
-      db = _mm512_fmadd_ps(f4, gb1, db);
-      dc = _mm512_fmadd_ps(f7, gc1, dc);
-      da = _mm512_fmadd_ps(f2, ga2, da);
-      db = _mm512_fmadd_ps(f5, gb2, db);
-      dc = _mm512_fmadd_ps(f8, gc2, dc);
-      _mm512_store_ps(out + j * kLanes, _mm512_add_ps(_mm512_add_ps(da, db), dc));
+      _mm512_store_ps(out + j * kLanes, window3x3(f, ga0, ga1, ga2, gb0, gb1, gb2, gc0, gc1, gc2));
       const __m512 g = Q == 1 ? gb1 : gc2;
       s0 = _mm512_fmadd_ps(g, xa0, s0);
       s1 = _mm512_fmadd_ps(g, xa1, s1);
@@ -640,8 +646,7 @@ void backward_s2_lanes(const float *dy, const float *x, const float *wt, float *
 void fwd_s2_lanes(const float *__restrict xp, int64_t oh, int64_t ow, int64_t cols, const __m512 *k,
                   float *__restrict yl, const Prefetch &pf) {
   const int64_t row = cols * kLanes;
-  const __m512 k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6], k7 = k[7],
-               k8 = k[8];
+  const __m512 kv[9] = {k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8]};
   for (int64_t m = 0; m < oh; ++m) {
     pf.part(m, oh);
     const float *x0 = xp + 2 * m * row, *x1 = x0 + row, *x2 = x1 + row;
@@ -653,14 +658,7 @@ void fwd_s2_lanes(const float *__restrict xp, int64_t oh, int64_t ow, int64_t co
       const __m512 xa1 = _mm512_load_ps(x0 + o), xa2 = _mm512_load_ps(x0 + o + kLanes);
       const __m512 xb1 = _mm512_load_ps(x1 + o), xb2 = _mm512_load_ps(x1 + o + kLanes);
       const __m512 xc1 = _mm512_load_ps(x2 + o), xc2 = _mm512_load_ps(x2 + o + kLanes);
-      __m512 ya = _mm512_mul_ps(k0, xa0), yb = _mm512_mul_ps(k3, xb0), yc = _mm512_mul_ps(k6, xc0);
-      ya = _mm512_fmadd_ps(k1, xa1, ya);
-      yb = _mm512_fmadd_ps(k4, xb1, yb);
-      yc = _mm512_fmadd_ps(k7, xc1, yc);
-      ya = _mm512_fmadd_ps(k2, xa2, ya);
-      yb = _mm512_fmadd_ps(k5, xb2, yb);
-      yc = _mm512_fmadd_ps(k8, xc2, yc);
-      _mm512_store_ps(out + n * kLanes, _mm512_add_ps(_mm512_add_ps(ya, yb), yc));
+      _mm512_store_ps(out + n * kLanes, window3x3(kv, xa0, xa1, xa2, xb0, xb1, xb2, xc0, xc1, xc2));
       xa0 = xa2, xb0 = xb2, xc0 = xc2;
     }
   }
