@@ -490,6 +490,51 @@ void from_lanes_padded(const float *__restrict src, int64_t lanes, int64_t h, in
   }
 }
 
+// Block `item` of a channel-blocked pass over `blocks` blocks per sample: sample n, channels c0 ..
+// c0 + lanes - 1.
+struct LaneBlock {
+  int64_t n, c0, lanes;
+  int64_t first_plane(int64_t c) const { return n * c + c0; }
+};
+inline LaneBlock lane_block(int64_t item, int64_t blocks, int64_t c) {
+  const int64_t c0 = (item % blocks) * kLanes;
+  return {item / blocks, c0, std::min<int64_t>(kLanes, c - c0)};
+}
+
+// The next block's planes of a, b (inputs; b may be null) and out, `an`, `bn`, `on` values each.
+// A block reads 16 planes at once, 16 streams the hardware prefetcher does not follow: the kernels
+// fetch the next block's (contiguous) planes while this one computes, spread over the rows of the
+// computation (a burst of prefetches stalls once the miss queue is full).
+inline Prefetch next_block(int64_t item, int64_t blocks, const Dims &d, const float *a, int64_t an,
+                           const float *b, int64_t bn, const float *out, int64_t on) {
+  if (item + 1 >= d.n * blocks) return {};
+  const LaneBlock next = lane_block(item + 1, blocks, d.c);
+  const int64_t p = next.first_plane(d.c);
+  return Prefetch{{a + p * an, b ? b + p * bn : nullptr, out + p * on},
+                  {next.lanes * an, b ? next.lanes * bn : 0, next.lanes * on}};
+}
+
+// k[t], lane c = w[c0 + c][t] (w[c0 + c][8 - t], the flipped kernel, when FLIP); lanes beyond the
+// block's channels zero.
+template <bool FLIP>
+void lane_kernels(const float *wt, const LaneBlock &b, __m512 *k) {
+  alignas(64) float kt[K * K][kLanes] = {};
+  for (int64_t c = 0; c < b.lanes; ++c) {
+    for (int t = 0; t < K * K; ++t) kt[t][c] = wt[(b.c0 + c) * K * K + (FLIP ? K * K - 1 - t : t)];
+  }
+  for (int t = 0; t < K * K; ++t) k[t] = _mm512_load_ps(kt[t]);
+}
+
+// The block's weight-gradient sums per plane: part[plane][t] = lane c of acc[t] (part as in backward).
+void store_lane_sums(const __m512 *acc, const LaneBlock &b, const Dims &d, double *part) {
+  alignas(64) float kt[K * K][kLanes];
+  for (int t = 0; t < K * K; ++t) _mm512_store_ps(kt[t], acc[t]);
+  for (int64_t c = 0; c < b.lanes; ++c) {
+    double *a = part + (b.first_plane(d.c) + c) * K * K;
+    for (int t = 0; t < K * K; ++t) a[t] = kt[t][c];
+  }
+}
+
 // sum_ab k[3a + b] * v_ab over a 3x3 window of 16-lane vectors (rows a, b, c; columns 0, 1, 2), in
 // three row sums added last.
 inline __m512 window3x3(const __m512 *k, __m512 a0, __m512 a1, __m512 a2, __m512 b0, __m512 b1, __m512 b2,
@@ -610,34 +655,21 @@ void backward_s2_lanes(const float *dy, const float *x, const float *wt, float *
   const int64_t blocks = (d.c + kLanes - 1) / kLanes;
   // Padded input: every row and column a tap of an output reaches, and all of x.
   const int64_t rows = std::max(2 * d.oh + 1, d.h + P), cols = std::max(2 * d.ow + 1, d.w + P);
-  const int64_t psz = rows * cols * kLanes;
-  mnv2::parallel_for_each(d.n * blocks, d.n * d.c * d.h * d.w >= kParallelMin, [&](int64_t item) {
-    const int64_t n = item / blocks, c0 = (item % blocks) * kLanes;
-    const int64_t lanes = std::min<int64_t>(kLanes, d.c - c0);
-    Prefetch pf;  // as in backward_s1_lanes
-    if (item + 1 < d.n * blocks) {
-      const int64_t next = ((item + 1) / blocks) * d.c + ((item + 1) % blocks) * kLanes;
-      const int64_t nl = std::min<int64_t>(kLanes, d.c - ((item + 1) % blocks) * kLanes);
-      pf = Prefetch{{dy + next * d.oh * d.ow, x + next * d.h * d.w, dx + next * d.h * d.w},
-                    {nl * d.oh * d.ow, nl * d.h * d.w, nl * d.h * d.w}};
-    }
-    float *gl = lane_buffer<0>(d.oh * d.ow * kLanes), *xp = lane_buffer<1>(psz), *dxp = lane_buffer<2>(psz);
-    to_lanes(dy + (n * d.c + c0) * d.oh * d.ow, lanes, d.oh, d.ow, gl, d.oh, d.ow, 0, 0);
-    to_lanes(x + (n * d.c + c0) * d.h * d.w, lanes, d.h, d.w, xp, rows, cols, P, P);
+  const int64_t psz = rows * cols * kLanes, in = d.h * d.w, out = d.oh * d.ow;
+  mnv2::parallel_for_each(d.n * blocks, d.n * d.c * in >= kParallelMin, [&](int64_t item) {
+    const LaneBlock b = lane_block(item, blocks, d.c);
+    const int64_t p = b.first_plane(d.c);
+    const Prefetch pf = next_block(item, blocks, d, dy, out, x, in, dx, in);
+    float *gl = lane_buffer<0>(out * kLanes), *xp = lane_buffer<1>(psz), *dxp = lane_buffer<2>(psz);
+    to_lanes(dy + p * out, b.lanes, d.oh, d.ow, gl, d.oh, d.ow, 0, 0);
+    to_lanes(x + p * in, b.lanes, d.h, d.w, xp, rows, cols, P, P);
     std::memset(dxp, 0, sizeof(float) * psz);
-    alignas(64) float kt[K * K][kLanes] = {};
-    for (int64_t c = 0; c < lanes; ++c) {
-      for (int t = 0; t < K * K; ++t) kt[t][c] = wt[(c0 + c) * K * K + t];
-    }
     __m512 k[K * K], acc[K * K];
-    for (int t = 0; t < K * K; ++t) k[t] = _mm512_load_ps(kt[t]), acc[t] = _mm512_setzero_ps();
+    lane_kernels<false>(wt, b, k);
+    for (int t = 0; t < K * K; ++t) acc[t] = _mm512_setzero_ps();
     bwd_s2_lanes(gl, xp, d.oh, d.ow, cols, k, dxp, acc, pf);
-    from_lanes_padded(dxp, lanes, d.h, d.w, cols, P, P, dx + (n * d.c + c0) * d.h * d.w);
-    for (int t = 0; t < K * K; ++t) _mm512_store_ps(kt[t], acc[t]);
-    for (int64_t c = 0; c < lanes; ++c) {
-      double *a = part + (n * d.c + c0 + c) * K * K;
-      for (int t = 0; t < K * K; ++t) a[t] = kt[t][c];
-    }
+    from_lanes_padded(dxp, b.lanes, d.h, d.w, cols, P, P, dx + p * in);
+    store_lane_sums(acc, b, d, part);
   });
 }
 
@@ -669,25 +701,17 @@ template <int P>
 void forward_s2_lanes(const float *x, const float *wt, float *y, const Dims &d) {
   const int64_t blocks = (d.c + kLanes - 1) / kLanes;
   const int64_t rows = std::max(2 * d.oh + 1, d.h + P), cols = std::max(2 * d.ow + 1, d.w + P);
-  mnv2::parallel_for_each(d.n * blocks, d.n * d.c * d.oh * d.ow >= kParallelMin, [&](int64_t item) {
-    const int64_t n = item / blocks, c0 = (item % blocks) * kLanes;
-    const int64_t lanes = std::min<int64_t>(kLanes, d.c - c0);
-    Prefetch pf;  // as in backward_s1_lanes
-    if (item + 1 < d.n * blocks) {
-      const int64_t next = ((item + 1) / blocks) * d.c + ((item + 1) % blocks) * kLanes;
-      const int64_t nl = std::min<int64_t>(kLanes, d.c - ((item + 1) % blocks) * kLanes);
-      pf = Prefetch{{x + next * d.h * d.w, nullptr, y + next * d.oh * d.ow}, {nl * d.h * d.w, 0, nl * d.oh * d.ow}};
-    }
-    float *xp = lane_buffer<0>(rows * cols * kLanes), *yl = lane_buffer<1>(d.oh * d.ow * kLanes);
-    to_lanes(x + (n * d.c + c0) * d.h * d.w, lanes, d.h, d.w, xp, rows, cols, P, P);
-    alignas(64) float kt[K * K][kLanes] = {};
-    for (int64_t c = 0; c < lanes; ++c) {
-      for (int t = 0; t < K * K; ++t) kt[t][c] = wt[(c0 + c) * K * K + t];
-    }
+  const int64_t in = d.h * d.w, out = d.oh * d.ow;
+  mnv2::parallel_for_each(d.n * blocks, d.n * d.c * out >= kParallelMin, [&](int64_t item) {
+    const LaneBlock b = lane_block(item, blocks, d.c);
+    const int64_t p = b.first_plane(d.c);
+    const Prefetch pf = next_block(item, blocks, d, x, in, nullptr, 0, y, out);
+    float *xp = lane_buffer<0>(rows * cols * kLanes), *yl = lane_buffer<1>(out * kLanes);
+    to_lanes(x + p * in, b.lanes, d.h, d.w, xp, rows, cols, P, P);
     __m512 k[K * K];
-    for (int t = 0; t < K * K; ++t) k[t] = _mm512_load_ps(kt[t]);
+    lane_kernels<false>(wt, b, k);
     fwd_s2_lanes(xp, d.oh, d.ow, cols, k, yl, pf);
-    from_lanes(yl, lanes, d.oh * d.ow, y + (n * d.c + c0) * d.oh * d.ow);
+    from_lanes(yl, b.lanes, out, y + p * out);
   });
 }
 
@@ -703,38 +727,20 @@ template <int P>
 void backward_s1_lanes(const float *dy, const float *x, const float *wt, float *dx, double *part, const Dims &d) {
   constexpr int Q = K - 1 - P;
   const int64_t blocks = (d.c + kLanes - 1) / kLanes;
-  const int64_t rows = d.h + 2, cols = d.w + 2, psz = rows * cols * kLanes;
-  mnv2::parallel_for_each(d.n * blocks, d.n * d.c * d.h * d.w >= kParallelMin, [&](int64_t item) {
-    const int64_t n = item / blocks, c0 = (item % blocks) * kLanes;
-    const int64_t lanes = std::min<int64_t>(kLanes, d.c - c0);
-    // The block reads 16 planes at once, 16 streams the hardware prefetcher does not follow:
-    // fetch the next block's (contiguous) planes while this one computes.
-    // Spread over the rows of the computation (a burst of prefetches stalls once the miss queue
-    // is full).
-    Prefetch pf;
-    if (item + 1 < d.n * blocks) {
-      const int64_t next = ((item + 1) / blocks) * d.c + ((item + 1) % blocks) * kLanes;
-      const int64_t nl = std::min<int64_t>(kLanes, d.c - ((item + 1) % blocks) * kLanes);
-      pf = Prefetch{{dy + next * d.oh * d.ow, x + next * d.h * d.w, dx + next * d.h * d.w},
-                    {nl * d.oh * d.ow, nl * d.h * d.w, nl * d.h * d.w}};
-    }
-    float *gp = lane_buffer<0>(psz), *xp = lane_buffer<1>(psz), *dxl = lane_buffer<2>(d.h * d.w * kLanes);
-    to_lanes(dy + (n * d.c + c0) * d.oh * d.ow, lanes, d.oh, d.ow, gp, rows, cols, Q, Q);
-    to_lanes(x + (n * d.c + c0) * d.h * d.w, lanes, d.h, d.w, xp, rows, cols, P, P);
-    // kf[ab][c] = w[c][8 - ab], lanes beyond the channels zero.
-    alignas(64) float kt[K * K][kLanes] = {};
-    for (int64_t c = 0; c < lanes; ++c) {
-      for (int t = 0; t < K * K; ++t) kt[t][c] = wt[(c0 + c) * K * K + K * K - 1 - t];
-    }
+  const int64_t rows = d.h + 2, cols = d.w + 2, psz = rows * cols * kLanes, in = d.h * d.w, out = d.oh * d.ow;
+  mnv2::parallel_for_each(d.n * blocks, d.n * d.c * in >= kParallelMin, [&](int64_t item) {
+    const LaneBlock b = lane_block(item, blocks, d.c);
+    const int64_t p = b.first_plane(d.c);
+    const Prefetch pf = next_block(item, blocks, d, dy, out, x, in, dx, in);
+    float *gp = lane_buffer<0>(psz), *xp = lane_buffer<1>(psz), *dxl = lane_buffer<2>(in * kLanes);
+    to_lanes(dy + p * out, b.lanes, d.oh, d.ow, gp, rows, cols, Q, Q);
+    to_lanes(x + p * in, b.lanes, d.h, d.w, xp, rows, cols, P, P);
     __m512 kf[K * K], acc[K * K];
-    for (int t = 0; t < K * K; ++t) kf[t] = _mm512_load_ps(kt[t]), acc[t] = _mm512_setzero_ps();
+    lane_kernels<true>(wt, b, kf);
+    for (int t = 0; t < K * K; ++t) acc[t] = _mm512_setzero_ps();
     bwd_s1_lanes<Q>(gp, xp, d.h, d.w, kf, dxl, acc, pf);
-    from_lanes(dxl, lanes, d.h * d.w, dx + (n * d.c + c0) * d.h * d.w);
-    for (int t = 0; t < K * K; ++t) _mm512_store_ps(kt[t], acc[t]);
-    for (int64_t c = 0; c < lanes; ++c) {
-      double *a = part + (n * d.c + c0 + c) * K * K;
-      for (int t = 0; t < K * K; ++t) a[t] = kt[t][c];
-    }
+    from_lanes(dxl, b.lanes, in, dx + p * in);
+    store_lane_sums(acc, b, d, part);
   });
 }
 #endif
