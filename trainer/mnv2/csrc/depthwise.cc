@@ -549,6 +549,20 @@ inline __m512 window3x3(const __m512 *k, __m512 a0, __m512 a1, __m512 a2, __m512
   return _mm512_add_ps(_mm512_add_ps(a, b), c);
 }
 
+// s[3a + b] += g * v_ab for a 3x3 window of 16-lane vectors (rows a, b, c): weight-gradient sums.
+inline void add_products(__m512 (&s)[K * K], __m512 g, __m512 a0, __m512 a1, __m512 a2, __m512 b0, __m512 b1,
+                         __m512 b2, __m512 c0, __m512 c1, __m512 c2) {
+  s[0] = _mm512_fmadd_ps(g, a0, s[0]);
+  s[1] = _mm512_fmadd_ps(g, a1, s[1]);
+  s[2] = _mm512_fmadd_ps(g, a2, s[2]);
+  s[3] = _mm512_fmadd_ps(g, b0, s[3]);
+  s[4] = _mm512_fmadd_ps(g, b1, s[4]);
+  s[5] = _mm512_fmadd_ps(g, b2, s[5]);
+  s[6] = _mm512_fmadd_ps(g, c0, s[6]);
+  s[7] = _mm512_fmadd_ps(g, c1, s[7]);
+  s[8] = _mm512_fmadd_ps(g, c2, s[8]);
+}
+
 // One block of 16 channels: gp = dy padded by Q = 2 - P and xp = x padded by P, both (h + 2) x
 // (w + 2) x 16 and zero outside the planes. Writes dxl[i][j] = sum_ab kf[ab] gp[i + a][j + b]
 // (kf: the flipped kernels, h x w x 16) and adds g[i][j] * xp[i + a][j + b] to acc[ab] with
@@ -558,8 +572,7 @@ void bwd_s1_lanes(const float *__restrict gp, const float *__restrict xp, int64_
                   const __m512 *kf, float *__restrict dxl, __m512 *acc, const Prefetch &pf) {
   const int64_t cols = w + 2, row = cols * kLanes;
   const __m512 f[9] = {kf[0], kf[1], kf[2], kf[3], kf[4], kf[5], kf[6], kf[7], kf[8]};
-  __m512 s0 = acc[0], s1 = acc[1], s2 = acc[2], s3 = acc[3], s4 = acc[4], s5 = acc[5], s6 = acc[6],
-         s7 = acc[7], s8 = acc[8];
+  __m512 s[K * K] = {acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7], acc[8]};
   for (int64_t i = 0; i < h; ++i) {
     pf.part(i, h);
     const float *g0 = gp + i * row, *g1 = g0 + row, *g2 = g1 + row;
@@ -577,22 +590,12 @@ void bwd_s1_lanes(const float *__restrict gp, const float *__restrict xp, int64_
       const __m512 ga2 = _mm512_load_ps(g0 + o), gb2 = _mm512_load_ps(g1 + o), gc2 = _mm512_load_ps(g2 + o);
       const __m512 xa2 = _mm512_load_ps(x0 + o), xb2 = _mm512_load_ps(x1 + o), xc2 = _mm512_load_ps(x2 + o);
       _mm512_store_ps(out + j * kLanes, window3x3(f, ga0, ga1, ga2, gb0, gb1, gb2, gc0, gc1, gc2));
-      const __m512 g = Q == 1 ? gb1 : gc2;
-      s0 = _mm512_fmadd_ps(g, xa0, s0);
-      s1 = _mm512_fmadd_ps(g, xa1, s1);
-      s2 = _mm512_fmadd_ps(g, xa2, s2);
-      s3 = _mm512_fmadd_ps(g, xb0, s3);
-      s4 = _mm512_fmadd_ps(g, xb1, s4);
-      s5 = _mm512_fmadd_ps(g, xb2, s5);
-      s6 = _mm512_fmadd_ps(g, xc0, s6);
-      s7 = _mm512_fmadd_ps(g, xc1, s7);
-      s8 = _mm512_fmadd_ps(g, xc2, s8);
+      add_products(s, Q == 1 ? gb1 : gc2, xa0, xa1, xa2, xb0, xb1, xb2, xc0, xc1, xc2);
       ga0 = ga1, ga1 = ga2, gb0 = gb1, gb1 = gb2, gc0 = gc1, gc1 = gc2;
       xa0 = xa1, xa1 = xa2, xb0 = xb1, xb1 = xb2, xc0 = xc1, xc1 = xc2;
     }
   }
-  acc[0] = s0, acc[1] = s1, acc[2] = s2, acc[3] = s3, acc[4] = s4, acc[5] = s5, acc[6] = s6, acc[7] = s7,
-  acc[8] = s8;
+  for (int t = 0; t < K * K; ++t) acc[t] = s[t];
 }
 
 // Stride-2 backward of one block of 16 channels: gl = dy (oh x ow x 16, dense), xp = x padded by
@@ -603,8 +606,7 @@ void bwd_s2_lanes(const float *__restrict gl, const float *__restrict xp, int64_
   const int64_t row = cols * kLanes;
   const __m512 k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6], k7 = k[7],
                k8 = k[8];
-  __m512 s0 = acc[0], s1 = acc[1], s2 = acc[2], s3 = acc[3], s4 = acc[4], s5 = acc[5], s6 = acc[6],
-         s7 = acc[7], s8 = acc[8];
+  __m512 s[K * K] = {acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7], acc[8]};
   for (int64_t m = 0; m < oh; ++m) {
     pf.part(m, oh);
     const float *x0 = xp + 2 * m * row, *x1 = x0 + row, *x2 = x1 + row;
@@ -621,15 +623,7 @@ void bwd_s2_lanes(const float *__restrict gl, const float *__restrict xp, int64_
                    xb2 = _mm512_load_ps(x1 + o + 2 * kLanes);
       const __m512 xc0 = _mm512_load_ps(x2 + o), xc1 = _mm512_load_ps(x2 + o + kLanes),
                    xc2 = _mm512_load_ps(x2 + o + 2 * kLanes);
-      s0 = _mm512_fmadd_ps(v, xa0, s0);
-      s1 = _mm512_fmadd_ps(v, xa1, s1);
-      s2 = _mm512_fmadd_ps(v, xa2, s2);
-      s3 = _mm512_fmadd_ps(v, xb0, s3);
-      s4 = _mm512_fmadd_ps(v, xb1, s4);
-      s5 = _mm512_fmadd_ps(v, xb2, s5);
-      s6 = _mm512_fmadd_ps(v, xc0, s6);
-      s7 = _mm512_fmadd_ps(v, xc1, s7);
-      s8 = _mm512_fmadd_ps(v, xc2, s8);
+      add_products(s, v, xa0, xa1, xa2, xb0, xb1, xb2, xc0, xc1, xc2);
       _mm512_store_ps(d0 + o, _mm512_fmadd_ps(k0, v, c0));
       _mm512_store_ps(d1 + o, _mm512_fmadd_ps(k3, v, c1));
       _mm512_store_ps(d2 + o, _mm512_fmadd_ps(k6, v, c2));
@@ -645,8 +639,7 @@ void bwd_s2_lanes(const float *__restrict gl, const float *__restrict xp, int64_
     _mm512_store_ps(d1 + o, c1);
     _mm512_store_ps(d2 + o, c2);
   }
-  acc[0] = s0, acc[1] = s1, acc[2] = s2, acc[3] = s3, acc[4] = s4, acc[5] = s5, acc[6] = s6, acc[7] = s7,
-  acc[8] = s8;
+  for (int t = 0; t < K * K; ++t) acc[t] = s[t];
 }
 
 // The stride-2 backward of all planes in blocks of 16 channels of one sample; part as in backward.
