@@ -106,6 +106,9 @@ def test_x86_levels_follow_the_cpu_flags(monkeypatch):
     v3 = v2.rstrip() + " avx2 fma bmi1 bmi2 f16c movbe abm xsave\n"
     monkeypatch.setattr(_build, "_cpuinfo", lambda: v3)
     assert _build.runnable_levels() == ["x86-64-v3", "x86-64-v2"]
+    v4 = v3.rstrip() + " avx512f avx512bw avx512cd avx512dq avx512vl\n"
+    monkeypatch.setattr(_build, "_cpuinfo", lambda: v4)
+    assert _build.runnable_levels() == ["x86-64-v4", "x86-64-v3", "x86-64-v2"]
 
 
 def test_the_pod_cache_variable_wins(tmp_path: Path, monkeypatch):
@@ -164,6 +167,31 @@ def test_the_hint_names_switches_that_exist():
     spec = yaml.safe_load(crd.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     assert "fastDepthwise" in spec["properties"]["spec"]["properties"]["training"]["properties"]
     assert "training.fastDepthwise: false" in _build.OFF_SWITCH
+
+
+def test_an_avx512_node_takes_the_images_avx512_copies(tmp_path: Path, fresh: Path, monkeypatch):
+    """`--prebuild` compiles every level; a node with AVX-512 loads the x86-64-v4 copy (the only one
+    with the 16-lane kernels), an AVX2 node the v3 one. Compiles are recorded, not run."""
+    monkeypatch.setattr(_build, "_machine", lambda: "x86_64")
+    compiled: list[str] = []
+
+    def record(source: Path, target: Path, march: str | None = None) -> Path:
+        compiled.append(march or "native")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"")
+        return target
+
+    monkeypatch.setattr(_build, "_compile", record)
+    built = _build.prebuild(tmp_path / "prebuilt")
+    assert sorted(set(compiled)) == ["x86-64-v2", "x86-64-v3", "x86-64-v4"]
+    assert len(built) == 3 * len(_build.source_names())
+    name = _build.source_names()[0]
+    v3 = "flags\t\t: sse4_2 popcnt ssse3 cx16 avx2 fma bmi1 bmi2 f16c movbe abm xsave\n"
+    for flags, level in ((v3.rstrip() + " avx512f avx512bw avx512cd avx512dq avx512vl\n", "x86-64-v4"),
+                         (v3, "x86-64-v3")):
+        monkeypatch.setattr(_build, "_cpuinfo", lambda flags=flags: flags)
+        expected = _build._library_name(name, _build.CSRC / f"{name}.cc", level)
+        assert _build.build_library(name) == tmp_path / "prebuilt" / expected
 
 
 def test_a_broken_prebuilt_copy_is_preferred_then_refused(tmp_path: Path, fresh: Path, monkeypatch, capsys):

@@ -54,9 +54,13 @@ OFF_SWITCH = (
 
 #: Portable -march levels per architecture, best first, each with the /proc/cpuinfo features it needs.
 #: An architecture not listed here gets no build (and the trainer keeps MindSpore's kernels).
+_X86_V3 = frozenset({"avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm", "xsave"})
+#: x86-64-v4 (AVX-512) first: the kernels' 16-lane paths exist only in an AVX-512 build, so an image
+#: with AVX2 copies alone would run the slower paths on every AVX-512 node.
 PORTABLE_LEVELS: dict[str, tuple[tuple[str, frozenset[str]], ...]] = {
     "x86_64": (
-        ("x86-64-v3", frozenset({"avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm", "xsave"})),
+        ("x86-64-v4", _X86_V3 | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}),
+        ("x86-64-v3", _X86_V3),
         ("x86-64-v2", frozenset({"sse4_2", "popcnt", "ssse3", "cx16"})),
     ),
     "aarch64": (("armv8-a", frozenset()),),
