@@ -166,7 +166,7 @@ def _global_generators_kept():
 #: Rows each pipeline stage may hold ahead of the next (MindSpore's default is 16). The batch stage
 #: counts batches, so 16 meant up to 16 decoded batches waiting: 300 MB at batch 32, 1.4 GB at 150,
 #: and a burst of decoding at every epoch's start that slows its first steps. Two keep the workers
-#: ahead of training, which consumes 20-100x slower than they decode.
+#: ahead of training, which consumes over 10x slower than one worker decodes (bench/RESULTS.md).
 READ_AHEAD = 2
 
 

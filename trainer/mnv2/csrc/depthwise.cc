@@ -361,13 +361,13 @@ bool check(int nparam, int expected, int *ndims, const char **dtypes) {
   return true;
 }
 
-#if defined(__AVX512F__) && !defined(MNV2_DW_NO_LANES)
+#if defined(__AVX512F__)
 // ---------------------------------------------------------------------------------------------
-// Channel-blocked stride-1 backward for narrow planes (w < kFlatMaxWidth: MobileNetV2's 28, 14 and
-// 7): the planes of 16 channels of one sample are transposed into [row][column][16] buffers, one
-// channel per vector lane. Why: per (n, c) plane of 7x7 or 14x14 the flat loops spent most of their
-// time on fixed costs (padding copies, nine horizontal reductions per plane, the copy out), and
-// every tap was an unaligned load. With a channel per lane the weights are per-lane vectors, the
+// Channel-blocked kernels (stride-1 backward, stride-2 forward and backward, at the widths where each
+// measured faster: see use_lanes and the calls in forward and backward): the planes of 16 channels of
+// one sample are transposed into [row][column][16] buffers, one channel per vector lane. Why: per
+// (n, c) plane of 7x7 the flat loops spent most of their time on fixed costs (padding copies, nine
+// horizontal reductions per plane, the copy out), and on wide planes every tap was an unaligned load. With a channel per lane the weights are per-lane vectors, the
 // weight-gradient sums stay per lane (no horizontal reduction), every load is a whole vector, and
 // a 3x3 window slides along a row in registers (3 new loads per input per output, not 9).
 constexpr int kLanes = 16;
@@ -748,7 +748,7 @@ int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   if (shapes[1][0] != d.c || shapes[1][2] != K || shapes[1][3] != K) return 2;
   if (d.oh != (d.h + 2 * P - K) / S + 1 || d.ow != (d.w + 2 * P - K) / S + 1) return 3;
   const int64_t planes = d.n * d.c;
-#if defined(__AVX512F__) && !defined(MNV2_DW_NO_LANES)
+#if defined(__AVX512F__)
   // Measured (batch 32): 112 wide 19.0 -> 11.2 ms per step, 56 wide 7.7 -> 4.4, 28 wide 2.1 -> 2.0;
   // but 14 wide 2.5 -> 2.6, where the per-plane path stays.
   if (S == 2 && d.w >= 24) {
@@ -792,7 +792,6 @@ int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   return 0;
 }
 
-
 template <int S, int P>
 int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   if (!check(nparam, 5, ndims, dtypes)) return 1;
@@ -810,7 +809,7 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
   // sample order afterwards: the result does not depend on the thread count.
   const int64_t planes = d.n * d.c;
   double *part = partials(static_cast<size_t>(planes * K * K));
-#if defined(__AVX512F__) && !defined(MNV2_DW_NO_LANES)
+#if defined(__AVX512F__)
   if (S == 1 && use_lanes(d.w)) {
     backward_s1_lanes<P>(dy, x, wt, dx, part, d);
   } else if (S == 2) {  // faster at every MobileNetV2 width (measured: 112, 56, 28, 14)

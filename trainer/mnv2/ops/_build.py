@@ -52,9 +52,9 @@ OFF_SWITCH = (
     "--no_fast_depthwise (fast_depthwise: false in a config file, training.fastDepthwise: false in a job)"
 )
 
+_X86_V3 = frozenset({"avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm", "xsave"})
 #: Portable -march levels per architecture, best first, each with the /proc/cpuinfo features it needs.
 #: An architecture not listed here gets no build (and the trainer keeps MindSpore's kernels).
-_X86_V3 = frozenset({"avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm", "xsave"})
 #: x86-64-v4 (AVX-512) first: the kernels' 16-lane paths exist only in an AVX-512 build, so an image
 #: with AVX2 copies alone would run the slower paths on every AVX-512 node.
 PORTABLE_LEVELS: dict[str, tuple[tuple[str, frozenset[str]], ...]] = {
