@@ -99,6 +99,8 @@ def test_aarch64_gets_arm_flags_not_x86(monkeypatch):
 
 
 def test_x86_levels_follow_the_cpu_flags(monkeypatch):
+    """The levels of the x86-64 psABI ("Micro-architecture levels", also GCC's -march=x86-64-vN):
+    v3 adds AVX, AVX2, BMI1/2, F16C, FMA, LZCNT (abm), MOVBE, XSAVE; v4 AVX512F/BW/CD/DQ/VL."""
     monkeypatch.setattr(_build, "_machine", lambda: "x86_64")
     v2 = "flags\t\t: fpu sse4_2 popcnt ssse3 cx16\n"
     monkeypatch.setattr(_build, "_cpuinfo", lambda: v2)
