@@ -16,7 +16,7 @@ import copy
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -129,6 +129,22 @@ def _needs_daemon(body: kopf.Body, **_: Any) -> bool:
     return not at_rest({"spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})})
 
 
+async def _to_the_end(work: Awaitable[Any]) -> Any:
+    """Await a pass running in a thread; if the daemon is cancelled meanwhile (kopf cancels a daemon
+    whose filter stops matching), let the thread finish before the cancellation goes on. A thread
+    cannot be interrupted, so otherwise a cancelled daemon's pass would still be running after the
+    daemon ended, and overlap with the pass of a daemon started again for the same job. The pass is
+    short by then: `stopped` is set, so its fence abandons it before its next write."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            logging.getLogger(__name__).debug(f"the cancelled daemon's pass failed: {task.exception()!r}")
+        raise
+
+
 @kopf.daemon(
     api.GROUP, api.VERSION, api.PLURAL, id="reconcile", cancellation_timeout=10.0, when=_needs_daemon
 )
@@ -157,7 +173,9 @@ async def job_daemon(
                 job = copy.deepcopy(dict(body))
                 pods = [copy.deepcopy(dict(p)) for p in pods_by_job.get(key, [])]
                 fence = lambda: bool(stopped)  # noqa: E731  (kopf stops the daemon of a paused replica)
-                outcome = await asyncio.to_thread(_pass, memo.reconciler, namespace, name, job, pods, fence)
+                outcome = await _to_the_end(
+                    asyncio.to_thread(_pass, memo.reconciler, namespace, name, job, pods, fence)
+                )
             except Fenced as error:
                 logger.info(f"pass abandoned before writing: {error}")
                 return

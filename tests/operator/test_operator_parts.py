@@ -161,6 +161,41 @@ def test_error_backoff_is_exponential_capped_and_jittered():
     assert error_backoff(50, 1.0, 120.0, rand=lambda: 0.999) == 120.0
 
 
+def test_a_cancelled_daemon_ends_only_after_its_pass():
+    """kopf cancels a daemon whose filter stops matching (kopf/_core/engines/daemons.py,
+    stop_daemons: `daemon.task.cancel()` once cancellation_timeout is set). A pass runs in a thread,
+    which cancellation cannot interrupt: the daemon must not end, and a new one start for the job,
+    while that pass still runs (the flake in CI: one pass counted after the daemon had ended)."""
+    import asyncio
+    import threading
+
+    from mnv2_operator.handlers import _to_the_end
+
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def slow_pass() -> str:
+        started.set()
+        release.wait(10)
+        finished.set()
+        return "done"
+
+    async def scenario() -> tuple[bool, bool]:
+        daemon = asyncio.ensure_future(_to_the_end(asyncio.to_thread(slow_pass)))
+        await asyncio.to_thread(started.wait, 10)
+        daemon.cancel()
+        for _ in range(20):  # a cancellation that is not held up completes within a loop cycle or two
+            await asyncio.sleep(0)
+        ended_while_running = daemon.done()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await daemon
+        return ended_while_running, finished.is_set()
+
+    ended_while_running, pass_finished = asyncio.run(scenario())
+    assert not ended_while_running
+    assert pass_finished
+
+
 def test_restart_backoff_flags_map_to_settings():
     settings = command.settings_from_args(
         parse("--restart-backoff-seconds=2", "--restart-backoff-max-seconds=30")
