@@ -229,7 +229,9 @@ def is_replaceable_dense(cell: nn.Cell) -> bool:
     )
 
 
-def _swap(network: nn.Cell, match, make) -> int:
+def swap_cells(network: nn.Cell, match, make) -> int:
+    """Replace every child cell for which ``match(cell)`` with ``make(cell)``, moving its ``weight``
+    Parameter into the new cell; how many were replaced."""
     replaced = 0
     for _, parent in list(network.cells_and_names()):
         for child_name, child in list(parent.name_cells().items()):
@@ -263,7 +265,10 @@ def replace_slow_convolutions(
     def make(conv: nn.Conv2d) -> Conv3x3:
         return Conv3x3(conv.in_channels, conv.out_channels, *_geometry(conv), input_grad=dense_input_grad)
 
-    counts = {"dense": _swap(network, is_replaceable_dense, make), "depthwise": replace_depthwise(network)}
+    counts = {
+        "dense": swap_cells(network, is_replaceable_dense, make),
+        "depthwise": replace_depthwise(network),
+    }
     if fuse_batchnorm:
         from mnv2.ops.batchnorm import replace_batchnorm
 
@@ -278,5 +283,5 @@ def replace_depthwise(network: nn.Cell) -> int:
     checkpoint keys), values and optimizer bindings are unchanged. Call it before building the
     optimizer or compiling. Returns the number of cells replaced.
     """
-    return _swap(network, is_replaceable_depthwise,
+    return swap_cells(network, is_replaceable_depthwise,
                  lambda c: DepthwiseConv2d(c.in_channels, KERNEL, *_geometry(c)))
