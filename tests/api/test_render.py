@@ -229,6 +229,7 @@ def test_launch_environment_golden(config):
         "num_workers": 2,
         "on_corrupt_image": "error",
         "fast_depthwise": True,
+        "bf16_pointwise": False,
         "eval_interval": 0,
         "keep_best": False,
         "export_formats": ["MINDIR"],  # spec.output.export's default (issue 17)

@@ -163,6 +163,16 @@ def test_periodic_evaluation_settings():
         resolve(parse("--eval_interval", "-1"))
 
 
+def test_bf16_pointwise_is_opt_in_and_cpu_only():
+    """float32 stays the exact default; bf16 is a CPU kernel's setting, so elsewhere it is an error."""
+    assert resolve(parse()).bf16_pointwise is False
+    assert resolve(parse("--bf16_pointwise")).bf16_pointwise is True
+    with pytest.raises(ConfigError, match=r"bf16_pointwise: CPU only.*platform = GPU from flag --platform"):
+        resolve(parse("--bf16_pointwise", "--platform", "GPU"))
+    with pytest.raises(ConfigError, match=r"bf16_pointwise: .*fast_depthwise = False"):
+        resolve(parse("--bf16_pointwise", "--no_fast_depthwise"))
+
+
 def test_export_formats_flag_takes_several_formats():
     config = resolve(parse("--export_formats", "MINDIR", "ONNX"))
     assert config.export_formats == ["MINDIR", "ONNX"]

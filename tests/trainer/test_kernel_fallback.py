@@ -8,6 +8,7 @@ kernels. The build cache follows $MNV2_KERNEL_CACHE (the operator's emptyDir on 
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from mnv2 import launchenv
 from mnv2.ops import _build
+from mnv2.options import add_config_arguments
 
 WARNING = "[mnv2] warning: the project's C++ CPU kernels cannot be used here"
 
@@ -207,3 +209,29 @@ def test_a_broken_prebuilt_copy_is_preferred_then_refused(tmp_path: Path, fresh:
     broken.write_bytes(b"\x7fELF truncated")
     assert _build.build_library(name) == broken
     _check_falls_back(capsys, f"cannot load {broken}")
+
+
+@pytest.mark.parametrize("cpu_has_bf16", [True, False])
+def test_bf16_pointwise_swaps_the_1x1_convolutions_or_says_why_not(monkeypatch, capsys, cpu_has_bf16):
+    """`--bf16_pointwise` puts all 34 of MobileNetV2's 1x1 convolutions on the bf16 kernel; on a CPU
+    without AVX512-BF16 the run goes on in float32 and says so once (the kernels never fail a job)."""
+    pytest.importorskip("mindspore")
+    from mnv2.model import MobileNetV2
+    from mnv2.ops import pointwise
+    from mnv2.options import resolve
+    from mnv2.train import use_fast_cpu_kernels
+
+    if cpu_has_bf16 and not pointwise.bf16_supported():
+        pytest.skip("this CPU has no AVX512-BF16")
+    monkeypatch.setattr(pointwise, "bf16_supported", lambda: cpu_has_bf16)
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    config = resolve(parser.parse_args(["--bf16_pointwise"]))
+    net = MobileNetV2(num_classes=10, width_mult=0.35)
+    assert use_fast_cpu_kernels(net, config) is True
+    swapped = sum(isinstance(c, pointwise.BF16Pointwise) for _, c in net.cells_and_names())
+    err = capsys.readouterr().err
+    if cpu_has_bf16:
+        assert swapped == 34 and "bf16" not in err
+    else:
+        assert swapped == 0 and err.count("this CPU has no AVX512-BF16: they stay float32") == 1

@@ -114,6 +114,11 @@ class TrainingConfig(BaseModel):
         "error", description="error: stop naming the file; skip: leave it out and count it."
     )
     fast_depthwise: bool = Field(True, description="Use the project's CPU depthwise-convolution kernel.")
+    bf16_pointwise: bool = Field(
+        False,
+        description="CPU: compute the 1x1 convolutions with bf16 products and float32 sums (mixed precision, "
+        "on CPUs with AVX512-BF16; needs fast_depthwise). Off: exact float32.",
+    )
     metrics_port: int = Field(0, ge=0, le=65_535, description="Prometheus port of rank 0; 0 disables.")
 
     @model_validator(mode="wrap")
@@ -144,6 +149,16 @@ class TrainingConfig(BaseModel):
                     "loss_scale: loss scaling is not supported on CPU; use 1 and no dynamic scale "
                     f"({shown('loss_scale', 'dynamic_loss_scale')})"
                 )
+        if self.bf16_pointwise and self.platform != Platform.CPU:
+            raise ValueError(
+                "bf16_pointwise: CPU only; on GPU and Ascend mixed precision is amp_level "
+                f"({shown('bf16_pointwise', 'platform')})"
+            )
+        if self.bf16_pointwise and not self.fast_depthwise:
+            raise ValueError(
+                "bf16_pointwise: the bf16 kernel is one of the project's CPU kernels, which "
+                f"fast_depthwise turns off ({shown('bf16_pointwise', 'fast_depthwise')})"
+            )
         if self.freeze_layer == FreezeLayer.BACKBONE and not self.pretrain_ckpt:
             raise ValueError("pretrain_ckpt: freeze_layer=backbone needs a pretrained checkpoint")
         if self.keep_best and self.eval_interval == 0:

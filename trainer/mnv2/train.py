@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -186,7 +187,8 @@ def use_fast_cpu_kernels(network, config: TrainingConfig) -> bool:
 
     Parameters move into the new cells, so checkpoint keys and values are unchanged. The kernels are
     never why a run fails: when they cannot be built or loaded here, `kernels_available()` says so
-    once on stderr and the network keeps MindSpore's own kernels.
+    once on stderr and the network keeps MindSpore's own kernels. With `bf16_pointwise` the 1x1
+    convolutions go to the bf16 kernel where the CPU has AVX512-BF16 (elsewhere: float32, said once).
     """
     if not (config.fast_depthwise and config.platform == Platform.CPU):
         return False
@@ -197,6 +199,18 @@ def use_fast_cpu_kernels(network, config: TrainingConfig) -> bool:
     from mnv2.ops.depthwise import replace_slow_convolutions
 
     replace_slow_convolutions(network, dense_input_grad=False)
+    if config.bf16_pointwise:
+        from mnv2.ops.pointwise import bf16_supported, replace_pointwise
+
+        if bf16_supported():
+            replace_pointwise(network)
+        else:
+            print(
+                "[mnv2] warning: bf16_pointwise asks for bf16 1x1 convolutions, but this CPU has no "
+                "AVX512-BF16: they stay float32",
+                file=sys.stderr,
+                flush=True,
+            )
     return True
 
 
