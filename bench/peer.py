@@ -4,10 +4,13 @@ Run in a fresh process per peer so its peak resident memory is its own. Prints o
 per-step seconds, images/s from the median step, peak RSS (ru_maxrss of this process), and
 for the MindSpore peers which model definition was used.
 
-Peers: `ms-fast` (MindSpore with all the project's kernels, as the trainer runs it), `ms-dw` (only
-the depthwise and stem kernels: the previous step), `ms-ref` (MindSpore's own layers),
-`torch` (PyTorch eager, NCHW), `torch-cl` (PyTorch eager, channels_last), `torch-compile`
-(torch.compile of the channels_last model).
+Peers: `ms-fast` (MindSpore with all the project's kernels, as the trainer runs it), `ms-bf16` (the
+same with the 1x1 convolutions in bf16, as `--bf16_pointwise` runs it), `ms-dw` (only the depthwise
+and stem kernels: the previous step), `ms-ref` (MindSpore's own layers), `torch` (PyTorch eager,
+NCHW), `torch-cl` (PyTorch eager, channels_last), `torch-compile` (torch.compile of the
+channels_last model), and `torch-cl-bf16` / `torch-compile-bf16`: those two under
+`torch.autocast("cpu", dtype=torch.bfloat16)`, PyTorch's CPU mixed precision (bf16 convolutions and
+matrix products, float32 parameters and BatchNorm statistics).
 Modes: `train` (forward, backward, momentum SGD update) and `forward` (eval-mode inference, the
 head-only fine-tuning path's feature extraction).
 """
@@ -29,7 +32,15 @@ LR, MOMENTUM, WEIGHT_DECAY, SMOOTHING = 0.03, 0.9, 4e-5, 0.1
 
 
 #: MindSpore peers: which of the project's kernels they swap in ("" = none, MindSpore's own layers).
-MS_KERNELS = {"ms-fast": "all", "ms-dw": "conv", "ms-ref": ""}
+MS_KERNELS = {"ms-fast": "all", "ms-bf16": "bf16", "ms-dw": "conv", "ms-ref": ""}
+#: PyTorch peers: (channels_last, torch.compile, bf16 autocast).
+TORCH_PEERS = {
+    "torch": (False, False, False),
+    "torch-cl": (True, False, False),
+    "torch-compile": (True, True, False),
+    "torch-cl-bf16": (True, False, True),
+    "torch-compile-bf16": (True, True, True),
+}
 
 
 def _peak_rss_mb() -> float:
@@ -68,9 +79,14 @@ def run_mindspore(fast: str, mode: str, batch: int, image: int, steps: int, warm
         # bench needs no TrainingConfig. The stem only ever sees the images.
         from mnv2.ops.depthwise import replace_slow_convolutions
 
-        fuse = fast == "all"
+        fuse = fast in ("all", "bf16")
         replaced = replace_slow_convolutions(net, dense_input_grad=False, fuse_batchnorm=fuse)
         expected = {"depthwise": 17, "dense": 1, **({"batchnorm_relu6": 35, "batchnorm": 17} if fuse else {})}
+        if fast == "bf16":  # what use_fast_cpu_kernels adds with bf16_pointwise
+            from mnv2.ops.pointwise import replace_pointwise
+
+            replaced["pointwise_bf16"] = replace_pointwise(net)
+            expected["pointwise_bf16"] = 34
         if replaced != expected:  # never bench the slow kernels by mistake
             raise RuntimeError(f"expected {expected} replaced, got {replaced}")
     rng = np.random.default_rng(0)
@@ -153,7 +169,9 @@ def _train_from_data(cell, root: str, batch: int, image: int, steps: int, warmup
 
 
 def run_torch(channels_last: bool, mode: str, batch: int, image: int, steps: int, warmup: int,
-              compiled: bool = False) -> dict:
+              compiled: bool = False, bf16: bool = False) -> dict:
+    import contextlib
+
     import torch
 
     from bench.torch_mobilenetv2 import MobileNetV2
@@ -168,6 +186,8 @@ def run_torch(channels_last: bool, mode: str, batch: int, image: int, steps: int
         x = x.contiguous(memory_format=torch.channels_last)
     if compiled:  # inductor's C++ backend; the first (warm-up) step compiles
         net = torch.compile(net)
+    # PyTorch's CPU mixed precision: the forward (and the loss) under autocast, backward outside it
+    precision = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     if mode == "train":
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=SMOOTHING)
         opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
@@ -175,13 +195,15 @@ def run_torch(channels_last: bool, mode: str, batch: int, image: int, steps: int
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)
-            loss_fn(net(x), y).backward()
+            with precision():
+                loss = loss_fn(net(x), y)
+            loss.backward()
             opt.step()
     else:
         net.eval()
 
         def step() -> None:
-            with torch.inference_mode():
+            with torch.inference_mode(), precision():
                 net(x)
 
     times = _timed(step, steps, warmup)
@@ -191,7 +213,7 @@ def run_torch(channels_last: bool, mode: str, batch: int, image: int, steps: int
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("peer", choices=[*MS_KERNELS, "torch", "torch-cl", "torch-compile"])
+    parser.add_argument("peer", choices=[*MS_KERNELS, *TORCH_PEERS])
     parser.add_argument("mode", choices=["train", "forward"])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--image", type=int, default=224)
@@ -210,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.data:
             parser.error("--data is for the MindSpore peers")
-        result = run_torch(args.peer != "torch", *shape, compiled=args.peer == "torch-compile")
+        channels_last, compiled, bf16 = TORCH_PEERS[args.peer]
+        result = run_torch(channels_last, *shape, compiled=compiled, bf16=bf16)
     median = statistics.median(result["times"])
     result.update(
         peer=args.peer, mode=args.mode, batch=args.batch, image=args.image, median_s=median,

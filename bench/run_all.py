@@ -30,11 +30,14 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTIONS = ("trainer", "kernels", "train", "forward", "data", "ranktable", "operator", "profile")
 PEER_LABELS = {
     "ms-fast": "MindSpore 2.10, all the project's kernels (ours)",
+    "ms-bf16": "MindSpore 2.10, all the project's kernels, 1x1 convolutions in bf16 (ours, --bf16_pointwise)",
     "ms-dw": "MindSpore 2.10, depthwise and stem kernels only (previous step)",
     "ms-ref": "MindSpore 2.10, nn.Conv2d(group=c)",
     "torch": "PyTorch 2.13 eager, NCHW",
     "torch-cl": "PyTorch 2.13 eager, channels_last",
     "torch-compile": "PyTorch 2.13 torch.compile, channels_last",
+    "torch-cl-bf16": "PyTorch 2.13 eager, channels_last, bf16 autocast",
+    "torch-compile-bf16": "PyTorch 2.13 torch.compile, channels_last, bf16 autocast",
 }
 
 
@@ -290,6 +293,26 @@ def run_interleaved(peers: list[str], mode: str, batch: int, steps: int, warmup:
     return out
 
 
+def versus_best_torch(runs: dict[str, Any], batch: int) -> list[str]:
+    """Each of our peers against the fastest PyTorch of its own precision, and of any precision."""
+    speed = {p: r.result["images_per_s"] for p, r in runs.items() if isinstance(r, Run)}
+    torch_peers = [p for p in speed if p.startswith("torch")]
+    lines = []
+    for ours in ("ms-fast", "ms-bf16"):
+        if ours not in speed or not torch_peers:
+            continue
+        same = [p for p in torch_peers if ("bf16" in p) == ("bf16" in ours)]
+        shown = set()
+        for label, candidates in (("same precision", same), ("any precision", torch_peers)):
+            best = max(candidates, key=speed.__getitem__, default=None)
+            if best is None or best in shown:
+                continue
+            shown.add(best)
+            lines.append(f"batch {batch}, {ours}: **{_fmt(speed[ours] / speed[best])}x** the best PyTorch "
+                         f"of {label} ({PEER_LABELS[best]})")
+    return lines
+
+
 def throughput_section(report: Report, mode: str, batches: list[int], peers: list[str], steps: int,
                        warmup: int, timeout: float, max_steps: dict[str, int] | None = None) -> None:
     """One table per mode (a bench-only loop beside `trainer`): every peer at every batch size, ratios
@@ -302,12 +325,7 @@ def throughput_section(report: Report, mode: str, batches: list[int], peers: lis
     against_best: list[str] = []
     for batch in batches:
         runs = run_interleaved(peers, mode, batch, steps, warmup, timeout, max_steps)
-        torch_runs = {p: r for p, r in runs.items() if p.startswith("torch") and isinstance(r, Run)}
-        ours = runs.get("ms-fast")
-        if torch_runs and isinstance(ours, Run):
-            best = max(torch_runs, key=lambda p: torch_runs[p].result["images_per_s"])
-            ratio = ours.result["images_per_s"] / torch_runs[best].result["images_per_s"]
-            against_best.append(f"batch {batch}: **{_fmt(ratio)}x** the best PyTorch ({PEER_LABELS[best]})")
+        against_best += versus_best_torch(runs, batch)
         base = runs.get("torch")
         base = base if isinstance(base, Run) else None
         for peer in peers:
@@ -433,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         throughput_section(report, "train", [8, 32], peers, steps, warmup, timeout, cap)
     if "forward" in sections:
         throughput_section(report, "forward", [32] if args.quick else [8, 32],
-                           ["torch", "torch-cl", "torch-compile", "ms-fast", "ms-ref"],
+                           ["torch", "torch-cl", "torch-compile", "torch-compile-bf16", "ms-fast", "ms-bf16",
+                            "ms-ref"],
                            steps, warmup, timeout, {"ms-ref": 2} if args.quick else None)
     if "data" in sections:
         data_section(report, 128 if args.quick else 512, 3 if args.quick else 6, timeout)

@@ -32,12 +32,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = 224
 CLASSES = 10
-TORCH_PEERS = ("torch", "torch-cl", "torch-compile")
+TRAINERS = ("trainer", "trainer-bf16")
+TORCH_PEERS = ("torch", "torch-cl", "torch-compile", "torch-cl-bf16", "torch-compile-bf16")
+#: The peers in float32 throughout; the others are mixed precision (bf16 products, fp32 sums).
+FLOAT32 = ("trainer", "torch", "torch-cl", "torch-compile")
 LABELS = {
     "trainer": "`mnv2 train` (MindSpore 2.10, the project's kernels, its data pipeline)",
+    "trainer-bf16": "`mnv2 train --bf16_pointwise` (the same, 1x1 convolutions in bf16)",
     "torch": "PyTorch 2.13 eager, NCHW",
     "torch-cl": "PyTorch 2.13 eager, channels_last",
     "torch-compile": "PyTorch 2.13 torch.compile, channels_last",
+    "torch-cl-bf16": "PyTorch 2.13 eager, channels_last, bf16 autocast",
+    "torch-compile-bf16": "PyTorch 2.13 torch.compile, channels_last, bf16 autocast",
 }
 #: Background load (cores used by other processes) above which a table is marked indicative only ...
 QUIET_CORES = 0.3
@@ -104,7 +110,9 @@ def image_folder(cache: Path, images: int) -> Path:
     return root
 
 
-def run_trainer(batch: int, steps: int, data: Path, out: Path, timeout: float) -> dict[str, Any]:
+def run_trainer(
+    batch: int, steps: int, data: Path, out: Path, timeout: float, peer: str = "trainer"
+) -> dict[str, Any]:
     """`mnv2 train` for 2 epochs of `steps` steps: the last epoch's per step time, memory and load."""
     from bench.run_all import failure_tail, run_measured
 
@@ -112,7 +120,7 @@ def run_trainer(batch: int, steps: int, data: Path, out: Path, timeout: float) -
         str(Path(sys.executable).parent / "mnv2"), "train", "--platform", "CPU", "--dataset_path", str(data),
         "--num_classes", str(CLASSES), "--image_size", str(IMAGE), "--width_mult", "1.0",
         "--batch_size", str(batch), "--epochs", "2", "--warmup_epochs", "0", "--no_save_checkpoint",
-        "--output_dir", str(out),
+        "--output_dir", str(out), *(["--bf16_pointwise"] if peer == "trainer-bf16" else []),
     ]
     # A step line every step: the last epoch's lines give the steps' own time beside the epoch's.
     done = run_measured(cmd, timeout, f"mnv2 train batch {batch}", env={"MNV2_LOG_EVERY": "1"})
@@ -122,7 +130,7 @@ def run_trainer(batch: int, steps: int, data: Path, out: Path, timeout: float) -
     last = str(len(epochs) - 1)
     steps_ms = [float(ms) for epoch, ms in _STEP.findall(done.text) if epoch == last]
     # cpu_s counts the trainer and its reaped data workers
-    return {"peer": "trainer", "batch": batch, "per_step_s": float(epochs[-1][1]) / 1000.0,
+    return {"peer": peer, "batch": batch, "per_step_s": float(epochs[-1][1]) / 1000.0,
             "step_alone_s": statistics.median(steps_ms) / 1000.0 if steps_ms else None,
             "epoch_s": [float(e[0]) / 1000.0 for e in epochs], "wall_s": done.wall_s,
             "background_cores": done.background_cores, "peak_rss_mb": done.peak_rss_mb}
@@ -138,7 +146,7 @@ def run_torch(peer: str, batch: int, steps: int, timeout: float) -> dict[str, An
 
 
 def measure(batches: list[int], steps: int, rounds: int, cache: Path, timeout: float,
-            peers: tuple[str, ...] = ("trainer", *TORCH_PEERS)) -> dict[str, Any]:
+            peers: tuple[str, ...] = (*TRAINERS, *TORCH_PEERS)) -> dict[str, Any]:
     """Every peer at every batch size, `rounds` rounds in rotating order; raw runs per (batch, peer)."""
     import tempfile
 
@@ -150,9 +158,9 @@ def measure(batches: list[int], steps: int, rounds: int, cache: Path, timeout: f
             for peer in order:
                 key = f"{batch}-{peer}"
                 try:
-                    if peer == "trainer":
+                    if peer in TRAINERS:
                         with tempfile.TemporaryDirectory(prefix="mnv2-bench-out-") as tmp:
-                            r = run_trainer(batch, steps, data, Path(tmp), timeout)
+                            r = run_trainer(batch, steps, data, Path(tmp), timeout, peer)
                     else:
                         r = run_torch(peer, batch, steps, timeout)
                 except RuntimeError as error:
@@ -189,33 +197,58 @@ def summarise(raw: dict[str, Any], batches: list[int], peers: tuple[str, ...]) -
     return summary
 
 
-def table(summary: dict[str, dict[str, Any]], batches: list[int], peers: tuple[str, ...]) -> str:
-    """Markdown: the trainer against the best PyTorch configuration first, then against each."""
-    peak, how = peak_gflops()
-    rows = ["| batch | peer | s/step (median) | images/s | GFLOP/s | % of peak | trainer vs this | "
-            "peak RSS MB | background cores |", "|---|---|---|---|---|---|---|---|---|"]
-    headline = []
+def best_of(summary: dict[str, dict[str, Any]], batch: int, candidates) -> str | None:
+    """The fastest of `candidates` that ran at `batch`."""
+    ok = [p for p in candidates if "error" not in summary.get(f"{batch}-{p}", {"error": 1})]
+    return max(ok, key=lambda p: summary[f"{batch}-{p}"]["images_per_s"]) if ok else None
+
+
+def headlines(summary: dict[str, dict[str, Any]], batches: list[int], peers: tuple[str, ...]) -> list[str]:
+    """Each trainer against the best PyTorch of its own precision and against the best of any."""
+    lines = []
+    torch_peers = [p for p in peers if p not in TRAINERS]
     for batch in batches:
-        mine = summary.get(f"{batch}-trainer", {})
-        torch_ok = {p: summary[f"{batch}-{p}"] for p in peers if p != "trainer"
-                    and "error" not in summary.get(f"{batch}-{p}", {"error": 1})}
-        if "error" not in mine and torch_ok:
-            best = max(torch_ok, key=lambda p: torch_ok[p]["images_per_s"])
-            ratio = mine["images_per_s"] / torch_ok[best]["images_per_s"]
-            headline.append(f"batch {batch}: **{ratio:.2f}x** the best PyTorch ({LABELS[best]})")
+        for trainer in (t for t in TRAINERS if t in peers):
+            mine = summary.get(f"{batch}-{trainer}", {"error": 1})
+            if "error" in mine:
+                continue
+            same = best_of(summary, batch, [p for p in torch_peers if (p in FLOAT32) == (trainer in FLOAT32)])
+            fastest = best_of(summary, batch, torch_peers)
+            for label, best in (("same precision", same), ("any precision", fastest)):
+                if best is None or (label == "any precision" and best == same):
+                    continue  # no peer, or the line above again
+                ratio = mine["images_per_s"] / summary[f"{batch}-{best}"]["images_per_s"]
+                lines.append(f"batch {batch}, {trainer}: **{ratio:.2f}x** the best PyTorch of {label} "
+                             f"({LABELS[best]})")
+    return lines
+
+
+def table(summary: dict[str, dict[str, Any]], batches: list[int], peers: tuple[str, ...]) -> str:
+    """Markdown: each trainer against the best PyTorch configuration first, then against each."""
+    peak, how = peak_gflops()
+    trainers = [t for t in TRAINERS if t in peers]
+    rows = ["| batch | peer | s/step (median) | images/s | GFLOP/s | % of peak | "
+            + " | ".join(f"{t} vs this" for t in trainers) + " | peak RSS MB | background cores |",
+            "|---|---|---|---|---|---|" + "---|" * len(trainers) + "---|---|"]
+    for batch in batches:
         for peer in peers:
             s = summary.get(f"{batch}-{peer}", {"error": "not run"})
             if "error" in s:
-                rows.append(f"| {batch} | {LABELS[peer]} | failed: {s['error']} | | | | | | |")
+                empty = " |" * (5 + len(trainers))
+                rows.append(f"| {batch} | {LABELS[peer]} | failed: {s['error']} |{empty}")
                 continue
-            vs = ("" if peer == "trainer" or "error" in mine
-                  else f"{mine['images_per_s'] / s['images_per_s']:.2f}x")
+            versus = []
+            for t in trainers:
+                mine = summary.get(f"{batch}-{t}", {"error": 1})
+                same = peer == t or "error" in mine
+                versus.append("" if same else f"{mine['images_per_s'] / s['images_per_s']:.2f}x")
             rows.append(f"| {batch} | {LABELS[peer]} | {s['per_step_s']:.3f} | {s['images_per_s']:.2f} "
-                        f"| {s['gflops']:.1f} | {100 * s['gflops'] / peak:.1f}% | {vs} "
-                        f"| {s['peak_rss_mb']:.0f} | {s['background_cores']:.2f} |")
-    alone = [f"batch {b}: {summary[f'{b}-trainer']['step_alone_s'] * 1000:.0f} ms "
-             f"({b / summary[f'{b}-trainer']['step_alone_s']:.1f} images/s)"
-             for b in batches if "step_alone_s" in summary.get(f"{b}-trainer", {})]
+                        f"| {s['gflops']:.1f} | {100 * s['gflops'] / peak:.1f}% | " + " | ".join(versus)
+                        + f" | {s['peak_rss_mb']:.0f} | {s['background_cores']:.2f} |")
+    headline = headlines(summary, batches, peers)
+    alone = [f"batch {b}, {t}: {summary[f'{b}-{t}']['step_alone_s'] * 1000:.0f} ms "
+             f"({b / summary[f'{b}-{t}']['step_alone_s']:.1f} images/s)"
+             for b in batches for t in trainers if "step_alone_s" in summary.get(f"{b}-{t}", {})]
     gf = 3 * 2 * forward_macs() / 1e9
     loads = [s["background_cores"] for s in summary.values() if "error" not in s]
     warning = ""
@@ -233,9 +266,11 @@ def table(summary: dict[str, dict[str, Any]], batches: list[int], peers: tuple[s
             "record.\n"
         )
     notes = warning + (
-        "\nTrainer vs the best PyTorch configuration measured in the same run: "
-        f"{'; '.join(headline) or 'n/a'}. \"Trainer vs this\" is the trainer's images/s divided by that "
-        f"row's. GFLOP/s counts {gf:.2f} GFLOP per image (3 x the forward pass's "
+        "\nThe trainers vs the best PyTorch configuration measured in the same run: "
+        f"{'; '.join(headline) or 'n/a'}. \"trainer vs this\" is that trainer's images/s divided by the "
+        "row's. The float32 peers are compared with the float32 trainer; `--bf16_pointwise` and PyTorch's "
+        "bf16 autocast are both mixed precision (bf16 products, float32 sums and parameters). "
+        f"GFLOP/s counts {gf:.2f} GFLOP per image (3 x the forward pass's "
         f"{forward_macs() / 1e6:.0f} M multiply-adds x 2); peak {peak:.0f} GFLOP/s = {how}. The trainer's "
         "figure is `mnv2 train`'s own \"per step time\" of its last epoch (2 epochs over a generated "
         "ImageFolder of exactly that many steps; data pipeline, loop and logging included); PyTorch's is the "
@@ -256,7 +291,7 @@ def section(report, quick: bool, rounds: int | None = None) -> None:
     rounds = rounds or default_rounds
     cache = Path(os.environ.get("MNV2_BENCH_CACHE", "/tmp/mnv2-bench-cache"))
     raw = measure(batches, steps, rounds, cache, 7200.0)
-    peers = ("trainer", *TORCH_PEERS)
+    peers = (*TRAINERS, *TORCH_PEERS)
     summary = summarise(raw, batches, peers)
     report.raw["trainer"] = {"raw": raw, "summary": summary, "steps": steps, "rounds": rounds}
     report.add("The trainer's own path: `mnv2 train` against PyTorch (MobileNetV2 1.0, 224 px, 10 classes)",
@@ -268,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", default="8,32,150")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per run (>= 20 for the record)")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--peers", default=",".join(("trainer", *TORCH_PEERS)))
+    parser.add_argument("--peers", default=",".join((*TRAINERS, *TORCH_PEERS)))
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("MNV2_BENCH_CACHE",
                                                                           "/tmp/mnv2-bench-cache")))
     args = parser.parse_args(argv)

@@ -84,16 +84,23 @@ def test_trainer_bench_folder_and_table(tmp_path):
            "8-torch": [{"per_step_s": 4.0, "background_cores": 0.0, "peak_rss_mb": 800.0}],
            "8-torch-cl": [{"per_step_s": 2.0, "background_cores": 0.0, "peak_rss_mb": 800.0},
                           {"per_step_s": 3.0, "background_cores": 0.2, "peak_rss_mb": 850.0}],
-           "8-torch-compile": [{"error": "inductor failed"}]}
-    peers = ("trainer", "torch", "torch-cl", "torch-compile")
+           "8-torch-compile": [{"error": "inductor failed"}],
+           "8-trainer-bf16": [{"per_step_s": 0.5, "background_cores": 0.0, "peak_rss_mb": 900.0}],
+           "8-torch-cl-bf16": [{"per_step_s": 1.25, "background_cores": 0.0, "peak_rss_mb": 700.0}]}
+    peers = ("trainer", "trainer-bf16", "torch", "torch-cl", "torch-compile", "torch-cl-bf16")
     summary = summarise(raw, [8], peers)
     assert summary["8-torch-cl"]["per_step_s"] == 2.5
     assert summary["8-torch-compile"] == {"error": "inductor failed"}
     text = table(summary, [8], peers)
-    assert "batch 8: **2.50x** the best PyTorch (PyTorch 2.13 eager, channels_last)" in text
-    assert "| 4.00x |" in text and "failed: inductor failed" in text
+    # each trainer against PyTorch of its own precision, and against the fastest PyTorch of any
+    cl = "(PyTorch 2.13 eager, channels_last"
+    assert f"batch 8, trainer: **2.50x** the best PyTorch of same precision {cl})" in text
+    assert f"batch 8, trainer: **1.25x** the best PyTorch of any precision {cl}, bf16 autocast)" in text
+    assert f"batch 8, trainer-bf16: **2.50x** the best PyTorch of same precision {cl}, bf16 autocast)" in text
+    assert "trainer-bf16: **2.50x** the best PyTorch of any precision" not in text  # the same line twice
+    assert "| 4.00x | 8.00x |" in text and "failed: inductor failed" in text
     assert "steps alone (median of its last epoch's step lines" in text
-    assert "batch 8: 800 ms (10.0 images/s)" in text
+    assert "batch 8, trainer: 800 ms (10.0 images/s)" in text
 
 
 def test_trainer_bench_reads_the_trainers_own_step_lines():
@@ -106,3 +113,21 @@ def test_trainer_bench_reads_the_trainers_own_step_lines():
                        step_ms=100.0 * (e + 1) + s, lr=0.03) for e in range(2) for s in range(3)]
     text = "\n".join([*lines[:3], epoch_line(epoch_ms=900.0, per_step_ms=300.0, avg_loss=2.4), *lines[3:]])
     assert [(e, float(ms)) for e, ms in _STEP.findall(text)][3:] == [("1", 200.0), ("1", 201.0), ("1", 202.0)]
+
+
+def test_our_peers_are_compared_with_the_best_pytorch_of_their_precision_and_of_any():
+    from bench.run_all import Run, versus_best_torch
+
+    def run(images_per_s: float) -> Run:
+        return Run(result={"images_per_s": images_per_s}, peak_rss_mb=0.0, wall_s=0.0, child_cpu_s=0.0,
+                   background_cores=0.0)
+
+    runs = {"torch": run(10.0), "torch-compile": run(20.0), "torch-compile-bf16": run(40.0),
+            "ms-fast": run(30.0), "ms-bf16": run(60.0), "ms-ref": "failed: out of memory"}
+    lines = versus_best_torch(runs, 32)
+    compiled = "(PyTorch 2.13 torch.compile, channels_last"
+    assert lines == [
+        f"batch 32, ms-fast: **1.50x** the best PyTorch of same precision {compiled})",
+        f"batch 32, ms-fast: **0.75x** the best PyTorch of any precision {compiled}, bf16 autocast)",
+        f"batch 32, ms-bf16: **1.50x** the best PyTorch of same precision {compiled}, bf16 autocast)",
+    ]
