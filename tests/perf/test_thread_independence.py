@@ -2,9 +2,10 @@
 
 Every reduction (BatchNorm statistics and gradient sums, depthwise and stem weight gradients) keeps
 per-plane or per-sample partial sums and adds them up in a fixed order, so a data-parallel rank's
-result does not depend on how many threads its pool has (OMP_NUM_THREADS, read once per process:
-hence one subprocess per thread count). The shapes take every path: channel-wise and plane-wise
-BatchNorm, streaming stores (outputs of 16 MiB and more), flat and row-wise depthwise loops.
+result does not depend on how many threads its pool has (sized once per process from
+OMP_NUM_THREADS: hence one subprocess per thread count). The shapes take every path: channel-wise
+and plane-wise BatchNorm, streaming stores (outputs of 16 MiB and more), flat and row-wise depthwise
+loops, and the bf16 pointwise weight gradient's sample groups.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ pytest.importorskip("mindspore")  # the kernels are built and used only where Mi
 _CHILD = r"""
 import ctypes, hashlib
 import numpy as np
-from mnv2.ops._build import build_library
+import os
+from mnv2.ops._build import load_library
 
-libs = {name: ctypes.CDLL(str(build_library(name))) for name in ("batchnorm", "depthwise")}
+libs = {name: ctypes.CDLL(str(load_library(name))) for name in ("batchnorm", "depthwise", "pointwise")}
+for lib in libs.values():  # the pools really have the thread count under test
+    assert lib.mnv2_kernel_threads() == int(os.environ["OMP_NUM_THREADS"]), lib.mnv2_kernel_threads()
 
 
 def call(lib, name, *arrays):
@@ -69,6 +73,15 @@ call("depthwise", "mnv2_conv3x3_fwd_s2_p1", x, w, y)
 call("depthwise", "mnv2_conv3x3_wgrad_s2_p1", g, x, w, dw)
 digest.update(y.tobytes())
 digest.update(dw.tobytes())
+if libs["pointwise"].mnv2_pw_supported():
+    x = rng.standard_normal((7, 96, 28, 28)).astype(np.float32)
+    w = rng.standard_normal((24, 96, 1, 1)).astype(np.float32)
+    y = np.empty((7, 24, 28, 28), np.float32)
+    dx, dw = np.empty_like(x), np.empty_like(w)
+    call("pointwise", "mnv2_pw_fwd", x, w, y)
+    call("pointwise", "mnv2_pw_bwd", y, x, w, dx, dw)
+    for a in (y, dx, dw):
+        digest.update(a.tobytes())
 print(digest.hexdigest())
 """
 

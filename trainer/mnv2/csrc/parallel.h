@@ -8,9 +8,11 @@
 // a condition variable, work is handed out in chunks from an atomic counter (a descheduled thread
 // holds up at most one chunk), and a worker that wakes after the work is gone does not take part.
 //
-// Size: OMP_NUM_THREADS when set (the launcher sets it per rank), else the CPUs this process may
-// run on. A call made while another call is using the pool (MindSpore launching two kernels at
-// once), or from a forked child, runs on the calling thread alone.
+// Size: what mnv2_set_kernel_threads() asked for before the first kernel call (mnv2.ops does, from
+// OMP_NUM_THREADS as the process saw it at start: the launcher's share per rank), else the CPUs this
+// process may run on. Not OMP_NUM_THREADS as read here: MindSpore's runtime sets it to 1 when it is
+// unset, which ran every kernel on one thread. A call made while another call is using the pool
+// (MindSpore launching two kernels at once), or from a forked child, runs on the calling thread alone.
 #pragma once
 
 #include <sched.h>
@@ -27,6 +29,12 @@
 #include <vector>
 
 namespace mnv2 {
+
+// The pool size asked for before its first use (0: not asked).
+inline std::atomic<int> &requested_threads() {
+  static std::atomic<int> threads{0};
+  return threads;
+}
 
 class Pool {
  public:
@@ -90,10 +98,7 @@ class Pool {
   }
 
   static int threads_wanted() {
-    if (const char *env = std::getenv("OMP_NUM_THREADS")) {
-      const int v = std::atoi(env);  // "4" or "4,2": the first level
-      if (v > 0) return v;
-    }
+    if (const int asked = requested_threads().load(); asked > 0) return asked;
     cpu_set_t set;
     CPU_ZERO(&set);
     if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
@@ -131,6 +136,18 @@ class Pool {
   int joined_ = 0;
   bool open_ = false;
 };
+
+}  // namespace mnv2
+
+// Each library has a pool of its own: mnv2.ops sizes it as it loads the library (no effect once a
+// kernel has run), and tests read the size back.
+// (`used`: emitted in every library that includes this header, though nothing in it calls them.)
+extern "C" __attribute__((used)) inline void mnv2_set_kernel_threads(int threads) {
+  mnv2::requested_threads().store(threads);
+}
+extern "C" __attribute__((used)) inline int mnv2_kernel_threads() { return mnv2::Pool::instance().size(); }
+
+namespace mnv2 {
 
 // body(i) for every item i in [0, n), in chunks of about an eighth of a thread's share (small
 // enough to balance when a thread is descheduled, large enough that the counter is not contended).

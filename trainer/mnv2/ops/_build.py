@@ -235,6 +235,15 @@ def _compile(source: Path, target: Path, march: str | None = None) -> Path:
     return target
 
 
+def kernel_threads() -> int:
+    """The kernels' thread count: OMP_NUM_THREADS as this process saw it at start (the launcher's
+    share per rank, or the user's choice), else the CPUs this process may run on."""
+    value = os.environ.get(launchenv.OMP_NUM_THREADS, "").split(",")[0].strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def build_library(name: str) -> Path:
     """Return the path of ``lib<name>.so`` built from ``csrc/<name>.cc``: prebuilt, cached or compiled now.
 
@@ -252,8 +261,25 @@ def build_library(name: str) -> Path:
     return _compile(source, target)
 
 
-#: ``build_library`` memoised per process: the cache lookup hashes the source, which is cheap but not free.
-build = cache(build_library)
+def load_library(name: str) -> Path:
+    """``build_library``, then load it as MindSpore's Custom op will (the same file is loaded once per
+    process) and size its thread pool with ``kernel_threads()`` before any kernel runs.
+
+    The pool cannot read OMP_NUM_THREADS itself: MindSpore's runtime sets it to 1 when it is unset
+    (in C, unseen by os.environ), and until this was done every kernel of `mnv2 train` ran on one
+    thread. Raises BuildError when the library cannot be built or loaded.
+    """
+    path = build_library(name)
+    try:
+        library = ctypes.CDLL(str(path))
+    except OSError as error:  # a broken file fails here rather than in MindSpore
+        raise BuildError(f"cannot load {path}: {error}") from None
+    library.mnv2_set_kernel_threads(kernel_threads())
+    return path
+
+
+#: ``load_library`` memoised per process: the cache lookup hashes the source, which is cheap but not free.
+build = cache(load_library)
 
 _fallback_reason: str | None = None
 
@@ -273,11 +299,7 @@ def kernels_available() -> bool:
     global _fallback_reason
     try:
         for name in source_names():
-            path = build(name)
-            try:
-                ctypes.CDLL(str(path))  # what MindSpore's Custom op will do: a broken file fails here
-            except OSError as error:
-                raise BuildError(f"cannot load {path}: {error}") from None
+            build(name)
     except BuildError as error:
         _fallback_reason = str(error).splitlines()[0]
         detail = "\n".join(f"    {line}" for line in str(error).splitlines()[1:21])
