@@ -40,12 +40,16 @@ class _TinyMobileNet(nn.Cell):
         return self.dense(ops.mean(self.features(x), (2, 3)))
 
 
-def _train(fast: bool, init: dict[str, np.ndarray] | None, data):
+def _train(fast: bool, init: dict[str, np.ndarray] | None, data, bf16: bool = False):
     """Losses along the run, the initial parameters, and the trained net's evaluation-mode logits."""
     ms.set_seed(0)
     net = _TinyMobileNet(fast)
     if fast:
         assert replace_batchnorm(net) == {"batchnorm_relu6": 4, "batchnorm": 1}
+    if bf16:
+        from mnv2.ops.pointwise import replace_pointwise
+
+        assert replace_pointwise(net) == 2
     if init is not None:
         for p in net.get_parameters():
             p.set_data(Tensor(init[p.name]))
@@ -59,19 +63,40 @@ def _train(fast: bool, init: dict[str, np.ndarray] | None, data):
     return losses, start, net(data[0][0]).asnumpy()
 
 
-@pytest.mark.slow
-def test_same_loss_curve(graph_mode):
+def _two_batches_repeated():
     rng = np.random.default_rng(0)
-    data = [
+    return [
         (Tensor(rng.standard_normal((4, 3, 32, 32)).astype(np.float32)),
          Tensor(rng.integers(0, 4, 4).astype(np.int32)))
         for _ in range(2)
     ] * (STEPS // 2)  # repeat two batches so the loss must fall
+
+
+@pytest.mark.slow
+def test_same_loss_curve(graph_mode):
+    data = _two_batches_repeated()
     ref_losses, init, ref_eval = _train(False, None, data)
     fast_losses, _, fast_eval = _train(True, init, data)
     np.testing.assert_allclose(fast_losses, ref_losses, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(fast_eval, ref_eval, rtol=1e-4, atol=1e-4)
     assert ref_losses[-1] < ref_losses[0]  # it trained, so equal curves mean equal gradients
+
+
+@pytest.mark.slow
+def test_bf16_pointwise_follows_the_float32_loss_curve(graph_mode):
+    """With the 1x1 convolutions in bf16 the curve stays within bf16's rounding of float32's: each
+    product carries 8 significant bits, so a step's loss moves by a fraction of a percent, not more."""
+    from mnv2.ops.pointwise import bf16_supported
+
+    if not bf16_supported():
+        pytest.skip("this CPU has no AVX512-BF16")
+    data = _two_batches_repeated()
+    fp32_losses, init, fp32_eval = _train(True, None, data)
+    bf16_losses, _, bf16_eval = _train(True, init, data, bf16=True)
+    assert bf16_losses != fp32_losses  # the bf16 kernel really ran
+    np.testing.assert_allclose(bf16_losses, fp32_losses, rtol=5e-3)  # seen: 0.08 %
+    np.testing.assert_allclose(bf16_eval, fp32_eval, atol=1e-2 * float(np.abs(fp32_eval).max()))  # 0.15 %
+    assert bf16_losses[-1] < bf16_losses[0]
 
 
 @pytest.mark.slow
