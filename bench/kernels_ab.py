@@ -1,10 +1,10 @@
 """Kernel sets compared inside one process, steps alternating: `python -m bench.kernels_ab --batch 8`.
 
-A bench-only loop beside `trainer_bench` (which measures `mnv2 train` itself). Both MindSpore
-networks (the trainer's MobileNetV2 1.0 at 224 px with the depthwise and stem kernels only, and
-with every kernel including the fused BatchNorm + ReLU6) are compiled in one process and stepped
-in alternating order, so a busy neighbour slows both alike: the ratio holds on a shared machine
-where absolute figures do not.
+A bench-only loop beside `trainer_bench` (which measures `mnv2 train` itself). The MindSpore
+networks (the trainer's MobileNetV2 1.0 at 224 px with the depthwise and stem kernels only, with
+every kernel including the fused BatchNorm + ReLU6, and with the 1x1 convolutions in bf16 on top
+where the CPU has AVX512-BF16) are compiled in one process and stepped in rotating order, so a busy
+neighbour slows them alike: the ratios hold on a shared machine where absolute figures do not.
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ import time
 
 import numpy as np
 
-SETS = {"conv": "depthwise and stem kernels only", "all": "every kernel (+ fused BatchNorm/ReLU6)"}
+SETS = {
+    "conv": "depthwise and stem kernels only",
+    "all": "every kernel (+ fused BatchNorm/ReLU6)",
+    "bf16": "every kernel, 1x1 convolutions in bf16",
+}
 
 
 def measure(batch: int, steps: int, mode: str) -> dict:
@@ -31,10 +35,14 @@ def measure(batch: int, steps: int, mode: str) -> dict:
     rng = np.random.default_rng(0)
     x = Tensor(rng.standard_normal((batch, 3, 224, 224)).astype(np.float32))
     y = Tensor(rng.integers(0, 1000, batch).astype(np.int32))
+    from mnv2.ops.pointwise import bf16_supported, replace_pointwise
+
     steps_of = {}
-    for name in SETS:
+    for name in [n for n in SETS if n != "bf16" or bf16_supported()]:
         net = MobileNetV2(1000, 1.0, seed=0)
-        replace_slow_convolutions(net, dense_input_grad=False, fuse_batchnorm=name == "all")
+        replace_slow_convolutions(net, dense_input_grad=False, fuse_batchnorm=name != "conv")
+        if name == "bf16":
+            replace_pointwise(net)
         if mode == "train":
             opt = nn.Momentum(net.trainable_params(), 0.03, 0.9, weight_decay=4e-5)
             cell = nn.TrainOneStepCell(nn.WithLossCell(net, LabelSmoothingCrossEntropy(1000)), opt)
@@ -45,39 +53,44 @@ def measure(batch: int, steps: int, mode: str) -> dict:
             steps_of[name] = lambda net=net: net(x).asnumpy()
         for _ in range(2):  # compile, warm up
             steps_of[name]()
-    times: dict[str, list[float]] = {name: [] for name in SETS}
+    names = list(steps_of)
+    times: dict[str, list[float]] = {name: [] for name in names}
     for i in range(steps):
-        for name in (list(SETS) if i % 2 == 0 else list(SETS)[::-1]):
+        for name in names[i % len(names):] + names[:i % len(names)]:
             start = time.perf_counter()
             steps_of[name]()
             times[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(t) for name, t in times.items()}
     return {"batch": batch, "mode": mode, "steps": steps, "times": times, "median_s": medians,
-            "speedup": medians["conv"] / medians["all"]}
+            "speedup": medians["conv"] / medians["all"],
+            "bf16_speedup": medians["all"] / medians["bf16"] if "bf16" in medians else None}
 
 
 def section(report, quick: bool) -> None:
-    """The `kernels` section of bench.run_all: what the fused BatchNorm + ReLU6 adds, load-robust."""
+    """The `kernels` section of bench.run_all: what the fused BatchNorm + ReLU6 and bf16 add, load-robust."""
     from bench.run_all import run_child
 
-    rows = ["| mode | batch | depthwise + stem kernels, s | every kernel, s | speedup | background cores |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| mode | batch | depthwise + stem kernels, s | every kernel, s | speedup | + 1x1 in bf16, s "
+            "| bf16 speedup | background cores |", "|---|---|---|---|---|---|---|---|"]
     for mode, batch in ([("train", 8)] if quick else [("train", 8), ("train", 32), ("forward", 32)]):
         argv = ["bench.kernels_ab", "--batch", str(batch), "--mode", mode, "--steps", "6" if quick else "10"]
         try:
             run = run_child(argv, 3600.0)
         except RuntimeError as error:
-            rows.append(f"| {mode} | {batch} | failed: {str(error).splitlines()[0]} | | | |")
+            rows.append(f"| {mode} | {batch} | failed: {str(error).splitlines()[0]} | | | | | |")
             continue
         r = run.result
         report.raw[f"kernels-{mode}-{batch}"] = {**r, "background_cores": run.background_cores}
+        bf16 = (f"{r['median_s']['bf16']:.3f} | {r['bf16_speedup']:.2f}x" if r.get("bf16_speedup")
+                else "not run (no AVX512-BF16) |")
         rows.append(f"| {mode} | {batch} | {r['median_s']['conv']:.3f} | {r['median_s']['all']:.3f} "
-                    f"| {r['speedup']:.2f}x | {run.background_cores:.2f} |")
+                    f"| {r['speedup']:.2f}x | {bf16} | {run.background_cores:.2f} |")
     report.add(
-        "What the fused BatchNorm + ReLU6 kernels add (one process, steps alternating)",
-        "\n".join(rows) + "\n\nBoth networks (the trainer's MobileNetV2 1.0, 224 px, 1000 classes) are "
-        "compiled in one process and stepped in alternating order, so background load slows both alike "
-        "and the speedup holds on a shared machine; medians of the timed steps (`bench/kernels_ab.py`, a "
+        "What the fused BatchNorm + ReLU6 kernels and the bf16 1x1 convolutions add (one process, "
+        "steps rotating)",
+        "\n".join(rows) + "\n\nThe networks (the trainer's MobileNetV2 1.0, 224 px, 1000 classes) are "
+        "compiled in one process and stepped in rotating order, so background load slows them alike "
+        "and the speedups hold on a shared machine; medians of the timed steps (`bench/kernels_ab.py`, a "
         "bench-only loop).\n",
     )
 
