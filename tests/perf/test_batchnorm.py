@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 ms = pytest.importorskip("mindspore")
+from layer_loss import LayerLoss  # noqa: E402
 from mindspore import Tensor, nn, ops  # noqa: E402
 from mnv2.model import FIRST_CHANNELS, INVERTED_RESIDUAL_SETTINGS, LAST_CHANNELS, make_divisible  # noqa: E402
 from mnv2.ops.batchnorm import FusedBatchNorm2d, replace_batchnorm  # noqa: E402
@@ -52,20 +53,9 @@ def test_shape_table_matches_the_model():
     assert {(c.num_features, c.relu6) for c in fused} == table
 
 
-class _Loss(nn.Cell):
-    """sum(layer(x) * g): its gradients are the layer's backward applied to g."""
-
-    def __init__(self, layer: nn.Cell) -> None:
-        super().__init__()
-        self.layer = layer
-
-    def construct(self, x, g):
-        return ops.reduce_sum(ops.mul(self.layer(x), g))
-
-
 def _run(layer: nn.Cell, bn, x: Tensor, g: Tensor, training: bool) -> dict[str, np.ndarray]:
     layer.set_train(training)
-    loss = _Loss(layer)
+    loss = LayerLoss(layer)
     loss.set_train(training)
     grad = ops.GradOperation(get_all=True, get_by_list=True)(loss, [bn.gamma, bn.beta])
     (dx, _), (dgamma, dbeta) = grad(x, g)  # one forward: the moving statistics move once

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 ms = pytest.importorskip("mindspore")
+from layer_loss import LayerLoss  # noqa: E402
 from mindspore import Tensor, nn, ops  # noqa: E402
 from mnv2.ops.depthwise import (  # noqa: E402
     Conv3x3,
@@ -53,21 +54,10 @@ def _random_shapes(count: int, seed: int) -> list[tuple[int, int, int, int, int,
     return out
 
 
-class _Loss(nn.Cell):
-    """sum(conv(x) * g): its gradients are the convolution's backward applied to g."""
-
-    def __init__(self, conv: nn.Cell) -> None:
-        super().__init__()
-        self.conv = conv
-
-    def construct(self, x, g):
-        return ops.reduce_sum(ops.mul(self.conv(x), g))
-
-
 def _run(conv: nn.Cell, x: Tensor, g: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Forward output, input gradient and weight gradient for upstream gradient g."""
     y = conv(x).asnumpy()
-    loss = _Loss(conv)
+    loss = LayerLoss(conv)
     grad = ops.GradOperation(get_all=True, get_by_list=True)(loss, conv.trainable_params())
     (dx, _), (dw,) = grad(x, g)
     return y, dx.asnumpy(), dw.asnumpy()

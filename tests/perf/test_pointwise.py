@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 ms = pytest.importorskip("mindspore")
+from layer_loss import LayerLoss  # noqa: E402
 from mindspore import Tensor, nn, ops  # noqa: E402
 from mnv2.model import FIRST_CHANNELS, INVERTED_RESIDUAL_SETTINGS, LAST_CHANNELS, make_divisible  # noqa: E402
 from mnv2.ops.pointwise import BF16Pointwise, bf16_supported, is_replaceable_pointwise, replace_pointwise  # noqa: E402
@@ -52,21 +53,10 @@ def bf16(a: np.ndarray) -> np.ndarray:
     return bits.astype(np.uint32).view(np.float32)
 
 
-class _Loss(nn.Cell):
-    """sum(conv(x) * g): its gradients are the convolution's backward applied to g."""
-
-    def __init__(self, conv: nn.Cell) -> None:
-        super().__init__()
-        self.conv = conv
-
-    def construct(self, x, g):
-        return ops.reduce_sum(ops.mul(self.conv(x), g))
-
-
 def _run(conv: nn.Cell, x: np.ndarray, g: np.ndarray, weight: np.ndarray) -> list[np.ndarray]:
     """Forward output, input gradient and weight gradient for upstream gradient g."""
     conv.weight.set_data(Tensor(weight))
-    grad = ops.GradOperation(get_all=True, get_by_list=True)(_Loss(conv), conv.trainable_params())
+    grad = ops.GradOperation(get_all=True, get_by_list=True)(LayerLoss(conv), conv.trainable_params())
     (dx, _), (dw,) = grad(Tensor(x), Tensor(g))
     return [conv(Tensor(x)).asnumpy(), dx.asnumpy(), dw.asnumpy()]
 

@@ -34,6 +34,22 @@ def _out_size(size: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - KERNEL) // stride + 1
 
 
+def both_gradients(backward_kernel: str):
+    """The bprop of a convolution op(x, w) whose backward kernel (dy, x, w) -> (dx, dw) computes both."""
+    backward = ops.Custom(
+        backward_kernel,
+        out_shape=lambda dy, x, w: (x, w),
+        out_dtype=lambda dy, x, w: (x, w),
+        func_type="aot",
+    )
+
+    def bprop(x, w, out, dout):
+        dx, dw = backward(dout, x, w)
+        return dx, dw
+
+    return bprop
+
+
 @cache
 def _kernels(stride: int, padding: int, kind: str = "dw3x3", input_grad: bool = True) -> ops.Custom:
     """The forward Custom op, its bprop wired to the backward kernel, for one geometry.
@@ -47,16 +63,7 @@ def _kernels(stride: int, padding: int, kind: str = "dw3x3", input_grad: bool = 
     suffix = f"s{stride}_p{padding}"
 
     if input_grad:
-        backward = ops.Custom(
-            f"{lib}:mnv2_{kind}_bwd_{suffix}",
-            out_shape=lambda dy, x, w: (x, w),
-            out_dtype=lambda dy, x, w: (x, w),
-            func_type="aot",
-        )
-
-        def bprop(x, w, out, dout):
-            dx, dw = backward(dout, x, w)
-            return dx, dw
+        bprop = both_gradients(f"{lib}:mnv2_{kind}_bwd_{suffix}")
     else:
         if kind != "conv3x3":
             raise ValueError("input_grad=False is only offered for the dense kernel")

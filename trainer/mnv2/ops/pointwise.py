@@ -23,6 +23,7 @@ from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
 from mnv2.ops._build import build
+from mnv2.ops.depthwise import both_gradients, swap_cells
 
 
 @cache
@@ -35,23 +36,12 @@ def bf16_supported() -> bool:
 def _kernel() -> ops.Custom:
     """The forward Custom op, its bprop wired to the backward kernel (input and weight gradients)."""
     lib = build("pointwise")
-    backward = ops.Custom(
-        f"{lib}:mnv2_pw_bwd",
-        out_shape=lambda dy, x, w: (x, w),
-        out_dtype=lambda dy, x, w: (x, w),
-        func_type="aot",
-    )
-
-    def bprop(x, w, out, dout):
-        dx, dw = backward(dout, x, w)
-        return dx, dw
-
     return ops.Custom(
         f"{lib}:mnv2_pw_fwd",
         out_shape=lambda x, w: [x[0], w[0], x[2], x[3]],
         out_dtype=lambda x, w: x,
         func_type="aot",
-        bprop=bprop,
+        bprop=both_gradients(f"{lib}:mnv2_pw_bwd"),
     )
 
 
@@ -97,8 +87,6 @@ def replace_pointwise(network: nn.Cell) -> int:
     The ``weight`` Parameter object moves into the new cell (names, values and optimizer bindings
     kept). Call it before building the optimizer or compiling, on a CPU where ``bf16_supported()``.
     """
-    from mnv2.ops.depthwise import swap_cells
-
     return swap_cells(
         network, is_replaceable_pointwise, lambda c: BF16Pointwise(c.in_channels, c.out_channels)
     )
