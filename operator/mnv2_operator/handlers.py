@@ -141,7 +141,7 @@ async def _to_the_end(work: Awaitable[Any]) -> Any:
     except asyncio.CancelledError:
         await asyncio.wait([task])
         if not task.cancelled() and task.exception() is not None:
-            logging.getLogger(__name__).debug(f"the cancelled daemon's pass failed: {task.exception()!r}")
+            log.debug(f"the cancelled daemon's pass failed: {task.exception()!r}")
         raise
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -205,12 +204,8 @@ def use_fast_cpu_kernels(network, config: TrainingConfig) -> bool:
         if bf16_supported():
             replace_pointwise(network)
         else:
-            print(
-                "[mnv2] warning: bf16_pointwise asks for bf16 1x1 convolutions, but this CPU has no "
-                "AVX512-BF16: they stay float32",
-                file=sys.stderr,
-                flush=True,
-            )
+            notice("warning: bf16_pointwise asks for bf16 1x1 convolutions, but this CPU has no "
+                   "AVX512-BF16: they stay float32")
     return True
 
 

@@ -26,10 +26,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <utility>
 #include <vector>
 
+#include "aot.h"
 #include "parallel.h"
 
 #if defined(__AVX512F__)
@@ -47,13 +47,6 @@ struct Shape {
   int64_t n = 0, c = 0, hw = 0;
   int64_t count() const { return n * hw; }  // elements per channel
 };
-
-bool check_dtypes(int nparam, const char **dtypes) {
-  for (int i = 0; i < nparam; ++i) {
-    if (std::strcmp(dtypes[i], "float32") != 0) return false;
-  }
-  return true;
-}
 
 // x is 4-D (N, C, H, W); every vector parameter is 1-D of length C.
 bool shape_of(int *ndims, int64_t **shapes, int tensor, Shape &s) {
@@ -234,7 +227,7 @@ void for_planes_streaming(int64_t planes, bool parallel, F &&body) {
 
 template <bool RELU6>
 int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (nparam != 11 || !check_dtypes(nparam, dtypes)) return 1;
+  if (nparam != 11 || !mnv2::all_float32(nparam, dtypes)) return 1;
   Shape s;
   if (!shape_of(ndims, shapes, 0, s) || !same4(ndims, shapes, 0, 6)) return 2;
   for (int t : {1, 2, 3, 4, 7, 8, 9, 10}) {
@@ -364,7 +357,7 @@ void grad_sums(const float *__restrict dy, const float *__restrict x, const Shap
 
 template <bool RELU6>
 int train_backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (nparam != 9 || !check_dtypes(nparam, dtypes)) return 1;
+  if (nparam != 9 || !mnv2::all_float32(nparam, dtypes)) return 1;
   Shape s;
   if (!shape_of(ndims, shapes, 1, s) || !same4(ndims, shapes, 0, 1) || !same4(ndims, shapes, 1, 6)) return 2;
   for (int t : {2, 3, 4, 5, 7, 8}) {
@@ -446,7 +439,7 @@ int train_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
 
 template <bool RELU6>
 int infer_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (nparam != 7 || !check_dtypes(nparam, dtypes)) return 1;
+  if (nparam != 7 || !mnv2::all_float32(nparam, dtypes)) return 1;
   Shape s;
   if (!shape_of(ndims, shapes, 0, s) || !same4(ndims, shapes, 0, 6)) return 2;
   for (int t : {1, 2, 3, 4}) {
@@ -470,7 +463,7 @@ int infer_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
 
 template <bool RELU6>
 int infer_backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (nparam != 10 || !check_dtypes(nparam, dtypes)) return 1;
+  if (nparam != 10 || !mnv2::all_float32(nparam, dtypes)) return 1;
   Shape s;
   if (!shape_of(ndims, shapes, 1, s) || !same4(ndims, shapes, 0, 1) || !same4(ndims, shapes, 1, 7)) return 2;
   for (int t : {2, 3, 4, 5, 8, 9}) {

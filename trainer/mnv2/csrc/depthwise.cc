@@ -22,6 +22,7 @@
 #include <cstring>
 #include <vector>
 
+#include "aot.h"
 #include "parallel.h"
 
 #if defined(__AVX512F__)
@@ -352,23 +353,14 @@ void compact(const float *__restrict src, int64_t cols, float *__restrict dst, i
   for (int64_t i = 0; i < h; ++i) row_copy(dst + i * w, src + i * cols, w);
 }
 
-bool check(int nparam, int expected, int *ndims, const char **dtypes) {
-  if (nparam != expected) return false;
-  for (int i = 0; i < nparam; ++i) {
-    if (ndims[i] != 4) return false;
-    if (std::strcmp(dtypes[i], "float32") != 0) return false;
-  }
-  return true;
-}
-
 #if defined(__AVX512F__)
 // ---------------------------------------------------------------------------------------------
 // Channel-blocked kernels (stride-1 backward, stride-2 forward and backward, at the widths where each
 // measured faster: see use_lanes and the calls in forward and backward): the planes of 16 channels of
 // one sample are transposed into [row][column][16] buffers, one channel per vector lane. Why: per
 // (n, c) plane of 7x7 the flat loops spent most of their time on fixed costs (padding copies, nine
-// horizontal reductions per plane, the copy out), and on wide planes every tap was an unaligned load. With a channel per lane the weights are per-lane vectors, the
-// weight-gradient sums stay per lane (no horizontal reduction), every load is a whole vector, and
+// horizontal reductions per plane, the copy out), and on wide planes every tap was an unaligned
+// load. With a channel per lane the weights are per-lane vectors, the weight-gradient sums stay per lane (no horizontal reduction), every load is a whole vector, and
 // a 3x3 window slides along a row in registers (3 new loads per input per output, not 9).
 constexpr int kLanes = 16;
 
@@ -740,7 +732,7 @@ void backward_s1_lanes(const float *dy, const float *x, const float *wt, float *
 
 template <int S, int P>
 int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (!check(nparam, 3, ndims, dtypes)) return 1;
+  if (!mnv2::all_nchw_float32(nparam, 3, ndims, dtypes)) return 1;
   const float *x = static_cast<const float *>(params[0]);
   const float *wt = static_cast<const float *>(params[1]);
   float *y = static_cast<float *>(params[2]);
@@ -794,7 +786,7 @@ int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char 
 
 template <int S, int P>
 int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (!check(nparam, 5, ndims, dtypes)) return 1;
+  if (!mnv2::all_nchw_float32(nparam, 5, ndims, dtypes)) return 1;
   const float *dy = static_cast<const float *>(params[0]);
   const float *x = static_cast<const float *>(params[1]);
   const float *wt = static_cast<const float *>(params[2]);
@@ -894,7 +886,7 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
 
 template <int S, int P>
 int dense_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (!check(nparam, 3, ndims, dtypes)) return 1;
+  if (!mnv2::all_nchw_float32(nparam, 3, ndims, dtypes)) return 1;
   const float *x = static_cast<const float *>(params[0]);
   const float *wt = static_cast<const float *>(params[1]);
   float *y = static_cast<float *>(params[2]);
@@ -949,7 +941,7 @@ int dense_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
 // DX false: the weight gradient only (outputs: dw), for a layer whose input needs no gradient.
 template <int S, int P, bool DX>
 int dense_backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (!check(nparam, DX ? 5 : 4, ndims, dtypes)) return 1;
+  if (!mnv2::all_nchw_float32(nparam, DX ? 5 : 4, ndims, dtypes)) return 1;
   const float *dy = static_cast<const float *>(params[0]);
   const float *x = static_cast<const float *>(params[1]);
   const float *wt = static_cast<const float *>(params[2]);

@@ -22,9 +22,9 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
+#include "aot.h"
 #include "parallel.h"
 
 #if defined(__x86_64__)
@@ -257,15 +257,8 @@ bool supported() { return false; }
 
 #endif
 
-bool float32(int nparam, const char **dtypes) {
-  for (int i = 0; i < nparam; ++i)
-    if (std::strcmp(dtypes[i], "float32") != 0) return false;
-  return true;
-}
-
-// x: (N, Cin, H, W) and w: (Cout, Cin, 1, 1); fills the sizes.
-bool shapes_of(int *ndims, int64_t **shapes, int x, int w, int64_t &n, int64_t &cin, int64_t &cout, int64_t &hw) {
-  if (ndims[x] != 4 || ndims[w] != 4) return false;
+// x: (N, Cin, H, W) and w: (Cout, Cin, 1, 1), both 4-D already; fills the sizes.
+bool shapes_of(int64_t **shapes, int x, int w, int64_t &n, int64_t &cin, int64_t &cout, int64_t &hw) {
   n = shapes[x][0], cin = shapes[x][1], hw = shapes[x][2] * shapes[x][3], cout = shapes[w][0];
   return shapes[w][1] == cin && shapes[w][2] == 1 && shapes[w][3] == 1;
 }
@@ -277,7 +270,7 @@ extern "C" int mnv2_pw_supported() { return supported() ? 1 : 0; }
 extern "C" int mnv2_pw_fwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
                            void *) {
   int64_t n, cin, cout, hw;
-  if (nparam != 3 || !float32(nparam, dtypes) || !shapes_of(ndims, shapes, 0, 1, n, cin, cout, hw)) return 1;
+  if (!mnv2::all_nchw_float32(nparam, 3, ndims, dtypes) || !shapes_of(shapes, 0, 1, n, cin, cout, hw)) return 1;
   if (!supported()) return 2;
 #if defined(MNV2_PW_X86)
   forward(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
@@ -289,8 +282,8 @@ extern "C" int mnv2_pw_fwd(int nparam, void **params, int *ndims, int64_t **shap
 extern "C" int mnv2_pw_bwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
                            void *) {
   int64_t n, cin, cout, hw;
-  if (nparam != 5 || !float32(nparam, dtypes) || !shapes_of(ndims, shapes, 1, 2, n, cin, cout, hw)) return 1;
-  if (ndims[0] != 4 || shapes[0][0] != n || shapes[0][1] != cout || shapes[0][2] * shapes[0][3] != hw) return 1;
+  if (!mnv2::all_nchw_float32(nparam, 5, ndims, dtypes) || !shapes_of(shapes, 1, 2, n, cin, cout, hw)) return 1;
+  if (shapes[0][0] != n || shapes[0][1] != cout || shapes[0][2] * shapes[0][3] != hw) return 1;
   if (!supported()) return 2;
 #if defined(MNV2_PW_X86)
   backward(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
