@@ -293,24 +293,31 @@ def run_interleaved(peers: list[str], mode: str, batch: int, steps: int, warmup:
     return out
 
 
-def versus_best_torch(runs: dict[str, Any], batch: int) -> list[str]:
-    """Each of our peers against the fastest PyTorch of its own precision, and of any precision."""
-    speed = {p: r.result["images_per_s"] for p, r in runs.items() if isinstance(r, Run)}
+def against_best_torch(speed: dict[str, float], ours, batch: int, labels: dict[str, str]) -> list[str]:
+    """Each of `ours` that ran (`speed`: images/s by peer) against the fastest PyTorch of its own
+    precision, and against the fastest of any precision where that is another peer. Mixed-precision
+    peers say so in their names (`bf16`)."""
     torch_peers = [p for p in speed if p.startswith("torch")]
     lines = []
-    for ours in ("ms-fast", "ms-bf16"):
-        if ours not in speed or not torch_peers:
+    for mine in ours:
+        if mine not in speed:
             continue
-        same = [p for p in torch_peers if ("bf16" in p) == ("bf16" in ours)]
+        same = [p for p in torch_peers if ("bf16" in p) == ("bf16" in mine)]
         shown = set()
         for label, candidates in (("same precision", same), ("any precision", torch_peers)):
             best = max(candidates, key=speed.__getitem__, default=None)
             if best is None or best in shown:
-                continue
+                continue  # no peer, or the line above again
             shown.add(best)
-            lines.append(f"batch {batch}, {ours}: **{_fmt(speed[ours] / speed[best])}x** the best PyTorch "
-                         f"of {label} ({PEER_LABELS[best]})")
+            lines.append(f"batch {batch}, {mine}: **{_fmt(speed[mine] / speed[best])}x** the best PyTorch "
+                         f"of {label} ({labels[best]})")
     return lines
+
+
+def versus_best_torch(runs: dict[str, Any], batch: int) -> list[str]:
+    """Our MindSpore peers among `runs` (the peers that failed are strings) against the best PyTorch."""
+    speed = {p: r.result["images_per_s"] for p, r in runs.items() if isinstance(r, Run)}
+    return against_best_torch(speed, ("ms-fast", "ms-bf16"), batch, PEER_LABELS)
 
 
 def throughput_section(report: Report, mode: str, batches: list[int], peers: list[str], steps: int,

@@ -29,21 +29,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.run_all import PEER_LABELS, against_best_torch, failure_tail, run_child, run_measured
+
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = 224
 CLASSES = 10
 TRAINERS = ("trainer", "trainer-bf16")
 TORCH_PEERS = ("torch", "torch-cl", "torch-compile", "torch-cl-bf16", "torch-compile-bf16")
-#: The peers in float32 throughout; the others are mixed precision (bf16 products, fp32 sums).
-FLOAT32 = ("trainer", "torch", "torch-cl", "torch-compile")
 LABELS = {
     "trainer": "`mnv2 train` (MindSpore 2.10, the project's kernels, its data pipeline)",
     "trainer-bf16": "`mnv2 train --bf16_pointwise` (the same, 1x1 convolutions in bf16)",
-    "torch": "PyTorch 2.13 eager, NCHW",
-    "torch-cl": "PyTorch 2.13 eager, channels_last",
-    "torch-compile": "PyTorch 2.13 torch.compile, channels_last",
-    "torch-cl-bf16": "PyTorch 2.13 eager, channels_last, bf16 autocast",
-    "torch-compile-bf16": "PyTorch 2.13 torch.compile, channels_last, bf16 autocast",
+    **{peer: PEER_LABELS[peer] for peer in TORCH_PEERS},
 }
 #: Background load (cores used by other processes) above which a table is marked indicative only ...
 QUIET_CORES = 0.3
@@ -87,12 +83,6 @@ def peak_gflops() -> tuple[float, str]:
     return cores * ghz * per_cycle, f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle"
 
 
-def _busy_seconds() -> float:
-    from bench.run_all import _busy_seconds
-
-    return _busy_seconds()
-
-
 def image_folder(cache: Path, images: int) -> Path:
     """A generated ImageFolder of exactly `images` JPEGs (500x375) over CLASSES classes, built once."""
     from bench.images import generate_image_folder
@@ -114,8 +104,6 @@ def run_trainer(
     batch: int, steps: int, data: Path, out: Path, timeout: float, peer: str = "trainer"
 ) -> dict[str, Any]:
     """`mnv2 train` for 2 epochs of `steps` steps: the last epoch's per step time, memory and load."""
-    from bench.run_all import failure_tail, run_measured
-
     cmd = [
         str(Path(sys.executable).parent / "mnv2"), "train", "--platform", "CPU", "--dataset_path", str(data),
         "--num_classes", str(CLASSES), "--image_size", str(IMAGE), "--width_mult", "1.0",
@@ -137,8 +125,6 @@ def run_trainer(
 
 
 def run_torch(peer: str, batch: int, steps: int, timeout: float) -> dict[str, Any]:
-    from bench.run_all import run_child
-
     argv = ["bench.peer", peer, "train", "--batch", str(batch), "--steps", str(steps), "--warmup", "3"]
     r = run_child(argv, timeout)
     return {"peer": peer, "batch": batch, "per_step_s": r.result["median_s"], "times": r.result["times"],
@@ -197,29 +183,13 @@ def summarise(raw: dict[str, Any], batches: list[int], peers: tuple[str, ...]) -
     return summary
 
 
-def best_of(summary: dict[str, dict[str, Any]], batch: int, candidates) -> str | None:
-    """The fastest of `candidates` that ran at `batch`."""
-    ok = [p for p in candidates if "error" not in summary.get(f"{batch}-{p}", {"error": 1})]
-    return max(ok, key=lambda p: summary[f"{batch}-{p}"]["images_per_s"]) if ok else None
-
-
 def headlines(summary: dict[str, dict[str, Any]], batches: list[int], peers: tuple[str, ...]) -> list[str]:
     """Each trainer against the best PyTorch of its own precision and against the best of any."""
     lines = []
-    torch_peers = [p for p in peers if p not in TRAINERS]
     for batch in batches:
-        for trainer in (t for t in TRAINERS if t in peers):
-            mine = summary.get(f"{batch}-{trainer}", {"error": 1})
-            if "error" in mine:
-                continue
-            same = best_of(summary, batch, [p for p in torch_peers if (p in FLOAT32) == (trainer in FLOAT32)])
-            fastest = best_of(summary, batch, torch_peers)
-            for label, best in (("same precision", same), ("any precision", fastest)):
-                if best is None or (label == "any precision" and best == same):
-                    continue  # no peer, or the line above again
-                ratio = mine["images_per_s"] / summary[f"{batch}-{best}"]["images_per_s"]
-                lines.append(f"batch {batch}, {trainer}: **{ratio:.2f}x** the best PyTorch of {label} "
-                             f"({LABELS[best]})")
+        ran = {p: summary.get(f"{batch}-{p}", {"error": "not run"}) for p in peers}
+        speed = {p: s["images_per_s"] for p, s in ran.items() if "error" not in s}
+        lines += against_best_torch(speed, TRAINERS, batch, LABELS)
     return lines
 
 
