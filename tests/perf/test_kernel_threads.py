@@ -2,8 +2,9 @@
 
 MindSpore's runtime sets OMP_NUM_THREADS=1 (in C, so os.environ does not show it) when the variable is
 unset: observed with MindSpore 2.10.0's CPU backend (libmindspore_ms_backend.so, which names the
-variable beside its actor and kernel thread counts; with it set beforehand, the value is kept). The pool used to read that variable at its first kernel call, so in `mnv2 train` every kernel
-ran on one thread. Checked in a fresh process that trains one step of a network with our kernels.
+variable beside its actor and kernel thread counts; with it set beforehand, the value is kept). The
+pool used to read that variable at its first kernel call, so in `mnv2 train` every kernel ran on one
+thread. Checked in a fresh process that trains one step of a network with our kernels.
 """
 
 from __future__ import annotations
