@@ -30,6 +30,7 @@ from mnv2 import data, launchenv
 from mnv2.config import AmpLevel, FreezeLayer, Platform, TrainingConfig, save_config
 from mnv2.distributed import DistContext, all_reduce_sum, broadcast_from_main, broadcast_parameters
 from mnv2.exitcodes import ConfigError, DivergedError, ExitCode
+from mnv2.heap import release_free_heap
 from mnv2.logs import emit, epoch_line, notice, result_line, step_line
 from mnv2.report import EpochRecord, TrainingReport
 
@@ -619,10 +620,15 @@ class RunHooks:
 
 def _python_loop(hooks: RunHooks, batches: Batches, start_epoch: int, start_step: int) -> None:
     """Our loop (CPU): one step at a time, the loss read back after each."""
+    compiled = False
     for epoch in range(start_epoch, hooks.config.epochs):
         hooks.begin_epoch(epoch, start_step if epoch == start_epoch else 0)
         waited_since = time.perf_counter()
         for inputs, labels in batches(epoch, hooks.skip):
+            if not compiled:  # compile apart from the first step, so the compiler's garbage goes first
+                hooks.train_cell.compile(inputs, labels)
+                release_free_heap()
+                compiled = True
             step_started = time.perf_counter()
             output = hooks.train_cell(inputs, labels)
             _unpack(output)  # reads the loss back: the step has finished before the clock stops
