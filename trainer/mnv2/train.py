@@ -569,6 +569,7 @@ class RunHooks:
 
         batches, total = eval_batches(self.eval_index, self.config, self.ctx)
         evaluation = evaluate(self.network, batches, self.ctx, total_batches=total)
+        release_free_heap()  # the evaluation graph's compiler garbage, as before the first step
         self.train_cell.set_train()
         self.result.top1, self.result.top5 = evaluation.top1, evaluation.top5
         self.metrics.on_eval(top1=evaluation.top1, top5=evaluation.top5)
