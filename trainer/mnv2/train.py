@@ -626,11 +626,11 @@ def _python_loop(hooks: RunHooks, batches: Batches, start_epoch: int, start_step
         hooks.begin_epoch(epoch, start_step if epoch == start_epoch else 0)
         waited_since = time.perf_counter()
         for inputs, labels in batches(epoch, hooks.skip):
+            step_started = time.perf_counter()  # the first step's time includes compiling, not its wait
             if not compiled:  # compile apart from the first step, so the compiler's garbage goes first
                 hooks.train_cell.compile(inputs, labels)
                 release_free_heap()
                 compiled = True
-            step_started = time.perf_counter()
             output = hooks.train_cell(inputs, labels)
             _unpack(output)  # reads the loss back: the step has finished before the clock stops
             if hooks.after_steps(output, time.perf_counter() - step_started, step_started - waited_since):
