@@ -81,7 +81,8 @@ def run_mindspore(fast: str, mode: str, batch: int, image: int, steps: int, warm
 
         fuse = fast in ("all", "bf16")
         replaced = replace_slow_convolutions(net, dense_input_grad=False, fuse_batchnorm=fuse)
-        expected = {"depthwise": 17, "dense": 1, **({"batchnorm_relu6": 35, "batchnorm": 17} if fuse else {})}
+        fused = {"batchnorm_relu6": 35, "batchnorm": 17, "batchnorm_into_depthwise": 17}
+        expected = {"depthwise": 17, "dense": 1, **(fused if fuse else {})}
         if fast == "bf16":  # what use_fast_cpu_kernels adds with bf16_pointwise
             from mnv2.ops.pointwise import replace_pointwise
 

@@ -5,7 +5,8 @@ per-plane or per-sample partial sums and adds them up in a fixed order, so a dat
 result does not depend on how many threads its pool has (sized once per process from
 OMP_NUM_THREADS: hence one subprocess per thread count). The shapes take every path: channel-wise
 and plane-wise BatchNorm, streaming stores (outputs of 16 MiB and more), flat and row-wise depthwise
-loops, and the bf16 pointwise weight gradient's sample groups.
+loops (also reading through the BatchNorm + ReLU6 they apply), and the bf16 pointwise weight
+gradient's sample groups.
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ for n, c, size, stride in SHAPES:
         db, dg, dbeta = np.empty_like(x), np.empty(c, np.float32), np.empty(c, np.float32)
         call("batchnorm", f"mnv2_bn_train_bwd_r{r}", gy, x, gamma, beta, stats[0], stats[1], db, dg, dbeta)
         results += [yb, *stats, db, dg, dbeta]
+    # The BatchNorm + ReLU6 applied by the depthwise kernels as they read (mnv2.ops.act_depthwise).
+    coef = [np.empty(c, np.float32) for _ in range(6)]
+    call("batchnorm", "mnv2_bn_train_coef", x, gamma, beta, mm, mv, hp, *coef)
+    ya, dxa, dwa = np.empty_like(g), np.empty_like(x), np.empty_like(w)
+    call("depthwise", f"mnv2_dw3x3_actfwd_s{stride}_p1", x, w, coef[0], coef[1], ya)
+    call("depthwise", f"mnv2_dw3x3_actbwd_s{stride}_p1", g, x, w, coef[0], coef[1], dxa, dwa)
+    results += [*coef, ya, dxa, dwa]
     for a in results:
         digest.update(a.tobytes())
 x = rng.standard_normal((5, 3, 224, 224)).astype(np.float32)

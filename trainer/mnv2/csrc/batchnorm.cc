@@ -21,6 +21,11 @@
 //   mnv2_bn_train_bwd_r{R}(dy, x, gamma, beta, save_mean, save_invstd) -> dx, dgamma, dbeta
 //   mnv2_bn_infer_fwd_r{R}(x, gamma, beta, mmean, mvar, hp) -> y
 //   mnv2_bn_infer_bwd_r{R}(dy, x, gamma, beta, mmean, mvar, hp) -> dx, dgamma, dbeta
+//   mnv2_bn_train_coef(x, gamma, beta, mmean, mvar, hp)
+//       -> scale[C], bias[C], save_mean, save_invstd, new_mmean, new_mvar  (training, y not written)
+//   mnv2_bn_infer_coef(gamma, beta, mmean, mvar, hp) -> scale[C], bias[C]
+// The coef entries give y = x * scale + bias (before ReLU6) to a kernel that applies it as it reads x
+// (csrc/depthwise.cc, Act).
 // Return value 0 is success, non-zero a shape or dtype mismatch.
 
 #include <algorithm>
@@ -225,32 +230,16 @@ void for_planes_streaming(int64_t planes, bool parallel, F &&body) {
   });
 }
 
-template <bool RELU6>
-int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (nparam != 11 || !mnv2::all_float32(nparam, dtypes)) return 1;
-  Shape s;
-  if (!shape_of(ndims, shapes, 0, s) || !same4(ndims, shapes, 0, 6)) return 2;
-  for (int t : {1, 2, 3, 4, 7, 8, 9, 10}) {
-    if (!vec(ndims, shapes, t, s.c)) return 2;
-  }
-  if (ndims[5] != 1 || shapes[5][0] != 2) return 2;
-  const float *x = static_cast<const float *>(params[0]);
-  const float *gamma = static_cast<const float *>(params[1]);
-  const float *beta = static_cast<const float *>(params[2]);
-  const float *mmean = static_cast<const float *>(params[3]);
-  const float *mvar = static_cast<const float *>(params[4]);
-  const float *hp = static_cast<const float *>(params[5]);
-  float *y = static_cast<float *>(params[6]);
-  float *save_mean = static_cast<float *>(params[7]);
-  float *save_invstd = static_cast<float *>(params[8]);
-  float *new_mmean = static_cast<float *>(params[9]);
-  float *new_mvar = static_cast<float *>(params[10]);
+// Batch statistics of x per channel, the moving-average update, and the channel's affine map
+// y = x * scale + bias (before the activation), in `coef` as (scale, bias) pairs.
+void train_statistics(const float *x, const float *gamma, const float *beta, const float *mmean,
+                      const float *mvar, const float *hp, const Shape &s, float *save_mean, float *save_invstd,
+                      float *new_mmean, float *new_mvar, float *coef) {
   const double eps = hp[0], momentum = hp[1];
   const int64_t m = s.count();
-  if (m == 0) return 3;
   const bool parallel = s.c * m >= kParallelMin;
   // Sums of (x - shift): the shift (the channel's first value) keeps E[d^2] - E[d]^2 accurate
-  // when the mean is large against the spread. Returns (scale, bias) of the channel's affine map.
+  // when the mean is large against the spread.
   auto finish = [&](int64_t c, double sum, double sq) {
     const double dmean = sum / m;
     const double var = std::max(0.0, sq / m - dmean * dmean);
@@ -262,9 +251,9 @@ int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
     const double unbiased = m > 1 ? var * m / (m - 1) : var;
     new_mmean[c] = static_cast<float>(momentum * mmean[c] + (1.0 - momentum) * mean);
     new_mvar[c] = static_cast<float>(momentum * mvar[c] + (1.0 - momentum) * unbiased);
-    return std::pair<float, float>(static_cast<float>(scale), static_cast<float>(beta[c] - mean * scale));
+    coef[2 * c] = static_cast<float>(scale);
+    coef[2 * c + 1] = static_cast<float>(beta[c] - mean * scale);
   };
-  const bool stream = kCanStream && s.n * s.c * s.hw * 4 >= kStreamMinBytes;
   if (s.hw > kPlaneWiseMaxHW) {
     mnv2::parallel_for_each(s.c, parallel, [&](int64_t c) {
       double sum = 0.0, sq = 0.0;
@@ -274,7 +263,49 @@ int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
         sum += a;
         sq += q;
       }
-      const auto [scale, bias] = finish(c, sum, sq);
+      finish(c, sum, sq);
+    });
+    return;
+  }
+  const int64_t planes = s.n * s.c;
+  double *part = partials(2 * planes);
+  mnv2::parallel_for_each(planes, parallel, [&](int64_t pl) {
+    plane_moments(x + pl * s.hw, s.hw, x[(pl % s.c) * s.hw], part[2 * pl], part[2 * pl + 1]);
+  });
+  for (int64_t c = 0; c < s.c; ++c) {
+    double sum = 0.0, sq = 0.0;
+    for (int64_t n = 0; n < s.n; ++n) {
+      sum += part[2 * (n * s.c + c)];
+      sq += part[2 * (n * s.c + c) + 1];
+    }
+    finish(c, sum, sq);
+  }
+}
+
+// (x, gamma, beta, mmean, mvar, hp) -> y, save_mean, save_invstd, new_mmean, new_mvar.
+template <bool RELU6>
+int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 11 || !mnv2::all_float32(nparam, dtypes)) return 1;
+  Shape s;
+  if (!shape_of(ndims, shapes, 0, s) || !same4(ndims, shapes, 0, 6)) return 2;
+  for (int t : {1, 2, 3, 4, 7, 8, 9, 10}) {
+    if (!vec(ndims, shapes, t, s.c)) return 2;
+  }
+  if (ndims[5] != 1 || shapes[5][0] != 2) return 2;
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[6]);
+  if (s.count() == 0) return 3;
+  float *coef = mnv2::thread_buffer<float, 1>(static_cast<size_t>(2 * s.c));
+  train_statistics(x, static_cast<const float *>(params[1]), static_cast<const float *>(params[2]),
+                   static_cast<const float *>(params[3]), static_cast<const float *>(params[4]),
+                   static_cast<const float *>(params[5]), s, static_cast<float *>(params[7]),
+                   static_cast<float *>(params[8]), static_cast<float *>(params[9]),
+                   static_cast<float *>(params[10]), coef);
+  const bool parallel = s.c * s.count() >= kParallelMin;
+  const bool stream = kCanStream && s.n * s.c * s.hw * 4 >= kStreamMinBytes;
+  if (s.hw > kPlaneWiseMaxHW) {
+    mnv2::parallel_for_each(s.c, parallel, [&](int64_t c) {
+      const float scale = coef[2 * c], bias = coef[2 * c + 1];
       if (stream) {
         for (int64_t n = 0; n < s.n; ++n) {
           const int64_t off = (n * s.c + c) * s.hw;
@@ -288,34 +319,44 @@ int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
     return 0;
   }
   const int64_t planes = s.n * s.c;
-  double *part = partials(2 * planes + 2 * s.c);
-  mnv2::parallel_for_each(planes, parallel, [&](int64_t pl) {
-    plane_moments(x + pl * s.hw, s.hw, x[(pl % s.c) * s.hw], part[2 * pl], part[2 * pl + 1]);
-  });
-  double *coef = part + 2 * planes;
-  for (int64_t c = 0; c < s.c; ++c) {
-    double sum = 0.0, sq = 0.0;
-    for (int64_t n = 0; n < s.n; ++n) {
-      sum += part[2 * (n * s.c + c)];
-      sq += part[2 * (n * s.c + c) + 1];
-    }
-    const auto [scale, bias] = finish(c, sum, sq);
-    coef[2 * c] = scale;
-    coef[2 * c + 1] = bias;
-  }
   if (stream) {
     for_planes_streaming(planes, parallel, [&](int64_t pl) {
       const int64_t c = pl % s.c;
-      affine_plane_stream<RELU6>(x + pl * s.hw, y + pl * s.hw, s.hw, static_cast<float>(coef[2 * c]),
-                                 static_cast<float>(coef[2 * c + 1]));
+      affine_plane_stream<RELU6>(x + pl * s.hw, y + pl * s.hw, s.hw, coef[2 * c], coef[2 * c + 1]);
     });
     return 0;
   }
   mnv2::parallel_for_each(planes, parallel, [&](int64_t pl) {
     const int64_t c = pl % s.c;
-    affine_plane<RELU6>(x + pl * s.hw, y + pl * s.hw, s.hw, static_cast<float>(coef[2 * c]),
-                        static_cast<float>(coef[2 * c + 1]));
+    affine_plane<RELU6>(x + pl * s.hw, y + pl * s.hw, s.hw, coef[2 * c], coef[2 * c + 1]);
   });
+  return 0;
+}
+
+// The training forward without writing y, for a consumer that applies the BatchNorm as it reads x
+// (the depthwise kernels' Act): (x, gamma, beta, mmean, mvar, hp) -> scale, bias, save_mean,
+// save_invstd, new_mmean, new_mvar, with y = x * scale + bias before the activation.
+int train_coefficients(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 12 || !mnv2::all_float32(nparam, dtypes)) return 1;
+  Shape s;
+  if (!shape_of(ndims, shapes, 0, s)) return 2;
+  for (int t : {1, 2, 3, 4, 6, 7, 8, 9, 10, 11}) {
+    if (!vec(ndims, shapes, t, s.c)) return 2;
+  }
+  if (ndims[5] != 1 || shapes[5][0] != 2) return 2;
+  if (s.count() == 0) return 3;
+  float *coef = mnv2::thread_buffer<float, 1>(static_cast<size_t>(2 * s.c));
+  train_statistics(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+                   static_cast<const float *>(params[2]), static_cast<const float *>(params[3]),
+                   static_cast<const float *>(params[4]), static_cast<const float *>(params[5]), s,
+                   static_cast<float *>(params[8]), static_cast<float *>(params[9]),
+                   static_cast<float *>(params[10]), static_cast<float *>(params[11]), coef);
+  float *scale = static_cast<float *>(params[6]);
+  float *bias = static_cast<float *>(params[7]);
+  for (int64_t c = 0; c < s.c; ++c) {
+    scale[c] = coef[2 * c];
+    bias[c] = coef[2 * c + 1];
+  }
   return 0;
 }
 
@@ -497,6 +538,29 @@ int infer_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   return 0;
 }
 
+// The inference affine map as infer_forward computes it: (gamma, beta, mmean, mvar, hp) -> scale, bias.
+int infer_coefficients(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 7 || !mnv2::all_float32(nparam, dtypes) || ndims[0] != 1) return 1;
+  const int64_t c = shapes[0][0];
+  for (int t : {1, 2, 3, 5, 6}) {
+    if (!vec(ndims, shapes, t, c)) return 2;
+  }
+  if (ndims[4] != 1 || shapes[4][0] != 2) return 2;
+  const float *gamma = static_cast<const float *>(params[0]);
+  const float *beta = static_cast<const float *>(params[1]);
+  const float *mmean = static_cast<const float *>(params[2]);
+  const float *mvar = static_cast<const float *>(params[3]);
+  const float eps = static_cast<const float *>(params[4])[0];
+  float *scale = static_cast<float *>(params[5]);
+  float *bias = static_cast<float *>(params[6]);
+  for (int64_t i = 0; i < c; ++i) {
+    const float invstd = 1.0f / std::sqrt(mvar[i] + eps);
+    scale[i] = gamma[i] * invstd;
+    bias[i] = beta[i] - mmean[i] * scale[i];
+  }
+  return 0;
+}
+
 }  // namespace
 
 #define MNV2_BN_EXPORT(NAME, FN, R)                                                                 \
@@ -513,3 +577,12 @@ MNV2_BN_EXPORT(infer_fwd, infer_forward, 0)
 MNV2_BN_EXPORT(infer_fwd, infer_forward, 1)
 MNV2_BN_EXPORT(infer_bwd, infer_backward, 0)
 MNV2_BN_EXPORT(infer_bwd, infer_backward, 1)
+
+extern "C" int mnv2_bn_train_coef(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                  void *, void *) {
+  return train_coefficients(nparam, params, ndims, shapes, dtypes);
+}
+extern "C" int mnv2_bn_infer_coef(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                  void *, void *) {
+  return infer_coefficients(nparam, params, ndims, shapes, dtypes);
+}

@@ -15,9 +15,13 @@
 // (inputs first, outputs last in `params`):
 //   mnv2_dw3x3_fwd_s{S}_p{P}(x[N,C,H,W], w[C,1,3,3]) -> y[N,C,OH,OW]
 //   mnv2_dw3x3_bwd_s{S}_p{P}(dy[N,C,OH,OW], x[N,C,H,W], w[C,1,3,3]) -> dx[N,C,H,W], dw[C,1,3,3]
+//   mnv2_dw3x3_actfwd_s{S}_p{P}(x, w, scale[C], bias[C]) -> y
+//   mnv2_dw3x3_actbwd_s{S}_p{P}(dy, x, w, scale[C], bias[C]) -> dx, dw
+// where the act variants convolve min(max(x * scale + bias, 0), 6) (see Act) and dx is its gradient.
 // with OH = (H + 2P - 3) / S + 1. Return value 0 is success, non-zero a shape/dtype mismatch.
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -46,6 +50,57 @@ struct Dims {
   int64_t n, c, h, w, oh, ow;
 };
 
+// A BatchNorm + ReLU6 applied to the input as it is read ("prologue"): the kernels then take the
+// BatchNorm's input, and the BatchNorm's output (MobileNetV2's largest tensors) is never written
+// to memory nor kept for the backward pass. Null when the input is used as it is.
+struct Act {
+  const float *scale, *bias;  // per channel: input = min(max(x * scale + bias, 0), 6)
+};
+
+// One channel's Act, or none (`on` false): how the copy routines below read the input.
+struct ChannelAct {
+  bool on = false;
+  float scale = 1.0f, bias = 0.0f;
+  float operator()(float v) const { return std::min(std::max(std::fma(v, scale, bias), 0.0f), 6.0f); }
+};
+
+inline ChannelAct channel_act(const Act *act, int64_t c) {
+  return act == nullptr ? ChannelAct{} : ChannelAct{true, act->scale[c], act->bias[c]};
+}
+
+// dst[j] = a(src[j]), j in [0, n). MobileNetV2's late rows are 7 or 14 values: masked vectors, as
+// row_copy does, not a loop remainder.
+inline void act_copy(float *__restrict dst, const float *__restrict src, int64_t n, const ChannelAct &a) {
+#if defined(__AVX512F__)
+  const __m512 scale = _mm512_set1_ps(a.scale), bias = _mm512_set1_ps(a.bias);
+  const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 m = n - j >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __m512 v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, src + j), scale, bias);
+    _mm512_mask_storeu_ps(dst + j, m, _mm512_min_ps(_mm512_max_ps(v, zero), six));
+  }
+#else
+  for (int64_t j = 0; j < n; ++j) dst[j] = a(src[j]);
+#endif
+}
+
+// Row `src` of n values as the kernel reads it: src itself, or its activation in `buf` (n values).
+inline const float *act_row(const float *src, int64_t n, const ChannelAct &a, float *buf) {
+  if (!a.on) return src;
+  act_copy(buf, src, n, a);
+  return buf;
+}
+
+// Exactly `total` float32 tensors, all 4-D but, with ACT, scale and bias (1-D) at `vec_at`, `vec_at` + 1.
+inline bool act_args_ok(bool act, int nparam, int total, int vec_at, const int *ndims, const char **dtypes) {
+  if (nparam != total || !mnv2::all_float32(nparam, dtypes)) return false;
+  for (int i = 0; i < nparam; ++i) {
+    const bool is_vec = act && (i == vec_at || i == vec_at + 1);
+    if (ndims[i] != (is_vec ? 1 : 4)) return false;
+  }
+  return true;
+}
+
 // dst[0, n) = src[0, n). Rows of MobileNetV2's late layers are 7 or 14 values: one masked vector
 // move each instead of a call to memcpy.
 inline void row_copy(float *__restrict dst, const float *__restrict src, int64_t n) {
@@ -62,27 +117,34 @@ inline void row_copy(float *__restrict dst, const float *__restrict src, int64_t
 // Copies plane `src` (h x w) into `dst` (rows x cols), placing src[0][0] at dst[top][left]; the
 // rest of dst is zero.
 void pad_plane(const float *__restrict src, int64_t h, int64_t w, float *__restrict dst, int64_t rows,
-               int64_t cols, int64_t top, int64_t left) {
+               int64_t cols, int64_t top, int64_t left, const ChannelAct &a = {}) {
   std::memset(dst, 0, sizeof(float) * rows * cols);
   for (int64_t i = 0; i < h; ++i) {
     const int64_t r = i + top;
     if (r < 0 || r >= rows) continue;
     const int64_t c0 = std::max<int64_t>(0, -left);
     const int64_t c1 = std::min<int64_t>(w, cols - left);
-    if (c1 > c0) row_copy(dst + r * cols + left + c0, src + i * w + c0, c1 - c0);
+    if (c1 <= c0) continue;
+    if (a.on) {
+      act_copy(dst + r * cols + left + c0, src + i * w + c0, c1 - c0, a);
+    } else {
+      row_copy(dst + r * cols + left + c0, src + i * w + c0, c1 - c0);
+    }
   }
 }
 
 // As pad_plane, but splits the padded columns into even (E) and odd (O) planes of `half` columns
 // each: E[r][j] = padded[r][2j], O[r][j] = padded[r][2j + 1]. Used for stride 2.
 void pad_plane_split(const float *__restrict src, int64_t h, int64_t w, float *__restrict ev,
-                     float *__restrict od, int64_t rows, int64_t half, int64_t top, int64_t left) {
+                     float *__restrict od, int64_t rows, int64_t half, int64_t top, int64_t left,
+                     const ChannelAct &a = {}) {
+  float *row = a.on ? mnv2::thread_buffer<float, 3>(static_cast<size_t>(w)) : nullptr;
   std::memset(ev, 0, sizeof(float) * rows * half);
   std::memset(od, 0, sizeof(float) * rows * half);
   for (int64_t i = 0; i < h; ++i) {
     const int64_t r = i + top;
     if (r < 0 || r >= rows) continue;
-    const float *s = src + i * w;
+    const float *s = act_row(src + i * w, w, a, row);
     float *e = ev + r * half;
     float *o = od + r * half;
     // Padded column c holds src[c - left]; even columns go to e[c / 2], odd ones to o[c / 2].
@@ -266,13 +328,14 @@ struct Phases {
 
 // Pads plane src (h x w) by `pad` and splits it into the four phases at dst (4 * ph.size floats).
 void split4(const float *__restrict src, int64_t h, int64_t w, float *__restrict dst, const Phases &ph,
-            int64_t pad) {
+            int64_t pad, const ChannelAct &a = {}) {
+  float *row = a.on ? mnv2::thread_buffer<float, 3>(static_cast<size_t>(w)) : nullptr;
   std::memset(dst, 0, sizeof(float) * 4 * ph.size);
   const int64_t rows = ph.size / ph.g;  // >= oh + 1
   for (int64_t i = 0; i < h; ++i) {
     const int64_t r = i + pad;
     if ((r >> 1) >= rows) continue;
-    const float *s = src + i * w;
+    const float *s = act_row(src + i * w, w, a, row);
     float *e = dst + (2 * (r & 1)) * ph.size + (r >> 1) * ph.g;
     float *o = e + ph.size;
     // Padded column c = iw + pad: even c to e[c / 2], odd c to o[c / 2], only where c / 2 < g.
@@ -423,7 +486,7 @@ inline float *lane_buffer(size_t n) {
 // other), element (i, j) of channel c at dst[((i + top) * cols + j + left) * 16 + c]; everything
 // else, lanes >= `lanes` included, zero.
 void to_lanes(const float *__restrict src, int64_t lanes, int64_t h, int64_t w, float *__restrict dst,
-              int64_t rows, int64_t cols, int64_t top, int64_t left) {
+              int64_t rows, int64_t cols, int64_t top, int64_t left, const Act *act = nullptr, int64_t c0 = 0) {
   // Zero only what the planes do not cover (the borders): the interior is written below, lanes
   // beyond `lanes` included (their rows of the transposition are zero).
   const int64_t row = cols * kLanes;
@@ -435,12 +498,22 @@ void to_lanes(const float *__restrict src, int64_t lanes, int64_t h, int64_t w, 
     std::memset(dst + r * row + c1 * kLanes, 0, sizeof(float) * (cols - c1) * kLanes);
   }
   const int64_t hw = h * w;
-  __m512 r[kLanes];
+  __m512 r[kLanes], scale[kLanes] = {}, bias[kLanes] = {};
+  const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+  for (int c = 0; act != nullptr && c < lanes; ++c) {
+    scale[c] = _mm512_set1_ps(act->scale[c0 + c]);
+    bias[c] = _mm512_set1_ps(act->bias[c0 + c]);
+  }
   for (int64_t e = 0; e < hw; e += kLanes) {
     const int64_t m = std::min<int64_t>(kLanes, hw - e);
     const __mmask16 mask = first_lanes(m);
     for (int c = 0; c < kLanes; ++c) {
-      r[c] = c < lanes ? _mm512_maskz_loadu_ps(mask, src + c * hw + e) : _mm512_setzero_ps();
+      r[c] = c < lanes ? _mm512_maskz_loadu_ps(mask, src + c * hw + e) : zero;
+      // Values past the plane's end (lanes >= m) come out of the activation non-zero; they are
+      // never stored below.
+      if (act != nullptr && c < lanes) {
+        r[c] = _mm512_min_ps(_mm512_max_ps(_mm512_fmadd_ps(r[c], scale[c], bias[c]), zero), six);
+      }
     }
     transpose16(r);
     int64_t i = e / w, j = e % w;
@@ -636,7 +709,8 @@ void bwd_s2_lanes(const float *__restrict gl, const float *__restrict xp, int64_
 
 // The stride-2 backward of all planes in blocks of 16 channels of one sample; part as in backward.
 template <int P>
-void backward_s2_lanes(const float *dy, const float *x, const float *wt, float *dx, double *part, const Dims &d) {
+void backward_s2_lanes(const float *dy, const float *x, const float *wt, float *dx, double *part, const Dims &d,
+                       const Act *act) {
   const int64_t blocks = (d.c + kLanes - 1) / kLanes;
   // Padded input: every row and column a tap of an output reaches, and all of x.
   const int64_t rows = std::max(2 * d.oh + 1, d.h + P), cols = std::max(2 * d.ow + 1, d.w + P);
@@ -647,7 +721,7 @@ void backward_s2_lanes(const float *dy, const float *x, const float *wt, float *
     const Prefetch pf = next_block(item, blocks, d, dy, out, x, in, dx, in);
     float *gl = lane_buffer<0>(out * kLanes), *xp = lane_buffer<1>(psz), *dxp = lane_buffer<2>(psz);
     to_lanes(dy + p * out, b.lanes, d.oh, d.ow, gl, d.oh, d.ow, 0, 0);
-    to_lanes(x + p * in, b.lanes, d.h, d.w, xp, rows, cols, P, P);
+    to_lanes(x + p * in, b.lanes, d.h, d.w, xp, rows, cols, P, P, act, b.c0);
     std::memset(dxp, 0, sizeof(float) * psz);
     __m512 k[K * K], acc[K * K];
     lane_kernels<false>(wt, b, k);
@@ -683,7 +757,7 @@ void fwd_s2_lanes(const float *__restrict xp, int64_t oh, int64_t ow, int64_t co
 
 // The stride-2 forward of all planes in blocks of 16 channels of one sample.
 template <int P>
-void forward_s2_lanes(const float *x, const float *wt, float *y, const Dims &d) {
+void forward_s2_lanes(const float *x, const float *wt, float *y, const Dims &d, const Act *act) {
   const int64_t blocks = (d.c + kLanes - 1) / kLanes;
   const int64_t rows = std::max(2 * d.oh + 1, d.h + P), cols = std::max(2 * d.ow + 1, d.w + P);
   const int64_t in = d.h * d.w, out = d.oh * d.ow;
@@ -692,7 +766,7 @@ void forward_s2_lanes(const float *x, const float *wt, float *y, const Dims &d) 
     const int64_t p = b.first_plane(d.c);
     const Prefetch pf = next_block(item, blocks, d, x, in, nullptr, 0, y, out);
     float *xp = lane_buffer<0>(rows * cols * kLanes), *yl = lane_buffer<1>(out * kLanes);
-    to_lanes(x + p * in, b.lanes, d.h, d.w, xp, rows, cols, P, P);
+    to_lanes(x + p * in, b.lanes, d.h, d.w, xp, rows, cols, P, P, act, b.c0);
     __m512 k[K * K];
     lane_kernels<false>(wt, b, k);
     fwd_s2_lanes(xp, d.oh, d.ow, cols, k, yl, pf);
@@ -709,7 +783,8 @@ inline bool use_lanes(int64_t w) { return w <= 8 || w >= 24; }
 
 // The stride-1 backward of all planes in blocks of 16 channels of one sample; part as in backward.
 template <int P>
-void backward_s1_lanes(const float *dy, const float *x, const float *wt, float *dx, double *part, const Dims &d) {
+void backward_s1_lanes(const float *dy, const float *x, const float *wt, float *dx, double *part, const Dims &d,
+                       const Act *act) {
   constexpr int Q = K - 1 - P;
   const int64_t blocks = (d.c + kLanes - 1) / kLanes;
   const int64_t rows = d.h + 2, cols = d.w + 2, psz = rows * cols * kLanes, in = d.h * d.w, out = d.oh * d.ow;
@@ -719,7 +794,7 @@ void backward_s1_lanes(const float *dy, const float *x, const float *wt, float *
     const Prefetch pf = next_block(item, blocks, d, dy, out, x, in, dx, in);
     float *gp = lane_buffer<0>(psz), *xp = lane_buffer<1>(psz), *dxl = lane_buffer<2>(in * kLanes);
     to_lanes(dy + p * out, b.lanes, d.oh, d.ow, gp, rows, cols, Q, Q);
-    to_lanes(x + p * in, b.lanes, d.h, d.w, xp, rows, cols, P, P);
+    to_lanes(x + p * in, b.lanes, d.h, d.w, xp, rows, cols, P, P, act, b.c0);
     __m512 kf[K * K], acc[K * K];
     lane_kernels<true>(wt, b, kf);
     for (int t = 0; t < K * K; ++t) acc[t] = _mm512_setzero_ps();
@@ -730,21 +805,27 @@ void backward_s1_lanes(const float *dy, const float *x, const float *wt, float *
 }
 #endif
 
-template <int S, int P>
+// (x, w[, scale, bias]) -> y; with ACT the input is act(x) (see Act).
+template <int S, int P, bool ACT = false>
 int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (!mnv2::all_nchw_float32(nparam, 3, ndims, dtypes)) return 1;
+  constexpr int kIn = ACT ? 4 : 2;
+  if (!act_args_ok(ACT, nparam, kIn + 1, 2, ndims, dtypes)) return 1;
   const float *x = static_cast<const float *>(params[0]);
   const float *wt = static_cast<const float *>(params[1]);
-  float *y = static_cast<float *>(params[2]);
-  const Dims d{shapes[0][0], shapes[0][1], shapes[0][2], shapes[0][3], shapes[2][2], shapes[2][3]};
+  float *y = static_cast<float *>(params[kIn]);
+  const Dims d{shapes[0][0], shapes[0][1], shapes[0][2], shapes[0][3], shapes[kIn][2], shapes[kIn][3]};
   if (shapes[1][0] != d.c || shapes[1][2] != K || shapes[1][3] != K) return 2;
+  if (ACT && (shapes[2][0] != d.c || shapes[3][0] != d.c)) return 2;
+  const Act act_value{ACT ? static_cast<const float *>(params[2]) : nullptr,
+                      ACT ? static_cast<const float *>(params[3]) : nullptr};
+  const Act *act = ACT ? &act_value : nullptr;
   if (d.oh != (d.h + 2 * P - K) / S + 1 || d.ow != (d.w + 2 * P - K) / S + 1) return 3;
   const int64_t planes = d.n * d.c;
 #if defined(__AVX512F__)
   // Measured (batch 32): 112 wide 19.0 -> 11.2 ms per step, 56 wide 7.7 -> 4.4, 28 wide 2.1 -> 2.0;
   // but 14 wide 2.5 -> 2.6, where the per-plane path stays.
   if (S == 2 && d.w >= 24) {
-    forward_s2_lanes<P>(x, wt, y, d);
+    forward_s2_lanes<P>(x, wt, y, d, act);
     return 0;
   }
 #endif
@@ -753,21 +834,22 @@ int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   const int64_t cols = S == 1 ? d.ow + 2 : d.ow + 1;  // for S == 2: columns per even/odd half
   mnv2::parallel_for_each(planes, planes * d.oh * d.ow >= kParallelMin, [&](int64_t pl) {
     const float *src = x + pl * d.h * d.w;
+    const ChannelAct a = channel_act(act, pl % d.c);
     const float *k = wt + (pl % d.c) * K * K;
     float *dst = y + pl * d.oh * d.ow;
     if (S == 1 && d.ow >= kFlatMaxWidth) {
       float *p = scratch(rows * cols);
-      pad_plane(src, d.h, d.w, p, rows, cols, P, P);
+      pad_plane(src, d.h, d.w, p, rows, cols, P, P, a);
       corr_s1(p, cols, k, dst, d.oh, d.ow);
     } else if (S == 2 && d.ow >= kFlatMaxWidth) {
       float *ev = scratch(2 * rows * cols);
       float *od = ev + rows * cols;
-      pad_plane_split(src, d.h, d.w, ev, od, rows, cols, P, P);
+      pad_plane_split(src, d.h, d.w, ev, od, rows, cols, P, P, a);
       corr_s2(ev, od, cols, k, dst, d.oh, d.ow);
     } else if (S == 1) {
       // Padded plane (oh + 2) x (ow + 2); for P == 0 that is x itself, copied to get the tail.
       float *p = scratch(rows * cols + kTail);
-      pad_plane(src, d.h, d.w, p, rows, cols, P, P);
+      pad_plane(src, d.h, d.w, p, rows, cols, P, P, a);
       std::memset(p + rows * cols, 0, sizeof(float) * kTail);
       float *out = scratch3(d.oh * cols);
       corr_flat_s1(p, cols, k, out, d.oh * cols);
@@ -775,7 +857,7 @@ int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char 
     } else {
       const Phases ph(d.oh, d.ow);
       float *xp = scratch(4 * ph.size);
-      split4(src, d.h, d.w, xp, ph, P);
+      split4(src, d.h, d.w, xp, ph, P, a);
       float *out = scratch3(d.oh * ph.g);
       corr_flat_s2(xp, ph, k, out, d.oh * ph.g);
       compact(out, ph.g, dst, d.oh, d.ow);
@@ -784,17 +866,24 @@ int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   return 0;
 }
 
-template <int S, int P>
+// (dy, x, w[, scale, bias]) -> dx, dw; with ACT the input is act(x) and dx its gradient (the
+// gradient of act(x), not of x: the BatchNorm's backward takes it from there).
+template <int S, int P, bool ACT = false>
 int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (!mnv2::all_nchw_float32(nparam, 5, ndims, dtypes)) return 1;
+  constexpr int kIn = ACT ? 5 : 3;
+  if (!act_args_ok(ACT, nparam, kIn + 2, 3, ndims, dtypes)) return 1;
   const float *dy = static_cast<const float *>(params[0]);
   const float *x = static_cast<const float *>(params[1]);
   const float *wt = static_cast<const float *>(params[2]);
-  float *dx = static_cast<float *>(params[3]);
-  float *dw = static_cast<float *>(params[4]);
+  float *dx = static_cast<float *>(params[kIn]);
+  float *dw = static_cast<float *>(params[kIn + 1]);
   const Dims d{shapes[1][0], shapes[1][1], shapes[1][2], shapes[1][3], shapes[0][2], shapes[0][3]};
-  if (shapes[0][0] != d.n || shapes[0][1] != d.c || shapes[3][2] != d.h || shapes[3][3] != d.w) return 2;
-  if (shapes[2][0] != d.c || shapes[4][0] != d.c) return 2;
+  if (shapes[0][0] != d.n || shapes[0][1] != d.c || shapes[kIn][2] != d.h || shapes[kIn][3] != d.w) return 2;
+  if (shapes[2][0] != d.c || shapes[kIn + 1][0] != d.c) return 2;
+  if (ACT && (shapes[3][0] != d.c || shapes[4][0] != d.c)) return 2;
+  const Act act_value{ACT ? static_cast<const float *>(params[3]) : nullptr,
+                      ACT ? static_cast<const float *>(params[4]) : nullptr};
+  const Act *act = ACT ? &act_value : nullptr;
   if (d.oh != (d.h + 2 * P - K) / S + 1 || d.ow != (d.w + 2 * P - K) / S + 1) return 3;
   // Planes in memory order (a channel's planes are C * H * W apart and, small, too short for the
   // hardware prefetcher), each with its own weight-gradient partial sums, added up per channel in
@@ -803,9 +892,9 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
   double *part = partials(static_cast<size_t>(planes * K * K));
 #if defined(__AVX512F__)
   if (S == 1 && use_lanes(d.w)) {
-    backward_s1_lanes<P>(dy, x, wt, dx, part, d);
+    backward_s1_lanes<P>(dy, x, wt, dx, part, d, act);
   } else if (S == 2) {  // faster at every MobileNetV2 width (measured: 112, 56, 28, 14)
-    backward_s2_lanes<P>(dy, x, wt, dx, part, d);
+    backward_s2_lanes<P>(dy, x, wt, dx, part, d, act);
   } else
 #endif
   mnv2::parallel_for_each(planes, planes * d.h * d.w >= kParallelMin, [&](int64_t pl) {
@@ -817,6 +906,7 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
     for (int i = 0; i < K * K; ++i) acc[i] = 0.0;
     {
       const float *xs = x + pl * d.h * d.w;
+      const ChannelAct a = channel_act(act, c);
       const float *g = dy + pl * d.oh * d.ow;
       float *gx = dx + pl * d.h * d.w;
       if (S == 1) {
@@ -829,7 +919,7 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
         pad_plane(g, d.oh, d.ow, gp, grows, cols, q, q);
         std::memset(gp + grows * cols, 0, sizeof(float) * kTail);
         float *p = scratch(xrows * cols + kTail);
-        pad_plane(xs, d.h, d.w, p, xrows, cols, P, P);
+        pad_plane(xs, d.h, d.w, p, xrows, cols, P, P, a);
         std::memset(p + xrows * cols, 0, sizeof(float) * kTail);
         wgrad_flat_s1(p, cols, gp + q * cols + q, d.oh * cols, acc);
         if (d.w >= kFlatMaxWidth) {  // wide rows: straight into dx, as the forward pass does
@@ -849,7 +939,7 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
         std::memset(gp + grows * gw, 0, sizeof(float) * kTail);
         const float *gc = gp + gw + 1;  // gc[m * gw + j] = dy[m][j]
         float *xp = scratch(4 * ph.size);
-        split4(xs, d.h, d.w, xp, ph, P);
+        split4(xs, d.h, d.w, xp, ph, P, a);
         wgrad_flat_s2(xp, ph, gc, d.oh * gw, acc);
         // dx[ih][iw] = padded gradient at (ih + P, iw + P), row by row.
         for (int64_t ih = 0; ih < d.h; ++ih) {
@@ -1046,10 +1136,24 @@ int dense_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
     return backward<S, P>(nparam, params, ndims, shapes, dtypes);                                         \
   }
 
+#define MNV2_DW_ACT_EXPORT(S, P)                                                                          \
+  extern "C" int mnv2_dw3x3_actfwd_s##S##_p##P(int nparam, void **params, int *ndims, int64_t **shapes,   \
+                                               const char **dtypes, void *, void *) {                    \
+    return forward<S, P, true>(nparam, params, ndims, shapes, dtypes);                                    \
+  }                                                                                                       \
+  extern "C" int mnv2_dw3x3_actbwd_s##S##_p##P(int nparam, void **params, int *ndims, int64_t **shapes,   \
+                                               const char **dtypes, void *, void *) {                    \
+    return backward<S, P, true>(nparam, params, ndims, shapes, dtypes);                                   \
+  }
+
 MNV2_DW_EXPORT(1, 0)
 MNV2_DW_EXPORT(1, 1)
 MNV2_DW_EXPORT(2, 0)
 MNV2_DW_EXPORT(2, 1)
+MNV2_DW_ACT_EXPORT(1, 0)
+MNV2_DW_ACT_EXPORT(1, 1)
+MNV2_DW_ACT_EXPORT(2, 0)
+MNV2_DW_ACT_EXPORT(2, 1)
 
 #define MNV2_CONV_EXPORT(S, P)                                                                            \
   extern "C" int mnv2_conv3x3_fwd_s##S##_p##P(int nparam, void **params, int *ndims, int64_t **shapes,    \

@@ -261,7 +261,9 @@ def replace_slow_convolutions(
 
     Depthwise 3x3 convs become DepthwiseConv2d and dense 3x3 convs with few input channels (the
     stem) become Conv3x3. With ``fuse_batchnorm`` (the default), every nn.BatchNorm2d becomes
-    ``mnv2.ops.batchnorm.FusedBatchNorm2d``, absorbing the nn.ReLU6 that follows it. This is the
+    ``mnv2.ops.batchnorm.FusedBatchNorm2d``, absorbing the nn.ReLU6 that follows it, and in a
+    MobileNetV2 the BatchNorm + ReLU6 before each depthwise convolution is then applied by the
+    depthwise kernel as it reads (``mnv2.ops.act_depthwise``). This is the
     trainer's one swap point (``mnv2.train.use_fast_cpu_kernels``). Parameters are moved, not
     copied, so names (checkpoint keys), values and optimizer bindings are unchanged; call it before
     building the optimizer or compiling. Pass ``dense_input_grad=False`` when the dense convs only
@@ -277,9 +279,11 @@ def replace_slow_convolutions(
         "depthwise": replace_depthwise(network),
     }
     if fuse_batchnorm:
+        from mnv2.ops.act_depthwise import fuse_batchnorm_into_depthwise
         from mnv2.ops.batchnorm import replace_batchnorm
 
         counts.update(replace_batchnorm(network))
+        counts["batchnorm_into_depthwise"] = fuse_batchnorm_into_depthwise(network)
     return counts
 
 

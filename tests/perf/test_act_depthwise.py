@@ -1,0 +1,192 @@
+"""BatchNorm + ReLU6 applied by the depthwise kernel as it reads agrees with MindSpore's own layers.
+
+The reference is nn.BatchNorm2d -> nn.ReLU6 -> nn.Conv2d(group=c), MindSpore's ops throughout; the
+fused pair is BatchNormForDepthwise -> DepthwiseAfterBatchNorm. Compared: the output, the gradients
+of the input, gamma, beta and the depthwise weight, and the moving statistics, in training (batch
+statistics) and evaluation (moving statistics), at every (channels, size, stride) where MobileNetV2
+has a BatchNorm + ReLU6 before a depthwise convolution, at widths 0.35 and 1.4 on odd image sizes,
+and at odd geometries (padding 0, partial blocks of 16 channels, non-square planes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+ms = pytest.importorskip("mindspore")
+from layer_loss import LayerLoss  # noqa: E402
+from mindspore import Tensor, nn, ops  # noqa: E402
+from mnv2.model import FIRST_CHANNELS, INVERTED_RESIDUAL_SETTINGS, MobileNetV2, make_divisible  # noqa: E402
+from mnv2.ops.act_depthwise import (  # noqa: E402
+    BatchNormForDepthwise,
+    DepthwiseAfterBatchNorm,
+    fuse_batchnorm_into_depthwise,
+)
+from mnv2.ops.batchnorm import FusedBatchNorm2d, replace_batchnorm  # noqa: E402
+from mnv2.ops.depthwise import DepthwiseConv2d, reference_depthwise, replace_slow_convolutions  # noqa: E402
+
+
+def _out(size: int, stride: int) -> int:
+    return (size - 1) // stride + 1  # 3x3, padding 1
+
+
+def fused_sites(width: float, image: int) -> set[tuple[int, int, int]]:
+    """(channels, input size, stride) of each depthwise convolution that follows a BatchNorm + ReLU6
+    of its own: every block's with an expansion, and the first block's (after the stem)."""
+    size = _out(image, 2)
+    channels = make_divisible(FIRST_CHANNELS * width)
+    sites = set()
+    for t, c, n, s in INVERTED_RESIDUAL_SETTINGS:
+        for i in range(n):
+            stride = s if i == 0 else 1
+            sites.add((round(channels * t), size, stride))  # t = 1 (first block): the stem's BatchNorm
+            size = _out(size, stride)
+            channels = make_divisible(c * width)
+    return sites
+
+
+SITES = sorted(set().union(*(fused_sites(w, s) for w in (0.35, 1.4) for s in (33, 97))))
+# (batch, channels, height, width, stride, padding) the network does not have.
+ODD = [(1, 1, 1, 1, 1, 1), (2, 21, 15, 14, 2, 1), (1, 19, 26, 25, 2, 0), (2, 37, 7, 9, 1, 0),
+       (1, 18, 56, 57, 1, 1)]
+
+
+def test_site_table_matches_the_model():
+    """17 pairs in the trainer's MobileNetV2, at the channels and strides of the table above."""
+    net = MobileNetV2(num_classes=10, width_mult=0.35)
+    counts = replace_slow_convolutions(net, dense_input_grad=False)
+    assert counts["batchnorm_into_depthwise"] == 17
+    convs = [c for _, c in net.cells_and_names() if isinstance(c, DepthwiseAfterBatchNorm)]
+    assert len(convs) == 17
+    assert {(c.channels, c.stride) for c in convs} == {(c, s) for c, _, s in fused_sites(0.35, 33)}
+    assert len([c for _, c in net.cells_and_names() if isinstance(c, BatchNormForDepthwise)]) == 17
+    # Every depthwise convolution is fused; the 18 other BatchNorm + ReLU6 (after a depthwise, last 1x1) not.
+    assert not [c for _, c in net.cells_and_names() if type(c) is DepthwiseConv2d]
+    assert len([c for _, c in net.cells_and_names() if isinstance(c, FusedBatchNorm2d) and c.relu6]) == 18
+
+
+class _Pair(nn.Cell):
+    def __init__(self, first: nn.Cell, second: nn.Cell) -> None:
+        super().__init__()
+        self.first, self.second = first, second
+
+    def construct(self, x):
+        return self.second(self.first(x))
+
+
+def _layers(channels: int, stride: int, padding: int, params: dict[str, np.ndarray], fused: bool):
+    bn = nn.BatchNorm2d(channels)
+    for name, value in params.items():
+        if name != "weight":
+            getattr(bn, name).set_data(Tensor(value.astype(np.float32)))
+    conv = reference_depthwise(channels, stride, padding)
+    conv.weight.set_data(Tensor(params["weight"].astype(np.float32)))
+    if not fused:
+        return nn.SequentialCell([bn, nn.ReLU6(), conv]), bn, conv
+    fast = DepthwiseConv2d(channels, 3, stride, padding)
+    fast.weight = conv.weight
+    pair = _Pair(BatchNormForDepthwise(FusedBatchNorm2d(bn, relu6=True)), DepthwiseAfterBatchNorm(fast))
+    return pair, bn, conv
+
+
+def _run(layer: nn.Cell, bn, conv, x: Tensor, g: Tensor, training: bool) -> dict[str, np.ndarray]:
+    layer.set_train(training)
+    loss = LayerLoss(layer)
+    loss.set_train(training)
+    grad = ops.GradOperation(get_all=True, get_by_list=True)(loss, [bn.gamma, bn.beta, conv.weight])
+    (dx, _), (dgamma, dbeta, dweight) = grad(x, g)  # one forward: the moving statistics move once
+    return {"y": layer(x).asnumpy(), "dx": dx.asnumpy(), "dgamma": dgamma.asnumpy(), "dbeta": dbeta.asnumpy(),
+            "dweight": dweight.asnumpy(), "moving_mean": bn.moving_mean.asnumpy(),
+            "moving_variance": bn.moving_variance.asnumpy()}
+
+
+def _compare(batch: int, channels: int, height: int, width: int, stride: int, padding: int, training: bool,
+             seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    params = {
+        "gamma": rng.uniform(0.5, 1.5, channels), "beta": rng.normal(0.5, 1.0, channels),
+        "moving_mean": rng.normal(0, 1, channels), "moving_variance": rng.uniform(0.5, 2, channels),
+        "weight": rng.normal(0, 0.5, (channels, 1, 3, 3)),
+    }
+    # A mean far from zero and a spread of ~2 (conv outputs), so ReLU6 clips on both sides.
+    shape = (batch, channels, height, width)
+    x = Tensor((rng.normal(1.0, 2.0, shape) + rng.normal(0, 3, (1, channels, 1, 1))).astype(np.float32))
+    oh, ow = (height + 2 * padding - 3) // stride + 1, (width + 2 * padding - 3) // stride + 1
+    g = Tensor(rng.standard_normal((batch, channels, oh, ow)).astype(np.float32))
+    want = _run(*_layers(channels, stride, padding, params, False), x, g, training)
+    got = _run(*_layers(channels, stride, padding, params, True), x, g, training)
+    for key, expected in want.items():
+        if key == "moving_variance" and training and batch * height * width == 1:
+            continue  # MindSpore stores NaN for one value per channel; the kernel 0 (test_batchnorm.py)
+        scale = float(np.abs(expected).max()) or 1.0
+        where = f"{key} {batch}x{channels}x{height}x{width} s{stride} p{padding} train={training}"
+        np.testing.assert_allclose(got[key], expected, rtol=1e-4, atol=5e-5 * scale, err_msg=where)
+
+
+@pytest.fixture
+def pynative():
+    """PYNATIVE_MODE on CPU: one compile per shape would take minutes in GRAPH_MODE."""
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+    yield
+    ms.set_context(mode=previous)
+
+
+def test_every_mobilenetv2_site(pynative):
+    """Training at every site; evaluation at every third."""
+    assert len(SITES) > 25
+    for i, (channels, size, stride) in enumerate(SITES):
+        _compare(2, channels, size, size, stride, 1, training=True, seed=i)
+        if i % 3 == 0:
+            _compare(2, channels, size, size, stride, 1, training=False, seed=i)
+
+
+@pytest.mark.parametrize("shape", ODD, ids=lambda s: "x".join(map(str, s)))
+def test_odd_geometries(pynative, shape):
+    _compare(*shape, training=True, seed=sum(shape))
+    _compare(*shape, training=False, seed=sum(shape) + 1)
+
+
+def test_graph_mode_network_matches_unfused_kernels(graph_mode):
+    """The trainer's MobileNetV2 in GRAPH_MODE, fused or not: the same training steps and evaluation.
+
+    (Against MindSpore's own layers the whole network is compared in test_training_equivalence.py.)
+    """
+    from mnv2.loss import LabelSmoothingCrossEntropy
+
+    rng = np.random.default_rng(5)
+    x = Tensor(rng.standard_normal((4, 3, 49, 49)).astype(np.float32))
+    y = Tensor(rng.integers(0, 5, 4).astype(np.int32))
+
+    def run(fuse: bool):
+        net = MobileNetV2(num_classes=5, width_mult=0.35, seed=3)
+        if fuse:
+            replace_slow_convolutions(net, dense_input_grad=False)
+        else:  # the same kernels, each BatchNorm + ReLU6 writing its output
+            replace_slow_convolutions(net, dense_input_grad=False, fuse_batchnorm=False)
+            replace_batchnorm(net)
+        assert fuse == any(isinstance(c, DepthwiseAfterBatchNorm) for _, c in net.cells_and_names())
+        opt = nn.Momentum(net.trainable_params(), 0.05, 0.9, weight_decay=4e-5)
+        step = nn.TrainOneStepCell(nn.WithLossCell(net, LabelSmoothingCrossEntropy(5)), opt)
+        step.set_train()
+        losses = [float(step(x, y).asnumpy()) for _ in range(3)]
+        net.set_train(False)
+        return losses, net(x).asnumpy(), {p.name: p.asnumpy() for p in net.get_parameters()}
+
+    ref_losses, ref_eval, ref_params = run(False)
+    losses, evaluated, params = run(True)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    np.testing.assert_allclose(evaluated, ref_eval, rtol=1e-4, atol=1e-5 * float(np.abs(ref_eval).max()))
+    assert params.keys() == ref_params.keys()  # the same names: checkpoints load either way
+    for name, ref in ref_params.items():
+        np.testing.assert_allclose(params[name], ref, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_only_fused_relu6_batchnorms_before_depthwise_are_taken():
+    """A network without the kernels swapped in, or a second call, changes nothing."""
+    net = MobileNetV2(num_classes=10, width_mult=0.35)
+    assert fuse_batchnorm_into_depthwise(net) == 0  # MindSpore's own layers: left alone
+    replace_slow_convolutions(net, dense_input_grad=False)
+    assert fuse_batchnorm_into_depthwise(net) == 0  # already fused
+    with pytest.raises(ValueError, match="ReLU6"):
+        BatchNormForDepthwise(FusedBatchNorm2d(nn.BatchNorm2d(4), relu6=False))

@@ -1,0 +1,249 @@
+"""The BatchNorm + ReLU6 before a depthwise convolution, applied while the convolution reads its input.
+
+In MobileNetV2 each expansion 1x1 convolution, and the stem, is followed by BatchNorm + ReLU6 and
+then by the block's depthwise 3x3 convolution. That BatchNorm's output is the network's largest
+kind of tensor (6x the block's channels, at the block's input resolution): written once, read back
+by the depthwise kernel, and kept until the backward pass because the depthwise weight gradient
+needs it. Here it is never made:
+
+- ``BatchNormForDepthwise`` (in the BatchNorm's place) computes only the batch statistics and the
+  moving-average update (``mnv2_bn_train_coef``; in evaluation the moving statistics,
+  ``mnv2_bn_infer_coef``) and passes on its input with the per-channel affine map;
+- ``DepthwiseAfterBatchNorm`` (in the depthwise convolution's place) runs the depthwise kernels
+  with ``Act`` (csrc/depthwise.cc), which apply ``min(max(x * scale + bias, 0), 6)`` to each
+  plane as they read it. Its backward gives the gradient of the BatchNorm's output, from which the
+  BatchNorm's own backward kernel (csrc/batchnorm.cc) computes the gradients of x, gamma and beta.
+
+The two cells pass a tuple between them. Parameter objects stay in their cells and slots, so
+names (checkpoint keys), values and optimizer bindings are unchanged. The results are those of
+``FusedBatchNorm2d(relu6=True)`` followed by ``DepthwiseConv2d`` up to float rounding (one fused
+multiply-add instead of a multiply and an add; tests/perf/test_act_depthwise.py).
+
+Use through ``fuse_batchnorm_into_depthwise(network)``, which ``replace_slow_convolutions`` calls
+after swapping in the BatchNorm and depthwise kernels.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from mindspore import nn, ops
+
+from mnv2.ops._build import build
+from mnv2.ops.batchnorm import FusedBatchNorm2d, _Fused
+from mnv2.ops.depthwise import DepthwiseConv2d, _out_size
+
+
+def _vectors(n: int):
+    return lambda *shapes: tuple([shapes[1][0]] for _ in range(n))
+
+
+@cache
+def _coefficients() -> tuple[ops.Custom, ops.Custom]:
+    """(training, inference) ops computing the BatchNorm's per-channel affine map."""
+    lib = build("batchnorm")
+    zeros = ops.ZerosLike()
+
+    # No gradient of their own: DepthwiseAfterBatchNorm's backward accounts for the statistics.
+    def train_bprop(x, gamma, beta, mmean, mvar, hp, out, dout):
+        return zeros(x), zeros(gamma), zeros(beta), zeros(mmean), zeros(mvar), zeros(hp)
+
+    def infer_bprop(gamma, beta, mmean, mvar, hp, out, dout):
+        return zeros(gamma), zeros(beta), zeros(mmean), zeros(mvar), zeros(hp)
+
+    train = ops.Custom(
+        f"{lib}:mnv2_bn_train_coef",
+        out_shape=lambda x, g, b, m, v, hp: (g, g, g, g, g, g),
+        out_dtype=lambda x, g, b, m, v, hp: (g, g, g, g, g, g),
+        func_type="aot",
+        bprop=train_bprop,
+    )
+    infer = ops.Custom(
+        f"{lib}:mnv2_bn_infer_coef",
+        out_shape=lambda g, b, m, v, hp: (g, g),
+        out_dtype=lambda g, b, m, v, hp: (g, g),
+        func_type="aot",
+        bprop=infer_bprop,
+    )
+    return train, infer
+
+
+@cache
+def _depthwise(stride: int, padding: int) -> tuple[ops.Custom, ops.Custom]:
+    """(forward, backward) depthwise ops that read act(x) for one geometry."""
+    lib = build("depthwise")
+    suffix = f"s{stride}_p{padding}"
+    forward = ops.Custom(
+        f"{lib}:mnv2_dw3x3_actfwd_{suffix}",
+        out_shape=lambda x, w, s, b: [x[0], x[1], _out_size(x[2], stride, padding),
+                                      _out_size(x[3], stride, padding)],
+        out_dtype=lambda x, w, s, b: x,
+        func_type="aot",
+    )
+    backward = ops.Custom(
+        f"{lib}:mnv2_dw3x3_actbwd_{suffix}",
+        out_shape=lambda dy, x, w, s, b: (x, w),
+        out_dtype=lambda dy, x, w, s, b: (x, w),
+        func_type="aot",
+    )
+    return forward, backward
+
+
+@cache
+def _batchnorm_backward() -> tuple[ops.Custom, ops.Custom]:
+    """(training, inference) BatchNorm + ReLU6 backward: the output's gradient -> x's, gamma's, beta's."""
+    lib = build("batchnorm")
+    train = ops.Custom(
+        f"{lib}:mnv2_bn_train_bwd_r1",
+        out_shape=lambda dy, x, g, b, m, v: (x, g, g),
+        out_dtype=lambda dy, x, g, b, m, v: (x, g, g),
+        func_type="aot",
+    )
+    infer = ops.Custom(
+        f"{lib}:mnv2_bn_infer_bwd_r1",
+        out_shape=lambda dy, x, g, b, m, v, hp: (x, g, g),
+        out_dtype=lambda dy, x, g, b, m, v, hp: (x, g, g),
+        func_type="aot",
+    )
+    return train, infer
+
+
+class BatchNormForDepthwise(nn.Cell):
+    """A FusedBatchNorm2d (with ReLU6) whose output a DepthwiseAfterBatchNorm computes as it reads.
+
+    Returns ``(x, scale, bias, gamma, beta, mean, invstd)`` in training (batch statistics, moving
+    averages updated) and ``(x, scale, bias, gamma, beta, moving_mean, moving_variance, hp)`` in
+    evaluation; the BatchNorm's output is ``min(max(x * scale + bias, 0), 6)``.
+    """
+
+    def __init__(self, bn: FusedBatchNorm2d) -> None:
+        super().__init__()
+        if not bn.relu6:
+            raise ValueError("BatchNormForDepthwise: the BatchNorm must be fused with its ReLU6")
+        self.num_features, self.eps, self.momentum = bn.num_features, bn.eps, bn.momentum
+        self.gamma = bn.gamma  # the same Parameter objects: names, values, optimizer bindings kept
+        self.beta = bn.beta
+        self.moving_mean = bn.moving_mean
+        self.moving_variance = bn.moving_variance
+        self._hp = bn._hp
+        self._train, self._infer = _coefficients()
+
+    def construct(self, x):
+        if self.training:
+            scale, bias, mean, invstd, new_mean, new_var = self._train(
+                x, self.gamma, self.beta, self.moving_mean, self.moving_variance, self._hp)
+            scale = ops.depend(scale, ops.assign(self.moving_mean, new_mean))
+            scale = ops.depend(scale, ops.assign(self.moving_variance, new_var))
+            return x, scale, bias, self.gamma, self.beta, mean, invstd
+        scale, bias = self._infer(self.gamma, self.beta, self.moving_mean, self.moving_variance, self._hp)
+        return x, scale, bias, self.gamma, self.beta, self.moving_mean, self.moving_variance, self._hp
+
+    def extend_repr(self) -> str:
+        return f"num_features={self.num_features}, eps={self.eps}, momentum={self.momentum}, into_depthwise"
+
+
+class _TrainStep(nn.Cell):
+    """act(x) -> depthwise, with the backward of both (a cell bprop: the statistics get no gradient
+    of their own, BatchNorm's backward kernel accounts for them)."""
+
+    def __init__(self, stride: int, padding: int) -> None:
+        super().__init__()
+        self._fwd, self._bwd = _depthwise(stride, padding)
+        self._bn_bwd = _batchnorm_backward()[0]
+        self._zeros = ops.ZerosLike()
+
+    def construct(self, x, w, scale, bias, gamma, beta, mean, invstd):
+        return self._fwd(x, w, scale, bias)
+
+    def bprop(self, x, w, scale, bias, gamma, beta, mean, invstd, out, dout):
+        grad_act, dw = self._bwd(dout, x, w, scale, bias)
+        dx, dgamma, dbeta = self._bn_bwd(grad_act, x, gamma, beta, mean, invstd)
+        z = self._zeros
+        return dx, dw, z(scale), z(bias), dgamma, dbeta, z(mean), z(invstd)
+
+
+class _InferStep(nn.Cell):
+    """As _TrainStep with the moving statistics (evaluation mode)."""
+
+    def __init__(self, stride: int, padding: int) -> None:
+        super().__init__()
+        self._fwd, self._bwd = _depthwise(stride, padding)
+        self._bn_bwd = _batchnorm_backward()[1]
+        self._zeros = ops.ZerosLike()
+
+    def construct(self, x, w, scale, bias, gamma, beta, mean, var, hp):
+        return self._fwd(x, w, scale, bias)
+
+    def bprop(self, x, w, scale, bias, gamma, beta, mean, var, hp, out, dout):
+        grad_act, dw = self._bwd(dout, x, w, scale, bias)
+        dx, dgamma, dbeta = self._bn_bwd(grad_act, x, gamma, beta, mean, var, hp)
+        z = self._zeros
+        return dx, dw, z(scale), z(bias), dgamma, dbeta, z(mean), z(var), z(hp)
+
+
+class DepthwiseAfterBatchNorm(nn.Cell):
+    """A DepthwiseConv2d fed by a BatchNormForDepthwise: takes its tuple, applies it while reading."""
+
+    def __init__(self, conv: DepthwiseConv2d) -> None:
+        super().__init__()
+        self.channels, self.stride, self.padding = conv.channels, conv.stride, conv.padding
+        self.in_channels = self.out_channels = self.group = conv.channels
+        self.kernel_size = conv.kernel_size
+        self.weight = conv.weight  # the same Parameter: name, value and optimizer binding kept
+        self._train_step = _TrainStep(conv.stride, conv.padding)
+        self._infer_step = _InferStep(conv.stride, conv.padding)
+
+    def construct(self, inputs):
+        if self.training:
+            x, scale, bias, gamma, beta, mean, invstd = inputs
+            return self._train_step(x, self.weight, scale, bias, gamma, beta, mean, invstd)
+        x, scale, bias, gamma, beta, mean, var, hp = inputs
+        return self._infer_step(x, self.weight, scale, bias, gamma, beta, mean, var, hp)
+
+    def extend_repr(self) -> str:
+        return (f"channels={self.channels}, kernel_size=3, stride={self.stride}, padding={self.padding}, "
+                "input=BatchNorm+ReLU6")
+
+
+def _ends_in_fused_relu6(cell: nn.Cell) -> bool:
+    """A ConvBNReLU whose BatchNorm is a FusedBatchNorm2d that absorbed its ReLU6."""
+    layers = getattr(cell, "features", None)
+    return (
+        isinstance(layers, nn.SequentialCell) and len(layers) == 3
+        and isinstance(layers[1], FusedBatchNorm2d) and layers[1].relu6 and isinstance(layers[2], _Fused)
+    )
+
+
+def _starts_with_depthwise(cell: nn.Cell) -> bool:
+    layers = getattr(cell, "features", None)
+    return isinstance(layers, nn.SequentialCell) and isinstance(layers[0], DepthwiseConv2d)
+
+
+def _pairs(network: nn.Cell) -> list[tuple[nn.Cell, nn.Cell]]:
+    """(ConvBNReLU, depthwise ConvBNReLU) pairs where the first's output is only the second's input:
+    an inverted residual's expansion and depthwise layers, and the stem with a first block that
+    has no expansion and no residual connection (there the stem's output goes nowhere else)."""
+    from mnv2.model import InvertedResidual, MobileNetV2Backbone
+
+    pairs = []
+    for _, cell in network.cells_and_names():
+        if isinstance(cell, InvertedResidual) and len(cell.conv) >= 2:
+            pairs.append((cell.conv[0], cell.conv[1]))
+        elif isinstance(cell, MobileNetV2Backbone) and len(cell.features) >= 2:
+            first = cell.features[1]
+            if isinstance(first, InvertedResidual) and not first.use_res_connect:
+                pairs.append((cell.features[0], first.conv[0]))
+    return [(a, b) for a, b in pairs if _ends_in_fused_relu6(a) and _starts_with_depthwise(b)]
+
+
+def fuse_batchnorm_into_depthwise(network: nn.Cell) -> int:
+    """Let each depthwise convolution of ``network`` apply the BatchNorm + ReLU6 before it; how many.
+
+    Needs the swapped-in kernels (FusedBatchNorm2d with its ReLU6, DepthwiseConv2d); layers that
+    are not in that form are left alone. In place, before building the optimizer or compiling.
+    """
+    pairs = _pairs(network)
+    for producer, consumer in pairs:
+        producer.features[1] = BatchNormForDepthwise(producer.features[1])
+        consumer.features[0] = DepthwiseAfterBatchNorm(consumer.features[0])
+    return len(pairs)
