@@ -23,8 +23,7 @@
 //   mnv2_bn_infer_bwd_r{R}(dy, x, gamma, beta, mmean, mvar, hp) -> dx, dgamma, dbeta
 //   mnv2_bn_train_coef(x, gamma, beta, mmean, mvar, hp)
 //       -> scale[C], bias[C], save_mean, save_invstd, new_mmean, new_mvar  (training, y not written)
-//   mnv2_bn_infer_coef(gamma, beta, mmean, mvar, hp) -> scale[C], bias[C]
-// The coef entries give y = x * scale + bias (before ReLU6) to a kernel that applies it as it reads x
+// The coef entry gives y = x * scale + bias (before ReLU6) to a kernel that applies it as it reads x
 // (csrc/depthwise.cc, Act).
 // Return value 0 is success, non-zero a shape or dtype mismatch.
 
@@ -538,29 +537,6 @@ int infer_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   return 0;
 }
 
-// The inference affine map as infer_forward computes it: (gamma, beta, mmean, mvar, hp) -> scale, bias.
-int infer_coefficients(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (nparam != 7 || !mnv2::all_float32(nparam, dtypes) || ndims[0] != 1) return 1;
-  const int64_t c = shapes[0][0];
-  for (int t : {1, 2, 3, 5, 6}) {
-    if (!vec(ndims, shapes, t, c)) return 2;
-  }
-  if (ndims[4] != 1 || shapes[4][0] != 2) return 2;
-  const float *gamma = static_cast<const float *>(params[0]);
-  const float *beta = static_cast<const float *>(params[1]);
-  const float *mmean = static_cast<const float *>(params[2]);
-  const float *mvar = static_cast<const float *>(params[3]);
-  const float eps = static_cast<const float *>(params[4])[0];
-  float *scale = static_cast<float *>(params[5]);
-  float *bias = static_cast<float *>(params[6]);
-  for (int64_t i = 0; i < c; ++i) {
-    const float invstd = 1.0f / std::sqrt(mvar[i] + eps);
-    scale[i] = gamma[i] * invstd;
-    bias[i] = beta[i] - mmean[i] * scale[i];
-  }
-  return 0;
-}
-
 }  // namespace
 
 #define MNV2_BN_EXPORT(NAME, FN, R)                                                                 \
@@ -581,8 +557,4 @@ MNV2_BN_EXPORT(infer_bwd, infer_backward, 1)
 extern "C" int mnv2_bn_train_coef(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                   void *, void *) {
   return train_coefficients(nparam, params, ndims, shapes, dtypes);
-}
-extern "C" int mnv2_bn_infer_coef(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                  void *, void *) {
-  return infer_coefficients(nparam, params, ndims, shapes, dtypes);
 }

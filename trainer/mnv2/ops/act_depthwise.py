@@ -7,14 +7,17 @@ by the depthwise kernel, and kept until the backward pass because the depthwise 
 needs it. Here it is never made:
 
 - ``BatchNormForDepthwise`` (in the BatchNorm's place) computes only the batch statistics and the
-  moving-average update (``mnv2_bn_train_coef``; in evaluation the moving statistics,
-  ``mnv2_bn_infer_coef``) and passes on its input with the per-channel affine map;
+  moving-average update (``mnv2_bn_train_coef``) and passes on its input with the per-channel
+  affine map;
 - ``DepthwiseAfterBatchNorm`` (in the depthwise convolution's place) runs the depthwise kernels
   with ``Act`` (csrc/depthwise.cc), which apply ``min(max(x * scale + bias, 0), 6)`` to each
   plane as they read it. Its backward gives the gradient of the BatchNorm's output, from which the
   BatchNorm's own backward kernel (csrc/batchnorm.cc) computes the gradients of x, gamma and beta.
 
-The two cells pass a tuple between them. Parameter objects stay in their cells and slots, so
+In evaluation both cells compute as before the fusion (FusedBatchNorm2d's inference kernel, then
+the plain depthwise kernel): with nothing kept for a backward pass, applying the map while reading
+measured slower there (253 vs 243 ms per forward pass at batch 32, 224 px). The two cells pass a
+tuple between them in training. Parameter objects stay in their cells and slots, so
 names (checkpoint keys), values and optimizer bindings are unchanged. The results are those of
 ``FusedBatchNorm2d(relu6=True)`` followed by ``DepthwiseConv2d`` up to float rounding (one fused
 multiply-add instead of a multiply and an add; tests/perf/test_act_depthwise.py).
@@ -39,33 +42,22 @@ def _vectors(n: int):
 
 
 @cache
-def _coefficients() -> tuple[ops.Custom, ops.Custom]:
-    """(training, inference) ops computing the BatchNorm's per-channel affine map."""
+def _coefficients() -> ops.Custom:
+    """The op computing the BatchNorm's batch statistics and per-channel affine map (training)."""
     lib = build("batchnorm")
     zeros = ops.ZerosLike()
 
-    # No gradient of their own: DepthwiseAfterBatchNorm's backward accounts for the statistics.
-    def train_bprop(x, gamma, beta, mmean, mvar, hp, out, dout):
+    # No gradient of its own: DepthwiseAfterBatchNorm's backward accounts for the statistics.
+    def bprop(x, gamma, beta, mmean, mvar, hp, out, dout):
         return zeros(x), zeros(gamma), zeros(beta), zeros(mmean), zeros(mvar), zeros(hp)
 
-    def infer_bprop(gamma, beta, mmean, mvar, hp, out, dout):
-        return zeros(gamma), zeros(beta), zeros(mmean), zeros(mvar), zeros(hp)
-
-    train = ops.Custom(
+    return ops.Custom(
         f"{lib}:mnv2_bn_train_coef",
         out_shape=lambda x, g, b, m, v, hp: (g, g, g, g, g, g),
         out_dtype=lambda x, g, b, m, v, hp: (g, g, g, g, g, g),
         func_type="aot",
-        bprop=train_bprop,
+        bprop=bprop,
     )
-    infer = ops.Custom(
-        f"{lib}:mnv2_bn_infer_coef",
-        out_shape=lambda g, b, m, v, hp: (g, g),
-        out_dtype=lambda g, b, m, v, hp: (g, g),
-        func_type="aot",
-        bprop=infer_bprop,
-    )
-    return train, infer
 
 
 @cache
@@ -90,30 +82,23 @@ def _depthwise(stride: int, padding: int) -> tuple[ops.Custom, ops.Custom]:
 
 
 @cache
-def _batchnorm_backward() -> tuple[ops.Custom, ops.Custom]:
-    """(training, inference) BatchNorm + ReLU6 backward: the output's gradient -> x's, gamma's, beta's."""
+def _batchnorm_backward() -> ops.Custom:
+    """BatchNorm + ReLU6 training backward: the output's gradient -> x's, gamma's, beta's."""
     lib = build("batchnorm")
-    train = ops.Custom(
+    return ops.Custom(
         f"{lib}:mnv2_bn_train_bwd_r1",
         out_shape=lambda dy, x, g, b, m, v: (x, g, g),
         out_dtype=lambda dy, x, g, b, m, v: (x, g, g),
         func_type="aot",
     )
-    infer = ops.Custom(
-        f"{lib}:mnv2_bn_infer_bwd_r1",
-        out_shape=lambda dy, x, g, b, m, v, hp: (x, g, g),
-        out_dtype=lambda dy, x, g, b, m, v, hp: (x, g, g),
-        func_type="aot",
-    )
-    return train, infer
 
 
 class BatchNormForDepthwise(nn.Cell):
     """A FusedBatchNorm2d (with ReLU6) whose output a DepthwiseAfterBatchNorm computes as it reads.
 
     Returns ``(x, scale, bias, gamma, beta, mean, invstd)`` in training (batch statistics, moving
-    averages updated) and ``(x, scale, bias, gamma, beta, moving_mean, moving_variance, hp)`` in
-    evaluation; the BatchNorm's output is ``min(max(x * scale + bias, 0), 6)``.
+    averages updated), where the BatchNorm's output is ``min(max(x * scale + bias, 0), 6)``; in
+    evaluation that output itself, as FusedBatchNorm2d computes it.
     """
 
     def __init__(self, bn: FusedBatchNorm2d) -> None:
@@ -126,7 +111,8 @@ class BatchNormForDepthwise(nn.Cell):
         self.moving_mean = bn.moving_mean
         self.moving_variance = bn.moving_variance
         self._hp = bn._hp
-        self._train, self._infer = _coefficients()
+        self._train = _coefficients()
+        self._infer = bn._infer
 
     def construct(self, x):
         if self.training:
@@ -135,8 +121,7 @@ class BatchNormForDepthwise(nn.Cell):
             scale = ops.depend(scale, ops.assign(self.moving_mean, new_mean))
             scale = ops.depend(scale, ops.assign(self.moving_variance, new_var))
             return x, scale, bias, self.gamma, self.beta, mean, invstd
-        scale, bias = self._infer(self.gamma, self.beta, self.moving_mean, self.moving_variance, self._hp)
-        return x, scale, bias, self.gamma, self.beta, self.moving_mean, self.moving_variance, self._hp
+        return self._infer(x, self.gamma, self.beta, self.moving_mean, self.moving_variance, self._hp)
 
     def extend_repr(self) -> str:
         return f"num_features={self.num_features}, eps={self.eps}, momentum={self.momentum}, into_depthwise"
@@ -149,7 +134,7 @@ class _TrainStep(nn.Cell):
     def __init__(self, stride: int, padding: int) -> None:
         super().__init__()
         self._fwd, self._bwd = _depthwise(stride, padding)
-        self._bn_bwd = _batchnorm_backward()[0]
+        self._bn_bwd = _batchnorm_backward()
         self._zeros = ops.ZerosLike()
 
     def construct(self, x, w, scale, bias, gamma, beta, mean, invstd):
@@ -162,27 +147,9 @@ class _TrainStep(nn.Cell):
         return dx, dw, z(scale), z(bias), dgamma, dbeta, z(mean), z(invstd)
 
 
-class _InferStep(nn.Cell):
-    """As _TrainStep with the moving statistics (evaluation mode)."""
-
-    def __init__(self, stride: int, padding: int) -> None:
-        super().__init__()
-        self._fwd, self._bwd = _depthwise(stride, padding)
-        self._bn_bwd = _batchnorm_backward()[1]
-        self._zeros = ops.ZerosLike()
-
-    def construct(self, x, w, scale, bias, gamma, beta, mean, var, hp):
-        return self._fwd(x, w, scale, bias)
-
-    def bprop(self, x, w, scale, bias, gamma, beta, mean, var, hp, out, dout):
-        grad_act, dw = self._bwd(dout, x, w, scale, bias)
-        dx, dgamma, dbeta = self._bn_bwd(grad_act, x, gamma, beta, mean, var, hp)
-        z = self._zeros
-        return dx, dw, z(scale), z(bias), dgamma, dbeta, z(mean), z(var), z(hp)
-
-
 class DepthwiseAfterBatchNorm(nn.Cell):
-    """A DepthwiseConv2d fed by a BatchNormForDepthwise: takes its tuple, applies it while reading."""
+    """A DepthwiseConv2d fed by a BatchNormForDepthwise: in training takes its tuple and applies the
+    BatchNorm + ReLU6 while reading; in evaluation a DepthwiseConv2d."""
 
     def __init__(self, conv: DepthwiseConv2d) -> None:
         super().__init__()
@@ -191,14 +158,13 @@ class DepthwiseAfterBatchNorm(nn.Cell):
         self.kernel_size = conv.kernel_size
         self.weight = conv.weight  # the same Parameter: name, value and optimizer binding kept
         self._train_step = _TrainStep(conv.stride, conv.padding)
-        self._infer_step = _InferStep(conv.stride, conv.padding)
+        self._infer = conv._op
 
     def construct(self, inputs):
         if self.training:
             x, scale, bias, gamma, beta, mean, invstd = inputs
             return self._train_step(x, self.weight, scale, bias, gamma, beta, mean, invstd)
-        x, scale, bias, gamma, beta, mean, var, hp = inputs
-        return self._infer_step(x, self.weight, scale, bias, gamma, beta, mean, var, hp)
+        return self._infer(inputs, self.weight)
 
     def extend_repr(self) -> str:
         return (f"channels={self.channels}, kernel_size=3, stride={self.stride}, padding={self.padding}, "
