@@ -39,14 +39,16 @@ F32 = 4
 def layers(width: float = 1.0, image: int = 224) -> list[tuple]:
     """Every custom-kernel call site of one MobileNetV2 training step, in network order.
 
-    ("bn", C, size, relu6) | ("dw", C, in_size, stride) | ("stem", 3, image, 32)
+    ("bn", C, size, relu6) | ("dw", C, in_size, stride) | ("stem", 3, image, 32), where the
+    BatchNorm + ReLU6 before a depthwise convolution is ("bn", C, size, "act") and that convolution
+    ("dw", C, in_size, "act<stride>"): the depthwise kernel applies it (mnv2.ops.act_depthwise).
     """
     def out(size: int, stride: int) -> int:
         return (size - 1) // stride + 1
 
     first = make_divisible(FIRST_CHANNELS * width)
     size = out(image, 2)
-    found: list[tuple] = [("stem", 3, image, first), ("bn", first, size, True)]
+    found: list[tuple] = [("stem", 3, image, first), ("bn", first, size, "act")]
     channels = first
     for t, c, n, s in INVERTED_RESIDUAL_SETTINGS:
         oc = make_divisible(c * width)
@@ -54,8 +56,8 @@ def layers(width: float = 1.0, image: int = 224) -> list[tuple]:
             hidden = round(channels * t)
             stride = s if i == 0 else 1
             if t != 1:
-                found.append(("bn", hidden, size, True))
-            found.append(("dw", hidden, size, stride))
+                found.append(("bn", hidden, size, "act"))
+            found.append(("dw", hidden, size, f"act{stride}"))
             size = out(size, stride)
             found += [("bn", hidden, size, True), ("bn", oc, size, False)]
             channels = oc
@@ -113,7 +115,25 @@ def kernel_calls(dll_bn, dll_dw, layer: tuple, batch: int, rng) -> list[tuple]:
         k = max(1, min(8, -(-ROTATE_BYTES // max(1, nbytes))))
         return lambda: [make() for _ in range(k)]
 
-    if kind == "bn":
+    if kind == "bn" and extra == "act":  # statistics only (the depthwise kernel applies them) + backward
+        shape = (batch, c, size, size)
+        act = batch * c * size * size * F32
+
+        def coef():
+            return [_rand(rng, shape), 1 + 0.1 * _rand(rng, c), 0.1 * _rand(rng, c), np.zeros(c, np.float32),
+                    np.ones(c, np.float32), np.array([1e-5, 0.9], np.float32),
+                    *[np.empty(c, np.float32) for _ in range(6)]]
+
+        def grad():
+            x = _rand(rng, shape)
+            mean = x.mean(axis=(0, 2, 3)).astype(np.float32)
+            invstd = (1 / np.sqrt(x.var(axis=(0, 2, 3)) + 1e-5)).astype(np.float32)
+            return [_rand(rng, shape), x, 1 + 0.1 * _rand(rng, c), 0.1 * _rand(rng, c), mean, invstd,
+                    np.empty_like(x), np.empty(c, np.float32), np.empty(c, np.float32)]
+
+        out.append(("bn_coef", copies(coef, act), entry(dll_bn, "mnv2_bn_train_coef"), act))
+        out.append(("bn_bwd_r1", copies(grad, 3 * act), entry(dll_bn, "mnv2_bn_train_bwd_r1"), 3 * act))
+    elif kind == "bn":
         r = int(extra)
         shape = (batch, c, size, size)
         act = batch * c * size * size * F32
@@ -138,21 +158,24 @@ def kernel_calls(dll_bn, dll_dw, layer: tuple, batch: int, rng) -> list[tuple]:
         out.append((f"bn_fwd_r{r}", copies(fwd, 2 * act), entry(dll_bn, f"mnv2_bn_train_fwd_r{r}"), 2 * act))
         out.append((f"bn_bwd_r{r}", copies(bwd, 3 * act), entry(dll_bn, f"mnv2_bn_train_bwd_r{r}"), 3 * act))
     elif kind == "dw":
-        s = extra
+        act = str(extra).startswith("act")
+        s = int(str(extra).removeprefix("act"))
         o = (size - 1) // s + 1
         xs, ys = (batch, c, size, size), (batch, c, o, o)
         xb, yb = np.prod(xs) * F32, np.prod(ys) * F32
+        coef = (lambda: [1 + 0.1 * _rand(rng, c), 0.1 * _rand(rng, c)]) if act else list
+        name = "act" if act else ""
 
         def fwd():
-            return [_rand(rng, xs), _rand(rng, (c, 1, 3, 3)), np.empty(ys, np.float32)]
+            return [_rand(rng, xs), _rand(rng, (c, 1, 3, 3)), *coef(), np.empty(ys, np.float32)]
 
         def bwd():
-            return [_rand(rng, ys), _rand(rng, xs), _rand(rng, (c, 1, 3, 3)), np.empty(xs, np.float32),
-                    np.empty((c, 1, 3, 3), np.float32)]
+            w = _rand(rng, (c, 1, 3, 3))
+            return [_rand(rng, ys), _rand(rng, xs), w, *coef(), np.empty(xs, np.float32), np.empty_like(w)]
 
-        out.append((f"dw_fwd_s{s}", copies(fwd, xb + yb), entry(dll_dw, f"mnv2_dw3x3_fwd_s{s}_p1"), xb + yb))
-        out.append((f"dw_bwd_s{s}", copies(bwd, 2 * xb + yb), entry(dll_dw, f"mnv2_dw3x3_bwd_s{s}_p1"),
-                    2 * xb + yb))
+        fn = f"mnv2_dw3x3_{name}fwd_s{s}_p1", f"mnv2_dw3x3_{name}bwd_s{s}_p1"
+        out.append((f"dw_{name}fwd_s{s}", copies(fwd, xb + yb), entry(dll_dw, fn[0]), xb + yb))
+        out.append((f"dw_{name}bwd_s{s}", copies(bwd, 2 * xb + yb), entry(dll_dw, fn[1]), 2 * xb + yb))
     else:  # stem: 3 -> extra channels, stride 2
         o = (size - 1) // 2 + 1
         xs, ys = (batch, c, size, size), (batch, extra, o, o)

@@ -23,3 +23,12 @@ def graph_mode():
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     yield
     ms.set_context(mode=previous)
+
+
+@pytest.fixture
+def pynative():
+    """PYNATIVE_MODE on CPU, for tests of many shapes (a GRAPH_MODE compile per shape takes minutes)."""
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+    yield
+    ms.set_context(mode=previous)

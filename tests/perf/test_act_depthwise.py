@@ -123,15 +123,6 @@ def _compare(batch: int, channels: int, height: int, width: int, stride: int, pa
         np.testing.assert_allclose(got[key], expected, rtol=1e-4, atol=5e-5 * scale, err_msg=where)
 
 
-@pytest.fixture
-def pynative():
-    """PYNATIVE_MODE on CPU: one compile per shape would take minutes in GRAPH_MODE."""
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
-    yield
-    ms.set_context(mode=previous)
-
-
 def test_every_mobilenetv2_site(pynative):
     """Training at every site; evaluation at every third."""
     assert len(SITES) > 25

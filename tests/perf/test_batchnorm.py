@@ -95,15 +95,6 @@ def _compare(
     return got
 
 
-@pytest.fixture
-def pynative():
-    """PYNATIVE_MODE on CPU: one compile per shape would take minutes in GRAPH_MODE."""
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
-    yield
-    ms.set_context(mode=previous)
-
-
 def test_every_mobilenetv2_shape(pynative):
     """Training (batch statistics) at every shape; evaluation (moving statistics) at every fourth."""
     assert len(SHAPES) > 60
