@@ -23,7 +23,10 @@ def test_a_job_breaking_the_policy_fails_and_gets_nothing(kube, namespace, sim, 
     status = job["status"]
     assert status["reason"] == "PolicyViolation"
     assert "spec.dataset.volume" in status["message"] and "hostPath" in status["message"]
-    warnings = [e for e in sim.events(namespace, JOB) if e["type"] == "Warning"]
+    # The operator writes the status first and posts the transition's event after it (reconcile.py).
+    warnings = wait_for(
+        lambda: [e for e in sim.events(namespace, JOB) if e["type"] == "Warning"], what="the Warning event"
+    )
     assert [e["reason"] for e in warnings] == ["PolicyViolation"]
     assert kube.list(k8s.PODS, namespace, {names.LABEL_JOB_NAME: JOB}) == []
     assert kube.get(k8s.SERVICES, namespace, JOB) is None
