@@ -16,9 +16,9 @@ needs it. Here it is never made:
 
 In evaluation both cells compute as before the fusion (FusedBatchNorm2d's inference kernel, then
 the plain depthwise kernel): with nothing kept for a backward pass, applying the map while reading
-measured slower there (253 vs 243 ms per forward pass at batch 32, 224 px). The two cells pass a
-tuple between them in training. Parameter objects stay in their cells and slots, so
-names (checkpoint keys), values and optimizer bindings are unchanged. The results are those of
+measured no faster there (forward passes at batch 32, 224 px, within this host's noise). In training
+the two cells pass a tuple between them. Parameter objects stay in their cells and slots, so names
+(checkpoint keys), values and optimizer bindings are unchanged. The results are those of
 ``FusedBatchNorm2d(relu6=True)`` followed by ``DepthwiseConv2d`` up to float rounding (one fused
 multiply-add instead of a multiply and an add; tests/perf/test_act_depthwise.py).
 
@@ -35,10 +35,6 @@ from mindspore import nn, ops
 from mnv2.ops._build import build
 from mnv2.ops.batchnorm import FusedBatchNorm2d, _Fused
 from mnv2.ops.depthwise import DepthwiseConv2d, _out_size
-
-
-def _vectors(n: int):
-    return lambda *shapes: tuple([shapes[1][0]] for _ in range(n))
 
 
 @cache
