@@ -68,16 +68,22 @@ inline ChannelAct channel_act(const Act *act, int64_t c) {
   return act == nullptr ? ChannelAct{} : ChannelAct{true, act->scale[c], act->bias[c]};
 }
 
+#if defined(__AVX512F__)
+// Act on 16 values of one channel (scale and bias broadcast).
+inline __m512 act16(__m512 v, __m512 scale, __m512 bias) {
+  const __m512 y = _mm512_fmadd_ps(v, scale, bias);
+  return _mm512_min_ps(_mm512_max_ps(y, _mm512_setzero_ps()), _mm512_set1_ps(6.0f));
+}
+#endif
+
 // dst[j] = a(src[j]), j in [0, n). MobileNetV2's late rows are 7 or 14 values: masked vectors, as
 // row_copy does, not a loop remainder.
 inline void act_copy(float *__restrict dst, const float *__restrict src, int64_t n, const ChannelAct &a) {
 #if defined(__AVX512F__)
   const __m512 scale = _mm512_set1_ps(a.scale), bias = _mm512_set1_ps(a.bias);
-  const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 m = n - j >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << (n - j)) - 1);
-    const __m512 v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, src + j), scale, bias);
-    _mm512_mask_storeu_ps(dst + j, m, _mm512_min_ps(_mm512_max_ps(v, zero), six));
+    _mm512_mask_storeu_ps(dst + j, m, act16(_mm512_maskz_loadu_ps(m, src + j), scale, bias));
   }
 #else
   for (int64_t j = 0; j < n; ++j) dst[j] = a(src[j]);
@@ -499,7 +505,7 @@ void to_lanes(const float *__restrict src, int64_t lanes, int64_t h, int64_t w, 
   }
   const int64_t hw = h * w;
   __m512 r[kLanes], scale[kLanes] = {}, bias[kLanes] = {};
-  const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+  const __m512 zero = _mm512_setzero_ps();
   for (int c = 0; act != nullptr && c < lanes; ++c) {
     scale[c] = _mm512_set1_ps(act->scale[c0 + c]);
     bias[c] = _mm512_set1_ps(act->bias[c0 + c]);
@@ -511,9 +517,7 @@ void to_lanes(const float *__restrict src, int64_t lanes, int64_t h, int64_t w, 
       r[c] = c < lanes ? _mm512_maskz_loadu_ps(mask, src + c * hw + e) : zero;
       // Values past the plane's end (lanes >= m) come out of the activation non-zero; they are
       // never stored below.
-      if (act != nullptr && c < lanes) {
-        r[c] = _mm512_min_ps(_mm512_max_ps(_mm512_fmadd_ps(r[c], scale[c], bias[c]), zero), six);
-      }
+      if (act != nullptr && c < lanes) r[c] = act16(r[c], scale[c], bias[c]);
     }
     transpose16(r);
     int64_t i = e / w, j = e % w;
@@ -1134,9 +1138,7 @@ int dense_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   extern "C" int mnv2_dw3x3_bwd_s##S##_p##P(int nparam, void **params, int *ndims, int64_t **shapes,      \
                                             const char **dtypes, void *, void *) {                       \
     return backward<S, P>(nparam, params, ndims, shapes, dtypes);                                         \
-  }
-
-#define MNV2_DW_ACT_EXPORT(S, P)                                                                          \
+  }                                                                                                       \
   extern "C" int mnv2_dw3x3_actfwd_s##S##_p##P(int nparam, void **params, int *ndims, int64_t **shapes,   \
                                                const char **dtypes, void *, void *) {                    \
     return forward<S, P, true>(nparam, params, ndims, shapes, dtypes);                                    \
@@ -1150,10 +1152,6 @@ MNV2_DW_EXPORT(1, 0)
 MNV2_DW_EXPORT(1, 1)
 MNV2_DW_EXPORT(2, 0)
 MNV2_DW_EXPORT(2, 1)
-MNV2_DW_ACT_EXPORT(1, 0)
-MNV2_DW_ACT_EXPORT(1, 1)
-MNV2_DW_ACT_EXPORT(2, 0)
-MNV2_DW_ACT_EXPORT(2, 1)
 
 #define MNV2_CONV_EXPORT(S, P)                                                                            \
   extern "C" int mnv2_conv3x3_fwd_s##S##_p##P(int nparam, void **params, int *ndims, int64_t **shapes,    \

@@ -33,7 +33,7 @@ from functools import cache
 from mindspore import nn, ops
 
 from mnv2.ops._build import build
-from mnv2.ops.batchnorm import FusedBatchNorm2d, _Fused
+from mnv2.ops.batchnorm import FusedBatchNorm2d, _Fused, train_backward
 from mnv2.ops.depthwise import DepthwiseConv2d, _out_size
 
 
@@ -77,18 +77,6 @@ def _depthwise(stride: int, padding: int) -> tuple[ops.Custom, ops.Custom]:
     return forward, backward
 
 
-@cache
-def _batchnorm_backward() -> ops.Custom:
-    """BatchNorm + ReLU6 training backward: the output's gradient -> x's, gamma's, beta's."""
-    lib = build("batchnorm")
-    return ops.Custom(
-        f"{lib}:mnv2_bn_train_bwd_r1",
-        out_shape=lambda dy, x, g, b, m, v: (x, g, g),
-        out_dtype=lambda dy, x, g, b, m, v: (x, g, g),
-        func_type="aot",
-    )
-
-
 class BatchNormForDepthwise(nn.Cell):
     """A FusedBatchNorm2d (with ReLU6) whose output a DepthwiseAfterBatchNorm computes as it reads.
 
@@ -130,7 +118,7 @@ class _TrainStep(nn.Cell):
     def __init__(self, stride: int, padding: int) -> None:
         super().__init__()
         self._fwd, self._bwd = _depthwise(stride, padding)
-        self._bn_bwd = _batchnorm_backward()
+        self._bn_bwd = train_backward(relu6=True)
         self._zeros = ops.ZerosLike()
 
     def construct(self, x, w, scale, bias, gamma, beta, mean, invstd):

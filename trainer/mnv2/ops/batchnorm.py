@@ -22,8 +22,16 @@ from mindspore import Tensor, nn, ops
 from mnv2.ops._build import build
 
 
-def _vec(shape):
-    return [shape[1]]
+@cache
+def train_backward(relu6: bool) -> ops.Custom:
+    """The training backward (dy, x, gamma, beta, save_mean, save_invstd) -> dx, dgamma, dbeta, where
+    dy is the gradient of the (clipped, with relu6) output."""
+    return ops.Custom(
+        f"{build('batchnorm')}:mnv2_bn_train_bwd_r{int(relu6)}",
+        out_shape=lambda dy, x, g, b, m, v: (x, g, g),
+        out_dtype=lambda dy, x, g, b, m, v: (x, g, g),
+        func_type="aot",
+    )
 
 
 @cache
@@ -32,13 +40,7 @@ def _kernels(relu6: bool) -> tuple[ops.Custom, ops.Custom]:
     lib = build("batchnorm")
     r = int(relu6)
     zeros_like = ops.ZerosLike()
-
-    train_bwd = ops.Custom(
-        f"{lib}:mnv2_bn_train_bwd_r{r}",
-        out_shape=lambda dy, x, g, b, m, v: (x, g, g),
-        out_dtype=lambda dy, x, g, b, m, v: (x, g, g),
-        func_type="aot",
-    )
+    train_bwd = train_backward(relu6)
 
     def train_bprop(x, gamma, beta, mmean, mvar, hp, out, dout):
         dx, dgamma, dbeta = train_bwd(dout[0], x, gamma, beta, out[1], out[2])
