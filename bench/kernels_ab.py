@@ -3,8 +3,9 @@
 A bench-only loop beside `trainer_bench` (which measures `mnv2 train` itself). The MindSpore
 networks (the trainer's MobileNetV2 1.0 at 224 px with the depthwise and stem kernels only, with
 every kernel including the fused BatchNorm + ReLU6, and with the 1x1 convolutions in bf16 on top
-where the CPU has AVX512-BF16) are compiled in one process and stepped in rotating order, so a busy
-neighbour slows them alike: the ratios hold on a shared machine where absolute figures do not.
+where the CPU has AVX512-BF16, a second time capped to AVX512-BF16 where it has AMX) are compiled in
+one process and stepped in rotating order, so a busy neighbour slows them alike: the ratios hold on
+a shared machine where absolute figures do not.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ SETS = {
     "conv": "depthwise and stem kernels only",
     "all": "every kernel (+ fused BatchNorm/ReLU6)",
     "bf16": "every kernel, 1x1 convolutions in bf16",
+    "bf16-avx512": "the same on AVX512-BF16 dot products only",
 }
 
 
@@ -35,22 +37,26 @@ def measure(batch: int, steps: int, mode: str) -> dict:
     rng = np.random.default_rng(0)
     x = Tensor(rng.standard_normal((batch, 3, 224, 224)).astype(np.float32))
     y = Tensor(rng.integers(0, 1000, batch).astype(np.int32))
-    from mnv2.ops.pointwise import bf16_supported, replace_pointwise
+    from mnv2.ops.pointwise import bf16_isa, bf16_supported, replace_pointwise
 
+    best_isa = bf16_isa() if bf16_supported() else 0
+    # the bf16 GEMM's instructions are a process-wide setting: each bf16 network sets its own first
+    isa_of = {"bf16": best_isa, "bf16-avx512": 1 if best_isa == 2 else 0}
     steps_of = {}
-    for name in [n for n in SETS if n != "bf16" or bf16_supported()]:
+    for name in [n for n in SETS if isa_of.get(n, 1)]:
         net = MobileNetV2(1000, 1.0, seed=0)
         replace_slow_convolutions(net, dense_input_grad=False, fuse_batchnorm=name != "conv")
-        if name == "bf16":
+        if name in isa_of:
             replace_pointwise(net)
         if mode == "train":
             opt = nn.Momentum(net.trainable_params(), 0.03, 0.9, weight_decay=4e-5)
             cell = nn.TrainOneStepCell(nn.WithLossCell(net, LabelSmoothingCrossEntropy(1000)), opt)
             cell.set_train()
-            steps_of[name] = lambda cell=cell: cell(x, y).asnumpy()
+            run = lambda cell=cell: cell(x, y).asnumpy()  # noqa: E731
         else:
             net.set_train(False)
-            steps_of[name] = lambda net=net: net(x).asnumpy()
+            run = lambda net=net: net(x).asnumpy()  # noqa: E731
+        steps_of[name] = (lambda run=run, isa=isa_of[name]: (bf16_isa(isa), run())) if name in isa_of else run
         for _ in range(2):  # compile, warm up
             steps_of[name]()
     names = list(steps_of)
@@ -63,7 +69,8 @@ def measure(batch: int, steps: int, mode: str) -> dict:
     medians = {name: statistics.median(t) for name, t in times.items()}
     return {"batch": batch, "mode": mode, "steps": steps, "times": times, "median_s": medians,
             "speedup": medians["conv"] / medians["all"],
-            "bf16_speedup": medians["all"] / medians["bf16"] if "bf16" in medians else None}
+            "bf16_speedup": medians["all"] / medians["bf16"] if "bf16" in medians else None,
+            "amx_speedup": medians["bf16-avx512"] / medians["bf16"] if "bf16-avx512" in medians else None}
 
 
 def section(report, quick: bool) -> None:
@@ -71,20 +78,21 @@ def section(report, quick: bool) -> None:
     from bench.run_all import run_child
 
     rows = ["| mode | batch | depthwise + stem kernels, s | every kernel, s | speedup | + 1x1 in bf16, s "
-            "| bf16 speedup | background cores |", "|---|---|---|---|---|---|---|---|"]
+            "| bf16 speedup | AMX over AVX512-BF16 | background cores |", "|---" * 9 + "|"]
     for mode, batch in ([("train", 8)] if quick else [("train", 8), ("train", 32), ("forward", 32)]):
         argv = ["bench.kernels_ab", "--batch", str(batch), "--mode", mode, "--steps", "6" if quick else "10"]
         try:
             run = run_child(argv, 3600.0)
         except RuntimeError as error:
-            rows.append(f"| {mode} | {batch} | failed: {str(error).splitlines()[0]} | | | | | |")
+            rows.append(f"| {mode} | {batch} | failed: {str(error).splitlines()[0]} | | | | | | |")
             continue
         r = run.result
         report.raw[f"kernels-{mode}-{batch}"] = {**r, "background_cores": run.background_cores}
         bf16 = (f"{r['median_s']['bf16']:.3f} | {r['bf16_speedup']:.2f}x" if r.get("bf16_speedup")
                 else "not run (no AVX512-BF16) |")
+        amx = f"{r['amx_speedup']:.2f}x" if r.get("amx_speedup") else "not run (no AMX)"
         rows.append(f"| {mode} | {batch} | {r['median_s']['conv']:.3f} | {r['median_s']['all']:.3f} "
-                    f"| {r['speedup']:.2f}x | {bf16} | {run.background_cores:.2f} |")
+                    f"| {r['speedup']:.2f}x | {bf16} | {amx} | {run.background_cores:.2f} |")
     report.add(
         "What the fused BatchNorm + ReLU6 kernels and the bf16 1x1 convolutions add (one process, "
         "steps rotating)",

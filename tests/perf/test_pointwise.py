@@ -4,7 +4,8 @@ gradients, at every 1x1 shape MobileNetV2 has at widths 0.35 and 1.4 on odd imag
 The reference is given operands already rounded to bf16: a product of two bf16 values is exact in
 float32, so the kernel and MindSpore then differ only in the order of their float32 sums, and the
 tolerance can be tight. A second check against the unrounded float32 convolution bounds what bf16
-costs on one layer.
+costs on one layer. Where the CPU has AMX, each check runs with AMX tiles and again with AVX512-BF16
+dot products only (the kernel's two instruction sets).
 """
 
 from __future__ import annotations
@@ -16,9 +17,25 @@ ms = pytest.importorskip("mindspore")
 from layer_loss import LayerLoss  # noqa: E402
 from mindspore import Tensor, nn, ops  # noqa: E402
 from mnv2.model import FIRST_CHANNELS, INVERTED_RESIDUAL_SETTINGS, LAST_CHANNELS, make_divisible  # noqa: E402
-from mnv2.ops.pointwise import BF16Pointwise, bf16_supported, is_replaceable_pointwise, replace_pointwise  # noqa: E402
+from mnv2.ops.pointwise import (  # noqa: E402
+    ISA_NAMES,
+    BF16Pointwise,
+    bf16_isa,
+    bf16_supported,
+    is_replaceable_pointwise,
+    replace_pointwise,
+)
 
 pytestmark = pytest.mark.skipif(not bf16_supported(), reason="this CPU has no AVX512-BF16")
+BEST_ISA = bf16_isa() if bf16_supported() else 0
+
+
+@pytest.fixture(params=range(1, BEST_ISA + 1), ids=lambda level: ISA_NAMES[level])
+def isa(request):
+    """The GEMM capped to each instruction set this CPU has, then back to the best."""
+    assert bf16_isa(request.param) == request.param
+    yield request.param
+    bf16_isa(BEST_ISA)
 
 
 def _out(size: int, stride: int) -> int:
@@ -81,7 +98,7 @@ def _compare(n: int, cin: int, cout: int, h: int, w: int, seed: int) -> None:
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_matches_nn_conv2d_at_every_mobilenetv2_shape(shape):
+def test_matches_nn_conv2d_at_every_mobilenetv2_shape(shape, isa):
     cin, cout, size = shape
     previous = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
@@ -96,7 +113,7 @@ def test_matches_nn_conv2d_at_every_mobilenetv2_shape(shape):
     [(3, 7, 5, 9, 11), (1, 1, 1, 1, 1), (4, 33, 70, 1, 1), (2, 17, 130, 5, 7), (5, 24, 16, 8, 8)],
     ids=lambda s: "x".join(map(str, s)),
 )
-def test_odd_channels_and_planes(shape, ms_mode):
+def test_odd_channels_and_planes(shape, ms_mode, isa):
     """Odd channel counts (a zero-padded bf16 pair), planes not a multiple of 16 or 64, in both modes."""
     _compare(*shape, seed=sum(shape))
 

@@ -6,7 +6,7 @@ result does not depend on how many threads its pool has (sized once per process 
 OMP_NUM_THREADS: hence one subprocess per thread count). The shapes take every path: channel-wise
 and plane-wise BatchNorm, streaming stores (outputs of 16 MiB and more), flat and row-wise depthwise
 loops (also reading through the BatchNorm + ReLU6 they apply), and the bf16 pointwise weight
-gradient's sample groups.
+gradient's sample groups (with AMX tiles where the CPU has them, and with AVX512-BF16 dot products).
 """
 
 from __future__ import annotations
@@ -84,12 +84,14 @@ digest.update(dw.tobytes())
 if libs["pointwise"].mnv2_pw_supported():
     x = rng.standard_normal((7, 96, 28, 28)).astype(np.float32)
     w = rng.standard_normal((24, 96, 1, 1)).astype(np.float32)
-    y = np.empty((7, 24, 28, 28), np.float32)
-    dx, dw = np.empty_like(x), np.empty_like(w)
-    call("pointwise", "mnv2_pw_fwd", x, w, y)
-    call("pointwise", "mnv2_pw_bwd", y, x, w, dx, dw)
-    for a in (y, dx, dw):
-        digest.update(a.tobytes())
+    for isa in range(libs["pointwise"].mnv2_pw_isa(0), 0, -1):  # AMX where there is AMX, AVX512-BF16
+        assert libs["pointwise"].mnv2_pw_isa(isa) == isa
+        y = np.empty((7, 24, 28, 28), np.float32)
+        dx, dw = np.empty_like(x), np.empty_like(w)
+        call("pointwise", "mnv2_pw_fwd", x, w, y)
+        call("pointwise", "mnv2_pw_bwd", y, x, w, dx, dw)
+        for a in (y, dx, dw):
+            digest.update(a.tobytes())
 print(digest.hexdigest())
 """
 

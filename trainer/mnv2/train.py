@@ -189,7 +189,8 @@ def use_fast_cpu_kernels(network, config: TrainingConfig) -> bool:
     Parameters move into the new cells, so checkpoint keys and values are unchanged. The kernels are
     never why a run fails: when they cannot be built or loaded here, `kernels_available()` says so
     once on stderr and the network keeps MindSpore's own kernels. With `bf16_pointwise` the 1x1
-    convolutions go to the bf16 kernel where the CPU has AVX512-BF16 (elsewhere: float32, said once).
+    convolutions go to the bf16 kernel where the CPU has AVX512-BF16 (AMX where it has that too;
+    elsewhere: float32, said once).
     """
     if not (config.fast_depthwise and config.platform == Platform.CPU):
         return False
@@ -201,10 +202,11 @@ def use_fast_cpu_kernels(network, config: TrainingConfig) -> bool:
 
     replace_slow_convolutions(network, dense_input_grad=False)
     if config.bf16_pointwise:
-        from mnv2.ops.pointwise import bf16_supported, replace_pointwise
+        from mnv2.ops.pointwise import ISA_NAMES, bf16_isa, bf16_supported, replace_pointwise
 
         if bf16_supported():
             replace_pointwise(network)
+            notice(f"bf16_pointwise: 1x1 convolutions with bf16 products on {ISA_NAMES[bf16_isa()]}")
         else:
             notice("warning: bf16_pointwise asks for bf16 1x1 convolutions, but this CPU has no "
                    "AVX512-BF16: they stay float32")

@@ -9,7 +9,9 @@ as PyTorch's CPU autocast does it for convolutions. Parameters, activations and 
 stay float32.
 
 Opt-in (``bf16_pointwise``): results differ from float32 by bf16's rounding (8 bits of mantissa),
-so the trainer keeps float32 unless asked; ``bf16_supported()`` says whether this CPU can.
+so the trainer keeps float32 unless asked; ``bf16_supported()`` says whether this CPU can. The
+GEMM uses AMX tiles where the CPU has them and Linux grants them, AVX512-BF16 dot products
+elsewhere (``bf16_isa()``); both sum each output in the same fixed order per thread count.
 """
 
 from __future__ import annotations
@@ -30,6 +32,18 @@ from mnv2.ops.depthwise import both_gradients, swap_cells
 def bf16_supported() -> bool:
     """True when this CPU has AVX512-BF16 (asked of the built library, so it is the CPU it runs on)."""
     return bool(ctypes.CDLL(build("pointwise")).mnv2_pw_supported())
+
+
+#: The instructions the bf16 GEMM can use, by the level ``bf16_isa`` returns.
+ISA_NAMES = ("none", "AVX512-BF16", "AMX")
+
+
+def bf16_isa(limit: int = 0) -> int:
+    """The bf16 GEMM's instructions as an index of ISA_NAMES. ``limit`` 1 or 2 caps them from now on,
+    for the whole process (tests and A/B benchmarks); by default the best this CPU and Linux allow."""
+    lib = ctypes.CDLL(build("pointwise"))
+    lib.mnv2_pw_isa.argtypes = [ctypes.c_int]
+    return int(lib.mnv2_pw_isa(limit))
 
 
 @cache
