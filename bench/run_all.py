@@ -157,7 +157,7 @@ class Report:
 
     def _generated(self) -> str:
         """Which command wrote a section, when and on what machine."""
-        return (f"`python -m bench.run_all{' --quick' if self.quick else ''}` on "
+        return (f"`python -m bench.run_all {' '.join(sys.argv[1:])}`".replace(" `", "`") + " on "
                 f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, {_cpu_model()}")
 
     def write(self) -> None:
@@ -435,18 +435,27 @@ def main(argv: list[str] | None = None) -> int:
                         f"results file): {','.join(SECTIONS)}")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--trainer-rounds", type=int, help="trainer section rounds (default 2; 1 quick)")
+    parser.add_argument("--trainer-batches", help="trainer section batch sizes (default 8,32,150; 8 quick)")
+    parser.add_argument("--trainer-peers", help="trainer section peers (default: all of them)")
     args = parser.parse_args(argv)
     sections = set(args.only.split(",")) if args.only else set(SECTIONS)
     unknown = sections - set(SECTIONS)
     if unknown:
         parser.error(f"--only: unknown section(s) {sorted(unknown)}; choose from {','.join(SECTIONS)}")
+    from bench.trainer_bench import TORCH_PEERS, TRAINERS
+
+    known = (*TRAINERS, *TORCH_PEERS)
+    odd = set((args.trainer_peers or "").split(",")) - {"", *known}
+    if odd:
+        parser.error(f"--trainer-peers: unknown {sorted(odd)}; choose from {', '.join(known)}")
     steps, warmup = (3, 1) if args.quick else (8, 2)
     timeout = 3600.0
     report = Report(args.output, args.quick, keep=bool(args.only))
     if "trainer" in sections:  # the figure that counts: `mnv2 train` itself against PyTorch
         from bench import trainer_bench
 
-        trainer_bench.section(report, quick=args.quick, rounds=args.trainer_rounds)
+        trainer_bench.section(report, quick=args.quick, rounds=args.trainer_rounds,
+                              batches=args.trainer_batches, peers=args.trainer_peers)
     if "kernels" in sections:
         from bench import kernels_ab
 

@@ -281,17 +281,20 @@ def table(summary: dict[str, dict[str, Any]], batches: list[int], peers: tuple[s
     return "\n".join(rows) + "\n" + notes
 
 
-def section(report, quick: bool, rounds: int | None = None) -> None:
-    """The `trainer` section of bench.run_all (`rounds` overrides 1 when quick, else 2)."""
-    batches, steps, default_rounds = ([8], 20, 1) if quick else ([8, 32, 150], 20, 2)
+def section(report, quick: bool, rounds: int | None = None, batches: str | None = None,
+            peers: str | None = None) -> None:
+    """The `trainer` section of bench.run_all (`rounds` overrides 1 when quick, else 2; `batches` and
+    `peers`, comma-separated, override every batch size and peer)."""
+    default_batches, steps, default_rounds = ([8], 20, 1) if quick else ([8, 32, 150], 20, 2)
+    sizes = [int(b) for b in batches.split(",")] if batches else default_batches
+    chosen = tuple(peers.split(",")) if peers else (*TRAINERS, *TORCH_PEERS)
     rounds = rounds or default_rounds
     cache = Path(os.environ.get("MNV2_BENCH_CACHE", "/tmp/mnv2-bench-cache"))
-    raw = measure(batches, steps, rounds, cache, 7200.0)
-    peers = (*TRAINERS, *TORCH_PEERS)
-    summary = summarise(raw, batches, peers)
+    raw = measure(sizes, steps, rounds, cache, 7200.0, chosen)
+    summary = summarise(raw, sizes, chosen)
     report.raw["trainer"] = {"raw": raw, "summary": summary, "steps": steps, "rounds": rounds}
     report.add("The trainer's own path: `mnv2 train` against PyTorch (MobileNetV2 1.0, 224 px, 10 classes)",
-               table(summary, batches, peers), first=True)
+               table(summary, sizes, chosen), first=True)
 
 
 def main(argv: list[str] | None = None) -> int:
