@@ -213,8 +213,9 @@ def test_a_broken_prebuilt_copy_is_preferred_then_refused(tmp_path: Path, fresh:
 
 @pytest.mark.parametrize("cpu_has_bf16", [True, False])
 def test_bf16_pointwise_swaps_the_1x1_convolutions_or_says_why_not(monkeypatch, capsys, cpu_has_bf16):
-    """`--bf16_pointwise` puts all 34 of MobileNetV2's 1x1 convolutions on the bf16 kernel; on a CPU
-    without AVX512-BF16 the run goes on in float32 and says so once (the kernels never fail a job)."""
+    """`--bf16_pointwise` puts all 34 of MobileNetV2's 1x1 convolutions on the bf16 kernel and says once
+    which instructions run them; on a CPU without AVX512-BF16 the run goes on in float32 and says so once
+    (the kernels never fail a job)."""
     pytest.importorskip("mindspore")
     from mnv2.model import MobileNetV2
     from mnv2.ops import pointwise
@@ -232,6 +233,8 @@ def test_bf16_pointwise_swaps_the_1x1_convolutions_or_says_why_not(monkeypatch, 
     swapped = sum(isinstance(c, pointwise.BF16Pointwise) for _, c in net.cells_and_names())
     err = capsys.readouterr().err
     if cpu_has_bf16:
-        assert swapped == 34 and "bf16" not in err
+        used = pointwise.ISA_NAMES[pointwise.bf16_isa()]
+        assert swapped == 34 and "stay float32" not in err
+        assert err.count(f"1x1 convolutions with bf16 products on {used}") == 1
     else:
         assert swapped == 0 and err.count("this CPU has no AVX512-BF16: they stay float32") == 1
