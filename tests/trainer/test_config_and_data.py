@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import yaml
 from mnv2 import launchenv
 from mnv2.config import TrainingConfig
 from mnv2.data import (
+    PIPELINE_NICE,
     READ_AHEAD,
     create_eval_dataset,
     create_train_dataset,
@@ -19,6 +22,7 @@ from mnv2.data import (
     eval_resize,
     scan_image_folder,
     steps_per_epoch,
+    yielding_cores,
 )
 from mnv2.datasets import make_digits_tree, make_synthetic_tree
 from mnv2.exitcodes import ConfigError, ExitCode, InputError
@@ -130,6 +134,35 @@ def test_pipelines_read_only_a_few_batches_ahead(tmp_path):
         assert sum(1 for _ in train.create_tuple_iterator(num_epochs=1)) == 4
     finally:
         ds.config.set_prefetch_size(16)
+
+
+def _niceness() -> dict[str, int]:
+    """Each thread of this process and its nice value (field 19 of /proc/<pid>/task/<tid>/stat, proc(5))."""
+    nice = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        nice[tid] = int(stat.rsplit(")", 1)[1].split()[16])
+    return nice
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
+def test_the_pipelines_threads_yield_the_cores_to_the_training_step(tmp_path):
+    """The threads MindSpore's dataset starts for an epoch decode at the lowest priority; the threads
+    that were there before (the training step's) keep theirs."""
+    index = scan_image_folder(make_synthetic_tree(tmp_path / "t", classes=2, per_class=4, size=32, seed=0))
+    train = create_train_dataset(index, image_size=32, batch_size=2, epoch=0, seed=0, workers=2)
+    before = _niceness()
+    batches = yielding_cores(train.create_tuple_iterator(num_epochs=1))
+    next(batches)
+    during = _niceness()
+    started = set(during) - set(before)
+    assert started, "MindSpore started no pipeline thread"
+    assert {during[tid] for tid in started} == {PIPELINE_NICE}
+    assert all(during[tid] == nice for tid, nice in before.items() if tid in during)
+    assert sum(1 for _ in batches) == 3
 
 
 def test_digits_tree_is_deterministic(tmp_path):

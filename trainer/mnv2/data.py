@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -300,6 +300,35 @@ def find_corrupt(
     return None, ""
 
 
+#: Niceness of the input pipeline's threads (Linux, 19 the lowest priority). On CPU they decode on
+#: the cores the training step computes on, and a decoding thread that takes a core in the middle of
+#: an operator holds back every thread of it; at the lowest priority they decode in the cores' idle
+#: moments instead (between operators, during single-threaded ones). `mnv2 train` on 2 cores, three
+#: runs each way: batch 8, 218 -> 214 ms per step; batch 150, 3526 -> 3445 ms (one run); batch 32 the same.
+PIPELINE_NICE = 19
+
+
+def _threads() -> set[str]:
+    """This process's thread ids (empty where /proc is not there)."""
+    try:
+        return set(os.listdir("/proc/self/task"))
+    except OSError:
+        return set()
+
+
+def yielding_cores(batches: Iterator[Any]) -> Iterator[Any]:
+    """`batches`, with the threads its pipeline starts (all there once the first batch is out: MindSpore
+    starts them as the iterator first runs) at PIPELINE_NICE."""
+    before = _threads()
+    for position, item in enumerate(batches):
+        if position == 0:
+            for thread in _threads() - before:
+                # Only lowers (never needs a privilege); a thread that has ended meanwhile is skipped.
+                with suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, int(thread), PIPELINE_NICE)
+        yield item
+
+
 def tolerant_batches(
     make: Callable[[int], tuple[Any, np.ndarray]], index: ImageFolderIndex, *, batch_size: int,
     on_corrupt: str, what: str,
@@ -312,7 +341,7 @@ def tolerant_batches(
         dataset, files = make(start)
         done = 0
         try:
-            for images, labels in dataset.create_tuple_iterator(num_epochs=1):
+            for images, labels in yielding_cores(dataset.create_tuple_iterator(num_epochs=1)):
                 yield images, labels
                 done += 1
             return
