@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 
 import pytest
 from mnv2 import report
@@ -36,6 +37,33 @@ def test_rows_are_appended_as_training_goes_and_the_png_redrawn(tmp_path):
     assert (out / PNG_NAME).read_bytes() != png  # redrawn with the second epoch
     assert read_records(out / CSV_NAME) == [first, second]
     assert not list(out.glob(".*tmp"))  # atomic writes leave nothing behind
+
+
+def test_while_training_runs_the_png_is_redrawn_at_most_once_a_minute(tmp_path, monkeypatch):
+    """A drawing costs the training step a core (about 300 ms of CPU, the GIL held): short epochs add
+    rows at once, the picture follows at most every `redraw_every` seconds, and close() catches up."""
+    drawn: list[int] = []  # the rows in each drawing
+    monkeypatch.setattr(report, "plot", lambda runs, png: drawn.append(len(runs[0][1])))
+
+    def drawings_done() -> list[int]:
+        for thread in threading.enumerate():
+            if thread.name == "training-report":
+                thread.join()
+        return drawn
+
+    now = [0.0]
+    rep = TrainingReport(tmp_path, redraw_every=60.0, clock=lambda: now[0])
+    first, second, third = records(3)
+    rep.add(first)  # less than a minute since the start: the row only
+    assert drawings_done() == [] and read_records(tmp_path / CSV_NAME) == [first]
+    now[0] = 61.0
+    rep.add(second)  # a minute on: drawn with both rows
+    assert drawings_done() == [2]
+    now[0] = 90.0
+    rep.add(third)  # half a minute after that drawing: the row only
+    assert drawings_done() == [2]
+    rep.close()
+    assert drawn == [2, 3] and read_records(tmp_path / CSV_NAME) == [first, second, third]
 
 
 def test_a_resumed_run_continues_and_a_fresh_run_replaces(tmp_path):
