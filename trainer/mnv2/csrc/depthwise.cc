@@ -170,6 +170,18 @@ void pad_plane_split(const float *__restrict src, int64_t h, int64_t w, float *_
   }
 }
 
+// Block `item` of a channel-blocked pass (blocks of Width channels, one per vector lane) over
+// `blocks` blocks per sample: sample n, channels c0 .. c0 + lanes - 1.
+struct LaneBlock {
+  int64_t n, c0, lanes;
+  int64_t first_plane(int64_t c) const { return n * c + c0; }
+};
+template <int Width>
+[[maybe_unused]] inline LaneBlock lane_block(int64_t item, int64_t blocks, int64_t c) {
+  const int64_t c0 = (item % blocks) * Width;
+  return {item / blocks, c0, std::min<int64_t>(Width, c - c0)};
+}
+
 // Zeroes what h x w planes placed at row `top`, column `left` do not cover of dst, rows x cols
 // positions of `lanes` floats each (the channel-blocked buffers below).
 [[maybe_unused]] void zero_borders(float *dst, int64_t rows, int64_t cols, int64_t lanes, int64_t top, int64_t left, int64_t h,
@@ -567,16 +579,6 @@ void from_lanes_padded(const float *__restrict src, int64_t lanes, int64_t h, in
   }
 }
 
-// Block `item` of a channel-blocked pass over `blocks` blocks per sample: sample n, channels c0 ..
-// c0 + lanes - 1.
-struct LaneBlock {
-  int64_t n, c0, lanes;
-  int64_t first_plane(int64_t c) const { return n * c + c0; }
-};
-inline LaneBlock lane_block(int64_t item, int64_t blocks, int64_t c) {
-  const int64_t c0 = (item % blocks) * kLanes;
-  return {item / blocks, c0, std::min<int64_t>(kLanes, c - c0)};
-}
 
 // The next block's planes of a, b (inputs; b may be null) and out, `an`, `bn`, `on` values each.
 // A block reads 16 planes at once, 16 streams the hardware prefetcher does not follow: the kernels
@@ -585,7 +587,7 @@ inline LaneBlock lane_block(int64_t item, int64_t blocks, int64_t c) {
 inline Prefetch next_block(int64_t item, int64_t blocks, const Dims &d, const float *a, int64_t an,
                            const float *b, int64_t bn, const float *out, int64_t on) {
   if (item + 1 >= d.n * blocks) return {};
-  const LaneBlock next = lane_block(item + 1, blocks, d.c);
+  const LaneBlock next = lane_block<kLanes>(item + 1, blocks, d.c);
   const int64_t p = next.first_plane(d.c);
   return Prefetch{{a + p * an, b ? b + p * bn : nullptr, out + p * on},
                   {next.lanes * an, b ? next.lanes * bn : 0, next.lanes * on}};
@@ -728,7 +730,7 @@ void backward_s2_lanes(const float *dy, const float *x, const float *wt, float *
   const int64_t rows = std::max(2 * d.oh + 1, d.h + P), cols = std::max(2 * d.ow + 1, d.w + P);
   const int64_t psz = rows * cols * kLanes, in = d.h * d.w, out = d.oh * d.ow;
   mnv2::parallel_for_each(d.n * blocks, d.n * d.c * in >= kParallelMin, [&](int64_t item) {
-    const LaneBlock b = lane_block(item, blocks, d.c);
+    const LaneBlock b = lane_block<kLanes>(item, blocks, d.c);
     const int64_t p = b.first_plane(d.c);
     const Prefetch pf = next_block(item, blocks, d, dy, out, x, in, dx, in);
     float *gl = lane_buffer<0>(out * kLanes), *xp = lane_buffer<1>(psz), *dxp = lane_buffer<2>(psz);
@@ -774,7 +776,7 @@ void forward_s2_lanes(const float *x, const float *wt, float *y, const Dims &d, 
   const int64_t rows = std::max(2 * d.oh + 1, d.h + P), cols = std::max(2 * d.ow + 1, d.w + P);
   const int64_t in = d.h * d.w, out = d.oh * d.ow;
   mnv2::parallel_for_each(d.n * blocks, d.n * d.c * out >= kParallelMin, [&](int64_t item) {
-    const LaneBlock b = lane_block(item, blocks, d.c);
+    const LaneBlock b = lane_block<kLanes>(item, blocks, d.c);
     const int64_t p = b.first_plane(d.c);
     const Prefetch pf = next_block(item, blocks, d, x, in, nullptr, 0, y, out);
     float *xp = lane_buffer<0>(rows * cols * kLanes), *yl = lane_buffer<1>(out * kLanes);
@@ -801,7 +803,7 @@ void backward_s1_lanes(const float *dy, const float *x, const float *wt, float *
   const int64_t blocks = (d.c + kLanes - 1) / kLanes;
   const int64_t rows = d.h + 2, cols = d.w + 2, psz = rows * cols * kLanes, in = d.h * d.w, out = d.oh * d.ow;
   mnv2::parallel_for_each(d.n * blocks, d.n * d.c * in >= kParallelMin, [&](int64_t item) {
-    const LaneBlock b = lane_block(item, blocks, d.c);
+    const LaneBlock b = lane_block<kLanes>(item, blocks, d.c);
     const int64_t p = b.first_plane(d.c);
     const Prefetch pf = next_block(item, blocks, d, dy, out, x, in, dx, in);
     float *gp = lane_buffer<0>(psz), *xp = lane_buffer<1>(psz), *dxl = lane_buffer<2>(in * kLanes);
@@ -911,21 +913,34 @@ void from_lanes8(const float *__restrict src, int64_t lanes, int64_t hw, float *
 
 // k[t], lane c = w[c0 + c][t] (flipped: w[c0 + c][8 - t]); lanes past the block's channels zero.
 template <bool FLIP>
-void lane_kernels8(const float *wt, int64_t c0, int64_t lanes, __m256 *k) {
+void lane_kernels8(const float *wt, const LaneBlock &b, __m256 *k) {
   alignas(32) float kt[K * K][kLanes8] = {};
-  for (int64_t c = 0; c < lanes; ++c) {
-    for (int t = 0; t < K * K; ++t) kt[t][c] = wt[(c0 + c) * K * K + (FLIP ? K * K - 1 - t : t)];
+  for (int64_t c = 0; c < b.lanes; ++c) {
+    for (int t = 0; t < K * K; ++t) kt[t][c] = wt[(b.c0 + c) * K * K + (FLIP ? K * K - 1 - t : t)];
   }
   for (int t = 0; t < K * K; ++t) k[t] = _mm256_load_ps(kt[t]);
 }
 
-// The block's weight-gradient sums per plane: part[plane p + c][t] = lane c of acc[t].
-void store_lane_sums8(const __m256 *acc, int64_t p, int64_t lanes, double *part) {
+// The block's weight-gradient sums per plane: part[plane][t] = lane c of acc[t] (part as in backward).
+void store_lane_sums8(const __m256 *acc, const LaneBlock &b, const Dims &d, double *part) {
   alignas(32) float sums[K * K][kLanes8];
   for (int t = 0; t < K * K; ++t) _mm256_store_ps(sums[t], acc[t]);
-  for (int64_t c = 0; c < lanes; ++c) {
-    for (int t = 0; t < K * K; ++t) part[(p + c) * K * K + t] = sums[t][c];
+  for (int64_t c = 0; c < b.lanes; ++c) {
+    for (int t = 0; t < K * K; ++t) part[(b.first_plane(d.c) + c) * K * K + t] = sums[t][c];
   }
+}
+
+// As window3x3, 8 lanes: sum_ab k[3a + b] * v_ab over a 3x3 window (rows a, b, c), in three row sums.
+inline __m256 window3x3_8(const __m256 *k, __m256 a0, __m256 a1, __m256 a2, __m256 b0, __m256 b1, __m256 b2,
+                          __m256 c0, __m256 c1, __m256 c2) {
+  __m256 a = _mm256_mul_ps(k[0], a0), b = _mm256_mul_ps(k[3], b0), c = _mm256_mul_ps(k[6], c0);
+  a = _mm256_fmadd_ps(k[1], a1, a);
+  b = _mm256_fmadd_ps(k[4], b1, b);
+  c = _mm256_fmadd_ps(k[7], c1, c);
+  a = _mm256_fmadd_ps(k[2], a2, a);
+  b = _mm256_fmadd_ps(k[5], b2, b);
+  c = _mm256_fmadd_ps(k[8], c2, c);
+  return _mm256_add_ps(_mm256_add_ps(a, b), c);
 }
 
 // out[i][j] = sum_ab k[3a + b] * p[i + a][j + b] for an oh x ow output, p (oh + 2) x cols x 8.
@@ -941,14 +956,7 @@ void corr_s1_lanes8(const float *__restrict p, int64_t cols, int64_t oh, int64_t
     for (int64_t j = 0; j < ow; ++j) {
       const int64_t o = (j + 2) * kLanes8;
       const __m256 a2 = _mm256_load_ps(a + o), b2 = _mm256_load_ps(b + o), c2 = _mm256_load_ps(c + o);
-      __m256 sa = _mm256_mul_ps(k[0], a0), sb = _mm256_mul_ps(k[3], b0), sc = _mm256_mul_ps(k[6], c0);
-      sa = _mm256_fmadd_ps(k[1], a1, sa);
-      sb = _mm256_fmadd_ps(k[4], b1, sb);
-      sc = _mm256_fmadd_ps(k[7], c1, sc);
-      sa = _mm256_fmadd_ps(k[2], a2, sa);
-      sb = _mm256_fmadd_ps(k[5], b2, sb);
-      sc = _mm256_fmadd_ps(k[8], c2, sc);
-      _mm256_store_ps(out + (i * ow + j) * kLanes8, _mm256_add_ps(_mm256_add_ps(sa, sb), sc));
+      _mm256_store_ps(out + (i * ow + j) * kLanes8, window3x3_8(k, a0, a1, a2, b0, b1, b2, c0, c1, c2));
       a0 = a1, a1 = a2, b0 = b1, b1 = b2, c0 = c1, c1 = c2;
     }
   }
@@ -988,14 +996,14 @@ void forward_s1_lanes8(const float *x, const float *wt, float *y, const Dims &d,
   const int64_t blocks = (d.c + kLanes8 - 1) / kLanes8;
   const int64_t rows = d.oh + 2, cols = d.ow + 2, in = d.h * d.w, out = d.oh * d.ow;
   mnv2::parallel_for_each(d.n * blocks, d.n * d.c * out >= kParallelMin, [&](int64_t item) {
-    const int64_t n = item / blocks, c0 = (item % blocks) * kLanes8, lanes = std::min<int64_t>(kLanes8, d.c - c0);
-    const int64_t p = n * d.c + c0;
+    const LaneBlock b = lane_block<kLanes8>(item, blocks, d.c);
+    const int64_t p = b.first_plane(d.c);
     float *xp = lane_buffer8<0>(rows * cols * kLanes8), *yl = lane_buffer8<1>(out * kLanes8);
-    to_lanes8(x + p * in, lanes, d.h, d.w, xp, rows, cols, P, P, act, c0);
+    to_lanes8(x + p * in, b.lanes, d.h, d.w, xp, rows, cols, P, P, act, b.c0);
     __m256 k[K * K];
-    lane_kernels8<false>(wt, c0, lanes, k);
+    lane_kernels8<false>(wt, b, k);
     corr_s1_lanes8(xp, cols, d.oh, d.ow, k, yl);
-    from_lanes8(yl, lanes, out, y + p * out);
+    from_lanes8(yl, b.lanes, out, y + p * out);
   });
 }
 
@@ -1007,17 +1015,17 @@ void backward_s1_lanes8(const float *dy, const float *x, const float *wt, float 
   const int64_t blocks = (d.c + kLanes8 - 1) / kLanes8;
   const int64_t rows = d.h + 2, cols = d.w + 2, psz = rows * cols * kLanes8, in = d.h * d.w, out = d.oh * d.ow;
   mnv2::parallel_for_each(d.n * blocks, d.n * d.c * in >= kParallelMin, [&](int64_t item) {
-    const int64_t n = item / blocks, c0 = (item % blocks) * kLanes8, lanes = std::min<int64_t>(kLanes8, d.c - c0);
-    const int64_t p = n * d.c + c0;
+    const LaneBlock b = lane_block<kLanes8>(item, blocks, d.c);
+    const int64_t p = b.first_plane(d.c);
     float *gp = lane_buffer8<0>(psz), *xp = lane_buffer8<1>(psz), *dxl = lane_buffer8<2>(in * kLanes8);
-    to_lanes8(dy + p * out, lanes, d.oh, d.ow, gp, rows, cols, Q, Q, nullptr, 0);
-    to_lanes8(x + p * in, lanes, d.h, d.w, xp, rows, cols, P, P, act, c0);
+    to_lanes8(dy + p * out, b.lanes, d.oh, d.ow, gp, rows, cols, Q, Q, nullptr, 0);
+    to_lanes8(x + p * in, b.lanes, d.h, d.w, xp, rows, cols, P, P, act, b.c0);
     __m256 kf[K * K], acc[K * K];
-    lane_kernels8<true>(wt, c0, lanes, kf);
+    lane_kernels8<true>(wt, b, kf);
     corr_s1_lanes8(gp, cols, d.h, d.w, kf, dxl);
-    from_lanes8(dxl, lanes, in, dx + p * in);
+    from_lanes8(dxl, b.lanes, in, dx + p * in);
     wgrad_s1_lanes8<Q>(gp, xp, cols, d.oh, d.ow, acc);
-    store_lane_sums8(acc, p, lanes, part);
+    store_lane_sums8(acc, b, d, part);
   });
 }
 
@@ -1091,14 +1099,7 @@ void fwd_s2_lanes8(const float *__restrict xp, int64_t oh, int64_t ow, int64_t c
       const __m256 a1 = _mm256_load_ps(x0 + o), a2 = _mm256_load_ps(x0 + o + kLanes8);
       const __m256 b1 = _mm256_load_ps(x1 + o), b2 = _mm256_load_ps(x1 + o + kLanes8);
       const __m256 c1 = _mm256_load_ps(x2 + o), c2 = _mm256_load_ps(x2 + o + kLanes8);
-      __m256 sa = _mm256_mul_ps(k[0], a0), sb = _mm256_mul_ps(k[3], b0), sc = _mm256_mul_ps(k[6], c0);
-      sa = _mm256_fmadd_ps(k[1], a1, sa);
-      sb = _mm256_fmadd_ps(k[4], b1, sb);
-      sc = _mm256_fmadd_ps(k[7], c1, sc);
-      sa = _mm256_fmadd_ps(k[2], a2, sa);
-      sb = _mm256_fmadd_ps(k[5], b2, sb);
-      sc = _mm256_fmadd_ps(k[8], c2, sc);
-      _mm256_store_ps(out + n * kLanes8, _mm256_add_ps(_mm256_add_ps(sa, sb), sc));
+      _mm256_store_ps(out + n * kLanes8, window3x3_8(k, a0, a1, a2, b0, b1, b2, c0, c1, c2));
       a0 = a2, b0 = b2, c0 = c2;
     }
   }
@@ -1111,14 +1112,14 @@ void forward_s2_lanes8(const float *x, const float *wt, float *y, const Dims &d,
   const int64_t rows = std::max(2 * d.oh + 1, d.h + P), cols = std::max(2 * d.ow + 1, d.w + P);
   const int64_t in = d.h * d.w, out = d.oh * d.ow;
   mnv2::parallel_for_each(d.n * blocks, d.n * d.c * out >= kParallelMin, [&](int64_t item) {
-    const int64_t n = item / blocks, c0 = (item % blocks) * kLanes8, lanes = std::min<int64_t>(kLanes8, d.c - c0);
-    const int64_t p = n * d.c + c0;
+    const LaneBlock b = lane_block<kLanes8>(item, blocks, d.c);
+    const int64_t p = b.first_plane(d.c);
     float *xp = lane_buffer8<0>(rows * cols * kLanes8), *yl = lane_buffer8<1>(out * kLanes8);
-    to_lanes8(x + p * in, lanes, d.h, d.w, xp, rows, cols, P, P, act, c0);
+    to_lanes8(x + p * in, b.lanes, d.h, d.w, xp, rows, cols, P, P, act, b.c0);
     __m256 k[K * K];
-    lane_kernels8<false>(wt, c0, lanes, k);
+    lane_kernels8<false>(wt, b, k);
     fwd_s2_lanes8(xp, d.oh, d.ow, cols, k, yl);
-    from_lanes8(yl, lanes, out, y + p * out);
+    from_lanes8(yl, b.lanes, out, y + p * out);
   });
 }
 
@@ -1131,17 +1132,17 @@ void backward_s2_lanes8(const float *dy, const float *x, const float *wt, float 
   const int64_t rows = std::max(2 * d.oh + 1, d.h + P), cols = std::max(2 * d.ow + 1, d.w + P);
   const int64_t psz = rows * cols * kLanes8, in = d.h * d.w, out = d.oh * d.ow;
   mnv2::parallel_for_each(d.n * blocks, d.n * d.c * in >= kParallelMin, [&](int64_t item) {
-    const int64_t n = item / blocks, c0 = (item % blocks) * kLanes8, lanes = std::min<int64_t>(kLanes8, d.c - c0);
-    const int64_t p = n * d.c + c0;
+    const LaneBlock b = lane_block<kLanes8>(item, blocks, d.c);
+    const int64_t p = b.first_plane(d.c);
     float *gl = lane_buffer8<0>(out * kLanes8), *xp = lane_buffer8<1>(psz), *dxp = lane_buffer8<2>(psz);
-    to_lanes8(dy + p * out, lanes, d.oh, d.ow, gl, d.oh, d.ow, 0, 0, nullptr, 0);
-    to_lanes8(x + p * in, lanes, d.h, d.w, xp, rows, cols, P, P, act, c0);
+    to_lanes8(dy + p * out, b.lanes, d.oh, d.ow, gl, d.oh, d.ow, 0, 0, nullptr, 0);
+    to_lanes8(x + p * in, b.lanes, d.h, d.w, xp, rows, cols, P, P, act, b.c0);
     std::memset(dxp, 0, sizeof(float) * psz);
     __m256 k[K * K], acc[K * K];
-    lane_kernels8<false>(wt, c0, lanes, k);
+    lane_kernels8<false>(wt, b, k);
     bwd_s2_lanes8(gl, xp, d.oh, d.ow, cols, k, dxp, acc);
-    from_lanes_padded8(dxp, lanes, d.h, d.w, cols, P, P, dx + p * in);
-    store_lane_sums8(acc, p, lanes, part);
+    from_lanes_padded8(dxp, b.lanes, d.h, d.w, cols, P, P, dx + p * in);
+    store_lane_sums8(acc, b, d, part);
   });
 }
 #endif
