@@ -825,10 +825,11 @@ void backward_s1_lanes(const float *dy, const float *x, const float *wt, float *
 // sample per block, one per lane of a 256-bit vector, as the AVX-512 section above does with 16.
 // Faster than the per-plane path at every MobileNetV2 width on a 2-core Zen 2 EPYC, most on the
 // small planes, whose per-plane fixed costs they do not pay (bench/kernel_breakdown.py, batch 32, ms
-// per step, backward / forward with the BatchNorm + ReLU6 applied as read, per-plane path -> this:
-// stride 1, 7x7 7.3 / 4.5 -> 2.9 / 1.2, 14x14 (384) 4.2 / 2.9 -> 3.4 / 2.0, 112x112 9.4 / 7.8 ->
-// 7.2 / 6.7; stride 2, 14x14 10.0 / 8.6 -> 6.1 / 3.7, 112x112 24.7 / 21.9 -> 22.4 / 13.3; all
-// depthwise kernels 325 -> 220). AVX2 has no cheap masked store (Zen 2 microcodes it: the per-plane
+// per step, per-plane path -> this: the four kinds a training step runs, 185 -> 127 on the idle
+// machine. Per layer, backward / forward with the BatchNorm + ReLU6 applied as read, measured while
+// a test run loaded the machine (all four: 325 -> 220 then): stride 1, 7x7 7.3 / 4.5 -> 2.9 / 1.2,
+// 14x14 (384) 4.2 / 2.9 -> 3.4 / 2.0, 112x112 9.4 / 7.8 -> 7.2 / 6.7; stride 2, 14x14 10.0 / 8.6
+// -> 6.1 / 3.7, 112x112 24.7 / 21.9 -> 22.4 / 13.3). AVX2 has no cheap masked store (Zen 2 microcodes it: the per-plane
 // path's row copies with masked moves were 1.4x slower), so plane tails go through a buffer.
 constexpr int kLanes8 = 8;
 
