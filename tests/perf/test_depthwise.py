@@ -200,7 +200,8 @@ def test_replace_slow_convolutions_swaps_stem_and_depthwise(graph_mode):
     net = nn.SequentialCell([stem, reference_depthwise(8, 1), nn.Conv2d(8, 16, 1, has_bias=False), wide])
     x = Tensor(np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32))
     expected = net(x).asnumpy()
-    counts = {"depthwise": 1, "dense": 1, "batchnorm": 0, "batchnorm_relu6": 0, "batchnorm_into_depthwise": 0}
+    counts = {"depthwise": 1, "dense": 1, "pool": 0, "batchnorm": 0, "batchnorm_relu6": 0,
+              "batchnorm_into_depthwise": 0}
     assert replace_slow_convolutions(net) == counts
     assert isinstance(net[0], Conv3x3) and isinstance(net[1], DepthwiseConv2d)
     assert isinstance(net[3], nn.Conv2d) and not isinstance(net[3], Conv3x3)

@@ -124,7 +124,7 @@ def test_trainer_model_same_gradients_with_kernels_swapped(graph_mode):
             # 52 BatchNorms: 35 followed by ReLU6 (stem, expansions, depthwise, last 1x1), 17 projections;
             # 17 of the 35 (stem, 16 expansions) applied by the depthwise kernel after them.
             assert replace_slow_convolutions(net, dense_input_grad=False) == {
-                "depthwise": 17, "dense": 1, "batchnorm_relu6": 35, "batchnorm": 17,
+                "depthwise": 17, "dense": 1, "pool": 1, "batchnorm_relu6": 35, "batchnorm": 17,
                 "batchnorm_into_depthwise": 17}
         with_loss = nn.WithLossCell(net, LabelSmoothingCrossEntropy(5, 0.1))
         with_loss.set_train()

@@ -23,6 +23,7 @@ import mindspore as ms
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
+from mnv2.model import GlobalAvgPool, WindowAvgPool
 from mnv2.ops._build import build
 
 KERNEL = 3
@@ -238,14 +239,15 @@ def is_replaceable_dense(cell: nn.Cell) -> bool:
 
 def swap_cells(network: nn.Cell, match, make) -> int:
     """Replace every child cell for which ``match(cell)`` with ``make(cell)``, moving its ``weight``
-    Parameter into the new cell; how many were replaced."""
+    Parameter (if it has one) into the new cell; how many were replaced."""
     replaced = 0
     for _, parent in list(network.cells_and_names()):
         for child_name, child in list(parent.name_cells().items()):
             if not match(child):
                 continue
             fast = make(child)
-            fast.weight = child.weight  # the same Parameter: name, value and optimizer binding kept
+            if isinstance(getattr(child, "weight", None), Parameter):
+                fast.weight = child.weight  # the same Parameter: name, value and optimizer binding kept
             if isinstance(parent, nn.SequentialCell):
                 parent[int(child_name)] = fast
             else:
@@ -260,7 +262,8 @@ def replace_slow_convolutions(
     """Swap MindSpore's slow CPU layers in ``network`` for the custom kernels, in place.
 
     Depthwise 3x3 convs become DepthwiseConv2d and dense 3x3 convs with few input channels (the
-    stem) become Conv3x3. With ``fuse_batchnorm`` (the default), every nn.BatchNorm2d becomes
+    stem) become Conv3x3; the head's GlobalAvgPool becomes a WindowAvgPool (MindSpore's AvgPool).
+    With ``fuse_batchnorm`` (the default), every nn.BatchNorm2d becomes
     ``mnv2.ops.batchnorm.FusedBatchNorm2d``, absorbing the nn.ReLU6 that follows it, and in a
     MobileNetV2 the BatchNorm + ReLU6 before each depthwise convolution is then applied by the
     depthwise kernel as it reads (``mnv2.ops.act_depthwise``). This is the
@@ -277,6 +280,7 @@ def replace_slow_convolutions(
     counts = {
         "dense": swap_cells(network, is_replaceable_dense, make),
         "depthwise": replace_depthwise(network),
+        "pool": swap_cells(network, lambda cell: type(cell) is GlobalAvgPool, lambda _: WindowAvgPool()),
     }
     if fuse_batchnorm:
         from mnv2.ops.act_depthwise import fuse_batchnorm_into_depthwise
