@@ -35,6 +35,17 @@ def test_run_child_reads_result_and_memory():
     assert run.peak_rss_mb > 50 and run.child_cpu_s > 0
 
 
+def test_mindspore_peer_trains_on_the_trainers_kernels():
+    """The peer checks that every layer the trainer swaps was swapped (it refuses otherwise), and
+    trains with the trainer's one-kernel optimizer."""
+    pytest.importorskip("mindspore")
+    from bench.run_all import run_child
+
+    run = run_child(["bench.peer", "ms-fast", "train", "--batch", "2", "--image", "32", "--steps", "2",
+                     "--warmup", "1"], timeout=300)
+    assert run.result["peer"] == "ms-fast" and len(run.result["times"]) == 2
+
+
 def test_run_child_reports_a_failing_peer():
     from bench.run_all import run_child
 
