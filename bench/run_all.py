@@ -338,7 +338,8 @@ def throughput_section(report: Report, mode: str, batches: list[int], peers: lis
         for peer in peers:
             r = runs.get(peer)
             if not isinstance(r, Run):
-                why = str(r).splitlines()[0]
+                lines = str(r).splitlines() or [""]
+                why = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"  # what failed, and why
                 rows.append(f"| {batch} | {PEER_LABELS[peer]} | failed: {why} | | | | | | | |")
                 continue
             report.raw[f"{mode}-{batch}-{peer}"] = {**r.result, "peak_rss_mb": r.peak_rss_mb,
