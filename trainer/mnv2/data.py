@@ -219,11 +219,12 @@ def eval_files(index: ImageFolderIndex, *, rank: int, world: int) -> np.ndarray:
 def create_train_dataset(
     index: ImageFolderIndex, *, image_size: int, batch_size: int, epoch: int, seed: int,
     rank: int = 0, world: int = 1, workers: int = 2,
-    min_crop_scale: float = 0.08, horizontal_flip: bool = True, skip: int = 0,
+    min_crop_scale: float = 0.08, horizontal_flip: bool = True, skip: int = 0, normalized: bool = True,
 ):
     """One epoch of augmented batches (zoo train transforms), drop_remainder, this rank's share.
 
-    `skip` batches are left out at the sampler: a resumed epoch does not read them again.
+    `skip` batches are left out at the sampler: a resumed epoch does not read them again. With
+    `normalized=False` the images stay uint8 (CHW), for `mnv2.ops.normalize.normalize_images`.
     """
     import mindspore.dataset as ds
     import mindspore.dataset.transforms as T
@@ -242,7 +243,7 @@ def create_train_dataset(
         V.RandomCropDecodeResize(image_size, scale=(min_crop_scale, 1.0), ratio=(0.75, 1.333)),
         *([V.RandomHorizontalFlip(prob=0.5)] if horizontal_flip else []),
         V.RandomColorAdjust(brightness=0.4, contrast=0.4, saturation=0.4),
-        V.Normalize(mean=MEAN, std=STD),
+        *([V.Normalize(mean=MEAN, std=STD)] if normalized else []),
         V.HWC2CHW(),
     ]
     data = data.map(operations=image_ops, input_columns="image", num_parallel_workers=workers)
