@@ -98,7 +98,8 @@ def run_mindspore(fast: str, mode: str, batch: int, image: int, steps: int, warm
     y = Tensor(rng.integers(0, NUM_CLASSES, batch).astype(np.int32))
     if mode == "train":
         loss = LabelSmoothingCrossEntropy(NUM_CLASSES, SMOOTHING)
-        cell = nn.TrainOneStepCell(nn.WithLossCell(net, loss), _optimizer(net, fused=fast in ("all", "bf16")))
+        optimizer = trainer_optimizer(net, fused=fast in ("all", "bf16"))
+        cell = nn.TrainOneStepCell(nn.WithLossCell(net, loss), optimizer)
         cell.set_train(True)
 
         def step() -> None:
@@ -145,7 +146,7 @@ def _serve(step, warmup: int) -> list[float]:
     return times
 
 
-def _optimizer(net, fused: bool):
+def trainer_optimizer(net, fused: bool):
     """The trainer's optimizer: with its kernels, the one-kernel update (mnv2.ops.momentum)."""
     from mindspore import nn
     from mnv2.train import decays_weight

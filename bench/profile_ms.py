@@ -26,18 +26,13 @@ def profile(batch: int, steps: int, fast: bool) -> dict:
     from mnv2.model import MobileNetV2
     from mnv2.ops.depthwise import replace_slow_convolutions
 
+    from bench.peer import trainer_optimizer
+
     net = MobileNetV2(1000, 1.0, seed=0)
     if fast:
         replace_slow_convolutions(net, dense_input_grad=False)
-    if fast:  # the trainer's optimizer with its kernels: every parameter in one custom kernel
-        from mnv2.ops.momentum import FusedMomentum
-        from mnv2.train import decays_weight
-
-        params = net.trainable_params()
-        opt = FusedMomentum(params, 0.03, 0.9, 4e-5, tuple(decays_weight(p) for p in params))
-    else:
-        opt = nn.Momentum(net.trainable_params(), 0.03, 0.9, weight_decay=4e-5)
-    cell = nn.TrainOneStepCell(nn.WithLossCell(net, LabelSmoothingCrossEntropy(1000)), opt)
+    cell = nn.TrainOneStepCell(nn.WithLossCell(net, LabelSmoothingCrossEntropy(1000)),
+                               trainer_optimizer(net, fused=fast))
     cell.set_train()
     rng = np.random.default_rng(0)
     x = Tensor(rng.standard_normal((batch, 3, 224, 224)).astype(np.float32))
