@@ -23,7 +23,8 @@
 //   mnv2_bn_infer_bwd_r{R}(dy, x, gamma, beta, mmean, mvar, hp) -> dx, dgamma, dbeta
 //   mnv2_bn_train_coef(x, gamma, beta, mmean, mvar, hp)
 //       -> scale[C], bias[C], save_mean, save_invstd, new_mmean, new_mvar  (training, y not written)
-// The coef entry gives y = x * scale + bias (before ReLU6) to a kernel that applies it as it reads x
+//   mnv2_bn_infer_coef(gamma, beta, mmean, mvar, hp) -> scale[C], bias[C]  (inference)
+// The coef entries give y = x * scale + bias (before ReLU6) to a kernel that applies it as it reads x
 // (csrc/depthwise.cc, Act).
 // Return value 0 is success, non-zero a shape or dtype mismatch.
 
@@ -477,6 +478,16 @@ int train_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   return 0;
 }
 
+// Inference's per-channel map y = x * scale + bias (before ReLU6), from the moving statistics.
+struct Affine {
+  float scale, bias;
+};
+
+inline Affine inference_affine(float gamma, float beta, float mmean, float mvar, float eps) {
+  const float scale = gamma * (1.0f / std::sqrt(mvar + eps));
+  return {scale, beta - mmean * scale};
+}
+
 template <bool RELU6>
 int infer_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   if (nparam != 7 || !mnv2::all_float32(nparam, dtypes)) return 1;
@@ -494,10 +505,31 @@ int infer_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
   const float eps = static_cast<const float *>(params[5])[0];
   float *y = static_cast<float *>(params[6]);
   mnv2::parallel_for_each(s.c, s.c * s.count() >= kParallelMin, [&](int64_t c) {
-    const float invstd = 1.0f / std::sqrt(mvar[c] + eps);
-    const float scale = gamma[c] * invstd;
-    affine<RELU6>(x, y, s, c, scale, beta[c] - mmean[c] * scale);
+    const Affine a = inference_affine(gamma[c], beta[c], mmean[c], mvar[c], eps);
+    affine<RELU6>(x, y, s, c, a.scale, a.bias);
   });
+  return 0;
+}
+
+int infer_coefficients(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 7 || !mnv2::all_float32(nparam, dtypes) || ndims[0] != 1) return 1;
+  const int64_t channels = shapes[0][0];
+  for (int t : {1, 2, 3, 5, 6}) {
+    if (!vec(ndims, shapes, t, channels)) return 2;
+  }
+  if (ndims[4] != 1 || shapes[4][0] != 2) return 2;
+  const float *gamma = static_cast<const float *>(params[0]);
+  const float *beta = static_cast<const float *>(params[1]);
+  const float *mmean = static_cast<const float *>(params[2]);
+  const float *mvar = static_cast<const float *>(params[3]);
+  const float eps = static_cast<const float *>(params[4])[0];
+  float *scale = static_cast<float *>(params[5]);
+  float *bias = static_cast<float *>(params[6]);
+  for (int64_t c = 0; c < channels; ++c) {
+    const Affine a = inference_affine(gamma[c], beta[c], mmean[c], mvar[c], eps);
+    scale[c] = a.scale;
+    bias[c] = a.bias;
+  }
   return 0;
 }
 
@@ -557,4 +589,9 @@ MNV2_BN_EXPORT(infer_bwd, infer_backward, 1)
 extern "C" int mnv2_bn_train_coef(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                   void *, void *) {
   return train_coefficients(nparam, params, ndims, shapes, dtypes);
+}
+
+extern "C" int mnv2_bn_infer_coef(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                  void *, void *) {
+  return infer_coefficients(nparam, params, ndims, shapes, dtypes);
 }

@@ -35,6 +35,18 @@ def train_backward(relu6: bool) -> ops.Custom:
 
 
 @cache
+def infer_backward(relu6: bool) -> ops.Custom:
+    """The inference backward (dy, x, gamma, beta, mmean, mvar, hp) -> dx, dgamma, dbeta, where dy is
+    the gradient of the (clipped, with relu6) output."""
+    return ops.Custom(
+        f"{build('batchnorm')}:mnv2_bn_infer_bwd_r{int(relu6)}",
+        out_shape=lambda dy, x, g, b, m, v, hp: (x, g, g),
+        out_dtype=lambda dy, x, g, b, m, v, hp: (x, g, g),
+        func_type="aot",
+    )
+
+
+@cache
 def _kernels(relu6: bool) -> tuple[ops.Custom, ops.Custom]:
     """(training op, inference op) with their bprops, shared by every cell of one kind."""
     lib = build("batchnorm")
@@ -54,12 +66,7 @@ def _kernels(relu6: bool) -> tuple[ops.Custom, ops.Custom]:
         bprop=train_bprop,
     )
 
-    infer_bwd = ops.Custom(
-        f"{lib}:mnv2_bn_infer_bwd_r{r}",
-        out_shape=lambda dy, x, g, b, m, v, hp: (x, g, g),
-        out_dtype=lambda dy, x, g, b, m, v, hp: (x, g, g),
-        func_type="aot",
-    )
+    infer_bwd = infer_backward(relu6)
 
     def infer_bprop(x, gamma, beta, mmean, mvar, hp, out, dout):
         dx, dgamma, dbeta = infer_bwd(dout, x, gamma, beta, mmean, mvar, hp)
