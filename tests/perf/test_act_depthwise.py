@@ -1,11 +1,13 @@
 """BatchNorm + ReLU6 applied by the depthwise kernel as it reads agrees with MindSpore's own layers.
 
-The reference is nn.BatchNorm2d -> nn.ReLU6 -> nn.Conv2d(group=c), MindSpore's ops throughout; the
-fused pair is BatchNormForDepthwise -> DepthwiseAfterBatchNorm. Compared: the output, the gradients
-of the input, gamma, beta and the depthwise weight, and the moving statistics, in training (batch
-statistics) and evaluation (moving statistics), at every (channels, size, stride) where MobileNetV2
-has a BatchNorm + ReLU6 before a depthwise convolution, at widths 0.35 and 1.4 on odd image sizes,
-and at odd geometries (padding 0, partial blocks of 16 channels, non-square planes).
+The reference is nn.BatchNorm2d -> nn.ReLU6 -> nn.Conv2d(group=c) [-> nn.BatchNorm2d -> nn.ReLU6],
+MindSpore's ops throughout; the fused cells are BatchNormForDepthwise -> DepthwiseAfterBatchNorm
+[-> BatchNormAfterDepthwise, which in evaluation applies the second BatchNorm + ReLU6 inside the
+kernel]. Compared: the output, the gradients of the input, each gamma and beta and the depthwise
+weight, and the moving statistics, in training (batch statistics) and evaluation (moving
+statistics), at every (channels, size, stride) where MobileNetV2 has a BatchNorm + ReLU6 before a
+depthwise convolution, at widths 0.35 and 1.4 on odd image sizes, and at odd geometries (padding 0,
+partial blocks of 8 and 16 channels, non-square planes).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from layer_loss import LayerLoss  # noqa: E402
 from mindspore import Tensor, nn, ops  # noqa: E402
 from mnv2.model import FIRST_CHANNELS, INVERTED_RESIDUAL_SETTINGS, MobileNetV2, make_divisible  # noqa: E402
 from mnv2.ops.act_depthwise import (  # noqa: E402
+    BatchNormAfterDepthwise,
     BatchNormForDepthwise,
     DepthwiseAfterBatchNorm,
     fuse_batchnorm_into_depthwise,
@@ -60,48 +63,58 @@ def test_site_table_matches_the_model():
     assert len(convs) == 17
     assert {(c.channels, c.stride) for c in convs} == {(c, s) for c, _, s in fused_sites(0.35, 33)}
     assert len([c for _, c in net.cells_and_names() if isinstance(c, BatchNormForDepthwise)]) == 17
-    # Every depthwise convolution is fused; the 18 other BatchNorm + ReLU6 (after a depthwise, last 1x1) not.
+    # Every depthwise convolution's own BatchNorm + ReLU6 goes into its kernel in evaluation.
+    assert len([c for _, c in net.cells_and_names() if isinstance(c, BatchNormAfterDepthwise)]) == 17
+    assert all(c.then_batchnorm for c in convs)
+    # Every depthwise convolution is fused; the last 1x1's BatchNorm + ReLU6 stays.
     assert not [c for _, c in net.cells_and_names() if type(c) is DepthwiseConv2d]
-    assert len([c for _, c in net.cells_and_names() if isinstance(c, FusedBatchNorm2d) and c.relu6]) == 18
+    assert len([c for _, c in net.cells_and_names() if type(c) is FusedBatchNorm2d and c.relu6]) == 1
 
 
-class _Pair(nn.Cell):
-    def __init__(self, first: nn.Cell, second: nn.Cell) -> None:
-        super().__init__()
-        self.first, self.second = first, second
-
-    def construct(self, x):
-        return self.second(self.first(x))
-
-
-def _layers(channels: int, stride: int, padding: int, params: dict[str, np.ndarray], fused: bool):
+def _batchnorm(channels: int, params: dict[str, np.ndarray]) -> nn.BatchNorm2d:
     bn = nn.BatchNorm2d(channels)
-    for name, value in params.items():
-        if name != "weight":
-            getattr(bn, name).set_data(Tensor(value.astype(np.float32)))
+    for name in ("gamma", "beta", "moving_mean", "moving_variance"):
+        getattr(bn, name).set_data(Tensor(params[name].astype(np.float32)))
+    return bn
+
+
+def _layers(channels: int, stride: int, padding: int, params: dict[str, np.ndarray], fused: bool,
+            then_batchnorm: bool):
+    """(layers, their BatchNorms, the depthwise convolution's weight) as MindSpore's or fused."""
+    bns = [_batchnorm(channels, params)]
     conv = reference_depthwise(channels, stride, padding)
     conv.weight.set_data(Tensor(params["weight"].astype(np.float32)))
+    if then_batchnorm:  # the depthwise convolution's own BatchNorm: other statistics
+        bns.append(_batchnorm(channels, {k: v[::-1] for k, v in params.items()}))
     if not fused:
-        return nn.SequentialCell([bn, nn.ReLU6(), conv]), bn, conv
+        after = [bns[1], nn.ReLU6()] if then_batchnorm else []
+        return nn.SequentialCell([bns[0], nn.ReLU6(), conv, *after]), bns, conv.weight
     fast = DepthwiseConv2d(channels, 3, stride, padding)
     fast.weight = conv.weight
-    pair = _Pair(BatchNormForDepthwise(FusedBatchNorm2d(bn, relu6=True)), DepthwiseAfterBatchNorm(fast))
-    return pair, bn, conv
+    cells = [BatchNormForDepthwise(FusedBatchNorm2d(bns[0], relu6=True)),
+             DepthwiseAfterBatchNorm(fast, then_batchnorm)]
+    if then_batchnorm:
+        cells.append(BatchNormAfterDepthwise(FusedBatchNorm2d(bns[1], relu6=True), cells[1]))
+    return nn.SequentialCell(cells), bns, conv.weight
 
 
-def _run(layer: nn.Cell, bn, conv, x: Tensor, g: Tensor, training: bool) -> dict[str, np.ndarray]:
+def _run(layer: nn.Cell, bns, weight, x: Tensor, g: Tensor, training: bool) -> dict[str, np.ndarray]:
     layer.set_train(training)
     loss = LayerLoss(layer)
     loss.set_train(training)
-    grad = ops.GradOperation(get_all=True, get_by_list=True)(loss, [bn.gamma, bn.beta, conv.weight])
-    (dx, _), (dgamma, dbeta, dweight) = grad(x, g)  # one forward: the moving statistics move once
-    return {"y": layer(x).asnumpy(), "dx": dx.asnumpy(), "dgamma": dgamma.asnumpy(), "dbeta": dbeta.asnumpy(),
-            "dweight": dweight.asnumpy(), "moving_mean": bn.moving_mean.asnumpy(),
-            "moving_variance": bn.moving_variance.asnumpy()}
+    params = [weight] + [p for bn in bns for p in (bn.gamma, bn.beta)]
+    grad = ops.GradOperation(get_all=True, get_by_list=True)(loss, params)
+    (dx, _), grads = grad(x, g)  # one forward: the moving statistics move once
+    got = {"y": layer(x).asnumpy(), "dx": dx.asnumpy(), "dweight": grads[0].asnumpy()}
+    for i, bn in enumerate(bns):
+        got |= {f"dgamma{i}": grads[1 + 2 * i].asnumpy(), f"dbeta{i}": grads[2 + 2 * i].asnumpy(),
+                f"moving_mean{i}": bn.moving_mean.asnumpy(),
+                f"moving_variance{i}": bn.moving_variance.asnumpy()}
+    return got
 
 
 def _compare(batch: int, channels: int, height: int, width: int, stride: int, padding: int, training: bool,
-             seed: int) -> None:
+             seed: int, then_batchnorm: bool = False) -> None:
     rng = np.random.default_rng(seed)
     params = {
         "gamma": rng.uniform(0.5, 1.5, channels), "beta": rng.normal(0.5, 1.0, channels),
@@ -113,29 +126,35 @@ def _compare(batch: int, channels: int, height: int, width: int, stride: int, pa
     x = Tensor((rng.normal(1.0, 2.0, shape) + rng.normal(0, 3, (1, channels, 1, 1))).astype(np.float32))
     oh, ow = (height + 2 * padding - 3) // stride + 1, (width + 2 * padding - 3) // stride + 1
     g = Tensor(rng.standard_normal((batch, channels, oh, ow)).astype(np.float32))
-    want = _run(*_layers(channels, stride, padding, params, False), x, g, training)
-    got = _run(*_layers(channels, stride, padding, params, True), x, g, training)
+    want = _run(*_layers(channels, stride, padding, params, False, then_batchnorm), x, g, training)
+    got = _run(*_layers(channels, stride, padding, params, True, then_batchnorm), x, g, training)
+    assert got.keys() == want.keys()
     for key, expected in want.items():
-        if key == "moving_variance" and training and batch * height * width == 1:
+        if key.startswith("moving_variance") and training and batch * height * width == 1:
             continue  # MindSpore stores NaN for one value per channel; the kernel 0 (test_batchnorm.py)
         scale = float(np.abs(expected).max()) or 1.0
-        where = f"{key} {batch}x{channels}x{height}x{width} s{stride} p{padding} train={training}"
+        where = (f"{key} {batch}x{channels}x{height}x{width} s{stride} p{padding} train={training} "
+                 f"then_batchnorm={then_batchnorm}")
         np.testing.assert_allclose(got[key], expected, rtol=1e-4, atol=5e-5 * scale, err_msg=where)
 
 
 def test_every_mobilenetv2_site(pynative):
-    """Training at every site; evaluation at every third."""
+    """Training at every site; evaluation, with the depthwise convolution's own BatchNorm + ReLU6 as
+    in the network, at every site; without it at every third."""
     assert len(SITES) > 25
     for i, (channels, size, stride) in enumerate(SITES):
         _compare(2, channels, size, size, stride, 1, training=True, seed=i)
+        _compare(2, channels, size, size, stride, 1, training=False, seed=i, then_batchnorm=True)
         if i % 3 == 0:
             _compare(2, channels, size, size, stride, 1, training=False, seed=i)
+            _compare(2, channels, size, size, stride, 1, training=True, seed=i, then_batchnorm=True)
 
 
 @pytest.mark.parametrize("shape", ODD, ids=lambda s: "x".join(map(str, s)))
 def test_odd_geometries(pynative, shape):
     _compare(*shape, training=True, seed=sum(shape))
     _compare(*shape, training=False, seed=sum(shape) + 1)
+    _compare(*shape, training=False, seed=sum(shape) + 2, then_batchnorm=True)
 
 
 def test_graph_mode_network_matches_unfused_kernels(graph_mode):
@@ -181,3 +200,6 @@ def test_only_fused_relu6_batchnorms_before_depthwise_are_taken():
     assert fuse_batchnorm_into_depthwise(net) == 0  # already fused
     with pytest.raises(ValueError, match="ReLU6"):
         BatchNormForDepthwise(FusedBatchNorm2d(nn.BatchNorm2d(4), relu6=False))
+    with pytest.raises(ValueError, match="ReLU6"):
+        BatchNormAfterDepthwise(FusedBatchNorm2d(nn.BatchNorm2d(4), relu6=False),
+                                DepthwiseAfterBatchNorm(DepthwiseConv2d(4, 3, 1, 1), True))

@@ -18,7 +18,10 @@
 //   mnv2_dw3x3_bwd_s{S}_p{P}(dy[N,C,OH,OW], x[N,C,H,W], w[C,1,3,3]) -> dx[N,C,H,W], dw[C,1,3,3]
 //   mnv2_dw3x3_actfwd_s{S}_p{P}(x, w, scale[C], bias[C]) -> y
 //   mnv2_dw3x3_actbwd_s{S}_p{P}(dy, x, w, scale[C], bias[C]) -> dx, dw
-// where the act variants convolve min(max(x * scale + bias, 0), 6) (see Act) and dx is its gradient.
+//   mnv2_dw3x3_actfwd_bn_s{S}_p{P}(x, w, scale[C], bias[C], out_scale[C], out_bias[C]) -> y
+// where the act variants convolve min(max(x * scale + bias, 0), 6) (see Act) and dx is its gradient;
+// actfwd_bn also gives min(max(y * out_scale + out_bias, 0), 6), the inference BatchNorm + ReLU6
+// after the convolution, applied to each block of planes while it is still in cache.
 // with OH = (H + 2P - 3) / S + 1. Return value 0 is success, non-zero a shape/dtype mismatch.
 
 #include <algorithm>
@@ -53,9 +56,10 @@ struct Dims {
 
 // A BatchNorm + ReLU6 applied to the input as it is read ("prologue"): the kernels then take the
 // BatchNorm's input, and the BatchNorm's output (MobileNetV2's largest tensors) is never written
-// to memory nor kept for the backward pass. Null when the input is used as it is.
+// to memory nor kept for the backward pass. Null when the input is used as it is. The forward's
+// optional "epilogue" is one too, applied to its output.
 struct Act {
-  const float *scale, *bias;  // per channel: input = min(max(x * scale + bias, 0), 6)
+  const float *scale, *bias;  // per channel: v -> min(max(v * scale + bias, 0), 6)
 };
 
 // One channel's Act, or none (`on` false): how the copy routines below read the input.
@@ -77,9 +81,9 @@ inline __m512 act16(__m512 v, __m512 scale, __m512 bias) {
 }
 #endif
 
-// dst[j] = a(src[j]), j in [0, n). MobileNetV2's late rows are 7 or 14 values: masked vectors, as
-// row_copy does, not a loop remainder.
-inline void act_copy(float *__restrict dst, const float *__restrict src, int64_t n, const ChannelAct &a) {
+// dst[j] = a(src[j]), j in [0, n); dst may be src. MobileNetV2's late rows are 7 or 14 values:
+// masked vectors, as row_copy does, not a loop remainder.
+inline void act_copy(float *dst, const float *src, int64_t n, const ChannelAct &a) {
 #if defined(__AVX512F__)
   const __m512 scale = _mm512_set1_ps(a.scale), bias = _mm512_set1_ps(a.bias);
   for (int64_t j = 0; j < n; j += 16) {
@@ -98,11 +102,17 @@ inline const float *act_row(const float *src, int64_t n, const ChannelAct &a, fl
   return buf;
 }
 
-// Exactly `total` float32 tensors, all 4-D but, with ACT, scale and bias (1-D) at `vec_at`, `vec_at` + 1.
-inline bool act_args_ok(bool act, int nparam, int total, int vec_at, const int *ndims, const char **dtypes) {
+// The epilogue: `lanes` planes of n values, channels c0, c0 + 1, ..., in place. Nothing if act is null.
+inline void act_planes(float *y, int64_t lanes, int64_t n, const Act *act, int64_t c0) {
+  if (act == nullptr) return;
+  for (int64_t l = 0; l < lanes; ++l) act_copy(y + l * n, y + l * n, n, channel_act(act, c0 + l));
+}
+
+// Exactly `total` float32 tensors, all 4-D but `vecs` 1-D ones (scales and biases) from `vec_at` on.
+inline bool act_args_ok(int vecs, int nparam, int total, int vec_at, const int *ndims, const char **dtypes) {
   if (nparam != total || !mnv2::all_float32(nparam, dtypes)) return false;
   for (int i = 0; i < nparam; ++i) {
-    const bool is_vec = act && (i == vec_at || i == vec_at + 1);
+    const bool is_vec = i >= vec_at && i < vec_at + vecs;
     if (ndims[i] != (is_vec ? 1 : 4)) return false;
   }
   return true;
@@ -771,7 +781,8 @@ void fwd_s2_lanes(const float *__restrict xp, int64_t oh, int64_t ow, int64_t co
 
 // The stride-2 forward of all planes in blocks of 16 channels of one sample.
 template <int P>
-void forward_s2_lanes(const float *x, const float *wt, float *y, const Dims &d, const Act *act) {
+void forward_s2_lanes(const float *x, const float *wt, float *y, const Dims &d, const Act *act,
+                      const Act *out_act) {
   const int64_t blocks = (d.c + kLanes - 1) / kLanes;
   const int64_t rows = std::max(2 * d.oh + 1, d.h + P), cols = std::max(2 * d.ow + 1, d.w + P);
   const int64_t in = d.h * d.w, out = d.oh * d.ow;
@@ -785,6 +796,7 @@ void forward_s2_lanes(const float *x, const float *wt, float *y, const Dims &d, 
     lane_kernels<false>(wt, b, k);
     fwd_s2_lanes(xp, d.oh, d.ow, cols, k, yl, pf);
     from_lanes(yl, b.lanes, out, y + p * out);
+    act_planes(y + p * out, b.lanes, out, out_act, b.c0);
   });
 }
 
@@ -993,7 +1005,8 @@ void wgrad_s1_lanes8(const float *__restrict gp, const float *__restrict xp, int
 
 // The stride-1 forward of all planes in blocks of 8 channels of one sample.
 template <int P>
-void forward_s1_lanes8(const float *x, const float *wt, float *y, const Dims &d, const Act *act) {
+void forward_s1_lanes8(const float *x, const float *wt, float *y, const Dims &d, const Act *act,
+                       const Act *out_act) {
   const int64_t blocks = (d.c + kLanes8 - 1) / kLanes8;
   const int64_t rows = d.oh + 2, cols = d.ow + 2, in = d.h * d.w, out = d.oh * d.ow;
   mnv2::parallel_for_each(d.n * blocks, d.n * d.c * out >= kParallelMin, [&](int64_t item) {
@@ -1005,6 +1018,7 @@ void forward_s1_lanes8(const float *x, const float *wt, float *y, const Dims &d,
     lane_kernels8<false>(wt, b, k);
     corr_s1_lanes8(xp, cols, d.oh, d.ow, k, yl);
     from_lanes8(yl, b.lanes, out, y + p * out);
+    act_planes(y + p * out, b.lanes, out, out_act, b.c0);
   });
 }
 
@@ -1108,7 +1122,8 @@ void fwd_s2_lanes8(const float *__restrict xp, int64_t oh, int64_t ow, int64_t c
 
 // The stride-2 forward of all planes in blocks of 8 channels of one sample.
 template <int P>
-void forward_s2_lanes8(const float *x, const float *wt, float *y, const Dims &d, const Act *act) {
+void forward_s2_lanes8(const float *x, const float *wt, float *y, const Dims &d, const Act *act,
+                       const Act *out_act) {
   const int64_t blocks = (d.c + kLanes8 - 1) / kLanes8;
   const int64_t rows = std::max(2 * d.oh + 1, d.h + P), cols = std::max(2 * d.ow + 1, d.w + P);
   const int64_t in = d.h * d.w, out = d.oh * d.ow;
@@ -1121,6 +1136,7 @@ void forward_s2_lanes8(const float *x, const float *wt, float *y, const Dims &d,
     lane_kernels8<false>(wt, b, k);
     fwd_s2_lanes8(xp, d.oh, d.ow, cols, k, yl);
     from_lanes8(yl, b.lanes, out, y + p * out);
+    act_planes(y + p * out, b.lanes, out, out_act, b.c0);
   });
 }
 
@@ -1148,34 +1164,40 @@ void backward_s2_lanes8(const float *dy, const float *x, const float *wt, float 
 }
 #endif
 
-// (x, w[, scale, bias]) -> y; with ACT the input is act(x) (see Act).
-template <int S, int P, bool ACT = false>
+// (x, w[, scale, bias][, out_scale, out_bias]) -> y; with ACT the input is act(x) (see Act), with
+// BN the output is the epilogue's act of the convolution.
+template <int S, int P, bool ACT = false, bool BN = false>
 int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  constexpr int kIn = ACT ? 4 : 2;
-  if (!act_args_ok(ACT, nparam, kIn + 1, 2, ndims, dtypes)) return 1;
+  constexpr int kVecs = (ACT ? 2 : 0) + (BN ? 2 : 0);
+  constexpr int kIn = 2 + kVecs;
+  if (!act_args_ok(kVecs, nparam, kIn + 1, 2, ndims, dtypes)) return 1;
   const float *x = static_cast<const float *>(params[0]);
   const float *wt = static_cast<const float *>(params[1]);
   float *y = static_cast<float *>(params[kIn]);
   const Dims d{shapes[0][0], shapes[0][1], shapes[0][2], shapes[0][3], shapes[kIn][2], shapes[kIn][3]};
   if (shapes[1][0] != d.c || shapes[1][2] != K || shapes[1][3] != K) return 2;
-  if (ACT && (shapes[2][0] != d.c || shapes[3][0] != d.c)) return 2;
-  const Act act_value{ACT ? static_cast<const float *>(params[2]) : nullptr,
-                      ACT ? static_cast<const float *>(params[3]) : nullptr};
+  for (int v = 2; v < kIn; ++v) {
+    if (shapes[v][0] != d.c) return 2;
+  }
+  const auto vec = [&](int i) { return static_cast<const float *>(params[i]); };
+  const Act act_value{ACT ? vec(2) : nullptr, ACT ? vec(3) : nullptr};
   const Act *act = ACT ? &act_value : nullptr;
+  const Act out_value{BN ? vec(kIn - 2) : nullptr, BN ? vec(kIn - 1) : nullptr};
+  const Act *out_act = BN ? &out_value : nullptr;
   if (d.oh != (d.h + 2 * P - K) / S + 1 || d.ow != (d.w + 2 * P - K) / S + 1) return 3;
   const int64_t planes = d.n * d.c;
 #if defined(__AVX512F__)
   // Measured (batch 32): 112 wide 19.0 -> 11.2 ms per step, 56 wide 7.7 -> 4.4, 28 wide 2.1 -> 2.0;
   // but 14 wide 2.5 -> 2.6, where the per-plane path stays.
   if (S == 2 && d.w >= 24) {
-    forward_s2_lanes<P>(x, wt, y, d, act);
+    forward_s2_lanes<P>(x, wt, y, d, act, out_act);
     return 0;
   }
 #elif defined(__AVX2__)
   if (S == 1) {
-    forward_s1_lanes8<P>(x, wt, y, d, act);
+    forward_s1_lanes8<P>(x, wt, y, d, act, out_act);
   } else {
-    forward_s2_lanes8<P>(x, wt, y, d, act);
+    forward_s2_lanes8<P>(x, wt, y, d, act, out_act);
   }
   return 0;
 #endif
@@ -1212,6 +1234,7 @@ int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char 
       corr_flat_s2(xp, ph, k, out, d.oh * ph.g);
       compact(out, ph.g, dst, d.oh, d.ow);
     }
+    act_planes(dst, 1, d.oh * d.ow, out_act, pl % d.c);
   });
   return 0;
 }
@@ -1221,7 +1244,7 @@ int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char 
 template <int S, int P, bool ACT = false>
 int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   constexpr int kIn = ACT ? 5 : 3;
-  if (!act_args_ok(ACT, nparam, kIn + 2, 3, ndims, dtypes)) return 1;
+  if (!act_args_ok(ACT ? 2 : 0, nparam, kIn + 2, 3, ndims, dtypes)) return 1;
   const float *dy = static_cast<const float *>(params[0]);
   const float *x = static_cast<const float *>(params[1]);
   const float *wt = static_cast<const float *>(params[2]);
@@ -1498,6 +1521,10 @@ int dense_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   extern "C" int mnv2_dw3x3_actbwd_s##S##_p##P(int nparam, void **params, int *ndims, int64_t **shapes,   \
                                                const char **dtypes, void *, void *) {                    \
     return backward<S, P, true>(nparam, params, ndims, shapes, dtypes);                                   \
+  }                                                                                                       \
+  extern "C" int mnv2_dw3x3_actfwd_bn_s##S##_p##P(int nparam, void **params, int *ndims, int64_t **shapes,\
+                                                  const char **dtypes, void *, void *) {                 \
+    return forward<S, P, true, true>(nparam, params, ndims, shapes, dtypes);                              \
   }
 
 MNV2_DW_EXPORT(1, 0)

@@ -14,13 +14,15 @@ needs it. Here it is never made:
   plane as they read it. Its backward gives the gradient of the BatchNorm's output, from which the
   BatchNorm's own backward kernel (csrc/batchnorm.cc) computes the gradients of x, gamma and beta.
 
-In evaluation the same happens with the moving statistics (``mnv2_bn_infer_coef``): one pass over
-the expanded tensor instead of three (the BatchNorm reading and writing it, the depthwise kernel
-reading it back); forward passes at batch 32, 224 px, measured 0.27 -> 0.24 s. The two cells pass
-a tuple between them in both modes. Parameter objects stay in their cells and slots, so names
-(checkpoint keys), values and optimizer bindings are unchanged. The results are those of
-``FusedBatchNorm2d(relu6=True)`` followed by ``DepthwiseConv2d`` up to float rounding (one fused
-multiply-add instead of a multiply and an add; tests/perf/test_act_depthwise.py).
+In evaluation the same happens with the moving statistics (``mnv2_bn_infer_coef``), and the
+BatchNorm + ReLU6 *after* the depthwise convolution is applied too, to each block of output planes
+while it is still in cache (``BatchNormAfterDepthwise``, in that BatchNorm's place, runs the
+kernel). An inverted residual's expanded tensors then cross memory once in an evaluation pass,
+where the BatchNorms read and wrote them four times more. The cells pass tuples between them.
+Parameter objects stay in their cells and slots, so names (checkpoint keys), values and optimizer
+bindings are unchanged. The results are those of ``FusedBatchNorm2d(relu6=True)`` and
+``DepthwiseConv2d`` up to float rounding (one fused multiply-add instead of a multiply and an add;
+tests/perf/test_act_depthwise.py).
 
 Use through ``fuse_batchnorm_into_depthwise(network)``, which ``replace_slow_convolutions`` calls
 after swapping in the BatchNorm and depthwise kernels.
@@ -93,6 +95,18 @@ def _depthwise(stride: int, padding: int) -> tuple[ops.Custom, ops.Custom]:
         func_type="aot",
     )
     return forward, backward
+
+
+@cache
+def _depthwise_then_batchnorm(stride: int, padding: int) -> ops.Custom:
+    """The forward op reading act(x) and giving the inference BatchNorm + ReLU6 of its output."""
+    return ops.Custom(
+        f"{build('depthwise')}:mnv2_dw3x3_actfwd_bn_s{stride}_p{padding}",
+        out_shape=lambda x, w, s, b, os, ob: [x[0], x[1], _out_size(x[2], stride, padding),
+                                              _out_size(x[3], stride, padding)],
+        out_dtype=lambda x, w, s, b, os, ob: x,
+        func_type="aot",
+    )
 
 
 class BatchNormForDepthwise(nn.Cell):
@@ -170,12 +184,41 @@ class _EvalStep(nn.Cell):
         return dx, dw, z(scale), z(bias), dgamma, dbeta, z(mmean), z(mvar), z(hp)
 
 
+class _EvalBlock(nn.Cell):
+    """act(x) -> depthwise -> inference BatchNorm + ReLU6, one kernel; the backward recomputes the
+    convolution's output and goes back through both BatchNorms' inference backward."""
+
+    def __init__(self, stride: int, padding: int) -> None:
+        super().__init__()
+        self._fwd_bn = _depthwise_then_batchnorm(stride, padding)
+        self._fwd, self._bwd = _depthwise(stride, padding)
+        self._bn_bwd = infer_backward(relu6=True)
+        self._zeros = ops.ZerosLike()
+
+    def construct(self, x, w, scale, bias, gamma, beta, mmean, mvar, hp,
+                  out_scale, out_bias, out_gamma, out_beta, out_mmean, out_mvar, out_hp):
+        return self._fwd_bn(x, w, scale, bias, out_scale, out_bias)
+
+    def bprop(self, x, w, scale, bias, gamma, beta, mmean, mvar, hp,
+              out_scale, out_bias, out_gamma, out_beta, out_mmean, out_mvar, out_hp, out, dout):
+        conv = self._fwd(x, w, scale, bias)
+        dconv, dout_gamma, dout_beta = self._bn_bwd(dout, conv, out_gamma, out_beta, out_mmean, out_mvar,
+                                                    out_hp)
+        grad_act, dw = self._bwd(dconv, x, w, scale, bias)
+        dx, dgamma, dbeta = self._bn_bwd(grad_act, x, gamma, beta, mmean, mvar, hp)
+        z = self._zeros
+        return (dx, dw, z(scale), z(bias), dgamma, dbeta, z(mmean), z(mvar), z(hp),
+                z(out_scale), z(out_bias), dout_gamma, dout_beta, z(out_mmean), z(out_mvar), z(out_hp))
+
+
 class DepthwiseAfterBatchNorm(nn.Cell):
     """A DepthwiseConv2d fed by a BatchNormForDepthwise: takes its tuple and applies the BatchNorm +
-    ReLU6 while reading."""
+    ReLU6 while reading. With ``then_batchnorm``, in evaluation it hands its inputs and weight on to
+    the BatchNormAfterDepthwise that follows, which runs the kernel."""
 
-    def __init__(self, conv: DepthwiseConv2d) -> None:
+    def __init__(self, conv: DepthwiseConv2d, then_batchnorm: bool = False) -> None:
         super().__init__()
+        self.then_batchnorm = then_batchnorm
         self.channels, self.stride, self.padding = conv.channels, conv.stride, conv.padding
         self.in_channels = self.out_channels = self.group = conv.channels
         self.kernel_size = conv.kernel_size
@@ -188,11 +231,44 @@ class DepthwiseAfterBatchNorm(nn.Cell):
             x, scale, bias, gamma, beta, mean, invstd = inputs
             return self._train_step(x, self.weight, scale, bias, gamma, beta, mean, invstd)
         x, scale, bias, gamma, beta, mmean, mvar, hp = inputs
+        if self.then_batchnorm:
+            return x, self.weight, scale, bias, gamma, beta, mmean, mvar, hp
         return self._eval_step(x, self.weight, scale, bias, gamma, beta, mmean, mvar, hp)
 
     def extend_repr(self) -> str:
         return (f"channels={self.channels}, kernel_size=3, stride={self.stride}, padding={self.padding}, "
                 "input=BatchNorm+ReLU6")
+
+
+class BatchNormAfterDepthwise(FusedBatchNorm2d):
+    """The FusedBatchNorm2d (with ReLU6) after a DepthwiseAfterBatchNorm(then_batchnorm=True): in
+    training as before; in evaluation it runs the depthwise kernel with itself as the epilogue."""
+
+    def __init__(self, bn: FusedBatchNorm2d, conv: DepthwiseAfterBatchNorm) -> None:
+        nn.Cell.__init__(self)  # FusedBatchNorm2d's own __init__ builds from an nn.BatchNorm2d
+        if not bn.relu6:
+            raise ValueError("BatchNormAfterDepthwise: the BatchNorm must be fused with its ReLU6")
+        self.num_features, self.eps, self.momentum, self.relu6 = bn.num_features, bn.eps, bn.momentum, True
+        self.gamma = bn.gamma  # the same Parameter objects: names, values, optimizer bindings kept
+        self.beta = bn.beta
+        self.moving_mean = bn.moving_mean
+        self.moving_variance = bn.moving_variance
+        self._hp = bn._hp
+        self._train, self._infer = bn._train, bn._infer
+        self._coefficients = _inference_coefficients()
+        self._block = _EvalBlock(conv.stride, conv.padding)
+
+    def construct(self, x):
+        if self.training:
+            return self._train_forward(x)
+        x, w, scale, bias, gamma, beta, mmean, mvar, hp = x
+        out_scale, out_bias = self._coefficients(self.gamma, self.beta, self.moving_mean,
+                                                 self.moving_variance, self._hp)
+        return self._block(x, w, scale, bias, gamma, beta, mmean, mvar, hp, out_scale, out_bias,
+                           self.gamma, self.beta, self.moving_mean, self.moving_variance, self._hp)
+
+    def extend_repr(self) -> str:
+        return super().extend_repr() + ", after_depthwise"
 
 
 def _ends_in_fused_relu6(cell: nn.Cell) -> bool:
@@ -235,5 +311,8 @@ def fuse_batchnorm_into_depthwise(network: nn.Cell) -> int:
     pairs = _pairs(network)
     for producer, consumer in pairs:
         producer.features[1] = BatchNormForDepthwise(producer.features[1])
-        consumer.features[0] = DepthwiseAfterBatchNorm(consumer.features[0])
+        then_batchnorm = _ends_in_fused_relu6(consumer)
+        consumer.features[0] = DepthwiseAfterBatchNorm(consumer.features[0], then_batchnorm)
+        if then_batchnorm:
+            consumer.features[1] = BatchNormAfterDepthwise(consumer.features[1], consumer.features[0])
     return len(pairs)

@@ -107,11 +107,15 @@ class FusedBatchNorm2d(nn.Cell):
 
     def construct(self, x):
         if self.training:
-            y, _, _, mean, var = self._train(x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
-                                             self._hp)
-            y = ops.depend(y, ops.assign(self.moving_mean, mean))
-            return ops.depend(y, ops.assign(self.moving_variance, var))
+            return self._train_forward(x)
         return self._infer(x, self.gamma, self.beta, self.moving_mean, self.moving_variance, self._hp)
+
+    def _train_forward(self, x):
+        """The output with the batch statistics; the moving averages updated."""
+        y, _, _, mean, var = self._train(x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+                                         self._hp)
+        y = ops.depend(y, ops.assign(self.moving_mean, mean))
+        return ops.depend(y, ops.assign(self.moving_variance, var))
 
     def extend_repr(self) -> str:
         return (f"num_features={self.num_features}, eps={self.eps}, momentum={self.momentum}, "
