@@ -15,8 +15,8 @@
 // their own memory.
 #pragma GCC optimize("fp-contract=off")
 
+#include <algorithm>
 #include <cstdint>
-#include <vector>
 
 #include "aot.h"
 #include "parallel.h"
@@ -50,17 +50,23 @@ extern "C" int mnv2_momentum(int nparam, void **params, int *ndims, int64_t **sh
   const float weight_decay = *static_cast<const float *>(params[2]);
   const float *decayed = static_cast<const float *>(params[3]);
 
-  std::vector<Segment> segments;
+  int64_t count = 0;
   for (int k = 0; k < n; ++k) {
     const int g = kHead + k, p = kHead + n + k, m = kHead + 2 * n + k;
     const int64_t size = element_count(ndims[g], shapes[g]);
     if (element_count(ndims[p], shapes[p]) != size || element_count(ndims[m], shapes[m]) != size) return 1;
+    count += (size + kSegment - 1) / kSegment;
+  }
+  Segment *segments = mnv2::thread_buffer<Segment, 0>(static_cast<size_t>(count));
+  int64_t s = 0;
+  for (int k = 0; k < n; ++k) {
+    const int64_t size = element_count(ndims[kHead + k], shapes[kHead + k]);
     for (int64_t begin = 0; begin < size; begin += kSegment) {
-      segments.push_back({k, begin, std::min(size, begin + kSegment)});
+      segments[s++] = {k, begin, std::min(size, begin + kSegment)};
     }
   }
-  mnv2::parallel_for_each(static_cast<int64_t>(segments.size()), true, [&](int64_t s) {
-    const Segment seg = segments[s];
+  mnv2::parallel_for_each(count, true, [&](int64_t item) {
+    const Segment seg = segments[item];
     const float *grad = static_cast<const float *>(params[kHead + seg.index]);
     float *param = static_cast<float *>(params[kHead + n + seg.index]);
     float *moment = static_cast<float *>(params[kHead + 2 * n + seg.index]);
