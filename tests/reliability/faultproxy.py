@@ -296,6 +296,15 @@ class FaultProxy:
                 await upstream_cm.__aexit__(None, None, None)
 
 
+async def _finish_tasks() -> None:
+    """Cancel and await what still runs in this loop (watch handlers the server's shutdown left
+    suspended), so their cleanup runs while the loop is open and not when they are collected later."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class ProxyThread:
     """A `FaultProxy` running in its own event loop on a daemon thread, for synchronous tests."""
 
@@ -361,6 +370,7 @@ class ProxyThread:
     def stop(self) -> None:
         if self.proxy is not None:
             self._call(self.proxy.stop())
+        self._call(_finish_tasks())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         if not self._thread.is_alive():

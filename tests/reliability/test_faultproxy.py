@@ -288,3 +288,34 @@ def test_proxy_thread_serves_synchronous_clients() -> None:
         asyncio.run_coroutine_threadsafe(upstream.stop(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
+
+
+
+def test_stop_finishes_what_still_runs_in_the_proxy_loop(monkeypatch) -> None:
+    """A handler still suspended when the proxy stops (CI saw a watch handler that aiohttp's shutdown
+    left waiting for upstream) finishes while the loop is open. Otherwise the closed loop drops it,
+    its coroutine is collected later, its cleanup calls into the closed loop, and Python reports
+    "Exception ignored in: <coroutine ...>" in whichever later test runs the collector."""
+    import gc
+    import sys
+
+    ignored: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", ignored.append)
+    cleaned: list[bool] = []
+
+    async def suspended_handler() -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.Event().wait()
+        finally:  # as the watch handler's `upstream.close()` does
+            loop.call_soon(lambda: None)
+            cleaned.append(True)
+
+    proxy = ProxyThread("http://127.0.0.1:1")
+    proxy.start()
+    asyncio.run_coroutine_threadsafe(suspended_handler(), proxy._loop)
+    proxy.stop()
+    del proxy
+    gc.collect()
+    assert cleaned == [True]
+    assert ignored == []
