@@ -478,15 +478,30 @@ int train_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   return 0;
 }
 
-// Inference's per-channel map y = x * scale + bias (before ReLU6), from the moving statistics.
+// Inference's per-channel map y = x * scale + bias (before ReLU6).
 struct Affine {
   float scale, bias;
 };
 
-inline Affine inference_affine(float gamma, float beta, float mmean, float mvar, float eps) {
-  const float scale = gamma * (1.0f / std::sqrt(mvar + eps));
-  return {scale, beta - mmean * scale};
-}
+// What the inference entries read: gamma, beta, moving mean, moving variance (all [C]) and hp = [eps,
+// ...], params[first] to params[first + 4].
+struct MovingStats {
+  const float *gamma, *beta, *mmean, *mvar;
+  float eps;
+
+  MovingStats(void **params, int first)
+      : gamma(static_cast<const float *>(params[first])),
+        beta(static_cast<const float *>(params[first + 1])),
+        mmean(static_cast<const float *>(params[first + 2])),
+        mvar(static_cast<const float *>(params[first + 3])),
+        eps(static_cast<const float *>(params[first + 4])[0]) {}
+
+  float invstd(int64_t c) const { return 1.0f / std::sqrt(mvar[c] + eps); }
+  Affine affine(int64_t c) const {
+    const float scale = gamma[c] * invstd(c);
+    return {scale, beta[c] - mmean[c] * scale};
+  }
+};
 
 template <bool RELU6>
 int infer_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
@@ -498,14 +513,10 @@ int infer_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
   }
   if (ndims[5] != 1 || shapes[5][0] != 2) return 2;
   const float *x = static_cast<const float *>(params[0]);
-  const float *gamma = static_cast<const float *>(params[1]);
-  const float *beta = static_cast<const float *>(params[2]);
-  const float *mmean = static_cast<const float *>(params[3]);
-  const float *mvar = static_cast<const float *>(params[4]);
-  const float eps = static_cast<const float *>(params[5])[0];
+  const MovingStats stats(params, 1);
   float *y = static_cast<float *>(params[6]);
   mnv2::parallel_for_each(s.c, s.c * s.count() >= kParallelMin, [&](int64_t c) {
-    const Affine a = inference_affine(gamma[c], beta[c], mmean[c], mvar[c], eps);
+    const Affine a = stats.affine(c);
     affine<RELU6>(x, y, s, c, a.scale, a.bias);
   });
   return 0;
@@ -518,15 +529,11 @@ int infer_coefficients(int nparam, void **params, int *ndims, int64_t **shapes, 
     if (!vec(ndims, shapes, t, channels)) return 2;
   }
   if (ndims[4] != 1 || shapes[4][0] != 2) return 2;
-  const float *gamma = static_cast<const float *>(params[0]);
-  const float *beta = static_cast<const float *>(params[1]);
-  const float *mmean = static_cast<const float *>(params[2]);
-  const float *mvar = static_cast<const float *>(params[3]);
-  const float eps = static_cast<const float *>(params[4])[0];
+  const MovingStats stats(params, 0);
   float *scale = static_cast<float *>(params[5]);
   float *bias = static_cast<float *>(params[6]);
   for (int64_t c = 0; c < channels; ++c) {
-    const Affine a = inference_affine(gamma[c], beta[c], mmean[c], mvar[c], eps);
+    const Affine a = stats.affine(c);
     scale[c] = a.scale;
     bias[c] = a.bias;
   }
@@ -543,16 +550,12 @@ int infer_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   }
   const float *dy = static_cast<const float *>(params[0]);
   const float *x = static_cast<const float *>(params[1]);
-  const float *gamma = static_cast<const float *>(params[2]);
-  const float *beta = static_cast<const float *>(params[3]);
-  const float *mmean = static_cast<const float *>(params[4]);
-  const float *mvar = static_cast<const float *>(params[5]);
-  const float eps = static_cast<const float *>(params[6])[0];
+  const MovingStats stats(params, 2);
   float *dx = static_cast<float *>(params[7]);
   float *dgamma = static_cast<float *>(params[8]);
   float *dbeta = static_cast<float *>(params[9]);
   mnv2::parallel_for_each(s.c, s.c * s.count() >= kParallelMin, [&](int64_t c) {
-    const float mean = mmean[c], invstd = 1.0f / std::sqrt(mvar[c] + eps), gm = gamma[c], bt = beta[c];
+    const float mean = stats.mmean[c], invstd = stats.invstd(c), gm = stats.gamma[c], bt = stats.beta[c];
     double sg, sgx;
     grad_sums<RELU6>(dy, x, s, c, mean, invstd, gm, bt, sg, sgx);
     dbeta[c] = static_cast<float>(sg);

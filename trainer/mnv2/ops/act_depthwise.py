@@ -254,7 +254,7 @@ class BatchNormAfterDepthwise(FusedBatchNorm2d):
         self.moving_mean = bn.moving_mean
         self.moving_variance = bn.moving_variance
         self._hp = bn._hp
-        self._train, self._infer = bn._train, bn._infer
+        self._train = bn._train  # _train_forward's kernel; evaluation runs _block instead
         self._coefficients = _inference_coefficients()
         self._block = _EvalBlock(conv.stride, conv.padding)
 
