@@ -147,16 +147,10 @@ def _serve(step, warmup: int) -> list[float]:
 
 
 def trainer_optimizer(net, fused: bool):
-    """The trainer's optimizer: with its kernels, the one-kernel update (mnv2.ops.momentum)."""
-    from mindspore import nn
-    from mnv2.train import decays_weight
+    """The trainer's optimizer (`mnv2.train.make_optimizer`): with its kernels, the one-kernel update."""
+    from mnv2.train import make_optimizer
 
-    params = net.trainable_params()
-    if not fused:
-        return nn.Momentum(params, LR, MOMENTUM, weight_decay=WEIGHT_DECAY)
-    from mnv2.ops.momentum import FusedMomentum
-
-    return FusedMomentum(params, LR, MOMENTUM, WEIGHT_DECAY, tuple(decays_weight(p) for p in params))
+    return make_optimizer(net.trainable_params(), LR, MOMENTUM, WEIGHT_DECAY, fused=fused)
 
 
 def _train_from_data(cell, root: str, batch: int, image: int, steps: int, warmup: int) -> dict:

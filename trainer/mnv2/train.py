@@ -114,6 +114,28 @@ def decays_weight(param: Any) -> bool:
     return not param.name.endswith(NO_DECAY_SUFFIXES)
 
 
+def make_optimizer(params, learning_rate, momentum: float, weight_decay: float, fused: bool,
+                   loss_scale: float = 1.0):
+    """The trainer's Momentum: decay on convolution and dense weights only (`decays_weight`). `fused`
+    (CPU, the project's kernels in use; not with a fixed loss scale) updates every parameter in one
+    kernel, the same values."""
+    from mindspore import nn
+
+    params = list(params)
+    # The zoo gives Momentum two parameter groups (decay, no decay). One group whose per-parameter
+    # decay flags make the same split is the same update bit for bit (tests/trainer/test_recipe.py)
+    # and needs less memory: MobileNetV2's grouped optimizer adds 150 MB to the peak at batch 32 (CPU).
+    decay_flags = tuple(decays_weight(p) for p in params)
+    if fused:
+        from mnv2.ops.momentum import FusedMomentum
+
+        return FusedMomentum(params, learning_rate, momentum, weight_decay, decay_flags)
+    optimizer = nn.Momentum(params, learning_rate=learning_rate, momentum=momentum,
+                            weight_decay=weight_decay, loss_scale=loss_scale)
+    optimizer.decay_flags = decay_flags
+    return optimizer
+
+
 def build_train_cell(network, loss_fn, params, lr_values: np.ndarray, config: TrainingConfig, amp: bool,
                      fused_update: bool = False):
     """Optimizer and one-step cell; AMP and loss scaling per platform (REFERENCE §1). `fused_update`
@@ -122,25 +144,9 @@ def build_train_cell(network, loss_fn, params, lr_values: np.ndarray, config: Tr
     from mindspore import Tensor, nn
 
     fixed_scale = amp and not config.dynamic_loss_scale and config.loss_scale > 1.0
-    params = list(params)
-    # The zoo gives Momentum two parameter groups (decay, no decay). One group whose per-parameter
-    # decay flags make the same split is the same update bit for bit (tests/trainer/test_recipe.py)
-    # and needs less memory: MobileNetV2's grouped optimizer adds 150 MB to the peak at batch 32 (CPU).
-    decay_flags = tuple(decays_weight(p) for p in params)
-    if fused_update and not fixed_scale:
-        from mnv2.ops.momentum import FusedMomentum
-
-        optimizer = FusedMomentum(params, Tensor(lr_values), config.momentum, config.weight_decay,
-                                  decay_flags)
-    else:
-        optimizer = nn.Momentum(
-            params,
-            learning_rate=Tensor(lr_values),
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-            loss_scale=config.loss_scale if fixed_scale else 1.0,
-        )
-        optimizer.decay_flags = decay_flags
+    optimizer = make_optimizer(params, Tensor(lr_values), config.momentum, config.weight_decay,
+                               fused=fused_update and not fixed_scale,
+                               loss_scale=config.loss_scale if fixed_scale else 1.0)
     level = str(config.amp_level) if amp else "O0"
     if not amp or (config.amp_level == AmpLevel.O0 and not fixed_scale and not config.dynamic_loss_scale):
         cell = nn.TrainOneStepCell(nn.WithLossCell(network, loss_fn), optimizer)
