@@ -3,7 +3,8 @@
 The image compiles its kernels for portable -march levels (`python -m mnv2.ops._build --prebuild`).
 An x86-64-v3 (AVX2) build has no AVX-512, so it takes the depthwise kernels' 8-lane AVX2 paths and
 elsewhere the generic (compiler-vectorised) ones instead of the 16-lane ones, which an AVX-512
-machine's native build never runs;
+machine's native build never runs; an x86-64-v2 build (SSE4.2, for CPUs without AVX2) takes the
+generic per-plane paths everywhere, which no native build of an AVX2 or AVX-512 machine runs;
 an x86-64-v4 build must compile with AVX-512F/BW/CD/DQ/VL alone (no intrinsic of a later extension).
 The bf16 pointwise kernel is compiled for AVX512-BF16 under a target pragma at every level and chosen
 at run time, so the portable builds must still run it where the CPU has it.
@@ -26,7 +27,7 @@ from mnv2.ops import _build
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.mark.parametrize("level", ["x86-64-v3", "x86-64-v4"])
+@pytest.mark.parametrize("level", ["x86-64-v2", "x86-64-v3", "x86-64-v4"])
 def test_portable_build_matches_mindspore(level, tmp_path):
     if level not in _build.runnable_levels():
         pytest.skip(f"this CPU cannot run {level} code")
