@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 from mnv2.progress import ProgressError, fetch_progress
@@ -100,6 +101,6 @@ def test_prometheus_scrapes_a_real_training_run(tmp_path: Path) -> None:
         assert 0 < step_p50[0] < 30
 
 
-def _tail(log, seen: list[int]) -> str:
+def _tail(log: IO[str], seen: list[int]) -> str:
     log.seek(0)
     return f"progress steps seen: {seen}\n{log.read()[-3000:]}"

@@ -290,7 +290,6 @@ def test_proxy_thread_serves_synchronous_clients() -> None:
         thread.join(5)
 
 
-
 def test_stop_finishes_what_still_runs_in_the_proxy_loop(monkeypatch) -> None:
     """A handler still suspended when the proxy stops (CI saw a watch handler that aiohttp's shutdown
     left waiting for upstream) finishes while the loop is open. Otherwise the closed loop drops it,

@@ -117,8 +117,8 @@ def decays_weight(param: Any) -> bool:
 def make_optimizer(params, learning_rate, momentum: float, weight_decay: float, fused: bool,
                    loss_scale: float = 1.0):
     """The trainer's Momentum: decay on convolution and dense weights only (`decays_weight`). `fused`
-    (CPU, the project's kernels in use; not with a fixed loss scale) updates every parameter in one
-    kernel, the same values."""
+    (CPU, the project's kernels in use) updates every parameter in one kernel, the same values; a
+    fixed loss scale keeps nn.Momentum, which divides the gradients by it (the kernel does not)."""
     from mindspore import nn
 
     params = list(params)
@@ -126,7 +126,7 @@ def make_optimizer(params, learning_rate, momentum: float, weight_decay: float, 
     # decay flags make the same split is the same update bit for bit (tests/trainer/test_recipe.py)
     # and needs less memory: MobileNetV2's grouped optimizer adds 150 MB to the peak at batch 32 (CPU).
     decay_flags = tuple(decays_weight(p) for p in params)
-    if fused:
+    if fused and loss_scale == 1.0:
         from mnv2.ops.momentum import FusedMomentum
 
         return FusedMomentum(params, learning_rate, momentum, weight_decay, decay_flags)
@@ -145,7 +145,7 @@ def build_train_cell(network, loss_fn, params, lr_values: np.ndarray, config: Tr
 
     fixed_scale = amp and not config.dynamic_loss_scale and config.loss_scale > 1.0
     optimizer = make_optimizer(params, Tensor(lr_values), config.momentum, config.weight_decay,
-                               fused=fused_update and not fixed_scale,
+                               fused=fused_update,
                                loss_scale=config.loss_scale if fixed_scale else 1.0)
     level = str(config.amp_level) if amp else "O0"
     if not amp or (config.amp_level == AmpLevel.O0 and not fixed_scale and not config.dynamic_loss_scale):
