@@ -161,12 +161,51 @@ inline void grad_apply_plane(const float *__restrict g, const float *__restrict 
 #endif
 constexpr int64_t kStreamMinBytes = MNV2_BN_STREAM_MIN_BYTES;
 
+#if defined(__AVX2__)
+constexpr bool kCanStream = true;
+
+// The vector the streaming passes use: 16 lanes with AVX-512, else 8.
+struct Vec {
 #if defined(__AVX512F__)
-constexpr bool kCanStream = true;
+  using T = __m512;
+  static constexpr int kLanes = 16;
+  static T set1(float v) { return _mm512_set1_ps(v); }
+  static T load(const float *p) { return _mm512_loadu_ps(p); }
+  static void stream(float *p, T v) { _mm512_stream_ps(p, v); }
+  static T sub(T a, T b) { return _mm512_sub_ps(a, b); }
+  static T mul(T a, T b) { return _mm512_mul_ps(a, b); }
+  static T fmadd(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  static T fnmadd(T a, T b, T c) { return _mm512_fnmadd_ps(a, b, c); }
+  static T clip6(T v) { return _mm512_min_ps(_mm512_max_ps(v, set1(0.0f)), set1(6.0f)); }
+  // g where 0 < y < 6, else 0 (ReLU6Grad's rule).
+  static T pass6(T y, T g) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, set1(0.0f), _CMP_GT_OQ) &
+                                   _mm512_cmp_ps_mask(y, set1(6.0f), _CMP_LT_OQ),
+                               g);
+  }
+#else
+  using T = __m256;
+  static constexpr int kLanes = 8;
+  static T set1(float v) { return _mm256_set1_ps(v); }
+  static T load(const float *p) { return _mm256_loadu_ps(p); }
+  static void stream(float *p, T v) { _mm256_stream_ps(p, v); }
+  static T sub(T a, T b) { return _mm256_sub_ps(a, b); }
+  static T mul(T a, T b) { return _mm256_mul_ps(a, b); }
+  static T fmadd(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
+  static T fnmadd(T a, T b, T c) { return _mm256_fnmadd_ps(a, b, c); }
+  static T clip6(T v) { return _mm256_min_ps(_mm256_max_ps(v, set1(0.0f)), set1(6.0f)); }
+  static T pass6(T y, T g) {
+    return _mm256_and_ps(g, _mm256_and_ps(_mm256_cmp_ps(y, set1(0.0f), _CMP_GT_OQ),
+                                          _mm256_cmp_ps(y, set1(6.0f), _CMP_LT_OQ)));
+  }
+#endif
+};
 
-// Values before q reaches a 64-byte boundary (streaming stores write whole aligned vectors).
+// Values before q reaches a vector boundary (streaming stores write whole aligned vectors).
 inline int64_t head_of(const float *q, int64_t hw) {
-  return std::min<int64_t>(hw, static_cast<int64_t>(((64 - (reinterpret_cast<uintptr_t>(q) & 63)) & 63) >> 2));
+  constexpr uintptr_t bytes = Vec::kLanes * sizeof(float);
+  const uintptr_t gap = (bytes - reinterpret_cast<uintptr_t>(q) % bytes) % bytes;
+  return std::min<int64_t>(hw, static_cast<int64_t>(gap / sizeof(float)));
 }
 
 template <bool RELU6>
@@ -174,12 +213,10 @@ inline void affine_plane_stream(const float *__restrict p, float *__restrict q, 
                                 float bias) {
   int64_t i = 0;
   for (const int64_t head = head_of(q, hw); i < head; ++i) q[i] = act<RELU6>(p[i] * scale + bias);
-  const __m512 vs = _mm512_set1_ps(scale), vb = _mm512_set1_ps(bias);
-  const __m512 zero = _mm512_set1_ps(0.0f), six = _mm512_set1_ps(6.0f);
-  for (; i + 16 <= hw; i += 16) {
-    __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(p + i), vs, vb);
-    if (RELU6) v = _mm512_min_ps(_mm512_max_ps(v, zero), six);
-    _mm512_stream_ps(q + i, v);
+  const Vec::T vs = Vec::set1(scale), vb = Vec::set1(bias);
+  for (; i + Vec::kLanes <= hw; i += Vec::kLanes) {
+    const Vec::T v = Vec::fmadd(Vec::load(p + i), vs, vb);
+    Vec::stream(q + i, RELU6 ? Vec::clip6(v) : v);
   }
   for (; i < hw; ++i) q[i] = act<RELU6>(p[i] * scale + bias);
 }
@@ -194,67 +231,13 @@ inline void grad_apply_plane_stream(const float *__restrict g, const float *__re
     q[j] = k * (pass<RELU6>(xh * gm + bt, g[j]) - mg - xh * mgx);
   };
   for (const int64_t head = head_of(q, hw); i < head; ++i) one(i);
-  const __m512 vmean = _mm512_set1_ps(mean), vinv = _mm512_set1_ps(invstd), vgm = _mm512_set1_ps(gm),
-               vbt = _mm512_set1_ps(bt), vk = _mm512_set1_ps(k), vmg = _mm512_set1_ps(mg),
-               vmgx = _mm512_set1_ps(mgx), zero = _mm512_set1_ps(0.0f), six = _mm512_set1_ps(6.0f);
-  for (; i + 16 <= hw; i += 16) {
-    const __m512 xh = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(p + i), vmean), vinv);
-    __m512 gi = _mm512_loadu_ps(g + i);
-    if (RELU6) {
-      const __m512 y = _mm512_fmadd_ps(xh, vgm, vbt);
-      const __mmask16 in = _mm512_cmp_ps_mask(y, zero, _CMP_GT_OQ) & _mm512_cmp_ps_mask(y, six, _CMP_LT_OQ);
-      gi = _mm512_maskz_mov_ps(in, gi);
-    }
-    _mm512_stream_ps(q + i, _mm512_mul_ps(vk, _mm512_fnmadd_ps(xh, vmgx, _mm512_sub_ps(gi, vmg))));
-  }
-  for (; i < hw; ++i) one(i);
-}
-
-inline void stream_fence() { _mm_sfence(); }
-#elif defined(__AVX2__)
-constexpr bool kCanStream = true;
-
-// As above, 8 lanes (256-bit streaming stores need 32-byte alignment).
-inline int64_t head_of(const float *q, int64_t hw) {
-  return std::min<int64_t>(hw, static_cast<int64_t>(((32 - (reinterpret_cast<uintptr_t>(q) & 31)) & 31) >> 2));
-}
-
-template <bool RELU6>
-inline void affine_plane_stream(const float *__restrict p, float *__restrict q, int64_t hw, float scale,
-                                float bias) {
-  int64_t i = 0;
-  for (const int64_t head = head_of(q, hw); i < head; ++i) q[i] = act<RELU6>(p[i] * scale + bias);
-  const __m256 vs = _mm256_set1_ps(scale), vb = _mm256_set1_ps(bias);
-  const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
-  for (; i + 8 <= hw; i += 8) {
-    __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(p + i), vs, vb);
-    if (RELU6) v = _mm256_min_ps(_mm256_max_ps(v, zero), six);
-    _mm256_stream_ps(q + i, v);
-  }
-  for (; i < hw; ++i) q[i] = act<RELU6>(p[i] * scale + bias);
-}
-
-template <bool RELU6>
-inline void grad_apply_plane_stream(const float *__restrict g, const float *__restrict p, float *__restrict q,
-                                    int64_t hw, float mean, float invstd, float gm, float bt, float k, float mg,
-                                    float mgx) {
-  int64_t i = 0;
-  auto one = [&](int64_t j) {
-    const float xh = (p[j] - mean) * invstd;
-    q[j] = k * (pass<RELU6>(xh * gm + bt, g[j]) - mg - xh * mgx);
-  };
-  for (const int64_t head = head_of(q, hw); i < head; ++i) one(i);
-  const __m256 vmean = _mm256_set1_ps(mean), vinv = _mm256_set1_ps(invstd), vgm = _mm256_set1_ps(gm),
-               vbt = _mm256_set1_ps(bt), vk = _mm256_set1_ps(k), vmg = _mm256_set1_ps(mg),
-               vmgx = _mm256_set1_ps(mgx), zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
-  for (; i + 8 <= hw; i += 8) {
-    const __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(p + i), vmean), vinv);
-    __m256 gi = _mm256_loadu_ps(g + i);
-    if (RELU6) {
-      const __m256 y = _mm256_fmadd_ps(xh, vgm, vbt);
-      gi = _mm256_and_ps(gi, _mm256_and_ps(_mm256_cmp_ps(y, zero, _CMP_GT_OQ), _mm256_cmp_ps(y, six, _CMP_LT_OQ)));
-    }
-    _mm256_stream_ps(q + i, _mm256_mul_ps(vk, _mm256_fnmadd_ps(xh, vmgx, _mm256_sub_ps(gi, vmg))));
+  const Vec::T vmean = Vec::set1(mean), vinv = Vec::set1(invstd), vgm = Vec::set1(gm), vbt = Vec::set1(bt),
+               vk = Vec::set1(k), vmg = Vec::set1(mg), vmgx = Vec::set1(mgx);
+  for (; i + Vec::kLanes <= hw; i += Vec::kLanes) {
+    const Vec::T xh = Vec::mul(Vec::sub(Vec::load(p + i), vmean), vinv);
+    Vec::T gi = Vec::load(g + i);
+    if (RELU6) gi = Vec::pass6(Vec::fmadd(xh, vgm, vbt), gi);
+    Vec::stream(q + i, Vec::mul(vk, Vec::fnmadd(xh, vmgx, Vec::sub(gi, vmg))));
   }
   for (; i < hw; ++i) one(i);
 }
