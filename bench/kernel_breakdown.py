@@ -122,7 +122,7 @@ def kernel_calls(dll_bn, dll_dw, layer: tuple, batch: int, rng) -> list[tuple]:
         def coef():
             return [_rand(rng, shape), 1 + 0.1 * _rand(rng, c), 0.1 * _rand(rng, c), np.zeros(c, np.float32),
                     np.ones(c, np.float32), np.array([1e-5, 0.9], np.float32),
-                    *[np.empty(c, np.float32) for _ in range(6)]]
+                    *[np.empty(c, np.float32) for _ in range(4)]]
 
         def grad():
             x = _rand(rng, shape)
@@ -145,7 +145,7 @@ def kernel_calls(dll_bn, dll_dw, layer: tuple, batch: int, rng) -> list[tuple]:
         def fwd():
             x = _rand(rng, shape)
             return [x, *vecs(), np.array([1e-5, 0.9], np.float32), np.empty_like(x),
-                    *[np.empty(c, np.float32) for _ in range(4)]]
+                    *[np.empty(c, np.float32) for _ in range(2)]]
 
         def bwd():
             x = _rand(rng, shape)

@@ -141,8 +141,8 @@ def _levels_batch(rng, batch: int, channels: int, size: int) -> tuple[np.ndarray
     ("batch", "channels", "size"), [(32, 96, 56), (16, 16, 184)], ids=["plane-wise", "channel-wise"]
 )
 def test_large_tensors_streaming_stores(pynative, batch, channels, size):
-    """Outputs of 32 MiB and more (both cases; 16 with AVX-512) are written with streaming stores, in both sweep
-    orders."""
+    """Outputs of 32 MiB and more (both cases; 16 with AVX-512) are written with streaming stores, in
+    both sweep orders."""
     rng = np.random.default_rng(size)
     x, gamma, beta = _levels_batch(rng, batch, channels, size)
     g = Tensor(rng.standard_normal(x.shape).astype(np.float32))

@@ -4,9 +4,10 @@ Every reduction (BatchNorm statistics and gradient sums, depthwise and stem weig
 per-plane or per-sample partial sums and adds them up in a fixed order, so a data-parallel rank's
 result does not depend on how many threads its pool has (sized once per process from
 OMP_NUM_THREADS: hence one subprocess per thread count). The shapes take every path: channel-wise
-and plane-wise BatchNorm, streaming stores (outputs of 32 MiB and more; 16 with AVX-512), flat and row-wise depthwise
-loops (also reading through the BatchNorm + ReLU6 they apply), and the bf16 pointwise weight
-gradient's sample groups (with AMX tiles where the CPU has them, and with AVX512-BF16 dot products).
+and plane-wise BatchNorm, streaming stores (outputs of 32 MiB and more; 16 with AVX-512), flat and
+row-wise depthwise loops (also reading through the BatchNorm + ReLU6 they apply), and the bf16
+pointwise weight gradient's sample groups (with AMX tiles where the CPU has them, and with
+AVX512-BF16 dot products).
 """
 
 from __future__ import annotations
@@ -57,19 +58,20 @@ for n, c, size, stride in SHAPES:
     for r in (0, 1):
         gamma, beta = rng.uniform(0.5, 1.5, c).astype(np.float32), rng.normal(1, 1, c).astype(np.float32)
         mm, mv, hp = np.zeros(c, np.float32), np.ones(c, np.float32), np.array([1e-5, 0.9], np.float32)
-        yb, stats = np.empty_like(x), [np.empty(c, np.float32) for _ in range(4)]
-        call("batchnorm", f"mnv2_bn_train_fwd_r{r}", x, gamma, beta, mm, mv, hp, yb, *stats)
+        yb, stats = np.empty_like(x), [np.empty(c, np.float32) for _ in range(2)]
+        call("batchnorm", f"mnv2_bn_train_fwd_r{r}", x, gamma, beta, mm, mv, hp, yb, *stats)  # mm, mv written
         gy = rng.standard_normal(x.shape).astype(np.float32)
         db, dg, dbeta = np.empty_like(x), np.empty(c, np.float32), np.empty(c, np.float32)
         call("batchnorm", f"mnv2_bn_train_bwd_r{r}", gy, x, gamma, beta, stats[0], stats[1], db, dg, dbeta)
-        results += [yb, *stats, db, dg, dbeta]
+        results += [yb, *stats, mm, mv, db, dg, dbeta]
     # The BatchNorm + ReLU6 applied by the depthwise kernels as they read (mnv2.ops.act_depthwise).
-    coef = [np.empty(c, np.float32) for _ in range(6)]
+    coef = [np.empty(c, np.float32) for _ in range(4)]
+    mm, mv = np.zeros(c, np.float32), np.ones(c, np.float32)
     call("batchnorm", "mnv2_bn_train_coef", x, gamma, beta, mm, mv, hp, *coef)
     ya, dxa, dwa = np.empty_like(g), np.empty_like(x), np.empty_like(w)
     call("depthwise", f"mnv2_dw3x3_actfwd_s{stride}_p1", x, w, coef[0], coef[1], ya)
     call("depthwise", f"mnv2_dw3x3_actbwd_s{stride}_p1", g, x, w, coef[0], coef[1], dxa, dwa)
-    results += [*coef, ya, dxa, dwa]
+    results += [*coef, mm, mv, ya, dxa, dwa]
     for a in results:
         digest.update(a.tobytes())
 x = rng.standard_normal((5, 3, 224, 224)).astype(np.float32)

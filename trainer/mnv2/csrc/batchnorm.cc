@@ -16,13 +16,13 @@
 //   ReLU6 (R = 1): y = min(max(y, 0), 6), gradient passed where 0 < y < 6 (ReLU6Grad's rule).
 //
 // Entry points (inputs first, outputs last in `params`; hp = [eps, momentum], float32):
-//   mnv2_bn_train_fwd_r{R}(x, gamma, beta, mmean, mvar, hp)
-//       -> y[N,C,H,W], save_mean[C], save_invstd[C], new_mmean[C], new_mvar[C]
+//   mnv2_bn_train_fwd_r{R}(x, gamma, beta, mmean, mvar, hp) -> y[N,C,H,W], save_mean[C], save_invstd[C]
+//       (mmean and mvar updated in place with the batch statistics: the moving averages)
 //   mnv2_bn_train_bwd_r{R}(dy, x, gamma, beta, save_mean, save_invstd) -> dx, dgamma, dbeta
 //   mnv2_bn_infer_fwd_r{R}(x, gamma, beta, mmean, mvar, hp) -> y
 //   mnv2_bn_infer_bwd_r{R}(dy, x, gamma, beta, mmean, mvar, hp) -> dx, dgamma, dbeta
-//   mnv2_bn_train_coef(x, gamma, beta, mmean, mvar, hp)
-//       -> scale[C], bias[C], save_mean, save_invstd, new_mmean, new_mvar  (training, y not written)
+//   mnv2_bn_train_coef(x, gamma, beta, mmean, mvar, hp) -> scale[C], bias[C], save_mean, save_invstd
+//       (training, y not written; mmean and mvar updated in place)
 //   mnv2_bn_infer_coef(gamma, beta, mmean, mvar, hp) -> scale[C], bias[C]  (inference)
 // The coef entries give y = x * scale + bias (before ReLU6) to a kernel that applies it as it reads x
 // (csrc/depthwise.cc, Act).
@@ -269,11 +269,10 @@ void for_planes_streaming(int64_t planes, bool parallel, F &&body) {
   });
 }
 
-// Batch statistics of x per channel, the moving-average update, and the channel's affine map
-// y = x * scale + bias (before the activation), in `coef` as (scale, bias) pairs.
-void train_statistics(const float *x, const float *gamma, const float *beta, const float *mmean,
-                      const float *mvar, const float *hp, const Shape &s, float *save_mean, float *save_invstd,
-                      float *new_mmean, float *new_mvar, float *coef) {
+// Batch statistics of x per channel, the moving-average update (mmean and mvar in place), and the
+// channel's affine map y = x * scale + bias (before the activation), in `coef` as (scale, bias) pairs.
+void train_statistics(const float *x, const float *gamma, const float *beta, float *mmean, float *mvar,
+                      const float *hp, const Shape &s, float *save_mean, float *save_invstd, float *coef) {
   const double eps = hp[0], momentum = hp[1];
   const int64_t m = s.count();
   const bool parallel = s.c * m >= kParallelMin;
@@ -288,8 +287,8 @@ void train_statistics(const float *x, const float *gamma, const float *beta, con
     save_mean[c] = static_cast<float>(mean);
     save_invstd[c] = static_cast<float>(invstd);
     const double unbiased = m > 1 ? var * m / (m - 1) : var;
-    new_mmean[c] = static_cast<float>(momentum * mmean[c] + (1.0 - momentum) * mean);
-    new_mvar[c] = static_cast<float>(momentum * mvar[c] + (1.0 - momentum) * unbiased);
+    mmean[c] = static_cast<float>(momentum * mmean[c] + (1.0 - momentum) * mean);
+    mvar[c] = static_cast<float>(momentum * mvar[c] + (1.0 - momentum) * unbiased);
     coef[2 * c] = static_cast<float>(scale);
     coef[2 * c + 1] = static_cast<float>(beta[c] - mean * scale);
   };
@@ -321,13 +320,13 @@ void train_statistics(const float *x, const float *gamma, const float *beta, con
   }
 }
 
-// (x, gamma, beta, mmean, mvar, hp) -> y, save_mean, save_invstd, new_mmean, new_mvar.
+// (x, gamma, beta, mmean, mvar, hp) -> y, save_mean, save_invstd; mmean and mvar written.
 template <bool RELU6>
 int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (nparam != 11 || !mnv2::all_float32(nparam, dtypes)) return 1;
+  if (nparam != 9 || !mnv2::all_float32(nparam, dtypes)) return 1;
   Shape s;
   if (!shape_of(ndims, shapes, 0, s) || !same4(ndims, shapes, 0, 6)) return 2;
-  for (int t : {1, 2, 3, 4, 7, 8, 9, 10}) {
+  for (int t : {1, 2, 3, 4, 7, 8}) {
     if (!vec(ndims, shapes, t, s.c)) return 2;
   }
   if (ndims[5] != 1 || shapes[5][0] != 2) return 2;
@@ -336,10 +335,9 @@ int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
   if (s.count() == 0) return 3;
   float *coef = mnv2::thread_buffer<float, 1>(static_cast<size_t>(2 * s.c));
   train_statistics(x, static_cast<const float *>(params[1]), static_cast<const float *>(params[2]),
-                   static_cast<const float *>(params[3]), static_cast<const float *>(params[4]),
+                   static_cast<float *>(params[3]), static_cast<float *>(params[4]),
                    static_cast<const float *>(params[5]), s, static_cast<float *>(params[7]),
-                   static_cast<float *>(params[8]), static_cast<float *>(params[9]),
-                   static_cast<float *>(params[10]), coef);
+                   static_cast<float *>(params[8]), coef);
   const bool parallel = s.c * s.count() >= kParallelMin;
   const bool stream = kCanStream && s.n * s.c * s.hw * 4 >= kStreamMinBytes;
   if (s.hw > kPlaneWiseMaxHW) {
@@ -374,22 +372,21 @@ int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
 
 // The training forward without writing y, for a consumer that applies the BatchNorm as it reads x
 // (the depthwise kernels' Act): (x, gamma, beta, mmean, mvar, hp) -> scale, bias, save_mean,
-// save_invstd, new_mmean, new_mvar, with y = x * scale + bias before the activation.
+// save_invstd, with y = x * scale + bias before the activation; mmean and mvar written.
 int train_coefficients(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (nparam != 12 || !mnv2::all_float32(nparam, dtypes)) return 1;
+  if (nparam != 10 || !mnv2::all_float32(nparam, dtypes)) return 1;
   Shape s;
   if (!shape_of(ndims, shapes, 0, s)) return 2;
-  for (int t : {1, 2, 3, 4, 6, 7, 8, 9, 10, 11}) {
+  for (int t : {1, 2, 3, 4, 6, 7, 8, 9}) {
     if (!vec(ndims, shapes, t, s.c)) return 2;
   }
   if (ndims[5] != 1 || shapes[5][0] != 2) return 2;
   if (s.count() == 0) return 3;
   float *coef = mnv2::thread_buffer<float, 1>(static_cast<size_t>(2 * s.c));
   train_statistics(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
-                   static_cast<const float *>(params[2]), static_cast<const float *>(params[3]),
-                   static_cast<const float *>(params[4]), static_cast<const float *>(params[5]), s,
-                   static_cast<float *>(params[8]), static_cast<float *>(params[9]),
-                   static_cast<float *>(params[10]), static_cast<float *>(params[11]), coef);
+                   static_cast<const float *>(params[2]), static_cast<float *>(params[3]),
+                   static_cast<float *>(params[4]), static_cast<const float *>(params[5]), s,
+                   static_cast<float *>(params[8]), static_cast<float *>(params[9]), coef);
   float *scale = static_cast<float *>(params[6]);
   float *bias = static_cast<float *>(params[7]);
   for (int64_t c = 0; c < s.c; ++c) {

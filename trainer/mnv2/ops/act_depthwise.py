@@ -35,7 +35,13 @@ from functools import cache
 from mindspore import nn, ops
 
 from mnv2.ops._build import build
-from mnv2.ops.batchnorm import FusedBatchNorm2d, _Fused, infer_backward, train_backward
+from mnv2.ops.batchnorm import (
+    FusedBatchNorm2d,
+    _Fused,
+    infer_backward,
+    train_backward,
+    updating_moving_averages,
+)
 from mnv2.ops.depthwise import DepthwiseConv2d, _out_size
 
 
@@ -49,11 +55,10 @@ def _coefficients() -> ops.Custom:
     def bprop(x, gamma, beta, mmean, mvar, hp, out, dout):
         return zeros(x), zeros(gamma), zeros(beta), zeros(mmean), zeros(mvar), zeros(hp)
 
-    return ops.Custom(
+    return updating_moving_averages(
         f"{lib}:mnv2_bn_train_coef",
-        out_shape=lambda x, g, b, m, v, hp: (g, g, g, g, g, g),
-        out_dtype=lambda x, g, b, m, v, hp: (g, g, g, g, g, g),
-        func_type="aot",
+        out_shape=lambda x, g, b, m, v, hp: (g, g, g, g),
+        out_dtype=lambda x, g, b, m, v, hp: (g, g, g, g),
         bprop=bprop,
     )
 
@@ -133,10 +138,8 @@ class BatchNormForDepthwise(nn.Cell):
 
     def construct(self, x):
         if self.training:
-            scale, bias, mean, invstd, new_mean, new_var = self._train(
+            scale, bias, mean, invstd = self._train(
                 x, self.gamma, self.beta, self.moving_mean, self.moving_variance, self._hp)
-            scale = ops.depend(scale, ops.assign(self.moving_mean, new_mean))
-            scale = ops.depend(scale, ops.assign(self.moving_variance, new_var))
             return x, scale, bias, self.gamma, self.beta, mean, invstd
         scale, bias = self._infer(self.gamma, self.beta, self.moving_mean, self.moving_variance, self._hp)
         return x, scale, bias, self.gamma, self.beta, self.moving_mean, self.moving_variance, self._hp
