@@ -5,9 +5,9 @@ per-plane or per-sample partial sums and adds them up in a fixed order, so a dat
 result does not depend on how many threads its pool has (sized once per process from
 OMP_NUM_THREADS: hence one subprocess per thread count). The shapes take every path: channel-wise
 and plane-wise BatchNorm, streaming stores (outputs of 32 MiB and more; 16 with AVX-512), flat and
-row-wise depthwise loops (also reading through the BatchNorm + ReLU6 they apply), and the bf16
-pointwise weight gradient's sample groups (with AMX tiles where the CPU has them, and with
-AVX512-BF16 dot products).
+row-wise depthwise loops (also reading through the BatchNorm + ReLU6 they apply, and giving the
+next BatchNorm's batch statistics), and the bf16 pointwise weight gradient's sample groups (with AMX
+tiles where the CPU has them, and with AVX512-BF16 dot products).
 """
 
 from __future__ import annotations
@@ -72,6 +72,13 @@ for n, c, size, stride in SHAPES:
     call("depthwise", f"mnv2_dw3x3_actfwd_s{stride}_p1", x, w, coef[0], coef[1], ya)
     call("depthwise", f"mnv2_dw3x3_actbwd_s{stride}_p1", g, x, w, coef[0], coef[1], dxa, dwa)
     results += [*coef, mm, mv, ya, dxa, dwa]
+    # The same forward with its batch statistics, and the BatchNorm + ReLU6 after it taking them.
+    ym, moments = np.empty_like(g), np.empty(2 * c, np.float32)
+    call("depthwise", f"mnv2_dw3x3_actfwd_moments_s{stride}_p1", x, w, coef[0], coef[1], ym, moments)
+    yn, stats = np.empty_like(g), [np.empty(c, np.float32) for _ in range(2)]
+    mm, mv = np.zeros(c, np.float32), np.ones(c, np.float32)
+    call("batchnorm", "mnv2_bn_train_fwd_moments_r1", ym, moments, gamma, beta, mm, mv, hp, yn, *stats)
+    results += [ym, moments, yn, *stats, mm, mv]
     for a in results:
         digest.update(a.tobytes())
 x = rng.standard_normal((5, 3, 224, 224)).astype(np.float32)

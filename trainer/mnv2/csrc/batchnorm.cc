@@ -18,6 +18,8 @@
 // Entry points (inputs first, outputs last in `params`; hp = [eps, momentum], float32):
 //   mnv2_bn_train_fwd_r{R}(x, gamma, beta, mmean, mvar, hp) -> y[N,C,H,W], save_mean[C], save_invstd[C]
 //       (mmean and mvar updated in place with the batch statistics: the moving averages)
+//   mnv2_bn_train_fwd_moments_r{R}(x, moments[2C], gamma, beta, mmean, mvar, hp) -> y, save_mean,
+//       save_invstd (the same with the batch mean and biased variance given: moments[0, C), [C, 2C))
 //   mnv2_bn_train_bwd_r{R}(dy, x, gamma, beta, save_mean, save_invstd) -> dx, dgamma, dbeta
 //   mnv2_bn_infer_fwd_r{R}(x, gamma, beta, mmean, mvar, hp) -> y
 //   mnv2_bn_infer_bwd_r{R}(dy, x, gamma, beta, mmean, mvar, hp) -> dx, dgamma, dbeta
@@ -269,28 +271,36 @@ void for_planes_streaming(int64_t planes, bool parallel, F &&body) {
   });
 }
 
+// From channel c's batch mean and biased variance over m values: save_mean, save_invstd, the
+// moving-average update (mmean and mvar in place), and the affine map y = x * scale + bias (before
+// the activation) in coef as a (scale, bias) pair.
+inline void finish_channel(int64_t c, double mean, double var, int64_t m, const float *gamma, const float *beta,
+                           const float *hp, float *mmean, float *mvar, float *save_mean, float *save_invstd,
+                           float *coef) {
+  const double eps = hp[0], momentum = hp[1];
+  const double invstd = 1.0 / std::sqrt(var + eps);
+  const double scale = gamma[c] * invstd;
+  save_mean[c] = static_cast<float>(mean);
+  save_invstd[c] = static_cast<float>(invstd);
+  const double unbiased = m > 1 ? var * m / (m - 1) : var;
+  mmean[c] = static_cast<float>(momentum * mmean[c] + (1.0 - momentum) * mean);
+  mvar[c] = static_cast<float>(momentum * mvar[c] + (1.0 - momentum) * unbiased);
+  coef[2 * c] = static_cast<float>(scale);
+  coef[2 * c + 1] = static_cast<float>(beta[c] - mean * scale);
+}
+
 // Batch statistics of x per channel, the moving-average update (mmean and mvar in place), and the
 // channel's affine map y = x * scale + bias (before the activation), in `coef` as (scale, bias) pairs.
 void train_statistics(const float *x, const float *gamma, const float *beta, float *mmean, float *mvar,
                       const float *hp, const Shape &s, float *save_mean, float *save_invstd, float *coef) {
-  const double eps = hp[0], momentum = hp[1];
   const int64_t m = s.count();
   const bool parallel = s.c * m >= kParallelMin;
   // Sums of (x - shift): the shift (the channel's first value) keeps E[d^2] - E[d]^2 accurate
   // when the mean is large against the spread.
   auto finish = [&](int64_t c, double sum, double sq) {
     const double dmean = sum / m;
-    const double var = std::max(0.0, sq / m - dmean * dmean);
-    const double mean = x[c * s.hw] + dmean;
-    const double invstd = 1.0 / std::sqrt(var + eps);
-    const double scale = gamma[c] * invstd;
-    save_mean[c] = static_cast<float>(mean);
-    save_invstd[c] = static_cast<float>(invstd);
-    const double unbiased = m > 1 ? var * m / (m - 1) : var;
-    mmean[c] = static_cast<float>(momentum * mmean[c] + (1.0 - momentum) * mean);
-    mvar[c] = static_cast<float>(momentum * mvar[c] + (1.0 - momentum) * unbiased);
-    coef[2 * c] = static_cast<float>(scale);
-    coef[2 * c + 1] = static_cast<float>(beta[c] - mean * scale);
+    finish_channel(c, x[c * s.hw] + dmean, std::max(0.0, sq / m - dmean * dmean), m, gamma, beta, hp, mmean,
+                   mvar, save_mean, save_invstd, coef);
   };
   if (s.hw > kPlaneWiseMaxHW) {
     mnv2::parallel_for_each(s.c, parallel, [&](int64_t c) {
@@ -320,6 +330,42 @@ void train_statistics(const float *x, const float *gamma, const float *beta, flo
   }
 }
 
+// y = act(x * scale + bias) per channel with coef's (scale, bias) pairs: the training forward's
+// output pass.
+template <bool RELU6>
+void apply_coefficients(const float *x, float *y, const Shape &s, const float *coef) {
+  const bool parallel = s.c * s.count() >= kParallelMin;
+  const bool stream = kCanStream && s.n * s.c * s.hw * 4 >= kStreamMinBytes;
+  if (s.hw > kPlaneWiseMaxHW) {
+    mnv2::parallel_for_each(s.c, parallel, [&](int64_t c) {
+      const float scale = coef[2 * c], bias = coef[2 * c + 1];
+      if (stream) {
+        for (int64_t n = 0; n < s.n; ++n) {
+          const int64_t off = (n * s.c + c) * s.hw;
+          affine_plane_stream<RELU6>(x + off, y + off, s.hw, scale, bias);
+        }
+        stream_fence();
+      } else {
+        affine<RELU6>(x, y, s, c, scale, bias);
+      }
+    });
+    return;
+  }
+  const int64_t planes = s.n * s.c;
+  if (stream) {
+    for_planes_streaming(planes, parallel, [&](int64_t pl) {
+      const int64_t c = pl % s.c;
+      affine_plane_stream<RELU6>(x + pl * s.hw, y + pl * s.hw, s.hw, coef[2 * c], coef[2 * c + 1]);
+    });
+    return;
+  }
+  mnv2::parallel_for_each(planes, parallel, [&](int64_t pl) {
+    const int64_t c = pl % s.c;
+    affine_plane<RELU6>(x + pl * s.hw, y + pl * s.hw, s.hw, coef[2 * c], coef[2 * c + 1]);
+  });
+}
+
+
 // (x, gamma, beta, mmean, mvar, hp) -> y, save_mean, save_invstd; mmean and mvar written.
 template <bool RELU6>
 int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
@@ -338,35 +384,33 @@ int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const
                    static_cast<float *>(params[3]), static_cast<float *>(params[4]),
                    static_cast<const float *>(params[5]), s, static_cast<float *>(params[7]),
                    static_cast<float *>(params[8]), coef);
-  const bool parallel = s.c * s.count() >= kParallelMin;
-  const bool stream = kCanStream && s.n * s.c * s.hw * 4 >= kStreamMinBytes;
-  if (s.hw > kPlaneWiseMaxHW) {
-    mnv2::parallel_for_each(s.c, parallel, [&](int64_t c) {
-      const float scale = coef[2 * c], bias = coef[2 * c + 1];
-      if (stream) {
-        for (int64_t n = 0; n < s.n; ++n) {
-          const int64_t off = (n * s.c + c) * s.hw;
-          affine_plane_stream<RELU6>(x + off, y + off, s.hw, scale, bias);
-        }
-        stream_fence();
-      } else {
-        affine<RELU6>(x, y, s, c, scale, bias);
-      }
-    });
-    return 0;
+  apply_coefficients<RELU6>(x, y, s, coef);
+  return 0;
+}
+
+// As train_forward with the batch statistics given (moments[2C]: mean, then biased variance; the
+// depthwise kernels' actfwd_moments): (x, moments, gamma, beta, mmean, mvar, hp) -> y, save_mean,
+// save_invstd; mmean and mvar written.
+template <bool RELU6>
+int train_forward_moments(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 10 || !mnv2::all_float32(nparam, dtypes)) return 1;
+  Shape s;
+  if (!shape_of(ndims, shapes, 0, s) || !same4(ndims, shapes, 0, 7)) return 2;
+  for (int t : {2, 3, 4, 5, 8, 9}) {
+    if (!vec(ndims, shapes, t, s.c)) return 2;
   }
-  const int64_t planes = s.n * s.c;
-  if (stream) {
-    for_planes_streaming(planes, parallel, [&](int64_t pl) {
-      const int64_t c = pl % s.c;
-      affine_plane_stream<RELU6>(x + pl * s.hw, y + pl * s.hw, s.hw, coef[2 * c], coef[2 * c + 1]);
-    });
-    return 0;
+  if (!vec(ndims, shapes, 1, 2 * s.c) || ndims[6] != 1 || shapes[6][0] != 2) return 2;
+  if (s.count() == 0) return 3;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *moments = static_cast<const float *>(params[1]);
+  float *coef = mnv2::thread_buffer<float, 1>(static_cast<size_t>(2 * s.c));
+  for (int64_t c = 0; c < s.c; ++c) {
+    finish_channel(c, moments[c], moments[s.c + c], s.count(), static_cast<const float *>(params[2]),
+                   static_cast<const float *>(params[3]), static_cast<const float *>(params[6]),
+                   static_cast<float *>(params[4]), static_cast<float *>(params[5]), static_cast<float *>(params[8]),
+                   static_cast<float *>(params[9]), coef);
   }
-  mnv2::parallel_for_each(planes, parallel, [&](int64_t pl) {
-    const int64_t c = pl % s.c;
-    affine_plane<RELU6>(x + pl * s.hw, y + pl * s.hw, s.hw, coef[2 * c], coef[2 * c + 1]);
-  });
+  apply_coefficients<RELU6>(x, static_cast<float *>(params[7]), s, coef);
   return 0;
 }
 
@@ -618,6 +662,8 @@ int infer_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
 
 MNV2_BN_EXPORT(train_fwd, train_forward, 0)
 MNV2_BN_EXPORT(train_fwd, train_forward, 1)
+MNV2_BN_EXPORT(train_fwd_moments, train_forward_moments, 0)
+MNV2_BN_EXPORT(train_fwd_moments, train_forward_moments, 1)
 MNV2_BN_EXPORT(train_bwd, train_backward, 0)
 MNV2_BN_EXPORT(train_bwd, train_backward, 1)
 MNV2_BN_EXPORT(infer_fwd, infer_forward, 0)

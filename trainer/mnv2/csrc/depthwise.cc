@@ -19,9 +19,12 @@
 //   mnv2_dw3x3_actfwd_s{S}_p{P}(x, w, scale[C], bias[C]) -> y
 //   mnv2_dw3x3_actbwd_s{S}_p{P}(dy, x, w, scale[C], bias[C]) -> dx, dw
 //   mnv2_dw3x3_actfwd_bn_s{S}_p{P}(x, w, scale[C], bias[C], out_scale[C], out_bias[C]) -> y
+//   mnv2_dw3x3_actfwd_moments_s{S}_p{P}(x, w, scale[C], bias[C]) -> y, moments[2C]
 // where the act variants convolve min(max(x * scale + bias, 0), 6) (see Act) and dx is its gradient;
 // actfwd_bn also gives min(max(y * out_scale + out_bias, 0), 6), the inference BatchNorm + ReLU6
-// after the convolution, applied to each block of planes while it is still in cache.
+// after the convolution, applied to each block of planes while it is still in cache; actfwd_moments
+// also gives y's batch mean (moments[0, C)) and biased variance (moments[C, 2C)) per channel, the
+// statistics of the training BatchNorm after the convolution.
 // with OH = (H + 2P - 3) / S + 1. Return value 0 is success, non-zero a shape/dtype mismatch.
 
 #include <algorithm>
@@ -322,6 +325,50 @@ constexpr int64_t kBlock = 4096;
 
 // Per-call partial sums, owned by the calling thread.
 inline double *partials(size_t n) { return mnv2::thread_buffer<double, 0>(n); }
+
+// The moments of a forward's output per plane, for the BatchNorm that follows it in training (the
+// moments entries): m[0] = shift (the plane's first value), m[1] = sum(v - shift), m[2] = sum((v -
+// shift)^2). Shifted sums keep E[d^2] - E[d]^2 accurate when the mean is large against the spread.
+void plane_output_moments(const float *__restrict p, int64_t hw, double *m) {
+  const float shift = p[0];
+  m[0] = shift;
+  m[1] = m[2] = 0.0;
+  for (int64_t b = 0; b < hw; b += kBlock) {
+    const int64_t e = std::min(hw, b + kBlock);
+    float a = 0.0f, q = 0.0f;
+#pragma omp simd reduction(+ : a, q)
+    for (int64_t i = b; i < e; ++i) {
+      const float v = p[i] - shift;
+      a += v;
+      q += v * v;
+    }
+    m[1] += a;
+    m[2] += q;
+  }
+}
+
+// Per channel, the batch mean and (biased) variance from the planes' moments (part[3 * plane]),
+// merged in sample order (Chan et al.'s pairwise update; every plane has hw values): moments[c] =
+// mean, moments[C + c] = variance.
+void combine_moments(const double *part, const Dims &d, float *moments) {
+  const double hw = static_cast<double>(d.oh * d.ow);
+  for (int64_t c = 0; c < d.c; ++c) {
+    double sum_means = 0.0;
+    for (int64_t n = 0; n < d.n; ++n) {
+      const double *m = part + 3 * (n * d.c + c);
+      sum_means += m[0] + m[1] / hw;
+    }
+    const double mean = sum_means / d.n;
+    double m2 = 0.0;
+    for (int64_t n = 0; n < d.n; ++n) {
+      const double *m = part + 3 * (n * d.c + c);
+      const double plane_mean = m[0] + m[1] / hw;
+      m2 += std::max(0.0, m[2] - m[1] * m[1] / hw) + hw * (plane_mean - mean) * (plane_mean - mean);
+    }
+    moments[c] = static_cast<float>(mean);
+    moments[d.c + c] = static_cast<float>(m2 / (hw * d.n));
+  }
+}
 
 // y[t] = sum_{a,b} k[3a+b] * p[t + a*cols + b], t in [0, n).
 void corr_flat_s1(const float *__restrict p, int64_t cols, const float *__restrict k, float *__restrict y,
@@ -956,22 +1003,65 @@ inline __m256 window3x3_8(const __m256 *k, __m256 a0, __m256 a1, __m256 a2, __m2
   return _mm256_add_ps(_mm256_add_ps(a, b), c);
 }
 
+// plane_output_moments for the 8 planes of a block, taken from the outputs while they are in
+// registers: each row's (v - shift) and (v - shift)^2 summed in float, the rows in double.
+struct LaneMoments8 {
+  __m256 shift = _mm256_setzero_ps(), row1 = _mm256_setzero_ps(), row2 = _mm256_setzero_ps();
+  __m256d sum1[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()}, sum2[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()};
+
+  void add(__m256 v) {
+    const __m256 dv = _mm256_sub_ps(v, shift);
+    row1 = _mm256_add_ps(row1, dv);
+    row2 = _mm256_fmadd_ps(dv, dv, row2);
+  }
+  void end_row() {
+    sum1[0] = _mm256_add_pd(sum1[0], _mm256_cvtps_pd(_mm256_castps256_ps128(row1)));
+    sum1[1] = _mm256_add_pd(sum1[1], _mm256_cvtps_pd(_mm256_extractf128_ps(row1, 1)));
+    sum2[0] = _mm256_add_pd(sum2[0], _mm256_cvtps_pd(_mm256_castps256_ps128(row2)));
+    sum2[1] = _mm256_add_pd(sum2[1], _mm256_cvtps_pd(_mm256_extractf128_ps(row2, 1)));
+    row1 = row2 = _mm256_setzero_ps();
+  }
+  // part[3 * plane] as plane_output_moments writes it, for the block's planes.
+  void store(const LaneBlock &b, const Dims &d, double *part) const {
+    alignas(32) float sh[kLanes8];
+    alignas(32) double s1[kLanes8], s2[kLanes8];
+    _mm256_store_ps(sh, shift);
+    _mm256_store_pd(s1, sum1[0]);
+    _mm256_store_pd(s1 + 4, sum1[1]);
+    _mm256_store_pd(s2, sum2[0]);
+    _mm256_store_pd(s2 + 4, sum2[1]);
+    for (int64_t c = 0; c < b.lanes; ++c) {
+      double *m = part + 3 * (b.first_plane(d.c) + c);
+      m[0] = sh[c], m[1] = s1[c], m[2] = s2[c];
+    }
+  }
+};
+
 // out[i][j] = sum_ab k[3a + b] * p[i + a][j + b] for an oh x ow output, p (oh + 2) x cols x 8.
 // Three row sums added last, and the window slides along the row in registers.
+// With moments, each output also goes into them (the shift: the first output).
+template <bool MOMENTS = false>
 void corr_s1_lanes8(const float *__restrict p, int64_t cols, int64_t oh, int64_t ow, const __m256 *k,
-                    float *__restrict out) {
+                    float *__restrict out, LaneMoments8 *moments = nullptr) {
   const int64_t row = cols * kLanes8;
   for (int64_t i = 0; i < oh; ++i) {
     const float *a = p + i * row, *b = a + row, *c = b + row;
     __m256 a0 = _mm256_load_ps(a), a1 = _mm256_load_ps(a + kLanes8);
     __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + kLanes8);
     __m256 c0 = _mm256_load_ps(c), c1 = _mm256_load_ps(c + kLanes8);
+    if (MOMENTS && i == 0) {
+      moments->shift = window3x3_8(k, a0, a1, _mm256_load_ps(a + 2 * kLanes8), b0, b1,
+                                   _mm256_load_ps(b + 2 * kLanes8), c0, c1, _mm256_load_ps(c + 2 * kLanes8));
+    }
     for (int64_t j = 0; j < ow; ++j) {
       const int64_t o = (j + 2) * kLanes8;
       const __m256 a2 = _mm256_load_ps(a + o), b2 = _mm256_load_ps(b + o), c2 = _mm256_load_ps(c + o);
-      _mm256_store_ps(out + (i * ow + j) * kLanes8, window3x3_8(k, a0, a1, a2, b0, b1, b2, c0, c1, c2));
+      const __m256 v = window3x3_8(k, a0, a1, a2, b0, b1, b2, c0, c1, c2);
+      _mm256_store_ps(out + (i * ow + j) * kLanes8, v);
+      if (MOMENTS) moments->add(v);
       a0 = a1, a1 = a2, b0 = b1, b1 = b2, c0 = c1, c1 = c2;
     }
+    if (MOMENTS) moments->end_row();
   }
 }
 
@@ -1004,9 +1094,10 @@ void wgrad_s1_lanes8(const float *__restrict gp, const float *__restrict xp, int
 }
 
 // The stride-1 forward of all planes in blocks of 8 channels of one sample.
+// With `part`, the planes' output moments go there (part[3 * plane], as plane_output_moments).
 template <int P>
 void forward_s1_lanes8(const float *x, const float *wt, float *y, const Dims &d, const Act *act,
-                       const Act *out_act) {
+                       const Act *out_act, double *part) {
   const int64_t blocks = (d.c + kLanes8 - 1) / kLanes8;
   const int64_t rows = d.oh + 2, cols = d.ow + 2, in = d.h * d.w, out = d.oh * d.ow;
   mnv2::parallel_for_each(d.n * blocks, d.n * d.c * out >= kParallelMin, [&](int64_t item) {
@@ -1016,7 +1107,13 @@ void forward_s1_lanes8(const float *x, const float *wt, float *y, const Dims &d,
     to_lanes8(x + p * in, b.lanes, d.h, d.w, xp, rows, cols, P, P, act, b.c0);
     __m256 k[K * K];
     lane_kernels8<false>(wt, b, k);
-    corr_s1_lanes8(xp, cols, d.oh, d.ow, k, yl);
+    if (part != nullptr) {
+      LaneMoments8 moments;
+      corr_s1_lanes8<true>(xp, cols, d.oh, d.ow, k, yl, &moments);
+      moments.store(b, d, part);
+    } else {
+      corr_s1_lanes8(xp, cols, d.oh, d.ow, k, yl);
+    }
     from_lanes8(yl, b.lanes, out, y + p * out);
     act_planes(y + p * out, b.lanes, out, out_act, b.c0);
   });
@@ -1101,8 +1198,9 @@ void bwd_s2_lanes8(const float *__restrict gl, const float *__restrict xp, int64
 }
 
 // As fwd_s2_lanes, 8 lanes: yl[m][n] = sum_ab k[ab] xp[2m + a][2n + b] (dense oh x ow x 8).
+template <bool MOMENTS = false>
 void fwd_s2_lanes8(const float *__restrict xp, int64_t oh, int64_t ow, int64_t cols, const __m256 *k,
-                   float *__restrict yl) {
+                   float *__restrict yl, LaneMoments8 *moments = nullptr) {
   const int64_t row = cols * kLanes8;
   for (int64_t m = 0; m < oh; ++m) {
     const float *x0 = xp + 2 * m * row, *x1 = x0 + row, *x2 = x1 + row;
@@ -1114,16 +1212,20 @@ void fwd_s2_lanes8(const float *__restrict xp, int64_t oh, int64_t ow, int64_t c
       const __m256 a1 = _mm256_load_ps(x0 + o), a2 = _mm256_load_ps(x0 + o + kLanes8);
       const __m256 b1 = _mm256_load_ps(x1 + o), b2 = _mm256_load_ps(x1 + o + kLanes8);
       const __m256 c1 = _mm256_load_ps(x2 + o), c2 = _mm256_load_ps(x2 + o + kLanes8);
-      _mm256_store_ps(out + n * kLanes8, window3x3_8(k, a0, a1, a2, b0, b1, b2, c0, c1, c2));
+      const __m256 v = window3x3_8(k, a0, a1, a2, b0, b1, b2, c0, c1, c2);
+      if (MOMENTS && m == 0 && n == 0) moments->shift = v;
+      _mm256_store_ps(out + n * kLanes8, v);
+      if (MOMENTS) moments->add(v);
       a0 = a2, b0 = b2, c0 = c2;
     }
+    if (MOMENTS) moments->end_row();
   }
 }
 
 // The stride-2 forward of all planes in blocks of 8 channels of one sample.
 template <int P>
 void forward_s2_lanes8(const float *x, const float *wt, float *y, const Dims &d, const Act *act,
-                       const Act *out_act) {
+                       const Act *out_act, double *part) {
   const int64_t blocks = (d.c + kLanes8 - 1) / kLanes8;
   const int64_t rows = std::max(2 * d.oh + 1, d.h + P), cols = std::max(2 * d.ow + 1, d.w + P);
   const int64_t in = d.h * d.w, out = d.oh * d.ow;
@@ -1134,7 +1236,13 @@ void forward_s2_lanes8(const float *x, const float *wt, float *y, const Dims &d,
     to_lanes8(x + p * in, b.lanes, d.h, d.w, xp, rows, cols, P, P, act, b.c0);
     __m256 k[K * K];
     lane_kernels8<false>(wt, b, k);
-    fwd_s2_lanes8(xp, d.oh, d.ow, cols, k, yl);
+    if (part != nullptr) {
+      LaneMoments8 moments;
+      fwd_s2_lanes8<true>(xp, d.oh, d.ow, cols, k, yl, &moments);
+      moments.store(b, d, part);
+    } else {
+      fwd_s2_lanes8(xp, d.oh, d.ow, cols, k, yl);
+    }
     from_lanes8(yl, b.lanes, out, y + p * out);
     act_planes(y + p * out, b.lanes, out, out_act, b.c0);
   });
@@ -1164,13 +1272,17 @@ void backward_s2_lanes8(const float *dy, const float *x, const float *wt, float 
 }
 #endif
 
-// (x, w[, scale, bias][, out_scale, out_bias]) -> y; with ACT the input is act(x) (see Act), with
-// BN the output is the epilogue's act of the convolution.
-template <int S, int P, bool ACT = false, bool BN = false>
+// (x, w[, scale, bias][, out_scale, out_bias]) -> y[, moments]; with ACT the input is act(x) (see
+// Act), with BN the output is the epilogue's act of the convolution, with MOMENTS the output's batch
+// mean and variance per channel follow (moments[2C], combine_moments) for the training BatchNorm after
+// it: taken from the registers in the 8-lane kernels, from a pass over y elsewhere.
+template <int S, int P, bool ACT = false, bool BN = false, bool MOMENTS = false>
 int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   constexpr int kVecs = (ACT ? 2 : 0) + (BN ? 2 : 0);
   constexpr int kIn = 2 + kVecs;
-  if (!act_args_ok(kVecs, nparam, kIn + 1, 2, ndims, dtypes)) return 1;
+  if (nparam != kIn + 1 + MOMENTS || !mnv2::all_float32(nparam, dtypes)) return 1;
+  if (!act_args_ok(kVecs, kIn + 1, kIn + 1, 2, ndims, dtypes)) return 1;
+  if (MOMENTS && (ndims[kIn + 1] != 1 || shapes[kIn + 1][0] != 2 * shapes[0][1])) return 2;
   const float *x = static_cast<const float *>(params[0]);
   const float *wt = static_cast<const float *>(params[1]);
   float *y = static_cast<float *>(params[kIn]);
@@ -1186,19 +1298,30 @@ int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   const Act *out_act = BN ? &out_value : nullptr;
   if (d.oh != (d.h + 2 * P - K) / S + 1 || d.ow != (d.w + 2 * P - K) / S + 1) return 3;
   const int64_t planes = d.n * d.c;
+  double *part = MOMENTS ? partials(static_cast<size_t>(3 * planes)) : nullptr;
+  float *moments = MOMENTS ? static_cast<float *>(params[kIn + 1]) : nullptr;
+  const auto moments_from_y = [&] {
+    if (!MOMENTS) return;
+    const int64_t out = d.oh * d.ow;
+    mnv2::parallel_for_each(planes, planes * out >= kParallelMin,
+                            [&](int64_t pl) { plane_output_moments(y + pl * out, out, part + 3 * pl); });
+    combine_moments(part, d, moments);
+  };
 #if defined(__AVX512F__)
   // Measured (batch 32): 112 wide 19.0 -> 11.2 ms per step, 56 wide 7.7 -> 4.4, 28 wide 2.1 -> 2.0;
   // but 14 wide 2.5 -> 2.6, where the per-plane path stays.
   if (S == 2 && d.w >= 24) {
     forward_s2_lanes<P>(x, wt, y, d, act, out_act);
+    moments_from_y();
     return 0;
   }
 #elif defined(__AVX2__)
   if (S == 1) {
-    forward_s1_lanes8<P>(x, wt, y, d, act, out_act);
+    forward_s1_lanes8<P>(x, wt, y, d, act, out_act, part);
   } else {
-    forward_s2_lanes8<P>(x, wt, y, d, act, out_act);
+    forward_s2_lanes8<P>(x, wt, y, d, act, out_act, part);
   }
+  if (MOMENTS) combine_moments(part, d, moments);
   return 0;
 #endif
   // Padded plane: rows 0 .. S*(oh-1)+2, columns 0 .. S*(ow-1)+2.
@@ -1236,6 +1359,7 @@ int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char 
     }
     act_planes(dst, 1, d.oh * d.ow, out_act, pl % d.c);
   });
+  moments_from_y();
   return 0;
 }
 
@@ -1525,6 +1649,11 @@ int dense_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   extern "C" int mnv2_dw3x3_actfwd_bn_s##S##_p##P(int nparam, void **params, int *ndims, int64_t **shapes,\
                                                   const char **dtypes, void *, void *) {                 \
     return forward<S, P, true, true>(nparam, params, ndims, shapes, dtypes);                              \
+  }                                                                                                       \
+  extern "C" int mnv2_dw3x3_actfwd_moments_s##S##_p##P(int nparam, void **params, int *ndims,            \
+                                                       int64_t **shapes, const char **dtypes, void *,      \
+                                                       void *) {                                           \
+    return forward<S, P, true, false, true>(nparam, params, ndims, shapes, dtypes);                       \
   }
 
 MNV2_DW_EXPORT(1, 0)

@@ -17,7 +17,9 @@ needs it. Here it is never made:
 In evaluation the same happens with the moving statistics (``mnv2_bn_infer_coef``), and the
 BatchNorm + ReLU6 *after* the depthwise convolution is applied too, to each block of output planes
 while it is still in cache (``BatchNormAfterDepthwise``, in that BatchNorm's place, runs the
-kernel). An inverted residual's expanded tensors then cross memory once in an evaluation pass,
+kernel). In training that second BatchNorm takes its batch statistics from the depthwise kernel,
+which sums them from its output while it is in registers (``mnv2_dw3x3_actfwd_moments``), so it
+reads the output once instead of twice. An inverted residual's expanded tensors then cross memory once in an evaluation pass,
 where the BatchNorms read and wrote them four times more. The cells pass tuples between them.
 Parameter objects stay in their cells and slots, so names (checkpoint keys), values and optimizer
 bindings are unchanged. The results are those of ``FusedBatchNorm2d(relu6=True)`` and
@@ -40,6 +42,7 @@ from mnv2.ops.batchnorm import (
     _Fused,
     infer_backward,
     train_backward,
+    train_from_moments,
     updating_moving_averages,
 )
 from mnv2.ops.depthwise import DepthwiseConv2d, _out_size
@@ -103,6 +106,22 @@ def _depthwise(stride: int, padding: int) -> tuple[ops.Custom, ops.Custom]:
 
 
 @cache
+def _depthwise_with_moments(stride: int, padding: int) -> ops.Custom:
+    """The forward op reading act(x) that also gives its output's batch mean and variance per channel
+    (moments[2C]), the statistics of the training BatchNorm after it, taken while the output is in
+    registers."""
+    def out(x):
+        return [x[0], x[1], _out_size(x[2], stride, padding), _out_size(x[3], stride, padding)]
+
+    return ops.Custom(
+        f"{build('depthwise')}:mnv2_dw3x3_actfwd_moments_s{stride}_p{padding}",
+        out_shape=lambda x, w, s, b: (out(x), [2 * x[1]]),
+        out_dtype=lambda x, w, s, b: (x, x),
+        func_type="aot",
+    )
+
+
+@cache
 def _depthwise_then_batchnorm(stride: int, padding: int) -> ops.Custom:
     """The forward op reading act(x) and giving the inference BatchNorm + ReLU6 of its output."""
     return ops.Custom(
@@ -150,19 +169,24 @@ class BatchNormForDepthwise(nn.Cell):
 
 class _TrainStep(nn.Cell):
     """act(x) -> depthwise, with the backward of both (a cell bprop: the statistics get no gradient
-    of their own, BatchNorm's backward kernel accounts for them)."""
+    of their own, BatchNorm's backward kernel accounts for them). With ``moments`` it returns
+    ``(y, moments)`` for the BatchNormAfterDepthwise that follows (whose backward accounts for them)."""
 
-    def __init__(self, stride: int, padding: int) -> None:
+    def __init__(self, stride: int, padding: int, moments: bool = False) -> None:
         super().__init__()
+        self.moments = moments
         self._fwd, self._bwd = _depthwise(stride, padding)
+        self._fwd_moments = _depthwise_with_moments(stride, padding)
         self._bn_bwd = train_backward(relu6=True)
         self._zeros = ops.ZerosLike()
 
     def construct(self, x, w, scale, bias, gamma, beta, mean, invstd):
+        if self.moments:
+            return self._fwd_moments(x, w, scale, bias)
         return self._fwd(x, w, scale, bias)
 
     def bprop(self, x, w, scale, bias, gamma, beta, mean, invstd, out, dout):
-        grad_act, dw = self._bwd(dout, x, w, scale, bias)
+        grad_act, dw = self._bwd(dout[0] if self.moments else dout, x, w, scale, bias)
         dx, dgamma, dbeta = self._bn_bwd(grad_act, x, gamma, beta, mean, invstd)
         z = self._zeros
         return dx, dw, z(scale), z(bias), dgamma, dbeta, z(mean), z(invstd)
@@ -226,7 +250,7 @@ class DepthwiseAfterBatchNorm(nn.Cell):
         self.in_channels = self.out_channels = self.group = conv.channels
         self.kernel_size = conv.kernel_size
         self.weight = conv.weight  # the same Parameter: name, value and optimizer binding kept
-        self._train_step = _TrainStep(conv.stride, conv.padding)
+        self._train_step = _TrainStep(conv.stride, conv.padding, moments=then_batchnorm)
         self._eval_step = _EvalStep(conv.stride, conv.padding)
 
     def construct(self, inputs):
@@ -245,7 +269,8 @@ class DepthwiseAfterBatchNorm(nn.Cell):
 
 class BatchNormAfterDepthwise(FusedBatchNorm2d):
     """The FusedBatchNorm2d (with ReLU6) after a DepthwiseAfterBatchNorm(then_batchnorm=True): in
-    training as before; in evaluation it runs the depthwise kernel with itself as the epilogue."""
+    training it takes the batch statistics the depthwise kernel computed with its output (one pass
+    over that output fewer); in evaluation it runs the depthwise kernel with itself as the epilogue."""
 
     def __init__(self, bn: FusedBatchNorm2d, conv: DepthwiseAfterBatchNorm) -> None:
         nn.Cell.__init__(self)  # FusedBatchNorm2d's own __init__ builds from an nn.BatchNorm2d
@@ -257,13 +282,16 @@ class BatchNormAfterDepthwise(FusedBatchNorm2d):
         self.moving_mean = bn.moving_mean
         self.moving_variance = bn.moving_variance
         self._hp = bn._hp
-        self._train = bn._train  # _train_forward's kernel; evaluation runs _block instead
+        self._from_moments = train_from_moments()
         self._coefficients = _inference_coefficients()
         self._block = _EvalBlock(conv.stride, conv.padding)
 
     def construct(self, x):
         if self.training:
-            return self._train_forward(x)
+            x, moments = x
+            y, _, _ = self._from_moments(x, moments, self.gamma, self.beta, self.moving_mean,
+                                         self.moving_variance, self._hp)
+            return y
         x, w, scale, bias, gamma, beta, mmean, mvar, hp = x
         out_scale, out_bias = self._coefficients(self.gamma, self.beta, self.moving_mean,
                                                  self.moving_variance, self._hp)

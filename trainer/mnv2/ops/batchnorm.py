@@ -33,10 +33,10 @@ _MOVING_WRITTEN = (
 )
 
 
-def updating_moving_averages(func: str, out_shape, out_dtype, bprop) -> ops.Custom:
+def updating_moving_averages(func: str, out_shape, out_dtype, bprop, signature=_MOVING_WRITTEN) -> ops.Custom:
     """An aot ops.Custom over (x, gamma, beta, moving_mean, moving_variance, hp) that writes the two
-    moving averages in place."""
-    writing = type("UpdatesMovingAverages", (ops.Custom,), {"__mindspore_signature__": _MOVING_WRITTEN})
+    moving averages in place (or over another signature that marks them)."""
+    writing = type("UpdatesMovingAverages", (ops.Custom,), {"__mindspore_signature__": signature})
     op = writing(func, out_shape=out_shape, out_dtype=out_dtype, func_type="aot", bprop=bprop)
     op.add_prim_attr("side_effect_mem", True)
     return op
@@ -99,6 +99,29 @@ def _kernels(relu6: bool) -> tuple[ops.Custom, ops.Custom]:
         bprop=infer_bprop,
     )
     return train, infer
+
+
+@cache
+def train_from_moments() -> ops.Custom:
+    """The training forward (BatchNorm + ReLU6) given the batch mean and biased variance (moments[2C],
+    from the depthwise kernel that made x): (x, moments, gamma, beta, moving_mean, moving_variance, hp)
+    -> y, save_mean, save_invstd, the moving averages written. The backward is the usual one: the
+    moments get no gradient of their own."""
+    zeros_like = ops.ZerosLike()
+    bwd = train_backward(relu6=True)
+
+    def bprop(x, moments, gamma, beta, mmean, mvar, hp, out, dout):
+        dx, dgamma, dbeta = bwd(dout[0], x, gamma, beta, out[1], out[2])
+        return dx, zeros_like(moments), dgamma, dbeta, zeros_like(mmean), zeros_like(mvar), zeros_like(hp)
+
+    signature = (_MOVING_WRITTEN[0], sig.make_sig("moments"), *_MOVING_WRITTEN[1:])
+    return updating_moving_averages(
+        f"{build('batchnorm')}:mnv2_bn_train_fwd_moments_r1",
+        out_shape=lambda x, mo, g, b, m, v, hp: (x, g, g),
+        out_dtype=lambda x, mo, g, b, m, v, hp: (x, g, g),
+        bprop=bprop,
+        signature=signature,
+    )
 
 
 class FusedBatchNorm2d(nn.Cell):
