@@ -17,10 +17,11 @@ needs it. Here it is never made:
 In evaluation the same happens with the moving statistics (``mnv2_bn_infer_coef``), and the
 BatchNorm + ReLU6 *after* the depthwise convolution is applied too, to each block of output planes
 while it is still in cache (``BatchNormAfterDepthwise``, in that BatchNorm's place, runs the
-kernel). In training that second BatchNorm takes its batch statistics from the depthwise kernel,
-which sums them from its output while it is in registers (``mnv2_dw3x3_actfwd_moments``), so it
-reads the output once instead of twice. An inverted residual's expanded tensors then cross memory once in an evaluation pass,
-where the BatchNorms read and wrote them four times more. The cells pass tuples between them.
+kernel). An inverted residual's expanded tensors then cross memory once in an evaluation pass,
+where the BatchNorms read and wrote them four times more. In training that second BatchNorm takes
+its batch statistics from the depthwise kernel, which sums them from its output while it is in
+registers (``mnv2_dw3x3_actfwd_moments``), so it reads that output once instead of twice. The
+cells pass tuples between them.
 Parameter objects stay in their cells and slots, so names (checkpoint keys), values and optimizer
 bindings are unchanged. The results are those of ``FusedBatchNorm2d(relu6=True)`` and
 ``DepthwiseConv2d`` up to float rounding (one fused multiply-add instead of a multiply and an add;
