@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "aot.h"
+#include "moments.h"
 #include "parallel.h"
 
 #if defined(__AVX2__)
@@ -107,24 +108,6 @@ constexpr int64_t kPlaneWiseMaxHW = 4096;
 
 // Per-call scratch for the per-plane partial sums, owned by the calling thread.
 inline double *partials(size_t n) { return mnv2::thread_buffer<double, 0>(n); }
-
-// sum(p - shift) and sum((p - shift)^2) over one plane.
-inline void plane_moments(const float *__restrict p, int64_t hw, float shift, double &sum, double &sq) {
-  sum = 0.0;
-  sq = 0.0;
-  for (int64_t b = 0; b < hw; b += kBlock) {
-    const int64_t e = std::min(hw, b + kBlock);
-    float a = 0.0f, q = 0.0f;
-#pragma omp simd reduction(+ : a, q)
-    for (int64_t i = b; i < e; ++i) {
-      const float d = p[i] - shift;
-      a += d;
-      q += d * d;
-    }
-    sum += a;
-    sq += q;
-  }
-}
 
 // y = act(x * scale + bias) over one plane.
 template <bool RELU6>
@@ -307,7 +290,7 @@ void train_statistics(const float *x, const float *gamma, const float *beta, flo
       double sum = 0.0, sq = 0.0;
       for (int64_t n = 0; n < s.n; ++n) {
         double a, q;
-        plane_moments(x + (n * s.c + c) * s.hw, s.hw, x[c * s.hw], a, q);
+        mnv2::shifted_moments(x + (n * s.c + c) * s.hw, s.hw, x[c * s.hw], a, q);
         sum += a;
         sq += q;
       }
@@ -318,7 +301,7 @@ void train_statistics(const float *x, const float *gamma, const float *beta, flo
   const int64_t planes = s.n * s.c;
   double *part = partials(2 * planes);
   mnv2::parallel_for_each(planes, parallel, [&](int64_t pl) {
-    plane_moments(x + pl * s.hw, s.hw, x[(pl % s.c) * s.hw], part[2 * pl], part[2 * pl + 1]);
+    mnv2::shifted_moments(x + pl * s.hw, s.hw, x[(pl % s.c) * s.hw], part[2 * pl], part[2 * pl + 1]);
   });
   for (int64_t c = 0; c < s.c; ++c) {
     double sum = 0.0, sq = 0.0;

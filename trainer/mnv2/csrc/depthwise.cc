@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "aot.h"
+#include "moments.h"
 #include "parallel.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -330,21 +331,8 @@ inline double *partials(size_t n) { return mnv2::thread_buffer<double, 0>(n); }
 // moments entries): m[0] = shift (the plane's first value), m[1] = sum(v - shift), m[2] = sum((v -
 // shift)^2). Shifted sums keep E[d^2] - E[d]^2 accurate when the mean is large against the spread.
 void plane_output_moments(const float *__restrict p, int64_t hw, double *m) {
-  const float shift = p[0];
-  m[0] = shift;
-  m[1] = m[2] = 0.0;
-  for (int64_t b = 0; b < hw; b += kBlock) {
-    const int64_t e = std::min(hw, b + kBlock);
-    float a = 0.0f, q = 0.0f;
-#pragma omp simd reduction(+ : a, q)
-    for (int64_t i = b; i < e; ++i) {
-      const float v = p[i] - shift;
-      a += v;
-      q += v * v;
-    }
-    m[1] += a;
-    m[2] += q;
-  }
+  m[0] = p[0];
+  mnv2::shifted_moments(p, hw, p[0], m[1], m[2]);
 }
 
 // Per channel, the batch mean and (biased) variance from the planes' moments (part[3 * plane]),
