@@ -192,15 +192,17 @@ def test_graph_mode_network_is_pynative_bit_for_bit():
     """The trainer's fused MobileNetV2 trains and evaluates in GRAPH_MODE exactly as in PYNATIVE_MODE,
     whose layers the tests above compare with MindSpore's at every site: the cells' tuples, bprops
     and in-place moving averages are wired the same in the compiled graph."""
-    from conftest import _mode
-
     x, y = _batch()
     runs = {}
-    for mode in (ms.GRAPH_MODE, ms.PYNATIVE_MODE):
-        with _mode(mode):
+    previous = ms.get_context("mode")
+    try:
+        for mode in (ms.GRAPH_MODE, ms.PYNATIVE_MODE):
+            ms.set_context(mode=mode, device_target="CPU")
             net = _network(True)
             losses, evaluated = _train_then_evaluate(net, x, y, lr=0.05)
             runs[mode] = losses, evaluated, {p.name: p.asnumpy() for p in net.get_parameters()}
+    finally:
+        ms.set_context(mode=previous)
     (graph_losses, graph_eval, graph_params), (losses, evaluated, params) = runs.values()
     assert graph_losses == losses
     np.testing.assert_array_equal(graph_eval, evaluated)
