@@ -18,7 +18,7 @@
 // Entry points (inputs first, outputs last in `params`; hp = [eps, momentum], float32):
 //   mnv2_bn_train_fwd_r{R}(x, gamma, beta, mmean, mvar, hp) -> y[N,C,H,W], save_mean[C], save_invstd[C]
 //       (mmean and mvar updated in place with the batch statistics: the moving averages)
-//   mnv2_bn_train_fwd_moments_r{R}(x, moments[2C], gamma, beta, mmean, mvar, hp) -> y, save_mean,
+//   mnv2_bn_train_fwd_moments_r1(x, moments[2C], gamma, beta, mmean, mvar, hp) -> y, save_mean,
 //       save_invstd (the same with the batch mean and biased variance given: moments[0, C), [C, 2C))
 //   mnv2_bn_train_bwd_r{R}(dy, x, gamma, beta, save_mean, save_invstd) -> dx, dgamma, dbeta
 //   mnv2_bn_infer_fwd_r{R}(x, gamma, beta, mmean, mvar, hp) -> y
@@ -48,8 +48,6 @@ namespace {
 
 // Below this many elements a call runs on one thread (waking the pool costs more).
 constexpr int64_t kParallelMin = 1 << 15;
-// Float partial sums run over at most this many elements before going into a double.
-constexpr int64_t kBlock = 2048;
 
 struct Shape {
   int64_t n = 0, c = 0, hw = 0;
@@ -348,7 +346,6 @@ void apply_coefficients(const float *x, float *y, const Shape &s, const float *c
   });
 }
 
-
 // (x, gamma, beta, mmean, mvar, hp) -> y, save_mean, save_invstd; mmean and mvar written.
 template <bool RELU6>
 int train_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
@@ -429,8 +426,8 @@ inline void plane_grad_sums(const float *__restrict g, const float *__restrict p
                             float invstd, float gamma, float beta, double &sg, double &sgx) {
   sg = 0.0;
   sgx = 0.0;
-  for (int64_t b = 0; b < hw; b += kBlock) {
-    const int64_t e = std::min(hw, b + kBlock);
+  for (int64_t b = 0; b < hw; b += mnv2::kFloatSumBlock) {
+    const int64_t e = std::min(hw, b + mnv2::kFloatSumBlock);
     float a = 0.0f, q = 0.0f;
 #pragma omp simd reduction(+ : a, q)
     for (int64_t i = b; i < e; ++i) {
@@ -645,7 +642,6 @@ int infer_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
 
 MNV2_BN_EXPORT(train_fwd, train_forward, 0)
 MNV2_BN_EXPORT(train_fwd, train_forward, 1)
-MNV2_BN_EXPORT(train_fwd_moments, train_forward_moments, 0)
 MNV2_BN_EXPORT(train_fwd_moments, train_forward_moments, 1)
 MNV2_BN_EXPORT(train_bwd, train_backward, 0)
 MNV2_BN_EXPORT(train_bwd, train_backward, 1)

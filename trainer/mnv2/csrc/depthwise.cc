@@ -995,7 +995,8 @@ inline __m256 window3x3_8(const __m256 *k, __m256 a0, __m256 a1, __m256 a2, __m2
 // registers: each row's (v - shift) and (v - shift)^2 summed in float, the rows in double.
 struct LaneMoments8 {
   __m256 shift = _mm256_setzero_ps(), row1 = _mm256_setzero_ps(), row2 = _mm256_setzero_ps();
-  __m256d sum1[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()}, sum2[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()};
+  __m256d sum1[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()};
+  __m256d sum2[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()};
 
   void add(__m256 v) {
     const __m256 dv = _mm256_sub_ps(v, shift);
@@ -1037,14 +1038,11 @@ void corr_s1_lanes8(const float *__restrict p, int64_t cols, int64_t oh, int64_t
     __m256 a0 = _mm256_load_ps(a), a1 = _mm256_load_ps(a + kLanes8);
     __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + kLanes8);
     __m256 c0 = _mm256_load_ps(c), c1 = _mm256_load_ps(c + kLanes8);
-    if (MOMENTS && i == 0) {
-      moments->shift = window3x3_8(k, a0, a1, _mm256_load_ps(a + 2 * kLanes8), b0, b1,
-                                   _mm256_load_ps(b + 2 * kLanes8), c0, c1, _mm256_load_ps(c + 2 * kLanes8));
-    }
     for (int64_t j = 0; j < ow; ++j) {
       const int64_t o = (j + 2) * kLanes8;
       const __m256 a2 = _mm256_load_ps(a + o), b2 = _mm256_load_ps(b + o), c2 = _mm256_load_ps(c + o);
       const __m256 v = window3x3_8(k, a0, a1, a2, b0, b1, b2, c0, c1, c2);
+      if (MOMENTS && i == 0 && j == 0) moments->shift = v;
       _mm256_store_ps(out + (i * ow + j) * kLanes8, v);
       if (MOMENTS) moments->add(v);
       a0 = a1, a1 = a2, b0 = b1, b1 = b2, c0 = c1, c1 = c2;
