@@ -101,6 +101,11 @@ def entry(dll: ctypes.CDLL, name: str):
     return fn
 
 
+def _has_sums(dll_bn: ctypes.CDLL) -> bool:
+    """Whether these kernels (of some revision) have the depthwise backward's BatchNorm sums."""
+    return hasattr(dll_bn, "mnv2_bn_train_bwd_apply_r1")
+
+
 def _rand(rng, shape) -> np.ndarray:
     return rng.standard_normal(shape).astype(np.float32)
 
@@ -124,15 +129,20 @@ def kernel_calls(dll_bn, dll_dw, layer: tuple, batch: int, rng) -> list[tuple]:
                     np.ones(c, np.float32), np.array([1e-5, 0.9], np.float32),
                     *[np.empty(c, np.float32) for _ in range(4)]]
 
+        sums = _has_sums(dll_bn)
+
         def grad():
             x = _rand(rng, shape)
             mean = x.mean(axis=(0, 2, 3)).astype(np.float32)
             invstd = (1 / np.sqrt(x.var(axis=(0, 2, 3)) + 1e-5)).astype(np.float32)
-            return [_rand(rng, shape), x, 1 + 0.1 * _rand(rng, c), 0.1 * _rand(rng, c), mean, invstd,
+            given = [_rand(rng, c * 4) / size] if sums else []  # the depthwise backward's sums
+            return [_rand(rng, shape), x, 1 + 0.1 * _rand(rng, c), 0.1 * _rand(rng, c), mean, invstd, *given,
                     np.empty_like(x), np.empty(c, np.float32), np.empty(c, np.float32)]
 
+        name = "bn_bwd_apply_r1" if sums else "bn_bwd_r1"
         out.append(("bn_coef", copies(coef, act), entry(dll_bn, "mnv2_bn_train_coef"), act))
-        out.append(("bn_bwd_r1", copies(grad, 3 * act), entry(dll_bn, "mnv2_bn_train_bwd_r1"), 3 * act))
+        fn = "mnv2_" + name.replace("bn_bwd", "bn_train_bwd")
+        out.append((name, copies(grad, 3 * act), entry(dll_bn, fn), 3 * act))
     elif kind == "bn":
         r = int(extra)
         shape = (batch, c, size, size)
@@ -169,11 +179,20 @@ def kernel_calls(dll_bn, dll_dw, layer: tuple, batch: int, rng) -> list[tuple]:
         def fwd():
             return [_rand(rng, xs), _rand(rng, (c, 1, 3, 3)), *coef(), np.empty(ys, np.float32)]
 
+        sums = act and _has_sums(dll_bn)
+
         def bwd():
             w = _rand(rng, (c, 1, 3, 3))
-            return [_rand(rng, ys), _rand(rng, xs), w, *coef(), np.empty(xs, np.float32), np.empty_like(w)]
+            x = _rand(rng, xs)
+            # The BatchNorm's gamma, beta, mean and invstd, and the sums output.
+            bn = [1 + 0.1 * _rand(rng, c), 0.1 * _rand(rng, c), x.mean(axis=(0, 2, 3)),
+                  1 / np.sqrt(x.var(axis=(0, 2, 3)) + 1e-5)] if sums else []
+            outputs = [np.empty(xs, np.float32), np.empty_like(w)]
+            if sums:
+                outputs.append(np.empty(4 * c, np.float32))
+            return [_rand(rng, ys), x, w, *coef(), *[v.astype(np.float32) for v in bn], *outputs]
 
-        fn = f"mnv2_dw3x3_{name}fwd_s{s}_p1", f"mnv2_dw3x3_{name}bwd_s{s}_p1"
+        fn = f"mnv2_dw3x3_{name}fwd_s{s}_p1", f"mnv2_dw3x3_{name}bwd{'_sums' if sums else ''}_s{s}_p1"
         out.append((f"dw_{name}fwd_s{s}", copies(fwd, xb + yb), entry(dll_dw, fn[0]), xb + yb))
         out.append((f"dw_{name}bwd_s{s}", copies(bwd, 2 * xb + yb), entry(dll_dw, fn[1]), 2 * xb + yb))
     else:  # stem: 3 -> extra channels, stride 2

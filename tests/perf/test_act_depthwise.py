@@ -159,6 +159,49 @@ def test_odd_geometries(pynative, shape):
     _compare(*shape, training=True, seed=sum(shape) + 3, then_batchnorm=True)
 
 
+# (batch, channels, height, width, stride, padding): 65 x 66 has more values per plane than the
+# BatchNorm backward's plane-wise limit (4096), so its two-pass version goes channel by channel.
+SUMS_SHAPES = [(2, 24, 65, 66, 1, 1), (3, 19, 15, 14, 2, 1), (2, 37, 7, 9, 1, 0), (1, 17, 56, 57, 1, 1),
+               (2, 9, 28, 28, 2, 0)]
+
+
+@pytest.mark.parametrize("shape", SUMS_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_backward_sums_give_the_two_pass_backward_bit_for_bit(pynative, shape):
+    """The depthwise backward that also sums the BatchNorm's gradient, then the one-pass BatchNorm
+    backward, give the bits of the depthwise backward then the two-pass BatchNorm backward (the same
+    per-plane sums added in the same order); the training cells take the first pair."""
+    from mnv2.ops.act_depthwise import _depthwise, _depthwise_backward_with_sums
+    from mnv2.ops.batchnorm import train_backward, train_backward_from_sums
+
+    batch, channels, height, width, stride, padding = shape
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.normal(1.0, 2.0, (batch, channels, height, width))
+         + rng.normal(0, 3, (1, channels, 1, 1))).astype(np.float32)
+    oh, ow = (height + 2 * padding - 3) // stride + 1, (width + 2 * padding - 3) // stride + 1
+    dy = rng.standard_normal((batch, channels, oh, ow)).astype(np.float32)
+    weight = rng.normal(0, 0.5, (channels, 1, 3, 3)).astype(np.float32)
+    gamma = rng.uniform(0.5, 1.5, channels).astype(np.float32)
+    beta = rng.normal(0.5, 1.0, channels).astype(np.float32)
+    mean = x.mean(axis=(0, 2, 3)).astype(np.float32)
+    invstd = (1 / np.sqrt(x.var(axis=(0, 2, 3)) + 1e-5)).astype(np.float32)
+    scale = gamma * invstd
+    bias = (beta - mean * scale).astype(np.float32)
+    t = [Tensor(a) for a in (dy, x, weight, scale, bias, gamma, beta, mean, invstd)]
+
+    grad_act, dweight = _depthwise(stride, padding)[1](*t[:5])
+    dx, dgamma, dbeta = train_backward(relu6=True)(grad_act, t[1], *t[5:])
+    grad_act2, dweight2, sums = _depthwise_backward_with_sums(stride, padding)(*t)
+    dx2, dgamma2, dbeta2 = train_backward_from_sums()(grad_act2, t[1], *t[5:], sums)
+
+    pairs = [("grad_act", grad_act, grad_act2), ("dweight", dweight, dweight2), ("dx", dx, dx2),
+             ("dgamma", dgamma, dgamma2), ("dbeta", dbeta, dbeta2), ("sums[:C]", dbeta, sums[:channels]),
+             ("sums[C:2C]", dgamma, sums[channels:2 * channels])]
+    for name, want, got in pairs:
+        np.testing.assert_array_equal(got.asnumpy(), want.asnumpy(), err_msg=name)
+    means = np.concatenate([dbeta.asnumpy(), dgamma.asnumpy()]) / (batch * height * width)
+    np.testing.assert_allclose(sums.asnumpy()[2 * channels:], means, rtol=1e-6, atol=1e-12)
+
+
 def _network(fuse: bool) -> nn.Cell:
     net = MobileNetV2(num_classes=5, width_mult=0.35, seed=3)
     if fuse:

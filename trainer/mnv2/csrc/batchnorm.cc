@@ -78,10 +78,8 @@ inline float act(float v) {
   return RELU6 ? std::min(std::max(v, 0.0f), 6.0f) : v;
 }
 
-template <bool RELU6>
-inline float pass(float v, float g) {
-  return RELU6 ? ((v > 0.0f && v < 6.0f) ? g : 0.0f) : g;
-}
+using mnv2::pass;
+using mnv2::plane_grad_sums;
 
 // y = act(x * scale + bias) over one channel's N planes.
 template <bool RELU6>
@@ -420,27 +418,6 @@ int train_coefficients(int nparam, void **params, int *ndims, int64_t **shapes, 
   return 0;
 }
 
-// Sums over one plane of g = dy masked by the activation, and of g * xhat.
-template <bool RELU6>
-inline void plane_grad_sums(const float *__restrict g, const float *__restrict p, int64_t hw, float mean,
-                            float invstd, float gamma, float beta, double &sg, double &sgx) {
-  sg = 0.0;
-  sgx = 0.0;
-  for (int64_t b = 0; b < hw; b += mnv2::kFloatSumBlock) {
-    const int64_t e = std::min(hw, b + mnv2::kFloatSumBlock);
-    float a = 0.0f, q = 0.0f;
-#pragma omp simd reduction(+ : a, q)
-    for (int64_t i = b; i < e; ++i) {
-      const float xh = (p[i] - mean) * invstd;
-      const float gi = pass<RELU6>(xh * gamma + beta, g[i]);
-      a += gi;
-      q += gi * xh;
-    }
-    sg += a;
-    sgx += q;
-  }
-}
-
 // Sums over one channel (all N planes) of g and g * xhat.
 template <bool RELU6>
 void grad_sums(const float *__restrict dy, const float *__restrict x, const Shape &s, int64_t c, float mean,
@@ -456,14 +433,43 @@ void grad_sums(const float *__restrict dy, const float *__restrict x, const Shap
   }
 }
 
+// dx = k * (g - mg - xhat * mgx) over every plane in memory order, mg and mgx per channel.
+template <bool RELU6>
+void grad_apply(const float *dy, const float *x, float *dx, const Shape &s, const float *gamma, const float *beta,
+                const float *save_mean, const float *save_invstd, const float *mg, const float *mgx,
+                bool parallel, bool stream) {
+  auto plane = [&](int64_t pl, auto apply) {
+    const int64_t c = pl % s.c, off = pl * s.hw;
+    const float invstd = save_invstd[c];
+    apply(dy + off, x + off, dx + off, s.hw, save_mean[c], invstd, gamma[c], beta[c], gamma[c] * invstd, mg[c],
+          mgx[c]);
+  };
+  if (stream) {
+    for_planes_streaming(s.n * s.c, parallel, [&](int64_t pl) { plane(pl, grad_apply_plane_stream<RELU6>); });
+  } else {
+    mnv2::parallel_for_each(s.n * s.c, parallel, [&](int64_t pl) { plane(pl, grad_apply_plane<RELU6>); });
+  }
+}
+
+// The backward's shapes: dy and x 4-D and equal, gamma, beta, save_mean and save_invstd (2..5) of
+// length C, dx like x at `dx_at`, dgamma and dbeta (after it) of length C.
+bool backward_shapes_ok(int *ndims, int64_t **shapes, int dx_at, Shape &s) {
+  if (!shape_of(ndims, shapes, 1, s) || !same4(ndims, shapes, 0, 1) || !same4(ndims, shapes, 1, dx_at)) {
+    return false;
+  }
+  for (int t : {2, 3, 4, 5, dx_at + 1, dx_at + 2}) {
+    if (!vec(ndims, shapes, t, s.c)) return false;
+  }
+  return true;
+}
+
+bool should_stream(const Shape &s) { return kCanStream && s.n * s.c * s.hw * 4 >= kStreamMinBytes; }
+
 template <bool RELU6>
 int train_backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   if (nparam != 9 || !mnv2::all_float32(nparam, dtypes)) return 1;
   Shape s;
-  if (!shape_of(ndims, shapes, 1, s) || !same4(ndims, shapes, 0, 1) || !same4(ndims, shapes, 1, 6)) return 2;
-  for (int t : {2, 3, 4, 5, 7, 8}) {
-    if (!vec(ndims, shapes, t, s.c)) return 2;
-  }
+  if (!backward_shapes_ok(ndims, shapes, 6, s)) return 2;
   const float *dy = static_cast<const float *>(params[0]);
   const float *x = static_cast<const float *>(params[1]);
   const float *gamma = static_cast<const float *>(params[2]);
@@ -477,7 +483,7 @@ int train_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   if (m == 0) return 3;
   const bool parallel = s.c * m >= kParallelMin;
   // dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat))
-  const bool stream = kCanStream && s.n * s.c * s.hw * 4 >= kStreamMinBytes;
+  const bool stream = should_stream(s);
   if (s.hw > kPlaneWiseMaxHW) {
     mnv2::parallel_for_each(s.c, parallel, [&](int64_t c) {
       const float mean = save_mean[c], invstd = save_invstd[c], gm = gamma[c], bt = beta[c];
@@ -500,41 +506,42 @@ int train_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
     return 0;
   }
   const int64_t planes = s.n * s.c;
-  double *part = partials(2 * planes + 2 * s.c);
+  double *part = partials(2 * planes);
   mnv2::parallel_for_each(planes, parallel, [&](int64_t pl) {
     const int64_t c = pl % s.c;
     plane_grad_sums<RELU6>(dy + pl * s.hw, x + pl * s.hw, s.hw, save_mean[c], save_invstd[c], gamma[c], beta[c],
                            part[2 * pl], part[2 * pl + 1]);
   });
-  double *mgs = part + 2 * planes;
-  for (int64_t c = 0; c < s.c; ++c) {
-    double sg = 0.0, sgx = 0.0;
-    for (int64_t n = 0; n < s.n; ++n) {
-      sg += part[2 * (n * s.c + c)];
-      sgx += part[2 * (n * s.c + c) + 1];
-    }
-    dbeta[c] = static_cast<float>(sg);
-    dgamma[c] = static_cast<float>(sgx);
-    mgs[2 * c] = sg / m;
-    mgs[2 * c + 1] = sgx / m;
-  }
-  if (stream) {
-    for_planes_streaming(planes, parallel, [&](int64_t pl) {
-      const int64_t c = pl % s.c;
-      const float invstd = save_invstd[c];
-      grad_apply_plane_stream<RELU6>(dy + pl * s.hw, x + pl * s.hw, dx + pl * s.hw, s.hw, save_mean[c], invstd,
-                                     gamma[c], beta[c], gamma[c] * invstd, static_cast<float>(mgs[2 * c]),
-                                     static_cast<float>(mgs[2 * c + 1]));
-    });
-    return 0;
-  }
-  mnv2::parallel_for_each(planes, parallel, [&](int64_t pl) {
-    const int64_t c = pl % s.c;
-    const float invstd = save_invstd[c];
-    grad_apply_plane<RELU6>(dy + pl * s.hw, x + pl * s.hw, dx + pl * s.hw, s.hw, save_mean[c], invstd, gamma[c],
-                            beta[c], gamma[c] * invstd, static_cast<float>(mgs[2 * c]),
-                            static_cast<float>(mgs[2 * c + 1]));
-  });
+  float *means = mnv2::thread_buffer<float, 1>(static_cast<size_t>(2 * s.c));
+  mnv2::combine_grad_sums(part, s.n, s.c, m, dbeta, dgamma, means, means + s.c);
+  grad_apply<RELU6>(dy, x, dx, s, gamma, beta, save_mean, save_invstd, means, means + s.c, parallel, stream);
+  return 0;
+}
+
+// The backward given its sums (dy, x, gamma, beta, save_mean, save_invstd, sums[4C]) -> dx, dgamma,
+// dbeta: the depthwise kernel that computed dy summed them while dy was in cache (csrc/depthwise.cc,
+// the actbwd_sums entries), so one pass over the tensors is left. sums = dbeta, dgamma, mean(g),
+// mean(g * xhat), C values each.
+template <bool RELU6>
+int train_backward_apply(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 10 || !mnv2::all_float32(nparam, dtypes)) return 1;
+  Shape s;
+  if (!backward_shapes_ok(ndims, shapes, 7, s) || !vec(ndims, shapes, 6, 4 * s.c)) return 2;
+  const float *dy = static_cast<const float *>(params[0]);
+  const float *x = static_cast<const float *>(params[1]);
+  const float *gamma = static_cast<const float *>(params[2]);
+  const float *beta = static_cast<const float *>(params[3]);
+  const float *save_mean = static_cast<const float *>(params[4]);
+  const float *save_invstd = static_cast<const float *>(params[5]);
+  const float *sums = static_cast<const float *>(params[6]);
+  float *dx = static_cast<float *>(params[7]);
+  float *dgamma = static_cast<float *>(params[8]);
+  float *dbeta = static_cast<float *>(params[9]);
+  if (s.count() == 0) return 3;
+  std::copy(sums, sums + s.c, dbeta);
+  std::copy(sums + s.c, sums + 2 * s.c, dgamma);
+  grad_apply<RELU6>(dy, x, dx, s, gamma, beta, save_mean, save_invstd, sums + 2 * s.c, sums + 3 * s.c,
+                    s.c * s.count() >= kParallelMin, should_stream(s));
   return 0;
 }
 
@@ -645,6 +652,7 @@ MNV2_BN_EXPORT(train_fwd, train_forward, 1)
 MNV2_BN_EXPORT(train_fwd_moments, train_forward_moments, 1)
 MNV2_BN_EXPORT(train_bwd, train_backward, 0)
 MNV2_BN_EXPORT(train_bwd, train_backward, 1)
+MNV2_BN_EXPORT(train_bwd_apply, train_backward_apply, 1)
 MNV2_BN_EXPORT(infer_fwd, infer_forward, 0)
 MNV2_BN_EXPORT(infer_fwd, infer_forward, 1)
 MNV2_BN_EXPORT(infer_bwd, infer_backward, 0)

@@ -18,13 +18,16 @@
 //   mnv2_dw3x3_bwd_s{S}_p{P}(dy[N,C,OH,OW], x[N,C,H,W], w[C,1,3,3]) -> dx[N,C,H,W], dw[C,1,3,3]
 //   mnv2_dw3x3_actfwd_s{S}_p{P}(x, w, scale[C], bias[C]) -> y
 //   mnv2_dw3x3_actbwd_s{S}_p{P}(dy, x, w, scale[C], bias[C]) -> dx, dw
+//   mnv2_dw3x3_actbwd_sums_s{S}_p{P}(dy, x, w, scale, bias, gamma, beta, save_mean, save_invstd)
+//     -> dx, dw, sums[4C]
 //   mnv2_dw3x3_actfwd_bn_s{S}_p{P}(x, w, scale[C], bias[C], out_scale[C], out_bias[C]) -> y
 //   mnv2_dw3x3_actfwd_moments_s{S}_p{P}(x, w, scale[C], bias[C]) -> y, moments[2C]
 // where the act variants convolve min(max(x * scale + bias, 0), 6) (see Act) and dx is its gradient;
 // actfwd_bn also gives min(max(y * out_scale + out_bias, 0), 6), the inference BatchNorm + ReLU6
 // after the convolution, applied to each block of planes while it is still in cache; actfwd_moments
 // also gives y's batch mean (moments[0, C)) and biased variance (moments[C, 2C)) per channel, the
-// statistics of the training BatchNorm after the convolution.
+// statistics of the training BatchNorm after the convolution; actbwd_sums also gives the sums the
+// backward of the training BatchNorm + ReLU6 that act is needs (GradSums).
 // with OH = (H + 2P - 3) / S + 1. Return value 0 is success, non-zero a shape/dtype mismatch.
 
 #include <algorithm>
@@ -110,6 +113,30 @@ inline const float *act_row(const float *src, int64_t n, const ChannelAct &a, fl
 inline void act_planes(float *y, int64_t lanes, int64_t n, const Act *act, int64_t c0) {
   if (act == nullptr) return;
   for (int64_t l = 0; l < lanes; ++l) act_copy(y + l * n, y + l * n, n, channel_act(act, c0 + l));
+}
+
+// The sums the backward of the training BatchNorm + ReLU6 behind an act prologue needs (the actbwd_sums
+// entries): per plane of dx (the gradient of that BatchNorm's output) sum(g) and sum(g * xhat), g = dx
+// masked by the ReLU6, xhat = (x - mean) * invstd, taken while the plane and its x are in cache, so
+// that BatchNorm's backward (mnv2_bn_train_bwd_apply_r1) need not read both tensors once more for
+// them. Null: no sums.
+struct GradSums {
+  const float *gamma, *beta, *mean, *invstd;  // the BatchNorm's, per channel
+  double *part;                               // (sg, sgx) per plane
+
+  // Planes p .. p + lanes - 1 (channels c0 ..) of dx and x, hw values each.
+  void add(const float *dx, const float *x, int64_t p, int64_t lanes, int64_t hw, int64_t c0) const {
+    for (int64_t j = 0; j < lanes; ++j) {
+      const int64_t c = c0 + j, pl = p + j;
+      mnv2::plane_grad_sums<true>(dx + pl * hw, x + pl * hw, hw, mean[c], invstd[c], gamma[c], beta[c],
+                                  part[2 * pl], part[2 * pl + 1]);
+    }
+  }
+};
+
+inline void add_grad_sums(const GradSums *gs, const float *dx, const float *x, int64_t p, int64_t lanes,
+                          int64_t hw, int64_t c0) {
+  if (gs != nullptr) gs->add(dx, x, p, lanes, hw, c0);
 }
 
 // Exactly `total` float32 tensors, all 4-D but `vecs` 1-D ones (scales and biases) from `vec_at` on.
@@ -769,7 +796,7 @@ void bwd_s2_lanes(const float *__restrict gl, const float *__restrict xp, int64_
 // The stride-2 backward of all planes in blocks of 16 channels of one sample; part as in backward.
 template <int P>
 void backward_s2_lanes(const float *dy, const float *x, const float *wt, float *dx, double *part, const Dims &d,
-                       const Act *act) {
+                       const Act *act, const GradSums *gs) {
   const int64_t blocks = (d.c + kLanes - 1) / kLanes;
   // Padded input: every row and column a tap of an output reaches, and all of x.
   const int64_t rows = std::max(2 * d.oh + 1, d.h + P), cols = std::max(2 * d.ow + 1, d.w + P);
@@ -787,6 +814,7 @@ void backward_s2_lanes(const float *dy, const float *x, const float *wt, float *
     for (int t = 0; t < K * K; ++t) acc[t] = _mm512_setzero_ps();
     bwd_s2_lanes(gl, xp, d.oh, d.ow, cols, k, dxp, acc, pf);
     from_lanes_padded(dxp, b.lanes, d.h, d.w, cols, P, P, dx + p * in);
+    add_grad_sums(gs, dx, x, p, b.lanes, in, b.c0);
     store_lane_sums(acc, b, d, part);
   });
 }
@@ -845,7 +873,7 @@ inline bool use_lanes(int64_t w) { return w <= 8 || w >= 24; }
 // The stride-1 backward of all planes in blocks of 16 channels of one sample; part as in backward.
 template <int P>
 void backward_s1_lanes(const float *dy, const float *x, const float *wt, float *dx, double *part, const Dims &d,
-                       const Act *act) {
+                       const Act *act, const GradSums *gs) {
   constexpr int Q = K - 1 - P;
   const int64_t blocks = (d.c + kLanes - 1) / kLanes;
   const int64_t rows = d.h + 2, cols = d.w + 2, psz = rows * cols * kLanes, in = d.h * d.w, out = d.oh * d.ow;
@@ -861,6 +889,7 @@ void backward_s1_lanes(const float *dy, const float *x, const float *wt, float *
     for (int t = 0; t < K * K; ++t) acc[t] = _mm512_setzero_ps();
     bwd_s1_lanes<Q>(gp, xp, d.h, d.w, kf, dxl, acc, pf);
     from_lanes(dxl, b.lanes, in, dx + p * in);
+    add_grad_sums(gs, dx, x, p, b.lanes, in, b.c0);
     store_lane_sums(acc, b, d, part);
   });
 }
@@ -1108,7 +1137,7 @@ void forward_s1_lanes8(const float *x, const float *wt, float *y, const Dims &d,
 // The stride-1 backward of all planes in blocks of 8 channels of one sample; part as in backward.
 template <int P>
 void backward_s1_lanes8(const float *dy, const float *x, const float *wt, float *dx, double *part, const Dims &d,
-                        const Act *act) {
+                        const Act *act, const GradSums *gs) {
   constexpr int Q = K - 1 - P;
   const int64_t blocks = (d.c + kLanes8 - 1) / kLanes8;
   const int64_t rows = d.h + 2, cols = d.w + 2, psz = rows * cols * kLanes8, in = d.h * d.w, out = d.oh * d.ow;
@@ -1123,6 +1152,7 @@ void backward_s1_lanes8(const float *dy, const float *x, const float *wt, float 
     corr_s1_lanes8(gp, cols, d.h, d.w, kf, dxl);
     from_lanes8(dxl, b.lanes, in, dx + p * in);
     wgrad_s1_lanes8<Q>(gp, xp, cols, d.oh, d.ow, acc);
+    add_grad_sums(gs, dx, x, p, b.lanes, in, b.c0);
     store_lane_sums8(acc, b, d, part);
   });
 }
@@ -1237,7 +1267,7 @@ void forward_s2_lanes8(const float *x, const float *wt, float *y, const Dims &d,
 // The stride-2 backward of all planes in blocks of 8 channels of one sample; part as in backward.
 template <int P>
 void backward_s2_lanes8(const float *dy, const float *x, const float *wt, float *dx, double *part, const Dims &d,
-                        const Act *act) {
+                        const Act *act, const GradSums *gs) {
   const int64_t blocks = (d.c + kLanes8 - 1) / kLanes8;
   // Padded input: every row and column a tap of an output reaches, and all of x.
   const int64_t rows = std::max(2 * d.oh + 1, d.h + P), cols = std::max(2 * d.ow + 1, d.w + P);
@@ -1253,6 +1283,7 @@ void backward_s2_lanes8(const float *dy, const float *x, const float *wt, float 
     lane_kernels8<false>(wt, b, k);
     bwd_s2_lanes8(gl, xp, d.oh, d.ow, cols, k, dxp, acc);
     from_lanes_padded8(dxp, b.lanes, d.h, d.w, cols, P, P, dx + p * in);
+    add_grad_sums(gs, dx, x, p, b.lanes, in, b.c0);
     store_lane_sums8(acc, b, d, part);
   });
 }
@@ -1349,12 +1380,18 @@ int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   return 0;
 }
 
-// (dy, x, w[, scale, bias]) -> dx, dw; with ACT the input is act(x) and dx its gradient (the
-// gradient of act(x), not of x: the BatchNorm's backward takes it from there).
-template <int S, int P, bool ACT = false>
+// (dy, x, w[, scale, bias][, gamma, beta, save_mean, save_invstd]) -> dx, dw[, sums[4C]]; with ACT the
+// input is act(x) and dx its gradient (the gradient of act(x), not of x: the BatchNorm's backward
+// takes it from there); with SUMS (and ACT) also the gradient sums of
+// the training BatchNorm + ReLU6 that act is (GradSums), as mnv2_bn_train_bwd_apply_r1 takes them:
+// sum(g), sum(g * xhat), then each over the channel's N * H * W values.
+template <int S, int P, bool ACT = false, bool SUMS = false>
 int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  constexpr int kIn = ACT ? 5 : 3;
-  if (!act_args_ok(ACT ? 2 : 0, nparam, kIn + 2, 3, ndims, dtypes)) return 1;
+  static_assert(ACT || !SUMS, "the gradient sums belong to the act prologue's BatchNorm");
+  constexpr int kVecs = (ACT ? 2 : 0) + (SUMS ? 4 : 0);
+  constexpr int kIn = 3 + kVecs;
+  if (nparam != kIn + 2 + SUMS || !mnv2::all_float32(nparam, dtypes)) return 1;
+  if (!act_args_ok(kVecs, kIn + 2, kIn + 2, 3, ndims, dtypes)) return 1;
   const float *dy = static_cast<const float *>(params[0]);
   const float *x = static_cast<const float *>(params[1]);
   const float *wt = static_cast<const float *>(params[2]);
@@ -1363,27 +1400,35 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
   const Dims d{shapes[1][0], shapes[1][1], shapes[1][2], shapes[1][3], shapes[0][2], shapes[0][3]};
   if (shapes[0][0] != d.n || shapes[0][1] != d.c || shapes[kIn][2] != d.h || shapes[kIn][3] != d.w) return 2;
   if (shapes[2][0] != d.c || shapes[kIn + 1][0] != d.c) return 2;
-  if (ACT && (shapes[3][0] != d.c || shapes[4][0] != d.c)) return 2;
-  const Act act_value{ACT ? static_cast<const float *>(params[3]) : nullptr,
-                      ACT ? static_cast<const float *>(params[4]) : nullptr};
+  for (int v = 3; v < kIn; ++v) {
+    if (shapes[v][0] != d.c) return 2;
+  }
+  if (SUMS && (ndims[kIn + 2] != 1 || shapes[kIn + 2][0] != 4 * d.c)) return 2;
+  const auto vec = [&](int i) { return static_cast<const float *>(params[i]); };
+  const Act act_value{ACT ? vec(3) : nullptr, ACT ? vec(4) : nullptr};
   const Act *act = ACT ? &act_value : nullptr;
   if (d.oh != (d.h + 2 * P - K) / S + 1 || d.ow != (d.w + 2 * P - K) / S + 1) return 3;
   // Planes in memory order (a channel's planes are C * H * W apart and, small, too short for the
-  // hardware prefetcher), each with its own weight-gradient partial sums, added up per channel in
-  // sample order afterwards: the result does not depend on the thread count.
+  // hardware prefetcher), each with its own weight-gradient partial sums (and BatchNorm gradient
+  // sums), added up per channel in sample order afterwards: the result does not depend on the
+  // thread count.
   const int64_t planes = d.n * d.c;
   double *part = partials(static_cast<size_t>(planes * K * K));
+  const GradSums gs_value{SUMS ? vec(5) : nullptr, SUMS ? vec(6) : nullptr, SUMS ? vec(7) : nullptr,
+                          SUMS ? vec(8) : nullptr,
+                          SUMS ? mnv2::thread_buffer<double, 1>(static_cast<size_t>(2 * planes)) : nullptr};
+  const GradSums *gs = SUMS ? &gs_value : nullptr;
 #if defined(__AVX512F__)
   if (S == 1 && use_lanes(d.w)) {
-    backward_s1_lanes<P>(dy, x, wt, dx, part, d, act);
+    backward_s1_lanes<P>(dy, x, wt, dx, part, d, act, gs);
   } else if (S == 2) {  // faster at every MobileNetV2 width (measured: 112, 56, 28, 14)
-    backward_s2_lanes<P>(dy, x, wt, dx, part, d, act);
+    backward_s2_lanes<P>(dy, x, wt, dx, part, d, act, gs);
   } else
 #elif defined(__AVX2__)
   if (S == 1) {
-    backward_s1_lanes8<P>(dy, x, wt, dx, part, d, act);
+    backward_s1_lanes8<P>(dy, x, wt, dx, part, d, act, gs);
   } else if (S == 2) {
-    backward_s2_lanes8<P>(dy, x, wt, dx, part, d, act);
+    backward_s2_lanes8<P>(dy, x, wt, dx, part, d, act, gs);
   } else
 #endif
   mnv2::parallel_for_each(planes, planes * d.h * d.w >= kParallelMin, [&](int64_t pl) {
@@ -1442,7 +1487,13 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
         }
       }
     }
+    add_grad_sums(gs, dx, x, pl, 1, d.h * d.w, c);
   });
+  if (SUMS) {
+    float *sums = static_cast<float *>(params[kIn + 2]);
+    mnv2::combine_grad_sums(gs->part, d.n, d.c, d.n * d.h * d.w, sums, sums + d.c, sums + 2 * d.c,
+                            sums + 3 * d.c);
+  }
   for (int64_t c = 0; c < d.c; ++c) {
     double acc[K * K] = {0};
     for (int64_t n = 0; n < d.n; ++n) {
@@ -1631,6 +1682,10 @@ int dense_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   extern "C" int mnv2_dw3x3_actbwd_s##S##_p##P(int nparam, void **params, int *ndims, int64_t **shapes,   \
                                                const char **dtypes, void *, void *) {                    \
     return backward<S, P, true>(nparam, params, ndims, shapes, dtypes);                                   \
+  }                                                                                                       \
+  extern "C" int mnv2_dw3x3_actbwd_sums_s##S##_p##P(int nparam, void **params, int *ndims, int64_t **shapes,\
+                                                    const char **dtypes, void *, void *) {               \
+    return backward<S, P, true, true>(nparam, params, ndims, shapes, dtypes);                             \
   }                                                                                                       \
   extern "C" int mnv2_dw3x3_actfwd_bn_s##S##_p##P(int nparam, void **params, int *ndims, int64_t **shapes,\
                                                   const char **dtypes, void *, void *) {                 \

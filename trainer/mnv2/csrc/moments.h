@@ -1,5 +1,6 @@
-// Shifted sums over a plane, shared by the BatchNorm statistics (csrc/batchnorm.cc) and the
-// depthwise forward that gives the next BatchNorm its statistics (csrc/depthwise.cc).
+// The sums a training BatchNorm needs over a plane, shared by its kernels (csrc/batchnorm.cc) and
+// the depthwise kernels that compute them for it while the plane is in cache (csrc/depthwise.cc):
+// the shifted moments of the forward's statistics and the gradient sums of the backward.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -27,6 +28,51 @@ inline void shifted_moments(const float *__restrict p, int64_t n, float shift, d
     }
     sum += a;
     sq += q;
+  }
+}
+
+// ReLU6Grad's rule on the BatchNorm's output v: g where 0 < v < 6, else 0 (g as it is without ReLU6).
+template <bool RELU6>
+inline float pass(float v, float g) {
+  return RELU6 ? ((v > 0.0f && v < 6.0f) ? g : 0.0f) : g;
+}
+
+// Over one plane of n values: sg = sum(g) and sgx = sum(g * xhat), g = dy masked by the activation,
+// xhat = (x - mean) * invstd; float partial sums over blocks, added into doubles.
+template <bool RELU6>
+inline void plane_grad_sums(const float *__restrict dy, const float *__restrict x, int64_t n, float mean,
+                            float invstd, float gamma, float beta, double &sg, double &sgx) {
+  sg = 0.0;
+  sgx = 0.0;
+  for (int64_t b = 0; b < n; b += kFloatSumBlock) {
+    const int64_t e = std::min(n, b + kFloatSumBlock);
+    float a = 0.0f, q = 0.0f;
+#pragma omp simd reduction(+ : a, q)
+    for (int64_t i = b; i < e; ++i) {
+      const float xh = (x[i] - mean) * invstd;
+      const float gi = pass<RELU6>(xh * gamma + beta, dy[i]);
+      a += gi;
+      q += gi * xh;
+    }
+    sg += a;
+    sgx += q;
+  }
+}
+
+// Per channel, from per-plane (sg, sgx) at part[2 * (n * C + c)], added up in sample order: dbeta =
+// sum(g), dgamma = sum(g * xhat), and their means over the channel's m values.
+inline void combine_grad_sums(const double *part, int64_t n, int64_t c, int64_t m, float *dbeta, float *dgamma,
+                              float *mg, float *mgx) {
+  for (int64_t ch = 0; ch < c; ++ch) {
+    double sg = 0.0, sgx = 0.0;
+    for (int64_t b = 0; b < n; ++b) {
+      sg += part[2 * (b * c + ch)];
+      sgx += part[2 * (b * c + ch) + 1];
+    }
+    dbeta[ch] = static_cast<float>(sg);
+    dgamma[ch] = static_cast<float>(sgx);
+    mg[ch] = static_cast<float>(sg / m);
+    mgx[ch] = static_cast<float>(sgx / m);
   }
 }
 

@@ -12,7 +12,11 @@ needs it. Here it is never made:
 - ``DepthwiseAfterBatchNorm`` (in the depthwise convolution's place) runs the depthwise kernels
   with ``Act`` (csrc/depthwise.cc), which apply ``min(max(x * scale + bias, 0), 6)`` to each
   plane as they read it. Its backward gives the gradient of the BatchNorm's output, from which the
-  BatchNorm's own backward kernel (csrc/batchnorm.cc) computes the gradients of x, gamma and beta.
+  BatchNorm's own backward kernel (csrc/batchnorm.cc) computes the gradients of x, gamma and beta;
+  in training it also gives that kernel's two sums per channel, taken from each plane of the
+  gradient while it is in cache (``mnv2_dw3x3_actbwd_sums``), so the BatchNorm's backward reads the
+  two tensors once instead of twice (``mnv2_bn_train_bwd_apply_r1``; the same sums in the same
+  order, so the same bits).
 
 In evaluation the same happens with the moving statistics (``mnv2_bn_infer_coef``), and the
 BatchNorm + ReLU6 *after* the depthwise convolution is applied too, to each block of output planes
@@ -42,7 +46,7 @@ from mnv2.ops.batchnorm import (
     FusedBatchNorm2d,
     _Fused,
     infer_backward,
-    train_backward,
+    train_backward_from_sums,
     train_from_moments,
     updating_moving_averages,
 )
@@ -104,6 +108,19 @@ def _depthwise(stride: int, padding: int) -> tuple[ops.Custom, ops.Custom]:
         func_type="aot",
     )
     return forward, backward
+
+
+@cache
+def _depthwise_backward_with_sums(stride: int, padding: int) -> ops.Custom:
+    """The backward op of the depthwise convolution reading act(x), (dy, x, w, scale, bias, gamma,
+    beta, save_mean, save_invstd) -> dx, dw, sums[4C]: also the sums the training BatchNorm's backward
+    needs (``train_backward_from_sums``), taken from each plane of dx while it is in cache."""
+    return ops.Custom(
+        f"{build('depthwise')}:mnv2_dw3x3_actbwd_sums_s{stride}_p{padding}",
+        out_shape=lambda dy, x, w, s, b, g, bt, m, v: (x, w, [4 * x[1]]),
+        out_dtype=lambda dy, x, w, s, b, g, bt, m, v: (x, w, x),
+        func_type="aot",
+    )
 
 
 @cache
@@ -170,15 +187,17 @@ class BatchNormForDepthwise(nn.Cell):
 
 class _TrainStep(nn.Cell):
     """act(x) -> depthwise, with the backward of both (a cell bprop: the statistics get no gradient
-    of their own, BatchNorm's backward kernel accounts for them). With ``moments`` it returns
+    of their own, BatchNorm's backward kernel accounts for them; the depthwise backward kernel gives
+    that kernel its sums). With ``moments`` it returns
     ``(y, moments)`` for the BatchNormAfterDepthwise that follows (whose backward accounts for them)."""
 
     def __init__(self, stride: int, padding: int, moments: bool = False) -> None:
         super().__init__()
         self.moments = moments
-        self._fwd, self._bwd = _depthwise(stride, padding)
+        self._fwd, _ = _depthwise(stride, padding)
         self._fwd_moments = _depthwise_with_moments(stride, padding)
-        self._bn_bwd = train_backward(relu6=True)
+        self._bwd = _depthwise_backward_with_sums(stride, padding)
+        self._bn_bwd = train_backward_from_sums()
         self._zeros = ops.ZerosLike()
 
     def construct(self, x, w, scale, bias, gamma, beta, mean, invstd):
@@ -187,8 +206,9 @@ class _TrainStep(nn.Cell):
         return self._fwd(x, w, scale, bias)
 
     def bprop(self, x, w, scale, bias, gamma, beta, mean, invstd, out, dout):
-        grad_act, dw = self._bwd(dout[0] if self.moments else dout, x, w, scale, bias)
-        dx, dgamma, dbeta = self._bn_bwd(grad_act, x, gamma, beta, mean, invstd)
+        dy = dout[0] if self.moments else dout
+        grad_act, dw, sums = self._bwd(dy, x, w, scale, bias, gamma, beta, mean, invstd)
+        dx, dgamma, dbeta = self._bn_bwd(grad_act, x, gamma, beta, mean, invstd, sums)
         z = self._zeros
         return dx, dw, z(scale), z(bias), dgamma, dbeta, z(mean), z(invstd)
 

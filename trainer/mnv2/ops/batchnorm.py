@@ -55,6 +55,20 @@ def train_backward(relu6: bool) -> ops.Custom:
 
 
 @cache
+def train_backward_from_sums() -> ops.Custom:
+    """The training backward of BatchNorm + ReLU6 given its gradient sums, (dy, x, gamma, beta,
+    save_mean, save_invstd, sums[4C]) -> dx, dgamma, dbeta: one pass over dy and x, where
+    ``train_backward`` makes two. The depthwise kernel that computes dy gives the sums
+    (``mnv2.ops.act_depthwise``)."""
+    return ops.Custom(
+        f"{build('batchnorm')}:mnv2_bn_train_bwd_apply_r1",
+        out_shape=lambda dy, x, g, b, m, v, sums: (x, g, g),
+        out_dtype=lambda dy, x, g, b, m, v, sums: (x, g, g),
+        func_type="aot",
+    )
+
+
+@cache
 def infer_backward(relu6: bool) -> ops.Custom:
     """The inference backward (dy, x, gamma, beta, mmean, mvar, hp) -> dx, dgamma, dbeta, where dy is
     the gradient of the (clipped, with relu6) output."""
