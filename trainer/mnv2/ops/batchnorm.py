@@ -162,14 +162,10 @@ class FusedBatchNorm2d(nn.Cell):
         self._train, self._infer = _kernels(relu6)
 
     def construct(self, x):
-        if self.training:
-            return self._train_forward(x)
+        if self.training:  # the batch statistics; the moving averages updated
+            y, _, _ = self._train(x, self.gamma, self.beta, self.moving_mean, self.moving_variance, self._hp)
+            return y
         return self._infer(x, self.gamma, self.beta, self.moving_mean, self.moving_variance, self._hp)
-
-    def _train_forward(self, x):
-        """The output with the batch statistics; the moving averages updated."""
-        y, _, _ = self._train(x, self.gamma, self.beta, self.moving_mean, self.moving_variance, self._hp)
-        return y
 
     def extend_repr(self) -> str:
         return (f"num_features={self.num_features}, eps={self.eps}, momentum={self.momentum}, "
