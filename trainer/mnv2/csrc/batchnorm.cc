@@ -31,6 +31,7 @@
 // Return value 0 is success, non-zero a shape or dtype mismatch.
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <utility>
@@ -463,6 +464,13 @@ bool backward_shapes_ok(int *ndims, int64_t **shapes, int dx_at, Shape &s) {
   return true;
 }
 
+// The training backward's first six inputs: dy, x, gamma, beta, save_mean, save_invstd.
+std::array<const float *, 6> backward_inputs(void **params) {
+  std::array<const float *, 6> in;
+  for (int i = 0; i < 6; ++i) in[i] = static_cast<const float *>(params[i]);
+  return in;
+}
+
 bool should_stream(const Shape &s) { return kCanStream && s.n * s.c * s.hw * 4 >= kStreamMinBytes; }
 
 template <bool RELU6>
@@ -470,12 +478,7 @@ int train_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   if (nparam != 9 || !mnv2::all_float32(nparam, dtypes)) return 1;
   Shape s;
   if (!backward_shapes_ok(ndims, shapes, 6, s)) return 2;
-  const float *dy = static_cast<const float *>(params[0]);
-  const float *x = static_cast<const float *>(params[1]);
-  const float *gamma = static_cast<const float *>(params[2]);
-  const float *beta = static_cast<const float *>(params[3]);
-  const float *save_mean = static_cast<const float *>(params[4]);
-  const float *save_invstd = static_cast<const float *>(params[5]);
+  const auto [dy, x, gamma, beta, save_mean, save_invstd] = backward_inputs(params);
   float *dx = static_cast<float *>(params[6]);
   float *dgamma = static_cast<float *>(params[7]);
   float *dbeta = static_cast<float *>(params[8]);
@@ -527,12 +530,7 @@ int train_backward_apply(int nparam, void **params, int *ndims, int64_t **shapes
   if (nparam != 10 || !mnv2::all_float32(nparam, dtypes)) return 1;
   Shape s;
   if (!backward_shapes_ok(ndims, shapes, 7, s) || !vec(ndims, shapes, 6, 4 * s.c)) return 2;
-  const float *dy = static_cast<const float *>(params[0]);
-  const float *x = static_cast<const float *>(params[1]);
-  const float *gamma = static_cast<const float *>(params[2]);
-  const float *beta = static_cast<const float *>(params[3]);
-  const float *save_mean = static_cast<const float *>(params[4]);
-  const float *save_invstd = static_cast<const float *>(params[5]);
+  const auto [dy, x, gamma, beta, save_mean, save_invstd] = backward_inputs(params);
   const float *sums = static_cast<const float *>(params[6]);
   float *dx = static_cast<float *>(params[7]);
   float *dgamma = static_cast<float *>(params[8]);
