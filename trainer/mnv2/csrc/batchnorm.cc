@@ -239,6 +239,9 @@ inline void grad_apply_plane_stream(const float *g, const float *p, float *q, in
 inline void stream_fence() {}
 #endif
 
+// Whether a pass over x writes its output (x's size) with streaming stores.
+inline bool should_stream(const Shape &s) { return kCanStream && s.n * s.c * s.hw * 4 >= kStreamMinBytes; }
+
 // body(pl) for every plane, then a store fence on each thread (streaming stores are weakly
 // ordered: they must be visible before the pool reports the work done).
 template <class F>
@@ -301,11 +304,7 @@ void train_statistics(const float *x, const float *gamma, const float *beta, flo
     mnv2::shifted_moments(x + pl * s.hw, s.hw, x[(pl % s.c) * s.hw], part[2 * pl], part[2 * pl + 1]);
   });
   for (int64_t c = 0; c < s.c; ++c) {
-    double sum = 0.0, sq = 0.0;
-    for (int64_t n = 0; n < s.n; ++n) {
-      sum += part[2 * (n * s.c + c)];
-      sq += part[2 * (n * s.c + c) + 1];
-    }
+    const auto [sum, sq] = mnv2::sum_over_samples(part, s.n, s.c, c);
     finish(c, sum, sq);
   }
 }
@@ -315,7 +314,7 @@ void train_statistics(const float *x, const float *gamma, const float *beta, flo
 template <bool RELU6>
 void apply_coefficients(const float *x, float *y, const Shape &s, const float *coef) {
   const bool parallel = s.c * s.count() >= kParallelMin;
-  const bool stream = kCanStream && s.n * s.c * s.hw * 4 >= kStreamMinBytes;
+  const bool stream = should_stream(s);
   if (s.hw > kPlaneWiseMaxHW) {
     mnv2::parallel_for_each(s.c, parallel, [&](int64_t c) {
       const float scale = coef[2 * c], bias = coef[2 * c + 1];
@@ -470,8 +469,6 @@ std::array<const float *, 6> backward_inputs(void **params) {
   for (int i = 0; i < 6; ++i) in[i] = static_cast<const float *>(params[i]);
   return in;
 }
-
-bool should_stream(const Shape &s) { return kCanStream && s.n * s.c * s.hw * 4 >= kStreamMinBytes; }
 
 template <bool RELU6>
 int train_backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {

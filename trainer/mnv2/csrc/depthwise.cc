@@ -139,10 +139,9 @@ inline void add_grad_sums(const GradSums *gs, const float *dx, const float *x, i
   if (gs != nullptr) gs->add(dx, x, p, lanes, hw, c0);
 }
 
-// Exactly `total` float32 tensors, all 4-D but `vecs` 1-D ones (scales and biases) from `vec_at` on.
-inline bool act_args_ok(int vecs, int nparam, int total, int vec_at, const int *ndims, const char **dtypes) {
-  if (nparam != total || !mnv2::all_float32(nparam, dtypes)) return false;
-  for (int i = 0; i < nparam; ++i) {
+// The first `count` tensors all 4-D but `vecs` 1-D ones (scales and biases) from `vec_at` on.
+inline bool act_dims_ok(int vecs, int count, int vec_at, const int *ndims) {
+  for (int i = 0; i < count; ++i) {
     const bool is_vec = i >= vec_at && i < vec_at + vecs;
     if (ndims[i] != (is_vec ? 1 : 4)) return false;
   }
@@ -1298,7 +1297,7 @@ int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   constexpr int kVecs = (ACT ? 2 : 0) + (BN ? 2 : 0);
   constexpr int kIn = 2 + kVecs;
   if (nparam != kIn + 1 + MOMENTS || !mnv2::all_float32(nparam, dtypes)) return 1;
-  if (!act_args_ok(kVecs, kIn + 1, kIn + 1, 2, ndims, dtypes)) return 1;
+  if (!act_dims_ok(kVecs, kIn + 1, 2, ndims)) return 1;
   if (MOMENTS && (ndims[kIn + 1] != 1 || shapes[kIn + 1][0] != 2 * shapes[0][1])) return 2;
   const float *x = static_cast<const float *>(params[0]);
   const float *wt = static_cast<const float *>(params[1]);
@@ -1391,7 +1390,7 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
   constexpr int kVecs = (ACT ? 2 : 0) + (SUMS ? 4 : 0);
   constexpr int kIn = 3 + kVecs;
   if (nparam != kIn + 2 + SUMS || !mnv2::all_float32(nparam, dtypes)) return 1;
-  if (!act_args_ok(kVecs, kIn + 2, kIn + 2, 3, ndims, dtypes)) return 1;
+  if (!act_dims_ok(kVecs, kIn + 2, 3, ndims)) return 1;
   const float *dy = static_cast<const float *>(params[0]);
   const float *x = static_cast<const float *>(params[1]);
   const float *wt = static_cast<const float *>(params[2]);

@@ -4,6 +4,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
 namespace mnv2 {
 
@@ -59,16 +60,23 @@ inline void plane_grad_sums(const float *__restrict dy, const float *__restrict 
   }
 }
 
+// Channel ch's two per-plane sums (part[2 * plane], plane = sample * c + ch) added up in sample order,
+// so that the result does not depend on which thread summed which plane.
+inline std::pair<double, double> sum_over_samples(const double *part, int64_t n, int64_t c, int64_t ch) {
+  double a = 0.0, b = 0.0;
+  for (int64_t s = 0; s < n; ++s) {
+    a += part[2 * (s * c + ch)];
+    b += part[2 * (s * c + ch) + 1];
+  }
+  return {a, b};
+}
+
 // Per channel, from per-plane (sg, sgx) at part[2 * (n * C + c)], added up in sample order: dbeta =
 // sum(g), dgamma = sum(g * xhat), and their means over the channel's m values.
 inline void combine_grad_sums(const double *part, int64_t n, int64_t c, int64_t m, float *dbeta, float *dgamma,
                               float *mg, float *mgx) {
   for (int64_t ch = 0; ch < c; ++ch) {
-    double sg = 0.0, sgx = 0.0;
-    for (int64_t b = 0; b < n; ++b) {
-      sg += part[2 * (b * c + ch)];
-      sgx += part[2 * (b * c + ch) + 1];
-    }
+    const auto [sg, sgx] = sum_over_samples(part, n, c, ch);
     dbeta[ch] = static_cast<float>(sg);
     dgamma[ch] = static_cast<float>(sgx);
     mg[ch] = static_cast<float>(sg / m);
