@@ -139,10 +139,10 @@ def kernel_calls(dll_bn, dll_dw, layer: tuple, batch: int, rng) -> list[tuple]:
             return [_rand(rng, shape), x, 1 + 0.1 * _rand(rng, c), 0.1 * _rand(rng, c), mean, invstd, *given,
                     np.empty_like(x), np.empty(c, np.float32), np.empty(c, np.float32)]
 
-        name = "bn_bwd_apply_r1" if sums else "bn_bwd_r1"
+        label = "bn_bwd_apply_r1" if sums else "bn_bwd_r1"
+        fn = "mnv2_bn_train_bwd_apply_r1" if sums else "mnv2_bn_train_bwd_r1"
         out.append(("bn_coef", copies(coef, act), entry(dll_bn, "mnv2_bn_train_coef"), act))
-        fn = "mnv2_" + name.replace("bn_bwd", "bn_train_bwd")
-        out.append((name, copies(grad, 3 * act), entry(dll_bn, fn), 3 * act))
+        out.append((label, copies(grad, 3 * act), entry(dll_bn, fn), 3 * act))
     elif kind == "bn":
         r = int(extra)
         shape = (batch, c, size, size)

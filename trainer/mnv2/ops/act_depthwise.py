@@ -194,15 +194,12 @@ class _TrainStep(nn.Cell):
     def __init__(self, stride: int, padding: int, moments: bool = False) -> None:
         super().__init__()
         self.moments = moments
-        self._fwd, _ = _depthwise(stride, padding)
-        self._fwd_moments = _depthwise_with_moments(stride, padding)
+        self._fwd = _depthwise_with_moments(stride, padding) if moments else _depthwise(stride, padding)[0]
         self._bwd = _depthwise_backward_with_sums(stride, padding)
         self._bn_bwd = train_backward_from_sums()
         self._zeros = ops.ZerosLike()
 
     def construct(self, x, w, scale, bias, gamma, beta, mean, invstd):
-        if self.moments:
-            return self._fwd_moments(x, w, scale, bias)
         return self._fwd(x, w, scale, bias)
 
     def bprop(self, x, w, scale, bias, gamma, beta, mean, invstd, out, dout):
