@@ -55,6 +55,15 @@ def event_reasons(sim, namespace: str, name: str = JOB) -> list[tuple[str, str]]
     return [(e.get("type"), e.get("reason")) for e in sim.events(namespace, name)]
 
 
+def wait_event(sim, namespace: str, type_: str, reason: str) -> list[tuple[str, str]]:
+    """The job's Events once one is (type_, reason). The operator writes a transition's status first
+    and then posts its Event (Reconciler._announce), so a test that saw the status waits for it."""
+    return wait_for(
+        lambda: (type_, reason) in event_reasons(sim, namespace) and event_reasons(sim, namespace),
+        what=f"{type_} Event {reason}",
+    )
+
+
 def training_config(pod: dict) -> dict:
     env = pod["spec"]["containers"][0]["env"]
     return json.loads(next(e["value"] for e in env if e["name"] == launchenv.TRAINING_CONFIG))
@@ -91,7 +100,7 @@ def test_job_on_each_platform_runs_to_succeeded(kube, namespace, sim, operator, 
     for obj in [*pods, kube.get(k8s.SERVICES, namespace, JOB)]:
         (ref,) = obj["metadata"]["ownerReferences"]
         assert ref["uid"] == created["metadata"]["uid"] and ref["controller"] is True
-    reasons = [r for _, r in event_reasons(sim, namespace)]
+    reasons = [r for _, r in wait_event(sim, namespace, "Normal", "JobSucceeded")]
     # Milestones and problems, not progress: no event for pods being created and starting.
     assert reasons == ["JobRunning", "JobSucceeded"]
     assert sim.creations("v1/pods", namespace, "mnv2-0") == 1
@@ -370,7 +379,8 @@ def test_immutable_change_is_refused_and_the_job_keeps_running(kube, namespace, 
     assert rejected["status"] == "True" and "spec.template.volumes" in rejected["message"]
     assert "backoffLimit" not in rejected["message"]  # mutable: accepted
     assert job["status"]["state"] == "Running" and pod_names(kube, namespace) == ["mnv2-0", "mnv2-1"]
-    assert event_reasons(sim, namespace).count(("Warning", "ImmutableFieldChanged")) == 1
+    refusal = ("Warning", "ImmutableFieldChanged")
+    assert wait_event(sim, namespace, *refusal).count(refusal) == 1
 
 
 # --- operator restarts ---------------------------------------------------------------------------------
