@@ -41,7 +41,8 @@ def layers(width: float = 1.0, image: int = 224) -> list[tuple]:
 
     ("bn", C, size, relu6) | ("dw", C, in_size, stride) | ("stem", 3, image, 32), where the
     BatchNorm + ReLU6 before a depthwise convolution is ("bn", C, size, "act") and that convolution
-    ("dw", C, in_size, "act<stride>"): the depthwise kernel applies it (mnv2.ops.act_depthwise).
+    ("dw", C, in_size, "act<stride>"): the depthwise kernel applies it (mnv2.ops.act_depthwise); the
+    BatchNorm + ReLU6 after that convolution is ("bn", C, out_size, "after_dw").
     """
     def out(size: int, stride: int) -> int:
         return (size - 1) // stride + 1
@@ -59,7 +60,7 @@ def layers(width: float = 1.0, image: int = 224) -> list[tuple]:
                 found.append(("bn", hidden, size, "act"))
             found.append(("dw", hidden, size, f"act{stride}"))
             size = out(size, stride)
-            found += [("bn", hidden, size, True), ("bn", oc, size, False)]
+            found += [("bn", hidden, size, "after_dw"), ("bn", oc, size, False)]
             channels = oc
     found.append(("bn", make_divisible(LAST_CHANNELS * max(1.0, width)), size, True))
     return found
@@ -106,6 +107,12 @@ def _has_sums(dll_bn: ctypes.CDLL) -> bool:
     return hasattr(dll_bn, "mnv2_bn_train_bwd_apply_r1")
 
 
+def _has_outbn(dll_bn: ctypes.CDLL) -> bool:
+    """Whether the depthwise backward computes the gradient through the BatchNorm after it (from that
+    BatchNorm's backward reduction) in these kernels."""
+    return hasattr(dll_bn, "mnv2_bn_train_bwd_reduce_r1")
+
+
 def _rand(rng, shape) -> np.ndarray:
     return rng.standard_normal(shape).astype(np.float32)
 
@@ -144,7 +151,8 @@ def kernel_calls(dll_bn, dll_dw, layer: tuple, batch: int, rng) -> list[tuple]:
         out.append(("bn_coef", copies(coef, act), entry(dll_bn, "mnv2_bn_train_coef"), act))
         out.append((label, copies(grad, 3 * act), entry(dll_bn, fn), 3 * act))
     elif kind == "bn":
-        r = int(extra)
+        after_dw = extra == "after_dw"
+        r = 1 if after_dw else int(extra)
         shape = (batch, c, size, size)
         act = batch * c * size * size * F32
 
@@ -166,7 +174,17 @@ def kernel_calls(dll_bn, dll_dw, layer: tuple, batch: int, rng) -> list[tuple]:
                     np.empty(c, np.float32)]
 
         out.append((f"bn_fwd_r{r}", copies(fwd, 2 * act), entry(dll_bn, f"mnv2_bn_train_fwd_r{r}"), 2 * act))
-        out.append((f"bn_bwd_r{r}", copies(bwd, 3 * act), entry(dll_bn, f"mnv2_bn_train_bwd_r{r}"), 3 * act))
+        if after_dw and _has_outbn(dll_bn):  # the reduction; the depthwise backward computes dx
+
+            def reduce():
+                dy, x, g, b, mean, invstd = bwd()[:6]
+                return [dy, x, g, b, mean, invstd, *[np.empty(k * c, np.float32) for k in (1, 1, 2)]]
+
+            fn = entry(dll_bn, "mnv2_bn_train_bwd_reduce_r1")
+            out.append(("bn_bwd_reduce_r1", copies(reduce, 2 * act), fn, 2 * act))
+        else:
+            fn = entry(dll_bn, f"mnv2_bn_train_bwd_r{r}")
+            out.append((f"bn_bwd_r{r}", copies(bwd, 3 * act), fn, 3 * act))
     elif kind == "dw":
         act = str(extra).startswith("act")
         s = int(str(extra).removeprefix("act"))
@@ -180,21 +198,31 @@ def kernel_calls(dll_bn, dll_dw, layer: tuple, batch: int, rng) -> list[tuple]:
             return [_rand(rng, xs), _rand(rng, (c, 1, 3, 3)), *coef(), np.empty(ys, np.float32)]
 
         sums = act and _has_sums(dll_bn)
+        outbn = act and _has_outbn(dll_bn)  # then dy is the gradient of the BatchNorm after it
+
+        def statistics(x) -> list[np.ndarray]:
+            """A BatchNorm's gamma, beta, mean and invstd over x."""
+            mean, invstd = x.mean(axis=(0, 2, 3)), 1 / np.sqrt(x.var(axis=(0, 2, 3)) + 1e-5)
+            gamma, beta = 1 + 0.1 * _rand(rng, c), 0.1 * _rand(rng, c)
+            return [v.astype(np.float32) for v in (gamma, beta, mean, invstd)]
 
         def bwd():
             w = _rand(rng, (c, 1, 3, 3))
             x = _rand(rng, xs)
-            # The BatchNorm's gamma, beta, mean and invstd, and the sums output.
-            bn = [1 + 0.1 * _rand(rng, c), 0.1 * _rand(rng, c), x.mean(axis=(0, 2, 3)),
-                  1 / np.sqrt(x.var(axis=(0, 2, 3)) + 1e-5)] if sums else []
+            bn = statistics(x) if sums else []
+            if outbn:
+                conv = _rand(rng, ys)
+                bn += [conv, *statistics(conv), _rand(rng, 2 * c) / o]
             outputs = [np.empty(xs, np.float32), np.empty_like(w)]
             if sums:
                 outputs.append(np.empty(4 * c, np.float32))
-            return [_rand(rng, ys), x, w, *coef(), *[v.astype(np.float32) for v in bn], *outputs]
+            return [_rand(rng, ys), x, w, *coef(), *bn, *outputs]
 
-        fn = f"mnv2_dw3x3_{name}fwd_s{s}_p1", f"mnv2_dw3x3_{name}bwd{'_sums' if sums else ''}_s{s}_p1"
+        variant = "_outbn" if outbn else "_sums" if sums else ""
+        fn = f"mnv2_dw3x3_{name}fwd_s{s}_p1", f"mnv2_dw3x3_{name}bwd{variant}_s{s}_p1"
+        moved = 2 * xb + (2 if outbn else 1) * yb
         out.append((f"dw_{name}fwd_s{s}", copies(fwd, xb + yb), entry(dll_dw, fn[0]), xb + yb))
-        out.append((f"dw_{name}bwd_s{s}", copies(bwd, 2 * xb + yb), entry(dll_dw, fn[1]), 2 * xb + yb))
+        out.append((f"dw_{name}bwd_s{s}", copies(bwd, moved), entry(dll_dw, fn[1]), moved))
     else:  # stem: 3 -> extra channels, stride 2
         o = (size - 1) // 2 + 1
         xs, ys = (batch, c, size, size), (batch, extra, o, o)

@@ -165,6 +165,32 @@ SUMS_SHAPES = [(2, 24, 65, 66, 1, 1), (3, 19, 15, 14, 2, 1), (2, 37, 7, 9, 1, 0)
                (2, 9, 28, 28, 2, 0)]
 
 
+def _batchnorm_input(rng: np.random.Generator, shape: tuple[int, ...]) -> list[np.ndarray]:
+    """x of `shape` with a spread-out mean per channel, and a training BatchNorm's gamma, beta and
+    batch statistics (save_mean, save_invstd) over it."""
+    channels = shape[1]
+    x = (rng.normal(1.0, 2.0, shape) + rng.normal(0, 3, (1, channels, 1, 1))).astype(np.float32)
+    gamma = rng.uniform(0.5, 1.5, channels).astype(np.float32)
+    beta = rng.normal(0.5, 1.0, channels).astype(np.float32)
+    mean = x.mean(axis=(0, 2, 3)).astype(np.float32)
+    invstd = (1 / np.sqrt(x.var(axis=(0, 2, 3)) + 1e-5)).astype(np.float32)
+    return [x, gamma, beta, mean, invstd]
+
+
+def _backward_operands(shape: tuple[int, ...]) -> list[Tensor]:
+    """(dy, x, weight, scale, bias, gamma, beta, save_mean, save_invstd) of an act-depthwise backward
+    (batch, channels, height, width, stride, padding), scale and bias from that BatchNorm."""
+    batch, channels, height, width, stride, padding = shape
+    rng = np.random.default_rng(sum(shape))
+    x, gamma, beta, mean, invstd = _batchnorm_input(rng, (batch, channels, height, width))
+    oh, ow = (height + 2 * padding - 3) // stride + 1, (width + 2 * padding - 3) // stride + 1
+    dy = rng.standard_normal((batch, channels, oh, ow)).astype(np.float32)
+    weight = rng.normal(0, 0.5, (channels, 1, 3, 3)).astype(np.float32)
+    scale = gamma * invstd
+    bias = (beta - mean * scale).astype(np.float32)
+    return [Tensor(a) for a in (dy, x, weight, scale, bias, gamma, beta, mean, invstd)]
+
+
 @pytest.mark.parametrize("shape", SUMS_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_backward_sums_give_the_two_pass_backward_bit_for_bit(pynative, shape):
     """The depthwise backward that also sums the BatchNorm's gradient, then the one-pass BatchNorm
@@ -174,19 +200,7 @@ def test_backward_sums_give_the_two_pass_backward_bit_for_bit(pynative, shape):
     from mnv2.ops.batchnorm import train_backward, train_backward_from_sums
 
     batch, channels, height, width, stride, padding = shape
-    rng = np.random.default_rng(sum(shape))
-    x = (rng.normal(1.0, 2.0, (batch, channels, height, width))
-         + rng.normal(0, 3, (1, channels, 1, 1))).astype(np.float32)
-    oh, ow = (height + 2 * padding - 3) // stride + 1, (width + 2 * padding - 3) // stride + 1
-    dy = rng.standard_normal((batch, channels, oh, ow)).astype(np.float32)
-    weight = rng.normal(0, 0.5, (channels, 1, 3, 3)).astype(np.float32)
-    gamma = rng.uniform(0.5, 1.5, channels).astype(np.float32)
-    beta = rng.normal(0.5, 1.0, channels).astype(np.float32)
-    mean = x.mean(axis=(0, 2, 3)).astype(np.float32)
-    invstd = (1 / np.sqrt(x.var(axis=(0, 2, 3)) + 1e-5)).astype(np.float32)
-    scale = gamma * invstd
-    bias = (beta - mean * scale).astype(np.float32)
-    t = [Tensor(a) for a in (dy, x, weight, scale, bias, gamma, beta, mean, invstd)]
+    t = _backward_operands(shape)
 
     grad_act, dweight = _depthwise(stride, padding)[1](*t[:5])
     dx, dgamma, dbeta = train_backward(relu6=True)(grad_act, t[1], *t[5:])
@@ -200,6 +214,33 @@ def test_backward_sums_give_the_two_pass_backward_bit_for_bit(pynative, shape):
         np.testing.assert_array_equal(got.asnumpy(), want.asnumpy(), err_msg=name)
     means = np.concatenate([dbeta.asnumpy(), dgamma.asnumpy()]) / (batch * height * width)
     np.testing.assert_allclose(sums.asnumpy()[2 * channels:], means, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", SUMS_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_backward_through_batchnorm_after_is_bit_exact(pynative, shape):
+    """The backward of act -> depthwise -> training BatchNorm + ReLU6 as the training cells run it
+    (that BatchNorm's reduction, then the depthwise backward computing the convolution's output
+    gradient as it reads dy) gives the bits of that BatchNorm's two-pass backward then the depthwise
+    backward: the same per-plane formula (mnv2::grad_apply_plane) on the same sums."""
+    from mnv2.ops.act_depthwise import _depthwise_backward_through_batchnorm, _depthwise_backward_with_sums
+    from mnv2.ops.batchnorm import train_backward, train_backward_reduce
+
+    stride, padding = shape[4:]
+    dy, *inputs = _backward_operands(shape)
+    conv, gamma2, beta2, mean2, invstd2 = (Tensor(a) for a in
+                                           _batchnorm_input(np.random.default_rng(7), dy.shape))
+
+    dconv, dgamma2, dbeta2 = train_backward(relu6=True)(dy, conv, gamma2, beta2, mean2, invstd2)
+    grad_act, dweight, sums = _depthwise_backward_with_sums(stride, padding)(dconv, *inputs)
+    dgamma2b, dbeta2b, means2 = train_backward_reduce()(dy, conv, gamma2, beta2, mean2, invstd2)
+    grad_act2, dweight2, sums2 = _depthwise_backward_through_batchnorm(stride, padding)(
+        dy, *inputs, conv, gamma2, beta2, mean2, invstd2, means2)
+
+    pairs = [("dgamma2", dgamma2, dgamma2b), ("dbeta2", dbeta2, dbeta2b), ("grad_act", grad_act, grad_act2),
+             ("dweight", dweight, dweight2), ("sums", sums, sums2)]
+    for name, want, got in pairs:
+        np.testing.assert_array_equal(got.asnumpy(), want.asnumpy(), err_msg=name)
+    assert np.abs(dconv.asnumpy()).max() > 0.1  # the BatchNorm passes a gradient to compare with
 
 
 def _network(fuse: bool) -> nn.Cell:

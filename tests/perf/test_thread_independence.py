@@ -5,9 +5,9 @@ per-plane or per-sample partial sums and adds them up in a fixed order, so a dat
 result does not depend on how many threads its pool has (sized once per process from
 OMP_NUM_THREADS: hence one subprocess per thread count). The shapes take every path: channel-wise
 and plane-wise BatchNorm, streaming stores (outputs of 32 MiB and more; 16 with AVX-512), flat and
-row-wise depthwise loops (also reading through the BatchNorm + ReLU6 they apply, and giving the
-next BatchNorm's batch statistics), and the bf16 pointwise weight gradient's sample groups (with AMX
-tiles where the CPU has them, and with AVX512-BF16 dot products).
+row-wise depthwise loops (also reading through the BatchNorm + ReLU6 they apply, giving the next
+BatchNorm's batch statistics, and taking the gradient through it), and the bf16 pointwise weight
+gradient's sample groups (with AMX tiles where the CPU has them, and with AVX512-BF16 dot products).
 """
 
 from __future__ import annotations
@@ -79,6 +79,15 @@ for n, c, size, stride in SHAPES:
     mm, mv = np.zeros(c, np.float32), np.ones(c, np.float32)
     call("batchnorm", "mnv2_bn_train_fwd_moments_r1", ym, moments, gamma, beta, mm, mv, hp, yn, *stats)
     results += [ym, moments, yn, *stats, mm, mv]
+    # Its backward: that BatchNorm's reduction, then the depthwise backward computing the gradient
+    # through it as it reads dy, with the sums of the BatchNorm before.
+    gn = rng.standard_normal(g.shape).astype(np.float32)
+    dg2, db2, means2 = np.empty(c, np.float32), np.empty(c, np.float32), np.empty(2 * c, np.float32)
+    call("batchnorm", "mnv2_bn_train_bwd_reduce_r1", gn, ym, gamma, beta, *stats, dg2, db2, means2)
+    dxo, dwo, sums = np.empty_like(x), np.empty_like(w), np.empty(4 * c, np.float32)
+    call("depthwise", f"mnv2_dw3x3_actbwd_outbn_s{stride}_p1", gn, x, w, *coef[:2], gamma, beta, *coef[2:],
+         ym, gamma, beta, *stats, means2, dxo, dwo, sums)
+    results += [dg2, db2, means2, dxo, dwo, sums]
     for a in results:
         digest.update(a.tobytes())
 x = rng.standard_normal((5, 3, 224, 224)).astype(np.float32)

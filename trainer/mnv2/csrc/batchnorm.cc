@@ -21,6 +21,9 @@
 //   mnv2_bn_train_fwd_moments_r1(x, moments[2C], gamma, beta, mmean, mvar, hp) -> y, save_mean,
 //       save_invstd (the same with the batch mean and biased variance given: moments[0, C), [C, 2C))
 //   mnv2_bn_train_bwd_r{R}(dy, x, gamma, beta, save_mean, save_invstd) -> dx, dgamma, dbeta
+//   mnv2_bn_train_bwd_apply_r1(dy, x, gamma, beta, save_mean, save_invstd, sums[4C]) -> dx, dgamma, dbeta
+//   mnv2_bn_train_bwd_reduce_r1(dy, x, gamma, beta, save_mean, save_invstd) -> dgamma, dbeta, means[2C]
+//       (the backward's sums only; dx is computed by the depthwise kernel before it)
 //   mnv2_bn_infer_fwd_r{R}(x, gamma, beta, mmean, mvar, hp) -> y
 //   mnv2_bn_infer_bwd_r{R}(dy, x, gamma, beta, mmean, mvar, hp) -> dx, dgamma, dbeta
 //   mnv2_bn_train_coef(x, gamma, beta, mmean, mvar, hp) -> scale[C], bias[C], save_mean, save_invstd
@@ -80,6 +83,7 @@ inline float act(float v) {
 }
 
 using mnv2::pass;
+using mnv2::grad_apply_plane;
 using mnv2::plane_grad_sums;
 
 // y = act(x * scale + bias) over one channel's N planes.
@@ -111,19 +115,6 @@ template <bool RELU6>
 inline void affine_plane(const float *__restrict p, float *__restrict q, int64_t hw, float scale, float bias) {
 #pragma omp simd
   for (int64_t i = 0; i < hw; ++i) q[i] = act<RELU6>(p[i] * scale + bias);
-}
-
-// dx = k * (g - mg - xhat * mgx) over one plane, g = dy masked by the activation.
-template <bool RELU6>
-inline void grad_apply_plane(const float *__restrict g, const float *__restrict p, float *__restrict q,
-                             int64_t hw, float mean, float invstd, float gm, float bt, float k, float mg,
-                             float mgx) {
-#pragma omp simd
-  for (int64_t i = 0; i < hw; ++i) {
-    const float xh = (p[i] - mean) * invstd;
-    const float gi = pass<RELU6>(xh * gm + bt, g[i]);
-    q[i] = k * (gi - mg - xh * mgx);
-  }
 }
 
 // The plane-wise passes write their output with non-temporal (streaming) stores when the output
@@ -451,6 +442,22 @@ void grad_apply(const float *dy, const float *x, float *dx, const Shape &s, cons
   }
 }
 
+// The backward's sums over every plane, added up per channel in sample order (the values and order
+// of grad_sums): dgamma, dbeta, and means = mean(g), then mean(g * xhat), C values each.
+template <bool RELU6>
+void grad_reduce(const float *dy, const float *x, const Shape &s, const float *gamma, const float *beta,
+                 const float *save_mean, const float *save_invstd, bool parallel, float *dgamma, float *dbeta,
+                 float *means) {
+  const int64_t planes = s.n * s.c;
+  double *part = partials(2 * planes);
+  mnv2::parallel_for_each(planes, parallel, [&](int64_t pl) {
+    const int64_t c = pl % s.c;
+    plane_grad_sums<RELU6>(dy + pl * s.hw, x + pl * s.hw, s.hw, save_mean[c], save_invstd[c], gamma[c],
+                           beta[c], part[2 * pl], part[2 * pl + 1]);
+  });
+  mnv2::combine_grad_sums(part, s.n, s.c, s.count(), dbeta, dgamma, means, means + s.c);
+}
+
 // The backward's shapes: dy and x 4-D and equal, gamma, beta, save_mean and save_invstd (2..5) of
 // length C, dx like x at `dx_at`, dgamma and dbeta (after it) of length C.
 bool backward_shapes_ok(int *ndims, int64_t **shapes, int dx_at, Shape &s) {
@@ -505,16 +512,32 @@ int train_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
     });
     return 0;
   }
-  const int64_t planes = s.n * s.c;
-  double *part = partials(2 * planes);
-  mnv2::parallel_for_each(planes, parallel, [&](int64_t pl) {
-    const int64_t c = pl % s.c;
-    plane_grad_sums<RELU6>(dy + pl * s.hw, x + pl * s.hw, s.hw, save_mean[c], save_invstd[c], gamma[c], beta[c],
-                           part[2 * pl], part[2 * pl + 1]);
-  });
   float *means = mnv2::thread_buffer<float, 1>(static_cast<size_t>(2 * s.c));
-  mnv2::combine_grad_sums(part, s.n, s.c, m, dbeta, dgamma, means, means + s.c);
+  grad_reduce<RELU6>(dy, x, s, gamma, beta, save_mean, save_invstd, parallel, dgamma, dbeta, means);
   grad_apply<RELU6>(dy, x, dx, s, gamma, beta, save_mean, save_invstd, means, means + s.c, parallel, stream);
+  return 0;
+}
+
+// The training backward's reduction alone: (dy, x, gamma, beta, save_mean, save_invstd) -> dgamma,
+// dbeta, means[2C] (mean(g), then mean(g * xhat)), for a depthwise backward before this BatchNorm
+// that computes dx from them as it reads dy (csrc/depthwise.cc, the actbwd_outbn entries), where a
+// pass of train_backward would write dx and the depthwise backward read it back.
+template <bool RELU6>
+int train_backward_reduce(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 9 || !mnv2::all_float32(nparam, dtypes)) return 1;
+  Shape s;
+  if (!shape_of(ndims, shapes, 1, s) || !same4(ndims, shapes, 0, 1)) return 2;
+  for (int t : {2, 3, 4, 5, 6, 7}) {
+    if (!vec(ndims, shapes, t, s.c)) return 2;
+  }
+  if (!vec(ndims, shapes, 8, 2 * s.c)) return 2;
+  const auto [dy, x, gamma, beta, save_mean, save_invstd] = backward_inputs(params);
+  float *dgamma = static_cast<float *>(params[6]);
+  float *dbeta = static_cast<float *>(params[7]);
+  float *means = static_cast<float *>(params[8]);
+  if (s.count() == 0) return 3;
+  grad_reduce<RELU6>(dy, x, s, gamma, beta, save_mean, save_invstd, s.c * s.count() >= kParallelMin, dgamma,
+                     dbeta, means);
   return 0;
 }
 
@@ -648,6 +671,7 @@ MNV2_BN_EXPORT(train_fwd_moments, train_forward_moments, 1)
 MNV2_BN_EXPORT(train_bwd, train_backward, 0)
 MNV2_BN_EXPORT(train_bwd, train_backward, 1)
 MNV2_BN_EXPORT(train_bwd_apply, train_backward_apply, 1)
+MNV2_BN_EXPORT(train_bwd_reduce, train_backward_reduce, 1)
 MNV2_BN_EXPORT(infer_fwd, infer_forward, 0)
 MNV2_BN_EXPORT(infer_fwd, infer_forward, 1)
 MNV2_BN_EXPORT(infer_bwd, infer_backward, 0)

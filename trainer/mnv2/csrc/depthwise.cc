@@ -20,6 +20,8 @@
 //   mnv2_dw3x3_actbwd_s{S}_p{P}(dy, x, w, scale[C], bias[C]) -> dx, dw
 //   mnv2_dw3x3_actbwd_sums_s{S}_p{P}(dy, x, w, scale, bias, gamma, beta, save_mean, save_invstd)
 //     -> dx, dw, sums[4C]
+//   mnv2_dw3x3_actbwd_outbn_s{S}_p{P}(dy, x, w, scale, bias, gamma, beta, save_mean, save_invstd, conv,
+//     gamma2, beta2, save_mean2, save_invstd2, means2[2C]) -> dx, dw, sums[4C]
 //   mnv2_dw3x3_actfwd_bn_s{S}_p{P}(x, w, scale[C], bias[C], out_scale[C], out_bias[C]) -> y
 //   mnv2_dw3x3_actfwd_moments_s{S}_p{P}(x, w, scale[C], bias[C]) -> y, moments[2C]
 // where the act variants convolve min(max(x * scale + bias, 0), 6) (see Act) and dx is its gradient;
@@ -27,7 +29,8 @@
 // after the convolution, applied to each block of planes while it is still in cache; actfwd_moments
 // also gives y's batch mean (moments[0, C)) and biased variance (moments[C, 2C)) per channel, the
 // statistics of the training BatchNorm after the convolution; actbwd_sums also gives the sums the
-// backward of the training BatchNorm + ReLU6 that act is needs (GradSums).
+// backward of the training BatchNorm + ReLU6 that act is needs (GradSums); actbwd_outbn is actbwd_sums
+// where dy is the gradient of the training BatchNorm + ReLU6 after the convolution (OutGrad).
 // with OH = (H + 2P - 3) / S + 1. Return value 0 is success, non-zero a shape/dtype mismatch.
 
 #include <algorithm>
@@ -137,6 +140,33 @@ struct GradSums {
 inline void add_grad_sums(const GradSums *gs, const float *dx, const float *x, int64_t p, int64_t lanes,
                           int64_t hw, int64_t c0) {
   if (gs != nullptr) gs->add(dx, x, p, lanes, hw, c0);
+}
+
+// The training BatchNorm + ReLU6 after the convolution, for the actbwd_outbn entries: dy is the
+// gradient of that BatchNorm's output, and the gradient of the convolution's output is computed from
+// it a block of planes at a time as the backward reads dy (mnv2::grad_apply_plane, with the two means
+// of that BatchNorm's backward reduction, mnv2_bn_train_bwd_reduce_r1), instead of by a pass of the
+// BatchNorm's backward writing it and another reading it back. Null: dy is that gradient.
+struct OutGrad {
+  const float *conv, *gamma, *beta, *mean, *invstd, *mg, *mgx;  // conv: the convolution's output
+
+  // Planes p .. p + lanes - 1 (channels c0 ..) of the convolution's output gradient, n values each,
+  // in the calling thread's buffer.
+  const float *planes(const float *dy, int64_t p, int64_t lanes, int64_t n, int64_t c0) const {
+    float *g = mnv2::thread_buffer<float, 4>(static_cast<size_t>(lanes * n));
+    for (int64_t j = 0; j < lanes; ++j) {
+      const int64_t c = c0 + j, off = (p + j) * n;
+      mnv2::grad_apply_plane<true>(dy + off, conv + off, g + j * n, n, mean[c], invstd[c], gamma[c], beta[c],
+                                   gamma[c] * invstd[c], mg[c], mgx[c]);
+    }
+    return g;
+  }
+};
+
+// The convolution's output gradient for planes p .. p + lanes - 1 (n values each) from dy.
+inline const float *grad_planes(const OutGrad *og, const float *dy, int64_t p, int64_t lanes, int64_t n,
+                                int64_t c0) {
+  return og != nullptr ? og->planes(dy, p, lanes, n, c0) : dy + p * n;
 }
 
 // The first `count` tensors all 4-D but `vecs` 1-D ones (scales and biases) from `vec_at` on.
@@ -795,7 +825,7 @@ void bwd_s2_lanes(const float *__restrict gl, const float *__restrict xp, int64_
 // The stride-2 backward of all planes in blocks of 16 channels of one sample; part as in backward.
 template <int P>
 void backward_s2_lanes(const float *dy, const float *x, const float *wt, float *dx, double *part, const Dims &d,
-                       const Act *act, const GradSums *gs) {
+                       const Act *act, const GradSums *gs, const OutGrad *og) {
   const int64_t blocks = (d.c + kLanes - 1) / kLanes;
   // Padded input: every row and column a tap of an output reaches, and all of x.
   const int64_t rows = std::max(2 * d.oh + 1, d.h + P), cols = std::max(2 * d.ow + 1, d.w + P);
@@ -805,7 +835,7 @@ void backward_s2_lanes(const float *dy, const float *x, const float *wt, float *
     const int64_t p = b.first_plane(d.c);
     const Prefetch pf = next_block(item, blocks, d, dy, out, x, in, dx, in);
     float *gl = lane_buffer<0>(out * kLanes), *xp = lane_buffer<1>(psz), *dxp = lane_buffer<2>(psz);
-    to_lanes(dy + p * out, b.lanes, d.oh, d.ow, gl, d.oh, d.ow, 0, 0);
+    to_lanes(grad_planes(og, dy, p, b.lanes, out, b.c0), b.lanes, d.oh, d.ow, gl, d.oh, d.ow, 0, 0);
     to_lanes(x + p * in, b.lanes, d.h, d.w, xp, rows, cols, P, P, act, b.c0);
     std::memset(dxp, 0, sizeof(float) * psz);
     __m512 k[K * K], acc[K * K];
@@ -872,7 +902,7 @@ inline bool use_lanes(int64_t w) { return w <= 8 || w >= 24; }
 // The stride-1 backward of all planes in blocks of 16 channels of one sample; part as in backward.
 template <int P>
 void backward_s1_lanes(const float *dy, const float *x, const float *wt, float *dx, double *part, const Dims &d,
-                       const Act *act, const GradSums *gs) {
+                       const Act *act, const GradSums *gs, const OutGrad *og) {
   constexpr int Q = K - 1 - P;
   const int64_t blocks = (d.c + kLanes - 1) / kLanes;
   const int64_t rows = d.h + 2, cols = d.w + 2, psz = rows * cols * kLanes, in = d.h * d.w, out = d.oh * d.ow;
@@ -881,7 +911,7 @@ void backward_s1_lanes(const float *dy, const float *x, const float *wt, float *
     const int64_t p = b.first_plane(d.c);
     const Prefetch pf = next_block(item, blocks, d, dy, out, x, in, dx, in);
     float *gp = lane_buffer<0>(psz), *xp = lane_buffer<1>(psz), *dxl = lane_buffer<2>(in * kLanes);
-    to_lanes(dy + p * out, b.lanes, d.oh, d.ow, gp, rows, cols, Q, Q);
+    to_lanes(grad_planes(og, dy, p, b.lanes, out, b.c0), b.lanes, d.oh, d.ow, gp, rows, cols, Q, Q);
     to_lanes(x + p * in, b.lanes, d.h, d.w, xp, rows, cols, P, P, act, b.c0);
     __m512 kf[K * K], acc[K * K];
     lane_kernels<true>(wt, b, kf);
@@ -1136,7 +1166,7 @@ void forward_s1_lanes8(const float *x, const float *wt, float *y, const Dims &d,
 // The stride-1 backward of all planes in blocks of 8 channels of one sample; part as in backward.
 template <int P>
 void backward_s1_lanes8(const float *dy, const float *x, const float *wt, float *dx, double *part, const Dims &d,
-                        const Act *act, const GradSums *gs) {
+                        const Act *act, const GradSums *gs, const OutGrad *og) {
   constexpr int Q = K - 1 - P;
   const int64_t blocks = (d.c + kLanes8 - 1) / kLanes8;
   const int64_t rows = d.h + 2, cols = d.w + 2, psz = rows * cols * kLanes8, in = d.h * d.w, out = d.oh * d.ow;
@@ -1144,7 +1174,8 @@ void backward_s1_lanes8(const float *dy, const float *x, const float *wt, float 
     const LaneBlock b = lane_block<kLanes8>(item, blocks, d.c);
     const int64_t p = b.first_plane(d.c);
     float *gp = lane_buffer8<0>(psz), *xp = lane_buffer8<1>(psz), *dxl = lane_buffer8<2>(in * kLanes8);
-    to_lanes8(dy + p * out, b.lanes, d.oh, d.ow, gp, rows, cols, Q, Q, nullptr, 0);
+    to_lanes8(grad_planes(og, dy, p, b.lanes, out, b.c0), b.lanes, d.oh, d.ow, gp, rows, cols, Q, Q,
+              nullptr, 0);
     to_lanes8(x + p * in, b.lanes, d.h, d.w, xp, rows, cols, P, P, act, b.c0);
     __m256 kf[K * K], acc[K * K];
     lane_kernels8<true>(wt, b, kf);
@@ -1266,7 +1297,7 @@ void forward_s2_lanes8(const float *x, const float *wt, float *y, const Dims &d,
 // The stride-2 backward of all planes in blocks of 8 channels of one sample; part as in backward.
 template <int P>
 void backward_s2_lanes8(const float *dy, const float *x, const float *wt, float *dx, double *part, const Dims &d,
-                        const Act *act, const GradSums *gs) {
+                        const Act *act, const GradSums *gs, const OutGrad *og) {
   const int64_t blocks = (d.c + kLanes8 - 1) / kLanes8;
   // Padded input: every row and column a tap of an output reaches, and all of x.
   const int64_t rows = std::max(2 * d.oh + 1, d.h + P), cols = std::max(2 * d.ow + 1, d.w + P);
@@ -1275,7 +1306,8 @@ void backward_s2_lanes8(const float *dy, const float *x, const float *wt, float 
     const LaneBlock b = lane_block<kLanes8>(item, blocks, d.c);
     const int64_t p = b.first_plane(d.c);
     float *gl = lane_buffer8<0>(out * kLanes8), *xp = lane_buffer8<1>(psz), *dxp = lane_buffer8<2>(psz);
-    to_lanes8(dy + p * out, b.lanes, d.oh, d.ow, gl, d.oh, d.ow, 0, 0, nullptr, 0);
+    to_lanes8(grad_planes(og, dy, p, b.lanes, out, b.c0), b.lanes, d.oh, d.ow, gl, d.oh, d.ow, 0, 0,
+              nullptr, 0);
     to_lanes8(x + p * in, b.lanes, d.h, d.w, xp, rows, cols, P, P, act, b.c0);
     std::memset(dxp, 0, sizeof(float) * psz);
     __m256 k[K * K], acc[K * K];
@@ -1379,18 +1411,22 @@ int forward(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   return 0;
 }
 
-// (dy, x, w[, scale, bias][, gamma, beta, save_mean, save_invstd]) -> dx, dw[, sums[4C]]; with ACT the
-// input is act(x) and dx its gradient (the gradient of act(x), not of x: the BatchNorm's backward
-// takes it from there); with SUMS (and ACT) also the gradient sums of
-// the training BatchNorm + ReLU6 that act is (GradSums), as mnv2_bn_train_bwd_apply_r1 takes them:
-// sum(g), sum(g * xhat), then each over the channel's N * H * W values.
-template <int S, int P, bool ACT = false, bool SUMS = false>
+// (dy, x, w[, scale, bias][, gamma, beta, save_mean, save_invstd][, conv, gamma2, beta2, save_mean2,
+// save_invstd2, means2[2C]]) -> dx, dw[, sums[4C]]; with ACT the input is act(x) and dx its gradient
+// (the gradient of act(x), not of x: the BatchNorm's backward takes it from there); with SUMS (and
+// ACT) also the gradient sums of the training BatchNorm + ReLU6 that act is (GradSums), as
+// mnv2_bn_train_bwd_apply_r1 takes them: sum(g), sum(g * xhat), then each over the channel's N * H * W
+// values; with OUTBN dy is the gradient of the training BatchNorm + ReLU6 after the convolution, whose
+// input conv is and whose reduction gave means2 (OutGrad).
+template <int S, int P, bool ACT = false, bool SUMS = false, bool OUTBN = false>
 int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   static_assert(ACT || !SUMS, "the gradient sums belong to the act prologue's BatchNorm");
   constexpr int kVecs = (ACT ? 2 : 0) + (SUMS ? 4 : 0);
-  constexpr int kIn = 3 + kVecs;
+  constexpr int kOutBn = 3 + kVecs;              // conv's index, with OUTBN
+  constexpr int kIn = kOutBn + (OUTBN ? 6 : 0);  // dx's
   if (nparam != kIn + 2 + SUMS || !mnv2::all_float32(nparam, dtypes)) return 1;
-  if (!act_dims_ok(kVecs, kIn + 2, 3, ndims)) return 1;
+  if (!act_dims_ok(kVecs, kOutBn, 3, ndims) || ndims[kIn] != 4 || ndims[kIn + 1] != 4) return 1;
+  if (OUTBN && !act_dims_ok(5, 6, 1, ndims + kOutBn)) return 1;
   const float *dy = static_cast<const float *>(params[0]);
   const float *x = static_cast<const float *>(params[1]);
   const float *wt = static_cast<const float *>(params[2]);
@@ -1399,13 +1435,23 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
   const Dims d{shapes[1][0], shapes[1][1], shapes[1][2], shapes[1][3], shapes[0][2], shapes[0][3]};
   if (shapes[0][0] != d.n || shapes[0][1] != d.c || shapes[kIn][2] != d.h || shapes[kIn][3] != d.w) return 2;
   if (shapes[2][0] != d.c || shapes[kIn + 1][0] != d.c) return 2;
-  for (int v = 3; v < kIn; ++v) {
+  for (int v = 3; v < kOutBn; ++v) {
     if (shapes[v][0] != d.c) return 2;
+  }
+  if (OUTBN) {  // conv like dy, then four vectors of C and means2 of 2C
+    if (!std::equal(shapes[0], shapes[0] + 4, shapes[kOutBn]) || shapes[kIn - 1][0] != 2 * d.c) return 2;
+    for (int v = kOutBn + 1; v < kIn - 1; ++v) {
+      if (shapes[v][0] != d.c) return 2;
+    }
   }
   if (SUMS && (ndims[kIn + 2] != 1 || shapes[kIn + 2][0] != 4 * d.c)) return 2;
   const auto vec = [&](int i) { return static_cast<const float *>(params[i]); };
   const Act act_value{ACT ? vec(3) : nullptr, ACT ? vec(4) : nullptr};
   const Act *act = ACT ? &act_value : nullptr;
+  const OutGrad og_value = OUTBN ? OutGrad{vec(kOutBn), vec(kOutBn + 1), vec(kOutBn + 2), vec(kOutBn + 3),
+                                           vec(kOutBn + 4), vec(kOutBn + 5), vec(kOutBn + 5) + d.c}
+                                 : OutGrad{};
+  const OutGrad *og = OUTBN ? &og_value : nullptr;
   if (d.oh != (d.h + 2 * P - K) / S + 1 || d.ow != (d.w + 2 * P - K) / S + 1) return 3;
   // Planes in memory order (a channel's planes are C * H * W apart and, small, too short for the
   // hardware prefetcher), each with its own weight-gradient partial sums (and BatchNorm gradient
@@ -1419,15 +1465,15 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
   const GradSums *gs = SUMS ? &gs_value : nullptr;
 #if defined(__AVX512F__)
   if (S == 1 && use_lanes(d.w)) {
-    backward_s1_lanes<P>(dy, x, wt, dx, part, d, act, gs);
+    backward_s1_lanes<P>(dy, x, wt, dx, part, d, act, gs, og);
   } else if (S == 2) {  // faster at every MobileNetV2 width (measured: 112, 56, 28, 14)
-    backward_s2_lanes<P>(dy, x, wt, dx, part, d, act, gs);
+    backward_s2_lanes<P>(dy, x, wt, dx, part, d, act, gs, og);
   } else
 #elif defined(__AVX2__)
   if (S == 1) {
-    backward_s1_lanes8<P>(dy, x, wt, dx, part, d, act, gs);
+    backward_s1_lanes8<P>(dy, x, wt, dx, part, d, act, gs, og);
   } else if (S == 2) {
-    backward_s2_lanes8<P>(dy, x, wt, dx, part, d, act, gs);
+    backward_s2_lanes8<P>(dy, x, wt, dx, part, d, act, gs, og);
   } else
 #endif
   mnv2::parallel_for_each(planes, planes * d.h * d.w >= kParallelMin, [&](int64_t pl) {
@@ -1440,7 +1486,7 @@ int backward(int nparam, void **params, int *ndims, int64_t **shapes, const char
     {
       const float *xs = x + pl * d.h * d.w;
       const ChannelAct a = channel_act(act, c);
-      const float *g = dy + pl * d.oh * d.ow;
+      const float *g = grad_planes(og, dy, pl, 1, d.oh * d.ow, c);
       float *gx = dx + pl * d.h * d.w;
       if (S == 1) {
         // Both planes `cols` = ow + 2q wide (q = 2 - P, dy's padding for the input gradient): dy
@@ -1685,6 +1731,11 @@ int dense_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
   extern "C" int mnv2_dw3x3_actbwd_sums_s##S##_p##P(int nparam, void **params, int *ndims, int64_t **shapes,\
                                                     const char **dtypes, void *, void *) {               \
     return backward<S, P, true, true>(nparam, params, ndims, shapes, dtypes);                             \
+  }                                                                                                       \
+  extern "C" int mnv2_dw3x3_actbwd_outbn_s##S##_p##P(int nparam, void **params, int *ndims,              \
+                                                     int64_t **shapes, const char **dtypes, void *,        \
+                                                     void *) {                                             \
+    return backward<S, P, true, true, true>(nparam, params, ndims, shapes, dtypes);                       \
   }                                                                                                       \
   extern "C" int mnv2_dw3x3_actfwd_bn_s##S##_p##P(int nparam, void **params, int *ndims, int64_t **shapes,\
                                                   const char **dtypes, void *, void *) {                 \

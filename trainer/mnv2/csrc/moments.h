@@ -1,6 +1,7 @@
 // The sums a training BatchNorm needs over a plane, shared by its kernels (csrc/batchnorm.cc) and
 // the depthwise kernels that compute them for it while the plane is in cache (csrc/depthwise.cc):
-// the shifted moments of the forward's statistics and the gradient sums of the backward.
+// the shifted moments of the forward's statistics and the gradient sums of the backward; and the
+// backward's output from those sums, which a depthwise backward computes for the BatchNorm after it.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -57,6 +58,20 @@ inline void plane_grad_sums(const float *__restrict dy, const float *__restrict 
     }
     sg += a;
     sgx += q;
+  }
+}
+
+// The backward's output over one plane of n values given the channel's two means: dx = k * (g - mg -
+// xhat * mgx), k = gamma * invstd, mg = mean(g), mgx = mean(g * xhat), g and xhat as above.
+template <bool RELU6>
+inline void grad_apply_plane(const float *__restrict g, const float *__restrict x, float *__restrict dx,
+                             int64_t n, float mean, float invstd, float gamma, float beta, float k, float mg,
+                             float mgx) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float xh = (x[i] - mean) * invstd;
+    const float gi = pass<RELU6>(xh * gamma + beta, g[i]);
+    dx[i] = k * (gi - mg - xh * mgx);
   }
 }
 

@@ -24,8 +24,12 @@ while it is still in cache (``BatchNormAfterDepthwise``, in that BatchNorm's pla
 kernel). An inverted residual's expanded tensors then cross memory once in an evaluation pass,
 where the BatchNorms read and wrote them four times more. In training that second BatchNorm takes
 its batch statistics from the depthwise kernel, which sums them from its output while it is in
-registers (``mnv2_dw3x3_actfwd_moments``), so it reads that output once instead of twice. The
-cells pass tuples between them.
+registers (``mnv2_dw3x3_actfwd_moments``), so it reads that output once instead of twice; in its
+backward only its reduction runs as a pass of its own (``mnv2_bn_train_bwd_reduce_r1``), and the
+depthwise backward computes the gradient through it from that reduction as it reads the incoming
+gradient (``mnv2_dw3x3_actbwd_outbn``), so that gradient is never written and read back. The three
+then run in one cell (``_TrainBlock``), as the two do in evaluation (``_EvalBlock``). The cells pass
+tuples between them.
 Parameter objects stay in their cells and slots, so names (checkpoint keys), values and optimizer
 bindings are unchanged. The results are those of ``FusedBatchNorm2d(relu6=True)`` and
 ``DepthwiseConv2d`` up to float rounding (one fused multiply-add instead of a multiply and an add;
@@ -47,6 +51,7 @@ from mnv2.ops.batchnorm import (
     _Fused,
     infer_backward,
     train_backward_from_sums,
+    train_backward_reduce,
     train_from_moments,
     updating_moving_averages,
 )
@@ -124,6 +129,20 @@ def _depthwise_backward_with_sums(stride: int, padding: int) -> ops.Custom:
 
 
 @cache
+def _depthwise_backward_through_batchnorm(stride: int, padding: int) -> ops.Custom:
+    """As ``_depthwise_backward_with_sums`` where dy is the gradient of the training BatchNorm + ReLU6
+    after the convolution: (dy, x, w, scale, bias, gamma, beta, save_mean, save_invstd, conv, gamma2,
+    beta2, save_mean2, save_invstd2, means2[2C]) -> dx, dw, sums[4C], conv being that BatchNorm's input
+    and means2 its backward's reduction (``train_backward_reduce``)."""
+    return ops.Custom(
+        f"{build('depthwise')}:mnv2_dw3x3_actbwd_outbn_s{stride}_p{padding}",
+        out_shape=lambda dy, x, w, s, b, g, bt, m, v, conv, g2, bt2, m2, v2, means2: (x, w, [4 * x[1]]),
+        out_dtype=lambda dy, x, w, s, b, g, bt, m, v, conv, g2, bt2, m2, v2, means2: (x, w, x),
+        func_type="aot",
+    )
+
+
+@cache
 def _depthwise_with_moments(stride: int, padding: int) -> ops.Custom:
     """The forward op reading act(x) that also gives its output's batch mean and variance per channel
     (moments[2C]), the statistics of the training BatchNorm after it, taken while the output is in
@@ -188,13 +207,11 @@ class BatchNormForDepthwise(nn.Cell):
 class _TrainStep(nn.Cell):
     """act(x) -> depthwise, with the backward of both (a cell bprop: the statistics get no gradient
     of their own, BatchNorm's backward kernel accounts for them; the depthwise backward kernel gives
-    that kernel its sums). With ``moments`` it returns
-    ``(y, moments)`` for the BatchNormAfterDepthwise that follows (whose backward accounts for them)."""
+    that kernel its sums)."""
 
-    def __init__(self, stride: int, padding: int, moments: bool = False) -> None:
+    def __init__(self, stride: int, padding: int) -> None:
         super().__init__()
-        self.moments = moments
-        self._fwd = _depthwise_with_moments(stride, padding) if moments else _depthwise(stride, padding)[0]
+        self._fwd = _depthwise(stride, padding)[0]
         self._bwd = _depthwise_backward_with_sums(stride, padding)
         self._bn_bwd = train_backward_from_sums()
         self._zeros = ops.ZerosLike()
@@ -203,11 +220,44 @@ class _TrainStep(nn.Cell):
         return self._fwd(x, w, scale, bias)
 
     def bprop(self, x, w, scale, bias, gamma, beta, mean, invstd, out, dout):
-        dy = dout[0] if self.moments else dout
-        grad_act, dw, sums = self._bwd(dy, x, w, scale, bias, gamma, beta, mean, invstd)
+        grad_act, dw, sums = self._bwd(dout, x, w, scale, bias, gamma, beta, mean, invstd)
         dx, dgamma, dbeta = self._bn_bwd(grad_act, x, gamma, beta, mean, invstd, sums)
         z = self._zeros
         return dx, dw, z(scale), z(bias), dgamma, dbeta, z(mean), z(invstd)
+
+
+class _TrainBlock(nn.Cell):
+    """act(x) -> depthwise -> training BatchNorm + ReLU6, with the backward of all three. The second
+    BatchNorm takes its batch statistics from the depthwise kernel; its backward is a reduction
+    (``train_backward_reduce``) from which the depthwise backward kernel computes the convolution's
+    output gradient as it reads dy (``mnv2_dw3x3_actbwd_outbn``), so that gradient is never written.
+
+    Returns ``(y, conv, mean2, invstd2)``: the last three, what the backward needs, get no gradient."""
+
+    def __init__(self, stride: int, padding: int) -> None:
+        super().__init__()
+        self._fwd = _depthwise_with_moments(stride, padding)
+        self._bn_fwd = train_from_moments()
+        self._bn_reduce = train_backward_reduce()
+        self._bwd = _depthwise_backward_through_batchnorm(stride, padding)
+        self._bn_bwd = train_backward_from_sums()
+        self._zeros = ops.ZerosLike()
+
+    def construct(self, x, w, scale, bias, gamma, beta, mean, invstd, gamma2, beta2, mmean2, mvar2, hp2):
+        conv, moments = self._fwd(x, w, scale, bias)
+        y, mean2, invstd2 = self._bn_fwd(conv, moments, gamma2, beta2, mmean2, mvar2, hp2)
+        return y, conv, mean2, invstd2
+
+    def bprop(self, x, w, scale, bias, gamma, beta, mean, invstd, gamma2, beta2, mmean2, mvar2, hp2,
+              out, dout):
+        _, conv, mean2, invstd2 = out
+        dgamma2, dbeta2, means2 = self._bn_reduce(dout[0], conv, gamma2, beta2, mean2, invstd2)
+        grad_act, dw, sums = self._bwd(dout[0], x, w, scale, bias, gamma, beta, mean, invstd,
+                                       conv, gamma2, beta2, mean2, invstd2, means2)
+        dx, dgamma, dbeta = self._bn_bwd(grad_act, x, gamma, beta, mean, invstd, sums)
+        z = self._zeros
+        return (dx, dw, z(scale), z(bias), dgamma, dbeta, z(mean), z(invstd),
+                dgamma2, dbeta2, z(mmean2), z(mvar2), z(hp2))
 
 
 class _EvalStep(nn.Cell):
@@ -258,8 +308,8 @@ class _EvalBlock(nn.Cell):
 
 class DepthwiseAfterBatchNorm(nn.Cell):
     """A DepthwiseConv2d fed by a BatchNormForDepthwise: takes its tuple and applies the BatchNorm +
-    ReLU6 while reading. With ``then_batchnorm``, in evaluation it hands its inputs and weight on to
-    the BatchNormAfterDepthwise that follows, which runs the kernel."""
+    ReLU6 while reading. With ``then_batchnorm`` it hands its inputs and weight on to the
+    BatchNormAfterDepthwise that follows, which runs the kernels."""
 
     def __init__(self, conv: DepthwiseConv2d, then_batchnorm: bool = False) -> None:
         super().__init__()
@@ -268,12 +318,14 @@ class DepthwiseAfterBatchNorm(nn.Cell):
         self.in_channels = self.out_channels = self.group = conv.channels
         self.kernel_size = conv.kernel_size
         self.weight = conv.weight  # the same Parameter: name, value and optimizer binding kept
-        self._train_step = _TrainStep(conv.stride, conv.padding, moments=then_batchnorm)
+        self._train_step = _TrainStep(conv.stride, conv.padding)
         self._eval_step = _EvalStep(conv.stride, conv.padding)
 
     def construct(self, inputs):
         if self.training:
             x, scale, bias, gamma, beta, mean, invstd = inputs
+            if self.then_batchnorm:
+                return x, self.weight, scale, bias, gamma, beta, mean, invstd
             return self._train_step(x, self.weight, scale, bias, gamma, beta, mean, invstd)
         x, scale, bias, gamma, beta, mmean, mvar, hp = inputs
         if self.then_batchnorm:
@@ -286,9 +338,10 @@ class DepthwiseAfterBatchNorm(nn.Cell):
 
 
 class BatchNormAfterDepthwise(FusedBatchNorm2d):
-    """The FusedBatchNorm2d (with ReLU6) after a DepthwiseAfterBatchNorm(then_batchnorm=True): in
-    training it takes the batch statistics the depthwise kernel computed with its output (one pass
-    over that output fewer); in evaluation it runs the depthwise kernel with itself as the epilogue."""
+    """The FusedBatchNorm2d (with ReLU6) after a DepthwiseAfterBatchNorm(then_batchnorm=True), running
+    the depthwise kernels with itself: in training it takes the batch statistics the depthwise kernel
+    computed with its output, and the depthwise backward the gradient through it (``_TrainBlock``);
+    in evaluation the depthwise kernel applies it as an epilogue (``_EvalBlock``)."""
 
     def __init__(self, bn: FusedBatchNorm2d, conv: DepthwiseAfterBatchNorm) -> None:
         nn.Cell.__init__(self)  # FusedBatchNorm2d's own __init__ builds from an nn.BatchNorm2d
@@ -300,16 +353,15 @@ class BatchNormAfterDepthwise(FusedBatchNorm2d):
         self.moving_mean = bn.moving_mean
         self.moving_variance = bn.moving_variance
         self._hp = bn._hp
-        self._from_moments = train_from_moments()
+        self._train_block = _TrainBlock(conv.stride, conv.padding)
         self._coefficients = _inference_coefficients()
         self._block = _EvalBlock(conv.stride, conv.padding)
 
     def construct(self, x):
         if self.training:
-            x, moments = x
-            y, _, _ = self._from_moments(x, moments, self.gamma, self.beta, self.moving_mean,
-                                         self.moving_variance, self._hp)
-            return y
+            x, w, scale, bias, gamma, beta, mean, invstd = x
+            return self._train_block(x, w, scale, bias, gamma, beta, mean, invstd, self.gamma, self.beta,
+                                     self.moving_mean, self.moving_variance, self._hp)[0]
         x, w, scale, bias, gamma, beta, mmean, mvar, hp = x
         out_scale, out_bias = self._coefficients(self.gamma, self.beta, self.moving_mean,
                                                  self.moving_variance, self._hp)

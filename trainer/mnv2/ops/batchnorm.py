@@ -69,6 +69,19 @@ def train_backward_from_sums() -> ops.Custom:
 
 
 @cache
+def train_backward_reduce() -> ops.Custom:
+    """The training backward of BatchNorm + ReLU6 without dx: (dy, x, gamma, beta, save_mean,
+    save_invstd) -> dgamma, dbeta, means[2C] (mean(g), mean(g * xhat)), from which the depthwise
+    kernel before the BatchNorm computes dx as it reads dy (``mnv2.ops.act_depthwise``)."""
+    return ops.Custom(
+        f"{build('batchnorm')}:mnv2_bn_train_bwd_reduce_r1",
+        out_shape=lambda dy, x, g, b, m, v: (g, g, [2 * g[0]]),
+        out_dtype=lambda dy, x, g, b, m, v: (g, g, g),
+        func_type="aot",
+    )
+
+
+@cache
 def infer_backward(relu6: bool) -> ops.Custom:
     """The inference backward (dy, x, gamma, beta, mmean, mvar, hp) -> dx, dgamma, dbeta, where dy is
     the gradient of the (clipped, with relu6) output."""
@@ -119,21 +132,14 @@ def _kernels(relu6: bool) -> tuple[ops.Custom, ops.Custom]:
 def train_from_moments() -> ops.Custom:
     """The training forward (BatchNorm + ReLU6) given the batch mean and biased variance (moments[2C],
     from the depthwise kernel that made x): (x, moments, gamma, beta, moving_mean, moving_variance, hp)
-    -> y, save_mean, save_invstd, the moving averages written. The backward is the usual one: the
-    moments get no gradient of their own."""
-    zeros_like = ops.ZerosLike()
-    bwd = train_backward(relu6=True)
-
-    def bprop(x, moments, gamma, beta, mmean, mvar, hp, out, dout):
-        dx, dgamma, dbeta = bwd(dout[0], x, gamma, beta, out[1], out[2])
-        return dx, zeros_like(moments), dgamma, dbeta, zeros_like(mmean), zeros_like(mvar), zeros_like(hp)
-
+    -> y, save_mean, save_invstd, the moving averages written. No backward of its own: it runs inside
+    the cell of ``mnv2.ops.act_depthwise`` whose backward covers the depthwise convolution and it."""
     signature = (_MOVING_WRITTEN[0], sig.make_sig("moments"), *_MOVING_WRITTEN[1:])
     return updating_moving_averages(
         f"{build('batchnorm')}:mnv2_bn_train_fwd_moments_r1",
         out_shape=lambda x, mo, g, b, m, v, hp: (x, g, g),
         out_dtype=lambda x, mo, g, b, m, v, hp: (x, g, g),
-        bprop=bprop,
+        bprop=None,
         signature=signature,
     )
 
