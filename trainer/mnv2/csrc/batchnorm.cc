@@ -196,8 +196,8 @@ inline void affine_plane_stream(const float *__restrict p, float *__restrict q, 
 
 template <bool RELU6>
 inline void grad_apply_plane_stream(const float *__restrict g, const float *__restrict p, float *__restrict q,
-                                    int64_t hw, float mean, float invstd, float gm, float bt, float k, float mg,
-                                    float mgx) {
+                                    int64_t hw, float mean, float invstd, float gm, float bt, float mg, float mgx) {
+  const float k = gm * invstd;
   int64_t i = 0;
   auto one = [&](int64_t j) {
     const float xh = (p[j] - mean) * invstd;
@@ -224,8 +224,8 @@ inline void affine_plane_stream(const float *p, float *q, int64_t hw, float scal
 }
 template <bool RELU6>
 inline void grad_apply_plane_stream(const float *g, const float *p, float *q, int64_t hw, float mean,
-                                    float invstd, float gm, float bt, float k, float mg, float mgx) {
-  grad_apply_plane<RELU6>(g, p, q, hw, mean, invstd, gm, bt, k, mg, mgx);
+                                    float invstd, float gm, float bt, float mg, float mgx) {
+  grad_apply_plane<RELU6>(g, p, q, hw, mean, invstd, gm, bt, mg, mgx);
 }
 inline void stream_fence() {}
 #endif
@@ -424,16 +424,15 @@ void grad_sums(const float *__restrict dy, const float *__restrict x, const Shap
   }
 }
 
-// dx = k * (g - mg - xhat * mgx) over every plane in memory order, mg and mgx per channel.
+// dx = k * (g - mg - xhat * mgx), k = gamma * invstd, over every plane in memory order, mg and mgx per
+// channel.
 template <bool RELU6>
 void grad_apply(const float *dy, const float *x, float *dx, const Shape &s, const float *gamma, const float *beta,
                 const float *save_mean, const float *save_invstd, const float *mg, const float *mgx,
                 bool parallel, bool stream) {
   auto plane = [&](int64_t pl, auto apply) {
     const int64_t c = pl % s.c, off = pl * s.hw;
-    const float invstd = save_invstd[c];
-    apply(dy + off, x + off, dx + off, s.hw, save_mean[c], invstd, gamma[c], beta[c], gamma[c] * invstd, mg[c],
-          mgx[c]);
+    apply(dy + off, x + off, dx + off, s.hw, save_mean[c], save_invstd[c], gamma[c], beta[c], mg[c], mgx[c]);
   };
   if (stream) {
     for_planes_streaming(s.n * s.c, parallel, [&](int64_t pl) { plane(pl, grad_apply_plane_stream<RELU6>); });
@@ -498,14 +497,13 @@ int train_backward(int nparam, void **params, int *ndims, int64_t **shapes, cons
       grad_sums<RELU6>(dy, x, s, c, mean, invstd, gm, bt, sg, sgx);
       dbeta[c] = static_cast<float>(sg);
       dgamma[c] = static_cast<float>(sgx);
-      const float k = gm * invstd;
       const float mg = static_cast<float>(sg / m), mgx = static_cast<float>(sgx / m);
       for (int64_t n = 0; n < s.n; ++n) {
         const int64_t off = (n * s.c + c) * s.hw;
         if (stream) {
-          grad_apply_plane_stream<RELU6>(dy + off, x + off, dx + off, s.hw, mean, invstd, gm, bt, k, mg, mgx);
+          grad_apply_plane_stream<RELU6>(dy + off, x + off, dx + off, s.hw, mean, invstd, gm, bt, mg, mgx);
         } else {
-          grad_apply_plane<RELU6>(dy + off, x + off, dx + off, s.hw, mean, invstd, gm, bt, k, mg, mgx);
+          grad_apply_plane<RELU6>(dy + off, x + off, dx + off, s.hw, mean, invstd, gm, bt, mg, mgx);
         }
       }
       if (stream) stream_fence();

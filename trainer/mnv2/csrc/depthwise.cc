@@ -157,7 +157,7 @@ struct OutGrad {
     for (int64_t j = 0; j < lanes; ++j) {
       const int64_t c = c0 + j, off = (p + j) * n;
       mnv2::grad_apply_plane<true>(dy + off, conv + off, g + j * n, n, mean[c], invstd[c], gamma[c], beta[c],
-                                   gamma[c] * invstd[c], mg[c], mgx[c]);
+                                   mg[c], mgx[c]);
     }
     return g;
   }

@@ -65,8 +65,8 @@ inline void plane_grad_sums(const float *__restrict dy, const float *__restrict 
 // xhat * mgx), k = gamma * invstd, mg = mean(g), mgx = mean(g * xhat), g and xhat as above.
 template <bool RELU6>
 inline void grad_apply_plane(const float *__restrict g, const float *__restrict x, float *__restrict dx,
-                             int64_t n, float mean, float invstd, float gamma, float beta, float k, float mg,
-                             float mgx) {
+                             int64_t n, float mean, float invstd, float gamma, float beta, float mg, float mgx) {
+  const float k = gamma * invstd;
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     const float xh = (x[i] - mean) * invstd;
